@@ -1,0 +1,49 @@
+# The door to i24net: `make demo` runs a local network, `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install system-deps demo test test-quick lint bench chaos clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	@touch $(STAMP)
+
+# Mosquitto and its clients back the real-broker tests; installed when missing and we are root.
+system-deps:
+	@if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto and mosquitto-clients"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	  else \
+	    echo "note: mosquitto not found; broker tests against mosquitto will be skipped"; \
+	  fi; \
+	fi
+
+demo: install
+	$(BIN)/i24net demo
+
+test: install
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-quick: install
+	$(BIN)/pytest -q -x -m "not broker and not slow"
+
+lint: install
+	$(BIN)/ruff check i24net tests
+	$(BIN)/mypy i24net/core
+
+bench: install
+	$(BIN)/i24net bench --json bench/results.json
+
+chaos: install
+	$(BIN)/i24net chaos --messages 20000 --nodes 20 --engine mosquitto --json bench/chaos.json
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from i24net.cli import main
+
+main()

@@ -1,0 +1,199 @@
+"""``i24net envelope seal / inspect / open``: the envelope on its own, no network needed."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from i24net.cli import EXIT_REFUSED, cli, console, home_option
+from i24net.core import envelope as env
+from i24net.core.errors import I24Error
+from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
+from i24net.home import Home, now_ms
+
+MESSAGE_KINDS = ("message", "diffusion", "alert", "notice-request", "notice",
+                 "notice-cancel-request", "release")
+
+
+def message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options shared by ``envelope seal`` and ``publish``."""
+    opts = [
+        click.option("--as", "sender", required=True, metavar="AGENCY", help="Sending agency."),
+        click.option("--to", "to", required=True, metavar="LIST",
+                     help="Recipients: agency ids and @GROUPs, comma-separated."),
+        click.option("--kind", type=click.Choice(MESSAGE_KINDS), default="message",
+                     show_default=True),
+        click.option("--classification", "level", required=True, metavar="LEVEL",
+                     help="Classification level, e.g. CONFIDENTIAL."),
+        click.option("--caveat", "caveats", multiple=True, metavar="X",
+                     help="Caveat (repeatable), e.g. --caveat EU."),
+        click.option("--handling", "handling", multiple=True, metavar="H",
+                     help="SIENA handling code H0-H3 (repeatable)."),
+        click.option("--restriction", "h3_text", default="", metavar="TEXT",
+                     help="Free-text restriction for handling code H3."),
+        click.option("--precedence", default="ROUTINE", show_default=True,
+                     type=click.Choice([p.name for p in Precedence], case_sensitive=False)),
+        click.option("--tlp", default=None, help="TLP 2.0 marking (CLEAR, GREEN, AMBER, "
+                     "AMBER+STRICT, RED)."),
+        click.option("--evaluation", default=None, metavar="XN",
+                     help="SIENA evaluation code, e.g. B2."),
+        click.option("--ref", default=None, metavar="ID",
+                     help="Id (hex) of an earlier message this one refers to or forwards."),
+        click.option("--release", "release_file", default=None, metavar="FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Signed release from the source (forwarding an H2 message)."),
+        click.option("--ttl", "ttl_hours", type=float, default=None, metavar="HOURS",
+                     help="Lifetime (default from network.toml)."),
+        click.option("--subject", required=True),
+        click.option("--text", default=None),
+        click.option("--body-file", type=click.Path(exists=True, dir_okay=False), default=None),
+        click.option("--data", "data", multiple=True, metavar="KEY=VALUE",
+                     help="Structured field (repeatable), e.g. --data colour=red."),
+    ]
+    return functools.reduce(lambda f, o: o(f), reversed(opts), fn)
+
+
+def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
+    """Build the header and body that the message options describe."""
+    d = h.directory()
+    if (o["text"] is None) == (o["body_file"] is None):
+        raise click.UsageError("give exactly one of --text or --body-file")
+    text = o["text"] if o["text"] is not None else Path(o["body_file"]).read_text()
+    data: dict[str, str] = {}
+    for item in o["data"]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--data expects KEY=VALUE, got {item!r}")
+        data[key] = value
+    addressing = [a.strip() for a in o["to"].split(",") if a.strip()]
+    if not addressing:
+        raise click.UsageError("--to names no recipient")
+    ref = None
+    if o["ref"]:
+        try:
+            ref = bytes.fromhex(o["ref"])
+        except ValueError:
+            raise click.UsageError("--ref must be a message id in hex") from None
+        if len(ref) != env.ID_SIZE:
+            raise click.UsageError(f"--ref must be {env.ID_SIZE * 2} hex digits")
+    ttl_hours = o["ttl_hours"] if o["ttl_hours"] is not None else h.spec().default_ttl_hours
+    header = env.make_header(
+        d, sender=o["sender"], addressing=addressing, kind=o["kind"],
+        label=Label(o["level"].upper(), frozenset(c.upper() for c in o["caveats"])),
+        now_ms=now_ms(), ttl_ms=int(ttl_hours * 3600_000), random_bytes=os.urandom,
+        precedence=Precedence.parse(o["precedence"]),
+        handling=HandlingCodes.parse(o["handling"], o["h3_text"]),
+        tlp=TLP.parse(o["tlp"]) if o["tlp"] else None,
+        evaluation=Evaluation.parse(o["evaluation"]) if o["evaluation"] else None,
+        ref=ref,
+        release=Path(o["release_file"]).read_bytes() if o["release_file"] else None,
+    )
+    return header, env.Body(o["subject"], text, data)
+
+
+def seal_with_home(h: Home, header: env.Header, body: env.Body) -> bytes:
+    d = h.directory()
+    return env.seal(header, body, h.keys(header.sender), env.recipient_keys(d, header),
+                    random_bytes=os.urandom)
+
+
+@cli.group()
+def envelope() -> None:
+    """Seal, inspect and open envelopes as files (no broker needed)."""
+
+
+@envelope.command("seal")
+@message_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the sealed envelope.")
+@home_option
+def envelope_seal(output: str, home: str | None, **o: Any) -> None:
+    """Sign and encrypt a message to its recipients; write the envelope to a file."""
+    h = Home.resolve(home)
+    header, body = compose(h, o)
+    raw = seal_with_home(h, header, body)
+    Path(output).write_bytes(raw)
+    console.print(f"sealed {header.kind} {header.id_hex} from {header.sender} to "
+                  f"{len(header.recipients)} recipient(s) "
+                  f"[{h.directory().scale.colour(header.label.level)}]{header.label.marking}[/]"
+                  f" -> {output} ({len(raw)} bytes)")
+
+
+def _signature_status(h: Home, e: env.Envelope) -> tuple[bool, str]:
+    try:
+        e.verify(h.directory())
+    except I24Error as exc:
+        return False, f"INVALID: {exc.message} ({exc.reason})"
+    return True, f"valid ({e.header.sender}, directory v{h.directory().serial})"
+
+
+@envelope.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def envelope_inspect(file: str, as_json: bool, home: str | None) -> None:
+    """Show header, label, recipients and signature status. Never decrypts."""
+    h = Home.resolve(home)
+    raw = Path(file).read_bytes()
+    e = env.Envelope.parse(raw)
+    ok, status = _signature_status(h, e)
+    summary = {**e.header.summary(), "size": len(raw), "digest": e.digest.hex(),
+               "signature": status, "signature_valid": ok}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        scale = h.directory().scale
+        t = Table(show_header=False, title=f"envelope {e.header.id_hex}")
+        t.add_column(style="bold")
+        t.add_column()
+        for key, value in summary.items():
+            if key == "label":
+                value = f"[{scale.colour(e.header.label.level)}]{value}[/]"
+            elif key == "precedence":
+                value = f"[{e.header.precedence.colour}]{value}[/]"
+            elif key == "signature":
+                value = f"[{'green' if ok else 'red'}]{value}[/]"
+            elif isinstance(value, list):
+                value = ", ".join(map(str, value))
+            t.add_row(key, str(value))
+        console.print(t)
+    if not ok:
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+@envelope.command("open")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--as", "agency", required=True, metavar="AGENCY", help="Opening agency.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def envelope_open(file: str, agency: str, as_json: bool, home: str | None) -> None:
+    """Verify and decrypt FILE as AGENCY; print subject and text. Exit 3 if refused."""
+    h = Home.resolve(home)
+    d = h.directory()
+    opened = env.open_envelope(Path(file).read_bytes(), h.keys(agency), d)
+    hd = opened.header
+    fresh = env.check_freshness(hd, now_ms(), d.max_skew_ms)
+    if as_json:
+        click.echo(json.dumps({**hd.summary(), "subject": opened.body.subject,
+                               "text": opened.body.text, "data": opened.body.data,
+                               "freshness": fresh or "fresh"}, indent=2, default=str))
+        return
+    console.print(f"[bold]{opened.body.subject}[/]")
+    console.print(f"[dim]{hd.kind} from {hd.sender}, "
+                  f"[{d.scale.colour(hd.label.level)}]{hd.label.marking}[/], "
+                  f"[{hd.precedence.colour}]{hd.precedence.name}[/], id {hd.id_hex}[/]")
+    if fresh:
+        console.print(f"[yellow]warning: {fresh} (a daemon would refuse it)[/]")
+    console.print(opened.body.text, markup=False, highlight=False)
+    if opened.body.data:
+        for key, value in opened.body.data.items():
+            console.print(f"  {key}: {value}", markup=False)
+
+

@@ -1,0 +1,344 @@
+"""The signed, versioned directory: who is in the network, their keys, clearances and groups.
+
+Theory of operation: ``network.toml`` (the human-edited spec, parsed by ``netspec``) plus the
+agencies' public keys become a ``Directory``: a serial number, an issue time, the
+classification scale, one ``AgencyRecord`` per agency and the explicit groups. The GS
+directory authority signs its exact encoding (``DOMAIN_DIRECTORY || doc``); everyone else
+holds the authority's public key as a trust anchor and ``load`` refuses anything that does
+not verify against it, and anything older than the serial it already holds (no rollback).
+Equal serials with different contents are refused too: one serial names one directory.
+
+``rotate`` and ``revoke`` return a new directory with the next serial; revocation therefore
+takes effect at the next directory version, everywhere the new version is loaded.
+
+Addressing: ``@ALL`` (every active agency), ``@NCB`` (every active NCB), ``@<REGION>`` (every
+active agency in that region), ``@<GROUP>`` (an explicit group) and plain agency ids.
+Group expansion drops revoked agencies and the sender itself; naming a revoked or unknown
+agency directly is an error the router turns into a refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from i24net.core import keys as k
+from i24net.core.errors import DirectoryError
+from i24net.core.labels import ClassificationScale, Label
+from i24net.core.wire import MAX_RECIPIENTS, Fields, fail, pack, unpack
+
+AGENCY_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$")
+GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
+KINDS = ("gs", "ncb", "europol", "lea", "body")
+ROLES = ("notice-authority", "directory-authority", "notice-requester")
+STATUSES = ("active", "revoked")
+DERIVED_GROUPS = ("ALL", "NCB")
+
+MAX_DIRECTORY = 8 << 20  # 3,000 agencies at ~300 bytes each, with ample margin
+DIRECTORY_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRecord:
+    """One agency as the directory knows it."""
+
+    id: str
+    name: str
+    kind: str
+    region: str
+    clearance: Label
+    roles: frozenset[str]
+    sign_key: bytes = field(repr=False)
+    enc_key: bytes = field(repr=False)
+    status: str = "active"
+    key_version: int = 1
+
+    def __post_init__(self) -> None:
+        if not AGENCY_ID.match(self.id) or len(self.id) > 32:
+            raise DirectoryError(f"invalid agency id {self.id!r}: use e.g. NCB-FR, GS-LYON",
+                                 reason="directory.agency-id")
+        if self.kind not in KINDS:
+            raise DirectoryError(f"{self.id}: kind must be one of {', '.join(KINDS)}",
+                                 reason="directory.kind", agency=self.id)
+        if not isinstance(self.roles, frozenset):
+            object.__setattr__(self, "roles", frozenset(self.roles))
+        bad = self.roles - set(ROLES)
+        if bad:
+            raise DirectoryError(f"{self.id}: unknown role(s) {', '.join(sorted(bad))}",
+                                 reason="directory.role", agency=self.id)
+        if self.status not in STATUSES:
+            raise DirectoryError(f"{self.id}: status must be active or revoked",
+                                 reason="directory.status", agency=self.id)
+        if len(self.sign_key) != k.KEY_SIZE or len(self.enc_key) != k.KEY_SIZE:
+            raise DirectoryError(f"{self.id}: public keys must be 32 bytes",
+                                 reason="directory.key", agency=self.id)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def key_id(self) -> bytes:
+        return k.key_id(self.sign_key)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "kind": self.kind, "region": self.region,
+            "level": self.clearance.level, "caveats": sorted(self.clearance.caveats),
+            "roles": sorted(self.roles), "sign_key": self.sign_key, "enc_key": self.enc_key,
+            "status": self.status, "key_version": self.key_version,
+        }
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> AgencyRecord:
+        f = Fields(obj, "directory agency")
+        rec = cls(
+            id=f.text("id", max_len=32), name=f.text("name"), kind=f.text("kind"),
+            region=f.text("region", max_len=32),
+            clearance=Label(f.text("level", max_len=32),
+                            frozenset(f.text_list("caveats", max_items=64, max_len=32))),
+            roles=frozenset(f.text_list("roles", max_items=16)),
+            sign_key=f.blob("sign_key", size=k.KEY_SIZE),
+            enc_key=f.blob("enc_key", size=k.KEY_SIZE),
+            status=f.text("status", max_len=16), key_version=f.integer("key_version", lo=1),
+        )
+        f.done()
+        return rec
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """A directory version. Build with ``Directory(...)``; publish with ``sign``."""
+
+    network: str
+    serial: int
+    issued_ms: int
+    scale: ClassificationScale
+    agencies: Mapping[str, AgencyRecord]
+    groups: Mapping[str, tuple[str, ...]]
+    authority_key: bytes = field(repr=False)
+    prefix: str = "i24/v1"
+    max_skew_ms: int = 300_000
+    _expansions: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False,
+                                                     compare=False)
+
+    def __post_init__(self) -> None:
+        if self.serial < 1:
+            raise DirectoryError("directory serial must be at least 1", reason="directory.serial")
+        if len(self.agencies) > MAX_RECIPIENTS:
+            raise DirectoryError(f"a directory holds at most {MAX_RECIPIENTS} agencies",
+                                 reason="directory.size")
+        regions = {a.region for a in self.agencies.values()}
+        for rid, rec in self.agencies.items():
+            if rid != rec.id:
+                raise DirectoryError(f"agency listed as {rid!r} but named {rec.id!r}",
+                                     reason="directory.agency-id")
+            try:
+                self.scale.validate(rec.clearance)
+            except Exception as exc:
+                raise DirectoryError(f"{rid}: clearance {rec.clearance}: {exc}",
+                                     reason="directory.clearance", agency=rid) from exc
+        for name, members in self.groups.items():
+            if not GROUP_NAME.match(name):
+                raise DirectoryError(f"invalid group name {name!r}", reason="directory.group")
+            if name in DERIVED_GROUPS or name in regions:
+                raise DirectoryError(
+                    f"group {name!r} clashes with a derived group (@ALL, @NCB or a region)",
+                    reason="directory.group")
+            for m in members:
+                if m not in self.agencies:
+                    raise DirectoryError(f"group @{name} lists unknown agency {m}",
+                                         reason="directory.group", agency=m)
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def agency(self, agency_id: str) -> AgencyRecord:
+        try:
+            return self.agencies[agency_id]
+        except KeyError:
+            raise DirectoryError(f"{agency_id} is not in directory version {self.serial}",
+                                 reason="directory.unknown-agency", agency=agency_id) from None
+
+    def authorities(self, role: str) -> list[str]:
+        return sorted(a.id for a in self.agencies.values() if role in a.roles and a.active)
+
+    def regions(self) -> list[str]:
+        return sorted({a.region for a in self.agencies.values()})
+
+    def group_names(self) -> list[str]:
+        return ["ALL", "NCB", *self.regions(), *sorted(self.groups)]
+
+    def groups_of(self, agency_id: str) -> list[str]:
+        """Every group (derived and explicit) the agency belongs to, as ``@NAME``."""
+        rec = self.agency(agency_id)
+        names = ["@ALL", f"@{rec.region}"]
+        if rec.kind == "ncb":
+            names.insert(1, "@NCB")
+        names += [f"@{g}" for g, members in sorted(self.groups.items()) if agency_id in members]
+        return names
+
+    def _group_members(self, name: str) -> tuple[str, ...]:
+        cached = self._expansions.get(name)
+        if cached is not None:
+            return cached
+        active = [a for a in self.agencies.values() if a.active]
+        if name == "ALL":
+            found = [a.id for a in active]
+        elif name == "NCB":
+            found = [a.id for a in active if a.kind == "ncb"]
+        elif name in self.groups:
+            found = [m for m in self.groups[name] if self.agencies[m].active]
+        elif any(a.region == name for a in self.agencies.values()):
+            found = [a.id for a in active if a.region == name]
+        else:
+            raise DirectoryError(
+                f"unknown group @{name}; known groups: "
+                + ", ".join("@" + g for g in self.group_names()),
+                reason="directory.unknown-group")
+        result = tuple(sorted(found))
+        self._expansions[name] = result
+        return result
+
+    def expand(self, addressing: Iterable[str], sender: str) -> tuple[str, ...]:
+        """The sorted recipient ids that ``addressing`` names for ``sender``.
+
+        Groups drop revoked agencies and the sender; a directly named agency is kept as
+        named (the router refuses it if it is unknown or revoked).
+        """
+        out: set[str] = set()
+        for item in addressing:
+            if item.startswith("@"):
+                out.update(m for m in self._group_members(item[1:]) if m != sender)
+            else:
+                out.add(item)
+        return tuple(sorted(out))
+
+    # -- versions -------------------------------------------------------------------------
+
+    def next_version(self, issued_ms: int, **changes: Any) -> Directory:
+        return replace(self, serial=self.serial + 1, issued_ms=issued_ms,
+                       _expansions={}, **changes)
+
+    def rotate(self, agency_id: str, sign_key: bytes, enc_key: bytes,
+               issued_ms: int) -> Directory:
+        """A new version in which ``agency_id`` has new public keys."""
+        rec = self.agency(agency_id)
+        new = replace(rec, sign_key=sign_key, enc_key=enc_key, key_version=rec.key_version + 1)
+        return self.next_version(issued_ms, agencies={**self.agencies, agency_id: new})
+
+    def revoke(self, agency_id: str, issued_ms: int) -> Directory:
+        """A new version in which ``agency_id`` is revoked (its keys are no longer trusted)."""
+        rec = self.agency(agency_id)
+        if not rec.active:
+            raise DirectoryError(f"{agency_id} is already revoked", reason="directory.revoked",
+                                 agency=agency_id)
+        new = replace(rec, status="revoked")
+        return self.next_version(issued_ms, agencies={**self.agencies, agency_id: new})
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        """The exact document bytes the authority signs."""
+        return pack({
+            "v": DIRECTORY_VERSION,
+            "network": self.network,
+            "serial": self.serial,
+            "issued": self.issued_ms,
+            "prefix": self.prefix,
+            "max_skew_ms": self.max_skew_ms,
+            "levels": list(self.scale.levels),
+            "caveats": sorted(self.scale.caveats),
+            "authority_key": self.authority_key,
+            "agencies": [self.agencies[a].to_wire() for a in sorted(self.agencies)],
+            "groups": {g: sorted(m) for g, m in sorted(self.groups.items())},
+        })
+
+    def sign(self, authority_seed: bytes) -> bytes:
+        """The signed directory file: msgpack ``[doc bytes, signature]``."""
+        doc = self.encode()
+        return pack([doc, k.sign(authority_seed, k.DOMAIN_DIRECTORY, doc)])
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+    @classmethod
+    def decode_doc(cls, doc: bytes) -> Directory:
+        obj = unpack(doc, what="directory", max_size=MAX_DIRECTORY)
+        f = Fields(obj, "directory")
+        if f.integer("v") != DIRECTORY_VERSION:
+            fail("directory", f"unsupported directory version (this build reads "
+                 f"{DIRECTORY_VERSION})", reason="wire.version")
+        network = f.text("network", max_len=64)
+        serial = f.integer("serial", lo=1)
+        issued = f.integer("issued")
+        prefix = f.text("prefix", max_len=128)
+        skew = f.integer("max_skew_ms", hi=86_400_000)
+        levels = f.text_list("levels", max_items=32, max_len=32)
+        caveats = f.text_list("caveats", max_items=64, max_len=32)
+        authority = f.blob("authority_key", size=k.KEY_SIZE)
+        raw_agencies = f.raw("agencies")
+        raw_groups = f.raw("groups")
+        f.done()
+        if not isinstance(raw_agencies, list) or not isinstance(raw_groups, dict):
+            fail("directory", "agencies must be a list and groups a map")
+        records = [AgencyRecord.from_wire(a) for a in raw_agencies]
+        agencies = {r.id: r for r in records}
+        if len(agencies) != len(records):
+            fail("directory", "duplicate agency id")
+        groups = {}
+        for name, members in raw_groups.items():
+            gf = Fields({"m": members}, f"directory group {name}")
+            groups[name] = tuple(gf.text_list("m", max_len=32))
+        try:
+            return cls(network=network, serial=serial, issued_ms=issued,
+                       scale=ClassificationScale(tuple(levels), frozenset(caveats)),
+                       agencies=agencies, groups=groups, authority_key=authority,
+                       prefix=prefix, max_skew_ms=skew)
+        except DirectoryError:
+            raise
+        except Exception as exc:  # label/config validation inside a signed document
+            raise DirectoryError(f"directory content is invalid: {exc}",
+                                 reason="directory.invalid") from exc
+
+
+def load(signed: bytes, anchor: bytes, *, held: Directory | None = None) -> Directory:
+    """Verify and decode a signed directory against the trust anchor (authority public key).
+
+    ``held`` is the version already held, if any: an older serial is refused as a rollback,
+    and the same serial with different contents as a fork.
+    """
+    outer = unpack(signed, what="signed directory", max_size=MAX_DIRECTORY + 256, max_items=4)
+    if not (isinstance(outer, list) and len(outer) == 2 and isinstance(outer[0], bytes)
+            and isinstance(outer[1], bytes)):
+        fail("signed directory", "expected [document, signature]")
+    doc, sig = outer
+    k.verify(anchor, k.DOMAIN_DIRECTORY, doc, sig, what="directory")
+    d = Directory.decode_doc(doc)
+    if d.authority_key != anchor:
+        raise DirectoryError("directory names a different authority key than the trust anchor",
+                             reason="directory.authority")
+    if held is not None:
+        if d.serial < held.serial:
+            raise DirectoryError(
+                f"directory version {d.serial} is older than version {held.serial} already "
+                "held: refusing a rollback", reason="directory.rollback")
+        if d.serial == held.serial and d.digest != held.digest:
+            raise DirectoryError(
+                f"two different directories claim version {d.serial}: refusing both",
+                reason="directory.fork")
+    return d
+
+
+def peek_serial(signed: bytes) -> int:
+    """The serial of a signed directory without verifying it (for messages only)."""
+    outer = unpack(signed, what="signed directory", max_size=MAX_DIRECTORY + 256, max_items=4)
+    if not (isinstance(outer, list) and len(outer) == 2 and isinstance(outer[0], bytes)):
+        fail("signed directory", "expected [document, signature]")
+    doc = unpack(outer[0], what="directory", max_size=MAX_DIRECTORY)
+    if not isinstance(doc, dict) or not isinstance(doc.get("serial"), int):
+        fail("directory", "no serial")
+    return int(doc["serial"])

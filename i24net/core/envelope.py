@@ -1,0 +1,456 @@
+"""The envelope: a signed, end-to-end encrypted, multi-recipient message.
+
+Theory of operation (the normative text is ``docs/protocol.md``):
+
+    envelope = msgpack [ "i24e", 1, signed: bin, signature: bin64 ]
+    signed   = msgpack [ header: bin, wraps: [[recipient, bin48], ...], ciphertext: bin ]
+    signature = Ed25519(sender, "i24net/v1/envelope\\0" || signed)
+
+Seal encrypts the body *once* with a fresh 32-byte body key (XChaCha20-Poly1305, nonce from
+the header, associated data ``"i24net/v1/body\\0" || header bytes``), wraps that key for each
+recipient under the pair key shared with that recipient (XChaCha20-Poly1305, associated data
+``"i24net/v1/wrap\\0" || id || recipient``), and signs the exact bytes of the signed part. The
+receiver verifies that signature over the bytes it received, never over a re-encoding, and
+only then reads anything else. The header travels in clear (the router decides on it) but is
+bound three times: by the signature, as AEAD associated data of the body, and by the wrap
+associated data (id and recipient), so a body cannot move under another header, a header
+cannot be re-addressed or relabelled, and a wrap cannot be replayed for another recipient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.bindings as sodium
+import nacl.exceptions
+
+from i24net.core import keys as k
+from i24net.core.directory import Directory
+from i24net.core.errors import CryptoError, DirectoryError, NotRecipientError, WireFormatError
+from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
+from i24net.core.wire import MAX_BODY, MAX_ENVELOPE, MAX_RECIPIENTS, Fields, fail, pack, unpack
+
+MAGIC = "i24e"
+WIRE_VERSION = 1
+ID_SIZE = 16
+NONCE_SIZE = 24
+BODY_KEY_SIZE = 32
+WRAP_SIZE = BODY_KEY_SIZE + 16  # key + Poly1305 tag
+MAX_HEADER = 64 * 1024 + MAX_RECIPIENTS * 40  # ids of up to 32 chars, twice (to + addr)
+MAX_SUBJECT = 256
+MAX_TEXT = 512 * 1024
+
+# Who may send which kind is the routing policy's business; the envelope only knows the names.
+KINDS = (
+    "message",  # agency to agency
+    "diffusion",  # NCB straight to chosen recipients, recorded at the GS
+    "alert",  # urgent operational alert
+    "notice-request",  # NCB asks the GS to publish a notice
+    "notice",  # the GS publishes a reviewed notice
+    "notice-decision",  # the GS tells a requester: published or refused, and why
+    "notice-update",  # the GS updates a published notice
+    "notice-cancel-request",  # the owner asks the GS to cancel its notice
+    "notice-cancel",  # the GS withdraws a notice from every holder
+    "deletion-order",  # the GS orders recipients to delete a non-compliant diffusion
+    "release",  # a source allows onward dissemination of an H2 message
+)
+
+RandomBytes = Callable[[int], bytes]
+
+
+def _hex(b: bytes | None) -> str:
+    return b.hex() if b else "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Everything the router may see: addresses and labels, never the body."""
+
+    id: bytes
+    kind: str
+    sender: str
+    recipients: tuple[str, ...]
+    addressing: tuple[str, ...]
+    label: Label
+    precedence: Precedence
+    created_ms: int
+    expires_ms: int
+    directory_serial: int
+    key_id: bytes
+    nonce: bytes
+    handling: HandlingCodes = field(default_factory=HandlingCodes)
+    tlp: TLP | None = None
+    evaluation: Evaluation | None = None
+    ref: bytes | None = None
+    release: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.id) != ID_SIZE:
+            raise WireFormatError(f"message id must be {ID_SIZE} bytes", reason="wire.schema")
+        if self.kind not in KINDS:
+            raise WireFormatError(f"unknown kind {self.kind!r}; one of {', '.join(KINDS)}",
+                                  reason="wire.kind")
+        if not self.recipients:
+            raise WireFormatError("a message needs at least one recipient",
+                                  reason="wire.no-recipients")
+        if list(self.recipients) != sorted(set(self.recipients)):
+            raise WireFormatError("recipients must be sorted and unique", reason="wire.schema")
+        if len(self.recipients) > MAX_RECIPIENTS:
+            raise WireFormatError(f"at most {MAX_RECIPIENTS} recipients", reason="wire.schema")
+        if not self.addressing:
+            raise WireFormatError("addressing must not be empty", reason="wire.schema")
+        if self.expires_ms <= self.created_ms:
+            raise WireFormatError("a message must expire after it is created",
+                                  reason="wire.schema")
+        if len(self.nonce) != NONCE_SIZE or len(self.key_id) != k.KEY_ID_SIZE:
+            raise WireFormatError("bad nonce or key id size", reason="wire.schema")
+        if self.ref is not None and len(self.ref) != ID_SIZE:
+            raise WireFormatError(f"reference must be a {ID_SIZE}-byte id", reason="wire.schema")
+
+    @property
+    def id_hex(self) -> str:
+        return self.id.hex()
+
+    def encode(self) -> bytes:
+        return pack({
+            "v": WIRE_VERSION,
+            "id": self.id,
+            "kind": self.kind,
+            "from": self.sender,
+            "to": list(self.recipients),
+            "addr": list(self.addressing),
+            "level": self.label.level,
+            "caveats": sorted(self.label.caveats),
+            "handling": self.handling.names(),
+            "h3": self.handling.h3_text,
+            "tlp": self.tlp.value if self.tlp else None,
+            "eval": str(self.evaluation) if self.evaluation else None,
+            "prec": self.precedence.name,
+            "created": self.created_ms,
+            "expires": self.expires_ms,
+            "ref": self.ref,
+            "release": self.release,
+            "dir": self.directory_serial,
+            "kid": self.key_id,
+            "nonce": self.nonce,
+        })
+
+    @classmethod
+    def decode(cls, data: bytes) -> Header:
+        obj = unpack(data, what="header", max_size=MAX_HEADER, max_items=MAX_RECIPIENTS)
+        f = Fields(obj, "header")
+        if f.integer("v") != WIRE_VERSION:
+            fail("header", f"unsupported header version (this build reads {WIRE_VERSION})",
+                 reason="wire.version")
+        try:
+            tlp_raw = f.text("tlp", max_len=16, optional=True)
+            eval_raw = f.text("eval", max_len=2, optional=True)
+            h = cls(
+                id=f.blob("id", size=ID_SIZE),
+                kind=f.text("kind", max_len=32),
+                sender=f.text("from", max_len=32),
+                recipients=tuple(f.text_list("to", max_len=32)),
+                addressing=tuple(f.text_list("addr", max_len=33)),
+                label=Label(f.text("level", max_len=32),
+                            frozenset(f.text_list("caveats", max_items=64, max_len=32))),
+                handling=HandlingCodes.parse(f.text_list("handling", max_items=4, max_len=2),
+                                             f.text("h3", max_len=512, allow_empty=True)),
+                tlp=TLP.parse(tlp_raw) if tlp_raw is not None else None,
+                evaluation=Evaluation.parse(eval_raw) if eval_raw is not None else None,
+                precedence=Precedence.parse(f.text("prec", max_len=16)),
+                created_ms=f.integer("created"),
+                expires_ms=f.integer("expires"),
+                ref=f.blob("ref", size=ID_SIZE, optional=True),
+                release=f.blob("release", max_len=4096, optional=True),
+                directory_serial=f.integer("dir", lo=1),
+                key_id=f.blob("kid", size=k.KEY_ID_SIZE),
+                nonce=f.blob("nonce", size=NONCE_SIZE),
+            )
+        except WireFormatError:
+            raise
+        except Exception as exc:  # label, handling, TLP... validation of untrusted fields
+            raise WireFormatError(f"header: {exc}", reason="wire.schema") from exc
+        f.done()
+        return h
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly view for inspect, logs and reports."""
+        return {
+            "id": self.id_hex, "kind": self.kind, "from": self.sender,
+            "to": list(self.recipients), "addressing": list(self.addressing),
+            "label": self.label.marking, "handling": str(self.handling),
+            "tlp": self.tlp.marking if self.tlp else None,
+            "evaluation": str(self.evaluation) if self.evaluation else None,
+            "precedence": self.precedence.name, "created_ms": self.created_ms,
+            "expires_ms": self.expires_ms, "ref": _hex(self.ref) if self.ref else None,
+            "release": bool(self.release), "directory_serial": self.directory_serial,
+            "key_id": self.key_id.hex(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """The confidential part: subject, text and structured data (e.g. notice fields)."""
+
+    subject: str
+    text: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.subject, str) or not 0 < len(self.subject) <= MAX_SUBJECT:
+            raise WireFormatError(f"subject must be 1-{MAX_SUBJECT} characters",
+                                  reason="wire.body")
+        if not isinstance(self.text, str) or len(self.text) > MAX_TEXT:
+            raise WireFormatError(f"text must be at most {MAX_TEXT} characters",
+                                  reason="wire.body")
+
+    def encode(self) -> bytes:
+        out = pack({"subject": self.subject, "text": self.text, "data": dict(self.data)})
+        if len(out) > MAX_BODY:
+            raise WireFormatError(f"body is {len(out)} bytes, over the {MAX_BODY}-byte limit",
+                                  reason="wire.oversized")
+        return out
+
+    @classmethod
+    def decode(cls, data: bytes) -> Body:
+        obj = unpack(data, what="body", max_size=MAX_BODY, max_str=MAX_TEXT, max_items=1024)
+        f = Fields(obj, "body")
+        subject = f.text("subject", max_len=MAX_SUBJECT)
+        text = f.text("text", max_len=MAX_TEXT, allow_empty=True)
+        d = f.raw("data")
+        f.done()
+        if not isinstance(d, dict):
+            fail("body", "data must be a map")
+        return cls(subject, text, d)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A parsed envelope whose signature has NOT been checked yet; see ``verify``."""
+
+    raw: bytes = field(repr=False)
+    signed: bytes = field(repr=False)
+    header_bytes: bytes = field(repr=False)
+    header: Header
+    wraps: Mapping[str, bytes] = field(repr=False)
+    ciphertext: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the exact envelope bytes: what stamps and receipts refer to."""
+        return hashlib.sha256(self.raw).digest()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Envelope:
+        """Decode under the wire limits; raises ``WireFormatError`` on anything malformed."""
+        outer = unpack(raw, what="envelope", max_size=MAX_ENVELOPE, max_items=8)
+        if not (isinstance(outer, list) and len(outer) == 4):
+            fail("envelope", "expected [magic, version, signed, signature]")
+        magic, version, signed, signature = outer
+        if magic != MAGIC:
+            fail("envelope", "not an i24net envelope (bad magic)", reason="wire.magic")
+        if version != WIRE_VERSION:
+            fail("envelope", f"wire version {version!r} is not supported (this build reads "
+                 f"{WIRE_VERSION})", reason="wire.version")
+        if not isinstance(signed, bytes) or not isinstance(signature, bytes) \
+                or len(signature) != k.SIG_SIZE:
+            fail("envelope", "signed part must be binary and the signature 64 bytes")
+        inner = unpack(signed, what="envelope content", max_size=MAX_ENVELOPE,
+                       max_items=MAX_RECIPIENTS)
+        if not (isinstance(inner, list) and len(inner) == 3):
+            fail("envelope content", "expected [header, wraps, ciphertext]")
+        header_bytes, raw_wraps, ciphertext = inner
+        if not isinstance(header_bytes, bytes) or not isinstance(ciphertext, bytes):
+            fail("envelope content", "header and ciphertext must be binary")
+        if not isinstance(raw_wraps, list):
+            fail("envelope content", "wraps must be a list")
+        header = Header.decode(header_bytes)
+        wraps: dict[str, bytes] = {}
+        for w in raw_wraps:
+            if not (isinstance(w, list) and len(w) == 2 and isinstance(w[0], str)
+                    and isinstance(w[1], bytes) and len(w[1]) == WRAP_SIZE):
+                fail("envelope content", f"each wrap must be [recipient, {WRAP_SIZE} bytes]")
+            if w[0] in wraps:
+                fail("envelope content", f"two wraps for {w[0]}")
+            wraps[w[0]] = w[1]
+        if sorted(wraps) != list(header.recipients):
+            fail("envelope content", "the wraps do not match the header's recipient list",
+                 reason="wire.wraps")
+        return cls(bytes(raw), signed, header_bytes, header, wraps, ciphertext, signature)
+
+    def verify(self, directory: Directory) -> None:
+        """Check the sender's signature with the key the directory lists for the sender.
+
+        Refuses an unknown or revoked sender and a key id that is not the listed key.
+        """
+        h = self.header
+        try:
+            sender = directory.agency(h.sender)
+        except DirectoryError as exc:
+            raise CryptoError(f"sender {h.sender} is not in the directory (version "
+                              f"{directory.serial})", reason="sender.unknown",
+                              agency=h.sender, msg_id=h.id_hex) from exc
+        if not sender.active:
+            raise CryptoError(f"sender {h.sender} is revoked (directory version "
+                              f"{directory.serial})", reason="sender.revoked",
+                              agency=h.sender, msg_id=h.id_hex)
+        if h.key_id != sender.key_id:
+            raise CryptoError(
+                f"signed with a key of {h.sender} that directory version {directory.serial} "
+                "does not list (rotated or forged)", reason="sig.unknown-key",
+                agency=h.sender, msg_id=h.id_hex)
+        k.verify(sender.sign_key, k.DOMAIN_ENVELOPE, self.signed, self.signature,
+                 what=f"message {h.id_hex[:12]}", agency=h.sender)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    envelope: Envelope
+    body: Body
+
+    @property
+    def header(self) -> Header:
+        return self.envelope.header
+
+
+def _aead_encrypt(key: bytes, nonce: bytes, ad: bytes, plaintext: bytes) -> bytes:
+    return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plaintext, ad, nonce, key)
+
+
+def _aead_decrypt(key: bytes, nonce: bytes, ad: bytes, ciphertext: bytes, *, what: str,
+                  msg_id: str) -> bytes:
+    try:
+        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ciphertext, ad, nonce, key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise CryptoError(f"{what} of message {msg_id[:12]} does not decrypt (altered, or "
+                          "not meant for this key)", reason="aead.invalid",
+                          msg_id=msg_id) from exc
+
+
+def _wrap_ad(msg_id: bytes, recipient: str) -> bytes:
+    return k.DOMAIN_WRAP + msg_id + recipient.encode()
+
+
+def seal(
+    header: Header,
+    body: Body,
+    sender: k.AgencyKeys,
+    recipient_keys: Mapping[str, bytes],
+    *,
+    random_bytes: RandomBytes,
+    cache: k.PairKeyCache | None = None,
+) -> bytes:
+    """Encrypt ``body`` to every recipient of ``header`` and sign the whole; return the bytes.
+
+    ``recipient_keys`` maps each recipient to its X25519 public key (from the directory);
+    ``random_bytes`` supplies the body key (tests pass a fixed source for known answers).
+    """
+    if header.sender != sender.agency:
+        raise CryptoError(f"header names {header.sender} but the keys are {sender.agency}'s",
+                          reason="seal.sender")
+    missing = [r for r in header.recipients if r not in recipient_keys]
+    if missing:
+        raise DirectoryError(f"no encryption key for {', '.join(missing)}",
+                             reason="directory.unknown-agency", agencies=tuple(missing))
+    cache = cache if cache is not None else k.PairKeyCache()
+    header_bytes = header.encode()
+    body_key = random_bytes(BODY_KEY_SIZE)
+    ciphertext = _aead_encrypt(body_key, header.nonce, k.DOMAIN_BODY + header_bytes,
+                               body.encode())
+    my_public = sender.encryption_public
+    wraps = []
+    for r in header.recipients:
+        pk = cache.get(sender, my_public, recipient_keys[r], i_am_sender=True)
+        wraps.append([r, _aead_encrypt(pk, header.nonce, _wrap_ad(header.id, r), body_key)])
+    signed = pack([header_bytes, wraps, ciphertext])
+    return pack([MAGIC, WIRE_VERSION, signed, sender.sign(k.DOMAIN_ENVELOPE, signed)])
+
+
+def open_envelope(
+    raw: bytes | Envelope,
+    me: k.AgencyKeys,
+    directory: Directory,
+    *,
+    cache: k.PairKeyCache | None = None,
+) -> Opened:
+    """Parse, verify, check that ``me`` is a recipient, unwrap and decrypt.
+
+    Order matters: nothing from the envelope is acted on before its signature verified.
+    """
+    env = raw if isinstance(raw, Envelope) else Envelope.parse(raw)
+    env.verify(directory)
+    h = env.header
+    if me.agency not in env.wraps:
+        raise NotRecipientError(
+            f"{me.agency} is not a recipient of message {h.id_hex[:12]} (sent by {h.sender} "
+            f"to {', '.join(h.recipients[:8])}{' ...' if len(h.recipients) > 8 else ''})",
+            reason="not-recipient", agency=me.agency, msg_id=h.id_hex)
+    sender = directory.agency(h.sender)
+    cache = cache if cache is not None else k.PairKeyCache()
+    my_public = me.encryption_public
+    pk = cache.get(me, my_public, sender.enc_key, i_am_sender=False)
+    body_key = _aead_decrypt(pk, h.nonce, _wrap_ad(h.id, me.agency), env.wraps[me.agency],
+                             what="key wrap", msg_id=h.id_hex)
+    plaintext = _aead_decrypt(body_key, h.nonce, k.DOMAIN_BODY + env.header_bytes,
+                              env.ciphertext, what="body", msg_id=h.id_hex)
+    return Opened(env, Body.decode(plaintext))
+
+
+def make_header(
+    directory: Directory,
+    *,
+    sender: str,
+    addressing: tuple[str, ...] | list[str],
+    kind: str,
+    label: Label,
+    now_ms: int,
+    ttl_ms: int,
+    random_bytes: RandomBytes,
+    precedence: Precedence = Precedence.ROUTINE,
+    handling: HandlingCodes | None = None,
+    tlp: TLP | None = None,
+    evaluation: Evaluation | None = None,
+    ref: bytes | None = None,
+    release: bytes | None = None,
+) -> Header:
+    """A header addressed through the directory: recipients are the expansion of
+    ``addressing`` for ``sender`` at this directory version."""
+    rec = directory.agency(sender)
+    directory.scale.validate(label)
+    recipients = directory.expand(addressing, sender)
+    if not recipients:
+        raise DirectoryError(f"addressing {', '.join(addressing)} names no recipient",
+                             reason="addressing.empty")
+    return Header(
+        id=random_bytes(ID_SIZE), kind=kind, sender=sender, recipients=recipients,
+        addressing=tuple(addressing), label=label, precedence=precedence,
+        created_ms=now_ms, expires_ms=now_ms + ttl_ms, directory_serial=directory.serial,
+        key_id=rec.key_id, nonce=random_bytes(NONCE_SIZE),
+        handling=handling or HandlingCodes(), tlp=tlp, evaluation=evaluation, ref=ref,
+        release=release,
+    )
+
+
+def recipient_keys(directory: Directory, header: Header) -> dict[str, bytes]:
+    """The X25519 public keys of the header's recipients that the directory knows."""
+    return {r: directory.agencies[r].enc_key for r in header.recipients
+            if r in directory.agencies}
+
+
+def check_freshness(header: Header, now_ms: int, max_skew_ms: int) -> str | None:
+    """None when the message is fresh at ``now_ms``; otherwise a reason code.
+
+    A message is too new if created more than the skew bound in the future, and expired once
+    ``now`` passes its expiry (plus the skew bound, so a slow clock is not punished).
+    """
+    if header.created_ms > now_ms + max_skew_ms:
+        return "time.future"
+    if now_ms > header.expires_ms + max_skew_ms:
+        return "time.expired"
+    return None

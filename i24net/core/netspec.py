@@ -1,0 +1,199 @@
+"""The network spec: ``network.toml`` as typed values, and the directory built from it.
+
+Theory of operation: people edit ``network.toml``; ``parse_spec`` turns the parsed TOML
+(a dict, so this module stays free of file I/O) into a ``NetworkSpec`` and names the exact
+field when something is wrong (``agency[3].clearance: unknown classification level``).
+``build_directory`` joins the spec with the agencies' public keys into a ``Directory``
+ready for the authority to sign.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from i24net.core.directory import AGENCY_ID, KINDS, ROLES, AgencyRecord, Directory
+from i24net.core.errors import ConfigError, I24Error
+from i24net.core.labels import DEFAULT_LEVELS, ClassificationScale, Label
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    engine: str = "embedded"
+    host: str = "127.0.0.1"
+    port: int = 18830
+    tls: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("embedded", "mosquitto"):
+            raise ConfigError("broker.engine must be 'embedded' or 'mosquitto'",
+                              reason="config.broker")
+        if not 0 < self.port < 65536:
+            raise ConfigError("broker.port must be 1-65535", reason="config.broker")
+
+
+@dataclass(frozen=True, slots=True)
+class AgencySpec:
+    id: str
+    name: str
+    kind: str
+    region: str
+    clearance: Label
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    name: str
+    prefix: str
+    scale: ClassificationScale
+    max_skew_seconds: int
+    default_ttl_hours: int
+    broker: BrokerSettings
+    groups: Mapping[str, tuple[str, ...]]
+    agencies: tuple[AgencySpec, ...]
+
+    def agency_ids(self) -> list[str]:
+        return [a.id for a in self.agencies]
+
+
+def _field(path: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {message}", reason="config.field")
+
+
+def _get(table: Mapping[str, Any], key: str, path: str, typ: type, default: Any = None) -> Any:
+    if key not in table:
+        if default is not None:
+            return default
+        raise _field(f"{path}{key}", "missing")
+    value = table[key]
+    if typ is int and isinstance(value, bool):
+        raise _field(f"{path}{key}", "must be an integer")
+    if not isinstance(value, typ):
+        raise _field(f"{path}{key}", f"must be {typ.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _str_list(table: Mapping[str, Any], key: str, path: str) -> list[str]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _field(f"{path}{key}", "must be a list of strings")
+    return value
+
+
+def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
+    """Validate a parsed ``network.toml``; every error names the field at fault."""
+    known = {"network", "broker", "groups", "agency"}
+    for key in doc:
+        if key not in known:
+            raise _field(str(key), "unknown table (expected network, broker, groups, agency)")
+    net = _get(doc, "network", "", dict)
+    name = _get(net, "name", "network.", str)
+    prefix = _get(net, "prefix", "network.", str, "i24/v1")
+    if not prefix or prefix.startswith("/") or any(c in prefix for c in "+#"):
+        raise _field("network.prefix", "must be a topic prefix without wildcards")
+    levels = tuple(_str_list(net, "levels", "network.")) or DEFAULT_LEVELS
+    caveats = frozenset(_str_list(net, "caveats", "network."))
+    try:
+        scale = ClassificationScale(levels, caveats)
+    except I24Error as exc:
+        raise _field("network.levels", str(exc)) from exc
+    skew = _get(net, "max_skew_seconds", "network.", int, 300)
+    ttl = _get(net, "default_ttl_hours", "network.", int, 72)
+    if not 0 <= skew <= 86_400:
+        raise _field("network.max_skew_seconds", "must be 0-86400")
+    if not 1 <= ttl <= 24 * 365 * 5:
+        raise _field("network.default_ttl_hours", "must be 1 hour to 5 years")
+
+    b = doc.get("broker", {})
+    if not isinstance(b, dict):
+        raise _field("broker", "must be a table")
+    try:
+        broker = BrokerSettings(
+            engine=_get(b, "engine", "broker.", str, "embedded"),
+            host=_get(b, "host", "broker.", str, "127.0.0.1"),
+            port=_get(b, "port", "broker.", int, 18830),
+            tls=bool(b.get("tls", False)),
+        )
+    except ConfigError as exc:
+        raise _field("broker", str(exc)) from exc
+
+    raw_agencies = doc.get("agency", [])
+    if not isinstance(raw_agencies, list) or not raw_agencies:
+        raise _field("agency", "at least one [[agency]] table is needed")
+    agencies: list[AgencySpec] = []
+    seen: set[str] = set()
+    for i, a in enumerate(raw_agencies):
+        path = f"agency[{i}]."
+        if not isinstance(a, dict):
+            raise _field(f"agency[{i}]", "must be a table")
+        for key in a:
+            if key not in {"id", "name", "kind", "region", "clearance", "caveats", "roles"}:
+                raise _field(f"{path}{key}", "unknown field")
+        aid = _get(a, "id", path, str)
+        if not AGENCY_ID.match(aid) or len(aid) > 32:
+            raise _field(f"{path}id", f"{aid!r} is not a valid agency id (e.g. NCB-FR)")
+        if aid in seen:
+            raise _field(f"{path}id", f"duplicate agency {aid}")
+        seen.add(aid)
+        kind = _get(a, "kind", path, str)
+        if kind not in KINDS:
+            raise _field(f"{path}kind", f"must be one of {', '.join(KINDS)}")
+        roles = frozenset(_str_list(a, "roles", path))
+        if roles - set(ROLES):
+            raise _field(f"{path}roles", f"unknown role; known: {', '.join(ROLES)}")
+        try:
+            clearance = scale.validate(Label(_get(a, "clearance", path, str),
+                                             frozenset(_str_list(a, "caveats", path))))
+        except ConfigError as exc:
+            raise _field(f"{path}clearance", str(exc)) from exc
+        region = _get(a, "region", path, str).upper()
+        agencies.append(AgencySpec(aid, _get(a, "name", path, str, aid), kind, region,
+                                   clearance, roles))
+
+    raw_groups = doc.get("groups", {})
+    if not isinstance(raw_groups, dict):
+        raise _field("groups", "must be a table of name = [agency ids]")
+    groups: dict[str, tuple[str, ...]] = {}
+    for gname, members in raw_groups.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise _field(f"groups.{gname}", "must be a list of agency ids")
+        for m in members:
+            if m not in seen:
+                raise _field(f"groups.{gname}", f"unknown agency {m}")
+        groups[gname] = tuple(members)
+    if not any("directory-authority" in a.roles for a in agencies):
+        raise _field("agency", "one agency must hold the role directory-authority")
+    return NetworkSpec(name, prefix, scale, skew, ttl, broker, groups, tuple(agencies))
+
+
+def build_directory(
+    spec: NetworkSpec,
+    public_keys: Mapping[str, tuple[bytes, bytes]],
+    *,
+    authority_key: bytes,
+    serial: int,
+    issued_ms: int,
+    previous: Directory | None = None,
+) -> Directory:
+    """The directory for ``spec``; ``public_keys`` maps agency id -> (sign, enc) public keys.
+
+    With ``previous``, revocations and key versions carry over for agencies still listed.
+    """
+    records = {}
+    for a in spec.agencies:
+        if a.id not in public_keys:
+            raise ConfigError(f"no keys for {a.id}: run 'i24net directory keygen {a.id}'",
+                              reason="config.keys", agency=a.id)
+        sign_key, enc_key = public_keys[a.id]
+        status, version = "active", 1
+        if previous is not None and a.id in previous.agencies:
+            old = previous.agencies[a.id]
+            status = old.status
+            version = old.key_version + (old.sign_key != sign_key)
+        records[a.id] = AgencyRecord(a.id, a.name, a.kind, a.region, a.clearance, a.roles,
+                                     sign_key, enc_key, status, version)
+    return Directory(network=spec.name, serial=serial, issued_ms=issued_ms, scale=spec.scale,
+                     agencies=records, groups=dict(spec.groups), authority_key=authority_key,
+                     prefix=spec.prefix, max_skew_ms=spec.max_skew_seconds * 1000)

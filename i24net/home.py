@@ -1,0 +1,259 @@
+"""The network home: one folder holding a network's spec, directory, keys and state.
+
+Layout (DESIGN §7)::
+
+    network.toml          the human-edited spec
+    directory.signed      the current signed directory (msgpack [doc, signature])
+    authority.pub         the directory authority's public key (hex): the trust anchor
+    keys/<AGENCY>.key     an agency's private keys (mode 0600)
+    keys/authority.key    the directory authority's signing key (mode 0600)
+    keys/broker.toml      broker account passwords (mode 0600)
+    state/                one SQLite file per daemon; directory.held (rollback guard)
+    broker/               generated broker configuration
+    logs/                 daemon logs
+
+This is the file-system shell around the core: it reads and writes files, takes the real
+clock and ``os.urandom``, and hands typed values to the core.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import tomllib
+from pathlib import Path
+
+import nacl.signing
+
+from i24net.core import directory as dirmod
+from i24net.core.directory import Directory
+from i24net.core.errors import ConfigError, DirectoryError
+from i24net.core.keys import AgencyKeys
+from i24net.core.netspec import NetworkSpec, build_directory, parse_spec
+
+ENV_HOME = "I24NET_HOME"
+DEFAULT_HOME = ".i24net"
+ROUTER_ACCOUNT = "i24-router"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret file created with mode 0600 (never world-readable, not even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _unhex(value: object, what: str) -> bytes:
+    try:
+        out = bytes.fromhex(str(value))
+    except ValueError:
+        raise ConfigError(f"{what} is not hexadecimal", reason="config.keys") from None
+    if len(out) != 32:
+        raise ConfigError(f"{what} must be 32 bytes", reason="config.keys")
+    return out
+
+
+class Home:
+    """A network home folder. Cheap to construct; files are read on demand."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self._directory: Directory | None = None
+
+    @classmethod
+    def resolve(cls, value: str | None = None) -> Home:
+        """``--home`` if given, else ``$I24NET_HOME``, else ``./.i24net``."""
+        return cls(value or os.environ.get(ENV_HOME) or DEFAULT_HOME)
+
+    # -- paths ----------------------------------------------------------------------------
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "network.toml"
+
+    @property
+    def directory_file(self) -> Path:
+        return self.path / "directory.signed"
+
+    @property
+    def anchor_file(self) -> Path:
+        return self.path / "authority.pub"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.path / "keys"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / "state"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.path / "broker"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    def key_file(self, agency: str) -> Path:
+        return self.keys_dir / f"{agency}.key"
+
+    def exists(self) -> bool:
+        return self.spec_file.exists() and self.directory_file.exists()
+
+    def require(self) -> None:
+        if not self.exists():
+            raise ConfigError(
+                f"no network at {self.path}: run 'i24net init --home {self.path}' first "
+                f"(or set --home / {ENV_HOME})", reason="config.home")
+
+    # -- creation -------------------------------------------------------------------------
+    def init(self, spec_text: str, *, force: bool = False) -> Directory:
+        """Write the spec, generate every key, and issue directory version 1."""
+        if self.spec_file.exists() and not force:
+            raise ConfigError(f"a network already exists at {self.path} (use --force to "
+                              "replace it)", reason="config.home")
+        spec = parse_spec(_parse_toml(spec_text, "network.toml"))
+        for sub in ("keys", "state", "broker", "logs"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keys_dir, 0o700)
+        self.spec_file.write_text(spec_text)
+        authority = os.urandom(32)
+        _write_private(self.keys_dir / "authority.key", f'seed = "{authority.hex()}"\n')
+        anchor = bytes(nacl.signing.SigningKey(authority).verify_key)
+        self.anchor_file.write_text(anchor.hex() + "\n")
+        for a in spec.agencies:
+            self.write_keys(AgencyKeys.generate(a.id, os.urandom))
+        passwords = {a.id: secrets.token_urlsafe(24) for a in spec.agencies}
+        passwords[ROUTER_ACCOUNT] = secrets.token_urlsafe(24)
+        _write_private(self.keys_dir / "broker.toml",
+                       "".join(f'"{u}" = "{p}"\n' for u, p in sorted(passwords.items())))
+        held = self.state_dir / "directory.held"
+        if held.exists():
+            held.unlink()
+        self._directory = None
+        d = build_directory(spec, self.public_keys(spec), authority_key=anchor, serial=1,
+                            issued_ms=now_ms())
+        self.publish_directory(d)
+        return d
+
+    def write_keys(self, keys: AgencyKeys) -> None:
+        _write_private(self.key_file(keys.agency),
+                       f'agency = "{keys.agency}"\n'
+                       f'signing_seed = "{keys.signing_seed.hex()}"\n'
+                       f'encryption_secret = "{keys.encryption_secret.hex()}"\n')
+
+    # -- reading --------------------------------------------------------------------------
+    def spec(self) -> NetworkSpec:
+        self.require()
+        return parse_spec(_parse_toml(self.spec_file.read_text(), str(self.spec_file)))
+
+    def anchor(self) -> bytes:
+        self.require()
+        return _unhex(self.anchor_file.read_text().strip(), str(self.anchor_file))
+
+    def keys(self, agency: str) -> AgencyKeys:
+        path = self.key_file(agency)
+        if not path.exists():
+            raise ConfigError(f"no private keys for {agency} in {self.keys_dir} (is {agency} "
+                              "an agency of this network?)", reason="config.keys",
+                              agency=agency)
+        data = _parse_toml(path.read_text(), str(path))
+        return AgencyKeys(agency, _unhex(data.get("signing_seed"), f"{path}: signing_seed"),
+                          _unhex(data.get("encryption_secret"),
+                                 f"{path}: encryption_secret"))
+
+    def authority_seed(self) -> bytes:
+        path = self.keys_dir / "authority.key"
+        if not path.exists():
+            raise ConfigError("this home does not hold the directory authority key",
+                              reason="config.keys")
+        return _unhex(_parse_toml(path.read_text(), str(path)).get("seed"), str(path))
+
+    def broker_passwords(self) -> dict[str, str]:
+        path = self.keys_dir / "broker.toml"
+        return {str(k): str(v) for k, v in _parse_toml(path.read_text(), str(path)).items()}
+
+    def public_keys(self, spec: NetworkSpec) -> dict[str, tuple[bytes, bytes]]:
+        out = {}
+        for a in spec.agencies:
+            if self.key_file(a.id).exists():
+                kk = self.keys(a.id)
+                out[a.id] = (kk.verify_key, kk.encryption_public)
+        return out
+
+    def held_serial(self) -> int:
+        held = self.state_dir / "directory.held"
+        return int(held.read_text().split()[0]) if held.exists() else 0
+
+    def directory(self) -> Directory:
+        """The current directory, verified against the trust anchor, never older than held."""
+        if self._directory is None:
+            self.require()
+            d = dirmod.load(self.directory_file.read_bytes(), self.anchor())
+            if d.serial < self.held_serial():
+                raise DirectoryError(
+                    f"{self.directory_file} is version {d.serial} but version "
+                    f"{self.held_serial()} was already seen here: refusing a rollback",
+                    reason="directory.rollback")
+            self._directory = d
+        return self._directory
+
+    def signed_directory(self) -> bytes:
+        self.require()
+        return self.directory_file.read_bytes()
+
+    # -- new versions ---------------------------------------------------------------------
+    def publish_directory(self, d: Directory) -> bytes:
+        signed = d.sign(self.authority_seed())
+        _write_atomic(self.directory_file, signed)
+        (self.state_dir / "directory.held").write_text(f"{d.serial}\n")
+        self._directory = d
+        return signed
+
+    def rotate(self, agency: str) -> tuple[Directory, AgencyKeys]:
+        d = self.directory()
+        d.agency(agency)
+        new_keys = AgencyKeys.generate(agency, os.urandom)
+        nd = d.rotate(agency, new_keys.verify_key, new_keys.encryption_public, now_ms())
+        self.write_keys(new_keys)
+        self.publish_directory(nd)
+        return nd, new_keys
+
+    def revoke(self, agency: str) -> Directory:
+        nd = self.directory().revoke(agency, now_ms())
+        self.publish_directory(nd)
+        return nd
+
+    def reissue(self) -> Directory:
+        """A new version from the edited network.toml (keys for new agencies generated)."""
+        spec = self.spec()
+        for a in spec.agencies:
+            if not self.key_file(a.id).exists():
+                self.write_keys(AgencyKeys.generate(a.id, os.urandom))
+        prev = self.directory()
+        nd = build_directory(spec, self.public_keys(spec), authority_key=self.anchor(),
+                             serial=prev.serial + 1, issued_ms=now_ms(), previous=prev)
+        self.publish_directory(nd)
+        return nd
+
+
+def _parse_toml(text: str, where: str) -> dict[str, object]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {exc}", reason="config.toml") from exc
