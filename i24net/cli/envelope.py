@@ -16,6 +16,7 @@ from i24net.cli import EXIT_REFUSED, cli, console, home_option
 from i24net.core import envelope as env
 from i24net.core.errors import I24Error
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
+from i24net.core.policy import complete_addressing, decide
 from i24net.home import Home, now_ms
 
 MESSAGE_KINDS = ("message", "diffusion", "alert", "notice-request", "notice",
@@ -75,6 +76,7 @@ def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
     addressing = [a.strip() for a in o["to"].split(",") if a.strip()]
     if not addressing:
         raise click.UsageError("--to names no recipient")
+    addressing = complete_addressing(o["kind"], addressing, o["sender"], d)
     ref = None
     if o["ref"]:
         try:
@@ -197,3 +199,32 @@ def envelope_open(file: str, agency: str, as_json: bool, home: str | None) -> No
             console.print(f"  {key}: {value}", markup=False)
 
 
+
+
+@envelope.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def envelope_check(file: str, as_json: bool, home: str | None) -> None:
+    """Run the router's decision on FILE: accepted (and for whom) or the refusal (exit 3).
+
+    Tells a sender, before sending, why a message would be refused. Replays and forwards
+    are judged as by a router that has not seen the earlier messages.
+    """
+    h = Home.resolve(home)
+    d = h.directory()
+    decision = decide(env.Envelope.parse(Path(file).read_bytes()), d, now_ms())
+    if as_json:
+        click.echo(json.dumps({"accepted": decision.accepted, "reason": decision.reason,
+                               "message": decision.message,
+                               "recipients": list(decision.recipients),
+                               "agencies": list(decision.agencies),
+                               "id": decision.msg_id}, indent=2))
+    elif decision.accepted:
+        console.print(f"[green]accepted[/] for {len(decision.recipients)} recipient(s): "
+                      + ", ".join(decision.recipients))
+    else:
+        console.print(f"[red]refused[/] ({decision.reason}): {decision.message}",
+                      soft_wrap=True)
+    if not decision.accepted:
+        raise click.exceptions.Exit(EXIT_REFUSED)
