@@ -138,6 +138,7 @@ class Home:
         self.anchor_file.write_text(anchor.hex() + "\n")
         for a in spec.agencies:
             self.write_keys(AgencyKeys.generate(a.id, os.urandom))
+        self.write_keys(AgencyKeys.generate(ROUTER_ACCOUNT, os.urandom))
         passwords = {a.id: secrets.token_urlsafe(24) for a in spec.agencies}
         passwords[ROUTER_ACCOUNT] = secrets.token_urlsafe(24)
         _write_private(self.keys_dir / "broker.toml",
@@ -147,7 +148,7 @@ class Home:
             held.unlink()
         self._directory = None
         d = build_directory(spec, self.public_keys(spec), authority_key=anchor, serial=1,
-                            issued_ms=now_ms())
+                            issued_ms=now_ms(), router_keys=(self.router_keys().verify_key,))
         self.publish_directory(d)
         return d
 
@@ -176,6 +177,10 @@ class Home:
         return AgencyKeys(agency, _unhex(data.get("signing_seed"), f"{path}: signing_seed"),
                           _unhex(data.get("encryption_secret"),
                                  f"{path}: encryption_secret"))
+
+    def router_keys(self) -> AgencyKeys:
+        """The router's signing key (routing stamps, reports); listed in the directory."""
+        return self.keys(ROUTER_ACCOUNT)
 
     def authority_seed(self) -> bytes:
         path = self.keys_dir / "authority.key"
@@ -247,7 +252,8 @@ class Home:
                 self.write_keys(AgencyKeys.generate(a.id, os.urandom))
         prev = self.directory()
         nd = build_directory(spec, self.public_keys(spec), authority_key=self.anchor(),
-                             serial=prev.serial + 1, issued_ms=now_ms(), previous=prev)
+                             serial=prev.serial + 1, issued_ms=now_ms(), previous=prev,
+                             router_keys=prev.router_keys)
         self.publish_directory(nd)
         return nd
 

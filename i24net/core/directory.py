@@ -122,6 +122,7 @@ class Directory:
     authority_key: bytes = field(repr=False)
     prefix: str = "i24/v1"
     max_skew_ms: int = 300_000
+    router_keys: tuple[bytes, ...] = field(default=(), repr=False)
     _expansions: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False,
                                                      compare=False)
 
@@ -161,6 +162,9 @@ class Directory:
         except KeyError:
             raise DirectoryError(f"{agency_id} is not in directory version {self.serial}",
                                  reason="directory.unknown-agency", agency=agency_id) from None
+
+    def is_router_key(self, key: bytes) -> bool:
+        return key in self.router_keys
 
     def authorities(self, role: str) -> list[str]:
         return sorted(a.id for a in self.agencies.values() if role in a.roles and a.active)
@@ -252,6 +256,7 @@ class Directory:
             "levels": list(self.scale.levels),
             "caveats": sorted(self.scale.caveats),
             "authority_key": self.authority_key,
+            "router_keys": list(self.router_keys),
             "agencies": [self.agencies[a].to_wire() for a in sorted(self.agencies)],
             "groups": {g: sorted(m) for g, m in sorted(self.groups.items())},
         })
@@ -280,11 +285,15 @@ class Directory:
         levels = f.text_list("levels", max_items=32, max_len=32)
         caveats = f.text_list("caveats", max_items=64, max_len=32)
         authority = f.blob("authority_key", size=k.KEY_SIZE)
+        raw_routers = f.raw("router_keys")
         raw_agencies = f.raw("agencies")
         raw_groups = f.raw("groups")
         f.done()
         if not isinstance(raw_agencies, list) or not isinstance(raw_groups, dict):
             fail("directory", "agencies must be a list and groups a map")
+        if not isinstance(raw_routers, list) or len(raw_routers) > 64 or not all(
+                isinstance(r, bytes) and len(r) == k.KEY_SIZE for r in raw_routers):
+            fail("directory", "router_keys must be a list of 32-byte keys")
         records = [AgencyRecord.from_wire(a) for a in raw_agencies]
         agencies = {r.id: r for r in records}
         if len(agencies) != len(records):
@@ -297,7 +306,7 @@ class Directory:
             return cls(network=network, serial=serial, issued_ms=issued,
                        scale=ClassificationScale(tuple(levels), frozenset(caveats)),
                        agencies=agencies, groups=groups, authority_key=authority,
-                       prefix=prefix, max_skew_ms=skew)
+                       prefix=prefix, max_skew_ms=skew, router_keys=tuple(raw_routers))
         except DirectoryError:
             raise
         except Exception as exc:  # label/config validation inside a signed document

@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from i24net.core.directory import AGENCY_ID, KINDS, ROLES, AgencyRecord, Directory
+from i24net.core.directory import (
+    AGENCY_ID,
+    DERIVED_GROUPS,
+    GROUP_NAME,
+    KINDS,
+    ROLES,
+    AgencyRecord,
+    Directory,
+)
 from i24net.core.errors import ConfigError, I24Error
 from i24net.core.labels import DEFAULT_LEVELS, ClassificationScale, Label
 
@@ -90,9 +98,15 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
             raise _field(str(key), "unknown table (expected network, broker, groups, agency)")
     net = _get(doc, "network", "", dict)
     name = _get(net, "name", "network.", str)
+    # The limits below are the directory decoder's: a spec beyond them would issue a
+    # directory that no one (this program included) can load.
+    if not 0 < len(name) <= 64:
+        raise _field("network.name", "must be 1-64 characters")
     prefix = _get(net, "prefix", "network.", str, "i24/v1")
-    if not prefix or prefix.startswith("/") or any(c in prefix for c in "+#"):
-        raise _field("network.prefix", "must be a topic prefix without wildcards")
+    if not prefix or prefix.startswith("/") or any(c in prefix for c in "+#") \
+            or len(prefix) > 128:
+        raise _field("network.prefix", "must be a topic prefix without wildcards "
+                     "(at most 128 characters)")
     levels = tuple(_str_list(net, "levels", "network.")) or DEFAULT_LEVELS
     caveats = frozenset(_str_list(net, "caveats", "network."))
     try:
@@ -149,8 +163,13 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
         except ConfigError as exc:
             raise _field(f"{path}clearance", str(exc)) from exc
         region = _get(a, "region", path, str).upper()
-        agencies.append(AgencySpec(aid, _get(a, "name", path, str, aid), kind, region,
-                                   clearance, roles))
+        if not GROUP_NAME.match(region) or region in DERIVED_GROUPS:
+            raise _field(f"{path}region", f"{region!r} is not a valid region name (e.g. "
+                         "EUROPE; ALL and NCB are taken)")
+        aname = _get(a, "name", path, str, aid)
+        if not 0 < len(aname) <= 256:
+            raise _field(f"{path}name", "must be 1-256 characters")
+        agencies.append(AgencySpec(aid, aname, kind, region, clearance, roles))
 
     raw_groups = doc.get("groups", {})
     if not isinstance(raw_groups, dict):
@@ -159,6 +178,11 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
     for gname, members in raw_groups.items():
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise _field(f"groups.{gname}", "must be a list of agency ids")
+        if not GROUP_NAME.match(gname):
+            raise _field(f"groups.{gname}", "group names are upper-case letters, digits "
+                         "and '-' (at most 32)")
+        if len(set(members)) != len(members):
+            raise _field(f"groups.{gname}", "lists an agency twice")
         for m in members:
             if m not in seen:
                 raise _field(f"groups.{gname}", f"unknown agency {m}")
@@ -176,6 +200,7 @@ def build_directory(
     serial: int,
     issued_ms: int,
     previous: Directory | None = None,
+    router_keys: tuple[bytes, ...] = (),
 ) -> Directory:
     """The directory for ``spec``; ``public_keys`` maps agency id -> (sign, enc) public keys.
 
@@ -196,4 +221,5 @@ def build_directory(
                                      sign_key, enc_key, status, version)
     return Directory(network=spec.name, serial=serial, issued_ms=issued_ms, scale=spec.scale,
                      agencies=records, groups=dict(spec.groups), authority_key=authority_key,
-                     prefix=spec.prefix, max_skew_ms=spec.max_skew_seconds * 1000)
+                     prefix=spec.prefix, max_skew_ms=spec.max_skew_seconds * 1000,
+                     router_keys=router_keys)

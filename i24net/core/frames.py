@@ -1,0 +1,294 @@
+"""Frames: the signed objects besides envelopes that travel on the submit and inbox topics.
+
+Theory of operation: every frame is ``msgpack [magic, 1, doc: bin, signature: bin64, extra]``
+where ``doc`` is a msgpack map signed as ``DOMAIN || doc`` and ``extra`` is unsigned payload
+whose integrity the doc pins by digest (the envelope inside a delivery). Magic strings keep
+the kinds apart (and the domains keep their signatures apart):
+
+- ``i24d`` delivery, router -> recipient: a routing stamp (message id, envelope digest,
+  sender, accepted recipients, a per-recipient sequence number, router time, directory
+  serial) signed by a router key listed in the directory, followed by the envelope bytes.
+- ``i24s`` report, router -> sender: accepted (with recipients) or refused (reason code).
+- ``i24r`` receipt, recipient -> router -> sender: delivered / read / refused, bound to the
+  message id and envelope digest, signed by the recipient.
+- ``i24g`` gap request, node -> router: "resend my deliveries with these sequence numbers".
+
+Parsing is strict (limits, exact fields) and verification is explicit: ``parse_frame`` only
+decodes; each ``verify_*`` checks the signature against the directory before anything acts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from i24net.core import keys as k
+from i24net.core.directory import Directory
+from i24net.core.envelope import ID_SIZE
+from i24net.core.errors import CryptoError, WireFormatError
+from i24net.core.wire import MAX_ENVELOPE, MAX_RECIPIENTS, Fields, fail, pack, unpack
+
+DELIVERY, REPORT, RECEIPT, GAP = "i24d", "i24s", "i24r", "i24g"
+ENVELOPE = "i24e"
+FRAME_VERSION = 1
+MAX_DOC = 256 * 1024  # a stamp for 4,096 recipients with sequence numbers fits easily
+RECEIPT_STATUSES = ("delivered", "read", "refused")
+MAX_GAP = 10_000  # one request may ask for at most this many sequence numbers
+DOMAIN_REPORT = b"i24net/v1/report\x00"
+DOMAIN_GAP = b"i24net/v1/gap\x00"
+
+
+def peek_magic(raw: bytes) -> str | None:
+    """The frame kind, read from the first bytes without decoding the whole frame.
+
+    A msgpack array of 4 or 5 starts with 0x94/0x95 then a fixstr of 4 (0xa4) + magic.
+    """
+    if len(raw) >= 6 and raw[0] in (0x94, 0x95) and raw[1] == 0xA4:
+        try:
+            return raw[2:6].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    magic: str
+    doc: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    extra: bytes = field(repr=False, default=b"")
+
+
+def make_frame(magic: str, domain: bytes, doc: dict[str, Any], signer: k.AgencyKeys,
+               extra: bytes | None = None) -> bytes:
+    raw_doc = pack(doc)
+    sig = signer.sign(domain, raw_doc)
+    parts: list[Any] = [magic, FRAME_VERSION, raw_doc, sig]
+    if extra is not None:
+        parts.append(extra)
+    return pack(parts)
+
+
+def parse_frame(raw: bytes) -> Frame:
+    outer = unpack(raw, what="frame", max_size=MAX_ENVELOPE + MAX_DOC, max_items=8)
+    if not isinstance(outer, list) or len(outer) not in (4, 5):
+        fail("frame", "expected [magic, version, doc, signature(, extra)]")
+    magic, version, doc, sig = outer[:4]
+    extra = outer[4] if len(outer) == 5 else b""
+    if magic not in (DELIVERY, REPORT, RECEIPT, GAP):
+        fail("frame", f"unknown frame kind {magic!r}", reason="wire.magic")
+    if version != FRAME_VERSION:
+        fail("frame", f"frame version {version!r} is not supported", reason="wire.version")
+    if not (isinstance(doc, bytes) and isinstance(sig, bytes) and isinstance(extra, bytes)):
+        fail("frame", "doc, signature and extra must be binary")
+    if len(doc) > MAX_DOC or len(sig) != k.SIG_SIZE:
+        fail("frame", "doc too large or signature not 64 bytes")
+    return Frame(magic, doc, sig, extra)
+
+
+def _verify_router(frame: Frame, domain: bytes, directory: Directory, key_id: bytes) -> None:
+    for key in directory.router_keys:
+        if k.key_id(key) == key_id:
+            k.verify(key, domain, frame.doc, frame.signature, what=f"{frame.magic} frame",
+                     agency="router")
+            return
+    raise CryptoError("frame signed by a router key the directory does not list",
+                      reason="sig.unknown-key", agency="router")
+
+
+# -- routing stamp + delivery -------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What the router countersigns for an accepted message."""
+
+    msg_id: bytes
+    digest: bytes
+    sender: str
+    recipients: tuple[str, ...]
+    seqs: dict[str, int]
+    router_ms: int
+    directory_serial: int
+    router_kid: bytes
+    duplicate: bool = False
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.msg_id, "digest": self.digest, "from": self.sender,
+                "to": list(self.recipients), "seq": dict(self.seqs),
+                "at": self.router_ms, "dir": self.directory_serial, "rk": self.router_kid,
+                "dup": self.duplicate}
+
+    @classmethod
+    def from_doc(cls, doc: bytes) -> Stamp:
+        f = Fields(unpack(doc, what="stamp", max_size=MAX_DOC, max_items=MAX_RECIPIENTS),
+                   "stamp")
+        seqs = f.raw("seq")
+        st = cls(f.blob("id", size=ID_SIZE), f.blob("digest", size=32),
+                 f.text("from", max_len=32), tuple(f.text_list("to", max_len=32)), {},
+                 f.integer("at"), f.integer("dir", lo=1), f.blob("rk", size=k.KEY_ID_SIZE),
+                 f.flag("dup"))
+        f.done()
+        if not isinstance(seqs, dict) or not all(
+                isinstance(a, str) and isinstance(n, int) and not isinstance(n, bool)
+                and n >= 1 for a, n in seqs.items()):
+            fail("stamp", "seq must map agency ids to positive integers")
+        object.__setattr__(st, "seqs", dict(seqs))
+        return st
+
+
+def make_delivery(stamp: Stamp, envelope: bytes, router: k.AgencyKeys) -> bytes:
+    return make_frame(DELIVERY, k.DOMAIN_STAMP, stamp.to_doc(), router, envelope)
+
+
+def verify_delivery(frame: Frame, directory: Directory, me: str) -> Stamp:
+    """Check a delivery's stamp: router signature, digest of the enclosed envelope, and that
+    ``me`` is among the stamped recipients with a sequence number."""
+    if frame.magic != DELIVERY:
+        fail("delivery", f"expected a delivery, got {frame.magic}", reason="wire.magic")
+    stamp = Stamp.from_doc(frame.doc)
+    _verify_router(frame, k.DOMAIN_STAMP, directory, stamp.router_kid)
+    if hashlib.sha256(frame.extra).digest() != stamp.digest:
+        raise CryptoError("the envelope does not match the digest the router stamped",
+                          reason="stamp.digest", msg_id=stamp.msg_id.hex())
+    if me not in stamp.recipients or me not in stamp.seqs:
+        raise CryptoError(f"the routing stamp does not name {me}", reason="stamp.recipient",
+                          agency=me, msg_id=stamp.msg_id.hex())
+    return stamp
+
+
+# -- router report -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The router's answer to a sender."""
+
+    msg_id: bytes
+    digest: bytes
+    sender: str
+    accepted: bool
+    reason: str
+    message: str
+    recipients: tuple[str, ...]
+    router_ms: int
+    router_kid: bytes
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.msg_id, "digest": self.digest, "from": self.sender,
+                "ok": self.accepted, "reason": self.reason, "msg": self.message,
+                "to": list(self.recipients), "at": self.router_ms, "rk": self.router_kid}
+
+    @classmethod
+    def from_doc(cls, doc: bytes) -> Report:
+        f = Fields(unpack(doc, what="report", max_size=MAX_DOC, max_items=MAX_RECIPIENTS),
+                   "report")
+        r = cls(f.blob("id", size=ID_SIZE), f.blob("digest", size=32, optional=False),
+                f.text("from", max_len=64), f.flag("ok"), f.text("reason", max_len=64),
+                f.text("msg", max_len=4096, allow_empty=True),
+                tuple(f.text_list("to", max_len=32)), f.integer("at"),
+                f.blob("rk", size=k.KEY_ID_SIZE))
+        f.done()
+        return r
+
+
+def make_report(report: Report, router: k.AgencyKeys) -> bytes:
+    return make_frame(REPORT, DOMAIN_REPORT, report.to_doc(), router)
+
+
+def verify_report(frame: Frame, directory: Directory) -> Report:
+    if frame.magic != REPORT:
+        fail("report", f"expected a report, got {frame.magic}", reason="wire.magic")
+    rep = Report.from_doc(frame.doc)
+    _verify_router(frame, DOMAIN_REPORT, directory, rep.router_kid)
+    return rep
+
+
+# -- receipts ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A recipient's signed statement about one message."""
+
+    msg_id: bytes
+    digest: bytes
+    sender: str  # the original sender, to whom the router forwards this receipt
+    receiver: str
+    status: str
+    reason: str
+    at_ms: int
+
+    def __post_init__(self) -> None:
+        if self.status not in RECEIPT_STATUSES:
+            raise WireFormatError(f"receipt status must be one of {RECEIPT_STATUSES}",
+                                  reason="wire.schema")
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.msg_id, "digest": self.digest, "from": self.sender,
+                "by": self.receiver, "status": self.status, "reason": self.reason,
+                "at": self.at_ms}
+
+    @classmethod
+    def from_doc(cls, doc: bytes) -> Receipt:
+        f = Fields(unpack(doc, what="receipt", max_size=4096, max_items=16), "receipt")
+        try:
+            r = cls(f.blob("id", size=ID_SIZE), f.blob("digest", size=32),
+                    f.text("from", max_len=32), f.text("by", max_len=32),
+                    f.text("status", max_len=16), f.text("reason", max_len=64,
+                                                         allow_empty=True),
+                    f.integer("at"))
+        except WireFormatError:
+            raise
+        f.done()
+        return r
+
+
+def make_receipt(receipt: Receipt, receiver: k.AgencyKeys) -> bytes:
+    return make_frame(RECEIPT, k.DOMAIN_RECEIPT, receipt.to_doc(), receiver)
+
+
+def verify_receipt(frame: Frame, directory: Directory) -> Receipt:
+    if frame.magic != RECEIPT:
+        fail("receipt", f"expected a receipt, got {frame.magic}", reason="wire.magic")
+    rec = Receipt.from_doc(frame.doc)
+    agency = directory.agency(rec.receiver)
+    k.verify(agency.sign_key, k.DOMAIN_RECEIPT, frame.doc, frame.signature,
+             what="receipt", agency=rec.receiver)
+    return rec
+
+
+# -- gap requests --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class GapRequest:
+    agency: str
+    first: int
+    last: int
+    at_ms: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.first <= self.last or self.last - self.first >= MAX_GAP:
+            raise WireFormatError(f"a gap request covers 1-{MAX_GAP} sequence numbers",
+                                  reason="wire.schema")
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"by": self.agency, "first": self.first, "last": self.last, "at": self.at_ms}
+
+    @classmethod
+    def from_doc(cls, doc: bytes) -> GapRequest:
+        f = Fields(unpack(doc, what="gap request", max_size=1024, max_items=8), "gap request")
+        g = cls(f.text("by", max_len=32), f.integer("first", lo=1), f.integer("last", lo=1),
+                f.integer("at"))
+        f.done()
+        return g
+
+
+def make_gap(gap: GapRequest, node: k.AgencyKeys) -> bytes:
+    return make_frame(GAP, DOMAIN_GAP, gap.to_doc(), node)
+
+
+def verify_gap(frame: Frame, directory: Directory) -> GapRequest:
+    gap = GapRequest.from_doc(frame.doc)
+    agency = directory.agency(gap.agency)
+    k.verify(agency.sign_key, DOMAIN_GAP, frame.doc, frame.signature,
+             what="gap request", agency=gap.agency)
+    return gap

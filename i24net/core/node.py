@@ -1,0 +1,367 @@
+"""The node as a sans-IO state machine: one agency's outbox, inbox and receipts.
+
+Theory of operation: a node owns ``<prefix>/inbox/<AGENCY>`` and publishes on
+``<prefix>/submit/<AGENCY>``. Three inputs drive it, each returning events, with outbound
+frames queued for the driver to ``pop``:
+
+- ``submit(header, body, now)``: seal, persist to the outbox, queue for the router. The
+  message is durable before anyone is told it was sent.
+- ``handle(topic, payload, now)``: a delivery (router stamp + envelope), a router report
+  (accepted / refused), or a receipt forwarded from a recipient.
+- ``tick(now)``: retries of outbox entries whose receipts are missing, gap requests for
+  missing sequence numbers, expiry.
+
+A delivery is acted on only after every check passes, in this order: the router's stamp
+(signature by a listed router key, digest of the enclosed envelope, this node named), the
+sender's signature (through ``open_envelope``, which also unwraps and decrypts), then the
+node's own re-checks of what it can judge (freshness, its own clearance against the label,
+the recipient list against the directory's expansion). The item is stored in the inbox
+*before* the delivery receipt is queued, and a message id already in the inbox is not
+delivered twice (exactly once to the application); its receipt is simply sent again.
+
+Sequence numbers: the router numbers deliveries per recipient. A number beyond the next
+expected one opens a gap; after ``GAP_GRACE_MS`` without the missing deliveries the node
+asks the router to resend them. Senders retry until receipts arrive, so even a lost resend
+log cannot lose an accepted message.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from i24net.core import frames as fr
+from i24net.core import keys as k
+from i24net.core.directory import Directory
+from i24net.core.envelope import (
+    Body,
+    Envelope,
+    Header,
+    check_freshness,
+    open_envelope,
+    recipient_keys,
+    seal,
+)
+from i24net.core.errors import I24Error
+
+RETRY_MIN_MS = 2_000
+RETRY_MAX_MS = 60_000
+GAP_GRACE_MS = 1_500
+OUTBOX_FINAL = ("refused", "delivered", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    msg_id: bytes
+    raw: bytes = field(repr=False)
+    kind: str
+    precedence: int
+    recipients: tuple[str, ...]
+    created_ms: int
+    expires_ms: int
+    state: str = "queued"  # queued | accepted | refused | delivered | expired
+    reason: str = ""
+    receipts: dict[str, str] = field(default_factory=dict)
+    attempts: int = 1
+    next_ms: int = 0
+    subject: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.state in OUTBOX_FINAL
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    msg_id: bytes
+    sender: str
+    kind: str
+    label: str
+    precedence: int
+    subject: str
+    text: str
+    data: dict[str, Any]
+    created_ms: int
+    received_ms: int
+    ref: bytes | None = None
+    state: str = "new"  # new | read | cancelled | deleted | expired
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    kind: str  # submit accepted refused receipt delivered received duplicate drop gap expired
+    msg_id: str = ""
+    peer: str = ""
+    reason: str = ""
+    detail: str = ""
+    latency_ms: int = -1
+    precedence: int = 3
+
+
+class NodeStore(Protocol):
+    def outbox_put(self, entry: OutboxEntry) -> None: ...
+    def outbox_get(self, msg_id: bytes) -> OutboxEntry | None: ...
+    def outbox_active(self) -> list[OutboxEntry]: ...
+    def inbox_has(self, msg_id: bytes) -> bool: ...
+    def inbox_put(self, item: InboxItem) -> None: ...
+    def inbox_get(self, msg_id: bytes) -> InboxItem | None: ...
+    def inbox_set_state(self, msg_id: bytes, state: str) -> None: ...
+    def seq_get(self, router_kid: bytes) -> tuple[int, set[int]]: ...
+    def seq_put(self, router_kid: bytes, last: int, missing: set[int]) -> None: ...
+
+
+class MemoryNodeStore:
+    """``NodeStore`` in memory (simulator, tests)."""
+
+    def __init__(self) -> None:
+        self.outbox: dict[bytes, OutboxEntry] = {}
+        self.inbox: dict[bytes, InboxItem] = {}
+        self.seqs: dict[bytes, tuple[int, set[int]]] = {}
+
+    def outbox_put(self, entry: OutboxEntry) -> None:
+        self.outbox[entry.msg_id] = entry
+
+    def outbox_get(self, msg_id: bytes) -> OutboxEntry | None:
+        return self.outbox.get(msg_id)
+
+    def outbox_active(self) -> list[OutboxEntry]:
+        return [e for e in self.outbox.values() if not e.final]
+
+    def inbox_has(self, msg_id: bytes) -> bool:
+        return msg_id in self.inbox
+
+    def inbox_put(self, item: InboxItem) -> None:
+        self.inbox[item.msg_id] = item
+
+    def inbox_get(self, msg_id: bytes) -> InboxItem | None:
+        return self.inbox.get(msg_id)
+
+    def inbox_set_state(self, msg_id: bytes, state: str) -> None:
+        if msg_id in self.inbox:
+            self.inbox[msg_id] = replace(self.inbox[msg_id], state=state)
+
+    def seq_get(self, router_kid: bytes) -> tuple[int, set[int]]:
+        last, missing = self.seqs.get(router_kid, (0, set()))
+        return last, set(missing)
+
+    def seq_put(self, router_kid: bytes, last: int, missing: set[int]) -> None:
+        self.seqs[router_kid] = (last, set(missing))
+
+
+# An application hook: called with each newly delivered item; returns follow-up messages
+# to send as (header-builder args) through ``submit``. The GS's notice desk is one.
+Hook = Callable[["NodeMachine", InboxItem, Header, int], list[NodeEvent]]
+
+
+class NodeMachine:
+    def __init__(self, agency: str, keys: k.AgencyKeys, directory: Directory,
+                 store: NodeStore, *, random_bytes: Callable[[int], bytes]) -> None:
+        if keys.agency != agency:
+            raise I24Error(f"keys are {keys.agency}'s, not {agency}'s", reason="config.keys")
+        self.agency = agency
+        self.keys = keys
+        self.directory = directory
+        self.store = store
+        self.random_bytes = random_bytes
+        self.cache = k.PairKeyCache()
+        self.prefix = directory.prefix
+        self.submit_topic = f"{self.prefix}/submit/{agency}"
+        self.inbox_topic = f"{self.prefix}/inbox/{agency}"
+        self.hooks: list[Hook] = []
+        self.counters: dict[str, int] = {}
+        self._queue: list[tuple[int, int, str, bytes]] = []
+        self._order = itertools.count()
+        self._gap_due: dict[bytes, int] = {}
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _push(self, priority: int, payload: bytes) -> None:
+        heapq.heappush(self._queue, (priority, next(self._order), self.submit_topic, payload))
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def pop(self, limit: int = 64) -> list[tuple[str, bytes, int]]:
+        out: list[tuple[str, bytes, int]] = []
+        while self._queue and len(out) < limit:
+            prio, _, topic, payload = heapq.heappop(self._queue)
+            out.append((topic, payload, prio))
+        return out
+
+    def set_directory(self, directory: Directory) -> None:
+        if directory.serial < self.directory.serial:
+            raise I24Error("refusing an older directory", reason="directory.rollback")
+        self.directory = directory
+
+    # -- sending --------------------------------------------------------------------------
+    def submit(self, header: Header, body: Body, now_ms: int) -> tuple[bytes, NodeEvent]:
+        """Seal and persist a message, then queue it; returns (envelope bytes, event)."""
+        raw = seal(header, body, self.keys, recipient_keys(self.directory, header),
+                   random_bytes=self.random_bytes, cache=self.cache)
+        entry = OutboxEntry(header.id, raw, header.kind, int(header.precedence),
+                            header.recipients, header.created_ms, header.expires_ms,
+                            next_ms=now_ms + RETRY_MIN_MS, subject=body.subject)
+        self.store.outbox_put(entry)
+        self._push(int(header.precedence), raw)
+        self._count("submit")
+        return raw, NodeEvent("submit", header.id_hex, ",".join(header.recipients[:5]),
+                              precedence=int(header.precedence), detail=body.subject)
+
+    def tick(self, now_ms: int) -> list[NodeEvent]:
+        events: list[NodeEvent] = []
+        for e in self.store.outbox_active():
+            if now_ms > e.expires_ms:
+                self.store.outbox_put(replace(e, state="expired", reason="time.expired"))
+                self._count("expired")
+                events.append(NodeEvent("expired", e.msg_id.hex(), reason="time.expired",
+                                        detail=f"{len(e.receipts)}/{len(e.recipients)} "
+                                        "receipts"))
+            elif now_ms >= e.next_ms:
+                delay = min(RETRY_MAX_MS, RETRY_MIN_MS << min(e.attempts, 5))
+                self.store.outbox_put(replace(e, attempts=e.attempts + 1,
+                                              next_ms=now_ms + delay))
+                self._push(e.precedence, e.raw)
+                self._count("retry")
+                events.append(NodeEvent("retry", e.msg_id.hex(), detail=f"attempt "
+                                        f"{e.attempts + 1}", precedence=e.precedence))
+        for kid, due in list(self._gap_due.items()):
+            if now_ms >= due:
+                del self._gap_due[kid]
+                last, missing = self.store.seq_get(kid)
+                if missing:
+                    first, end = min(missing), max(missing)
+                    end = min(end, first + fr.MAX_GAP - 1)
+                    gap = fr.GapRequest(self.agency, first, end, now_ms)
+                    self._push(1, fr.make_gap(gap, self.keys))
+                    self._gap_due[kid] = now_ms + GAP_GRACE_MS * 4
+                    self._count("gap")
+                    events.append(NodeEvent("gap", detail=f"asked for {first}-{end}"))
+        return events
+
+    # -- receiving ------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, now_ms: int) -> list[NodeEvent]:
+        if topic != self.inbox_topic:
+            self._count("drop.topic")
+            return [NodeEvent("drop", reason="topic.unexpected", detail=topic)]
+        try:
+            frame = fr.parse_frame(payload)
+            if frame.magic == fr.DELIVERY:
+                return self._on_delivery(frame, now_ms)
+            if frame.magic == fr.REPORT:
+                return self._on_report(frame)
+            if frame.magic == fr.RECEIPT:
+                return self._on_receipt(frame)
+            raise I24Error(f"unexpected {frame.magic} frame on an inbox", reason="wire.magic")
+        except I24Error as exc:
+            self._count(f"drop.{exc.reason}")
+            return [NodeEvent("drop", exc.msg_id or "", exc.agency or "", exc.reason,
+                              exc.message)]
+
+    def _track_seq(self, kid: bytes, seq: int, now_ms: int) -> None:
+        last, missing = self.store.seq_get(kid)
+        if seq > last:
+            missing.update(range(last + 1, seq))
+            last = seq
+            if missing and kid not in self._gap_due:
+                self._gap_due[kid] = now_ms + GAP_GRACE_MS
+        else:
+            missing.discard(seq)
+        self.store.seq_put(kid, last, missing)
+
+    def _receipt(self, env: Envelope, status: str, reason: str, now_ms: int,
+                 precedence: int) -> None:
+        h = env.header
+        rec = fr.Receipt(h.id, env.digest, h.sender, self.agency, status, reason, now_ms)
+        self._push(min(1, precedence), fr.make_receipt(rec, self.keys))
+
+    def _on_delivery(self, frame: fr.Frame, now_ms: int) -> list[NodeEvent]:
+        stamp = fr.verify_delivery(frame, self.directory, self.agency)
+        env = Envelope.parse(frame.extra)
+        h = env.header
+        if h.id != stamp.msg_id or h.sender != stamp.sender:
+            raise I24Error("the stamp and the envelope disagree", reason="stamp.mismatch",
+                           msg_id=h.id_hex)
+        self._track_seq(stamp.router_kid, stamp.seqs[self.agency], now_ms)
+        if self.store.inbox_has(h.id):
+            self._receipt(env, "delivered", "", now_ms, int(h.precedence))
+            self._count("duplicate")
+            return [NodeEvent("duplicate", h.id_hex, h.sender, precedence=int(h.precedence))]
+        opened = open_envelope(env, self.keys, self.directory, cache=self.cache)
+        refusal = self._recheck(h, now_ms)
+        if refusal:
+            self._receipt(env, "refused", refusal, now_ms, int(h.precedence))
+            self._count(f"refuse.{refusal}")
+            return [NodeEvent("refused-in", h.id_hex, h.sender, refusal)]
+        item = InboxItem(h.id, h.sender, h.kind, h.label.marking, int(h.precedence),
+                         opened.body.subject, opened.body.text, dict(opened.body.data),
+                         h.created_ms, now_ms, h.ref)
+        self.store.inbox_put(item)
+        self._receipt(env, "delivered", "", now_ms, int(h.precedence))
+        self._count("received")
+        events = [NodeEvent("received", h.id_hex, h.sender, detail=opened.body.subject,
+                            latency_ms=now_ms - h.created_ms, precedence=int(h.precedence))]
+        for hook in self.hooks:
+            events += hook(self, item, h, now_ms)
+        return events
+
+    def _recheck(self, h: Header, now_ms: int) -> str | None:
+        """The node's own checks, independent of the router's verdict."""
+        d = self.directory
+        stale = check_freshness(h, now_ms, d.max_skew_ms)
+        if stale:
+            return stale
+        if not d.scale.dominates(d.agency(self.agency).clearance, h.label):
+            return "clearance.recipient"
+        try:
+            if d.serial == h.directory_serial and d.expand(h.addressing, h.sender) \
+                    != h.recipients:
+                return "addressing.mismatch"
+        except I24Error:
+            return "addressing.unknown-group"
+        return None
+
+    def _on_report(self, frame: fr.Frame) -> list[NodeEvent]:
+        rep = fr.verify_report(frame, self.directory)
+        entry = self.store.outbox_get(rep.msg_id)
+        if entry is None or rep.sender != self.agency:
+            raise I24Error("report for a message this node did not send",
+                           reason="report.unknown", msg_id=rep.msg_id.hex())
+        if entry.final and not (entry.state == "refused" and rep.accepted):
+            return []
+        if rep.accepted:
+            state = "delivered" if set(entry.receipts) >= set(entry.recipients) else "accepted"
+            self.store.outbox_put(replace(entry, state=state, reason=""))
+            self._count("accepted")
+            return [NodeEvent("accepted", rep.msg_id.hex(), detail=rep.message,
+                              precedence=entry.precedence)]
+        self.store.outbox_put(replace(entry, state="refused", reason=rep.reason))
+        self._count(f"refused.{rep.reason}")
+        return [NodeEvent("refused", rep.msg_id.hex(), reason=rep.reason, detail=rep.message,
+                          precedence=entry.precedence)]
+
+    def _on_receipt(self, frame: fr.Frame) -> list[NodeEvent]:
+        rec = fr.verify_receipt(frame, self.directory)
+        entry = self.store.outbox_get(rec.msg_id)
+        if entry is None or rec.sender != self.agency or rec.receiver not in entry.recipients:
+            raise I24Error("receipt for a message this node did not send to that agency",
+                           reason="receipt.unknown", msg_id=rec.msg_id.hex())
+        if rec.receiver in entry.receipts and entry.receipts[rec.receiver] != "read":
+            return []
+        receipts = {**entry.receipts, rec.receiver: rec.status}
+        state = entry.state
+        if set(receipts) >= set(entry.recipients) and state != "refused":
+            state = "delivered"
+        self.store.outbox_put(replace(entry, receipts=receipts, state=state))
+        self._count(f"receipt.{rec.status}")
+        events = [NodeEvent("receipt", rec.msg_id.hex(), rec.receiver, rec.reason,
+                            rec.status, precedence=entry.precedence)]
+        if state == "delivered" and entry.state != "delivered":
+            events.append(NodeEvent("delivered", rec.msg_id.hex(),
+                                    detail=f"{len(receipts)} receipt(s)",
+                                    precedence=entry.precedence))
+        return events

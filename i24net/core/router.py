@@ -1,0 +1,279 @@
+"""The router as a sans-IO state machine: bytes in on submit topics, stamped bytes out.
+
+Theory of operation: the router owns ``<prefix>/submit/+``. ``handle(topic, payload, now)``
+takes one inbound frame and returns the events to log and count; outbound frames wait in a
+priority queue held here (precedence first, then arrival order) and the driver drains it
+with ``pop``. Sequence numbers are assigned when a delivery is *popped*, not when the
+message is accepted, so a FLASH message that overtakes ROUTINE traffic never looks like a
+gap to the recipient.
+
+- Envelope: decide (``policy.decide``); accepted -> one delivery per recipient (stamp +
+  envelope) and an ``accepted`` report to the sender; refused -> a ``refused`` report with
+  the reason code. A retry of a message already accepted (same id, same digest) is
+  re-delivered only to recipients that have not receipted it yet; that is how a sender's
+  retries repair a router crash or a broker that lost a queue.
+- Receipt: verified, must come from the receiver's own topic and name a recipient of the
+  message; forwarded unchanged to the original sender's inbox.
+- Gap request: verified, from the requester's own topic; the logged deliveries are re-sent.
+
+The router never holds a body key: it decides on headers alone. Its durable state (routed
+messages, sequence counters, delivery log, receipts) lives behind ``RouterStore`` so the
+same machine runs on SQLite in the daemon and in memory in the simulator.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from i24net.core import frames as fr
+from i24net.core import keys as k
+from i24net.core.directory import Directory
+from i24net.core.envelope import Envelope
+from i24net.core.errors import I24Error
+from i24net.core.policy import Decision, PriorMessage, decide
+
+# Control traffic (reports, receipts, resends) goes ahead of ROUTINE and behind FLASH:
+# a sender waiting on an answer should not queue behind a flood of routine deliveries.
+CONTROL_PRIORITY = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RouterEvent:
+    """Something worth logging, counting and auditing."""
+
+    kind: str  # accept | refuse | duplicate | receipt | resend | drop
+    msg_id: str = ""
+    sender: str = ""
+    reason: str = ""
+    recipients: tuple[str, ...] = ()
+    detail: str = ""
+    precedence: int = 3
+
+
+@dataclass(order=True, slots=True)
+class _Queued:
+    priority: int
+    order: int
+    topic: str = field(compare=False)
+    payload: bytes = field(compare=False, default=b"")
+    # deliveries are stamped at pop time:
+    msg_id: bytes = field(compare=False, default=b"")
+    recipient: str = field(compare=False, default="")
+
+
+class RouterStore(Protocol):
+    """Durable router state."""
+
+    def prior(self, msg_id: bytes) -> PriorMessage | None: ...
+    def record(self, prior: PriorMessage, envelope: bytes, expires_ms: int) -> None: ...
+    def envelope(self, msg_id: bytes) -> bytes | None: ...
+    def next_seq(self, recipient: str) -> int: ...
+    def log_delivery(self, recipient: str, seq: int, msg_id: bytes, frame: bytes) -> None: ...
+    def logged(self, recipient: str, first: int, last: int) -> list[bytes]: ...
+    def add_receipt(self, msg_id: bytes, recipient: str) -> None: ...
+    def receipted(self, msg_id: bytes) -> set[str]: ...
+    def prune(self, now_ms: int) -> int: ...
+
+
+class MemoryRouterStore:
+    """``RouterStore`` in memory, for the simulator and tests."""
+
+    def __init__(self) -> None:
+        self.messages: dict[bytes, tuple[PriorMessage, bytes, int]] = {}
+        self.seqs: dict[str, int] = {}
+        self.log: dict[tuple[str, int], bytes] = {}
+        self.receipts: dict[bytes, set[str]] = {}
+
+    def prior(self, msg_id: bytes) -> PriorMessage | None:
+        found = self.messages.get(msg_id)
+        return found[0] if found else None
+
+    def record(self, prior: PriorMessage, envelope: bytes, expires_ms: int) -> None:
+        self.messages[prior.id] = (prior, envelope, expires_ms)
+
+    def envelope(self, msg_id: bytes) -> bytes | None:
+        found = self.messages.get(msg_id)
+        return found[1] if found else None
+
+    def next_seq(self, recipient: str) -> int:
+        n = self.seqs.get(recipient, 0) + 1
+        self.seqs[recipient] = n
+        return n
+
+    def log_delivery(self, recipient: str, seq: int, msg_id: bytes, frame: bytes) -> None:
+        self.log[(recipient, seq)] = frame
+
+    def logged(self, recipient: str, first: int, last: int) -> list[bytes]:
+        return [f for n in range(first, last + 1)
+                if (f := self.log.get((recipient, n))) is not None]
+
+    def add_receipt(self, msg_id: bytes, recipient: str) -> None:
+        self.receipts.setdefault(msg_id, set()).add(recipient)
+
+    def receipted(self, msg_id: bytes) -> set[str]:
+        return set(self.receipts.get(msg_id, ()))
+
+    def prune(self, now_ms: int) -> int:
+        old = [m for m, (_, _, exp) in self.messages.items() if exp < now_ms]
+        for m in old:
+            del self.messages[m]
+            self.receipts.pop(m, None)
+        return len(old)
+
+
+class RouterMachine:
+    """Routing policy plus stamping, with a precedence queue of outbound frames."""
+
+    def __init__(self, directory: Directory, keys: k.AgencyKeys, store: RouterStore) -> None:
+        self.directory = directory
+        self.keys = keys
+        self.kid = k.key_id(keys.verify_key)
+        self.store = store
+        self.prefix = directory.prefix
+        self._queue: list[_Queued] = []
+        self._order = itertools.count()
+        self.counters: dict[str, int] = {}
+
+    # -- inputs ---------------------------------------------------------------------------
+    def set_directory(self, directory: Directory) -> None:
+        if directory.serial < self.directory.serial:
+            raise I24Error("refusing an older directory", reason="directory.rollback")
+        self.directory = directory
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def submit_agency(self, topic: str) -> str | None:
+        head = f"{self.prefix}/submit/"
+        if not topic.startswith(head):
+            return None
+        agency = topic[len(head):]
+        return agency if agency and "/" not in agency else None
+
+    def handle(self, topic: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
+        agency = self.submit_agency(topic)
+        if agency is None:
+            self._count("drop.topic")
+            return [RouterEvent("drop", reason="topic.unexpected", detail=topic)]
+        magic = fr.peek_magic(payload)
+        try:
+            if magic == fr.ENVELOPE:
+                return self._on_envelope(agency, payload, now_ms)
+            if magic == fr.RECEIPT:
+                return self._on_receipt(agency, payload)
+            if magic == fr.GAP:
+                return self._on_gap(agency, fr.parse_frame(payload))
+            raise I24Error(f"unexpected frame kind {magic!r} from {agency}",
+                           reason="wire.magic")
+        except I24Error as exc:
+            self._count(f"drop.{exc.reason}")
+            return [RouterEvent("drop", sender=agency, reason=exc.reason, detail=exc.message)]
+
+    def _on_envelope(self, agency: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
+        env = Envelope.parse(payload)
+        h = env.header
+        decision = decide(env, self.directory, now_ms, prior=self.store.prior,
+                          topic_agency=agency)
+        if not decision.accepted:
+            self._count(f"refuse.{decision.reason}")
+            self._report(env, decision, now_ms, to=agency)
+            return [RouterEvent("refuse", h.id_hex, h.sender, decision.reason,
+                                decision.agencies, decision.message, int(h.precedence))]
+        earlier = self.store.prior(h.id)
+        if earlier is None:
+            self.store.record(PriorMessage.of(env), payload,
+                              h.expires_ms + self.directory.max_skew_ms)
+            targets = decision.recipients
+            kind = "accept"
+        else:
+            done = self.store.receipted(h.id)
+            targets = tuple(r for r in decision.recipients if r not in done)
+            kind = "duplicate"
+        self._count(kind)
+        self._report(env, decision, now_ms, to=agency)
+        for r in targets:
+            self._push(int(h.precedence), f"{self.prefix}/inbox/{r}", msg_id=h.id, recipient=r)
+        return [RouterEvent(kind, h.id_hex, h.sender, "ok", targets, decision.message,
+                            int(h.precedence))]
+
+    def _report(self, env: Envelope, d: Decision, now_ms: int, *, to: str) -> None:
+        h = env.header
+        rep = fr.Report(h.id, env.digest, h.sender, d.accepted, d.reason, d.message[:4000],
+                        d.recipients, now_ms, self.kid)
+        self._push(min(CONTROL_PRIORITY, int(h.precedence)), f"{self.prefix}/inbox/{to}",
+                   payload=fr.make_report(rep, self.keys))
+
+    def _on_receipt(self, agency: str, payload: bytes) -> list[RouterEvent]:
+        rec = fr.verify_receipt(fr.parse_frame(payload), self.directory)
+        if rec.receiver != agency:
+            raise I24Error(f"{agency} sent a receipt signed by {rec.receiver}",
+                           reason="sender.topic")
+        prior = self.store.prior(rec.msg_id)
+        if prior is None or rec.receiver not in prior.recipients \
+                or prior.digest != rec.digest:
+            raise I24Error(f"receipt from {agency} for a message it was not sent",
+                           reason="receipt.unknown")
+        self.store.add_receipt(rec.msg_id, rec.receiver)
+        self._count("receipt")
+        self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{prior.sender}",
+                   payload=payload)
+        return [RouterEvent("receipt", rec.msg_id.hex(), prior.sender, rec.status,
+                            (rec.receiver,), rec.reason)]
+
+    def _on_gap(self, agency: str, frame: fr.Frame) -> list[RouterEvent]:
+        gap = fr.verify_gap(frame, self.directory)
+        if gap.agency != agency:
+            raise I24Error(f"{agency} sent a gap request signed by {gap.agency}",
+                           reason="sender.topic")
+        frames = self.store.logged(agency, gap.first, gap.last)
+        for f in frames:
+            self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{agency}", payload=f)
+        self._count("resend")
+        return [RouterEvent("resend", sender=agency, detail=f"{gap.first}-{gap.last}: "
+                            f"{len(frames)} frame(s)")]
+
+    # -- outputs --------------------------------------------------------------------------
+    def _push(self, priority: int, topic: str, *, payload: bytes = b"", msg_id: bytes = b"",
+              recipient: str = "") -> None:
+        heapq.heappush(self._queue, _Queued(priority, next(self._order), topic, payload,
+                                            msg_id, recipient))
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def pop(self, now_ms: int, limit: int = 64) -> list[tuple[str, bytes, int]]:
+        """Up to ``limit`` frames to publish, highest precedence first: (topic, bytes, prio).
+
+        Deliveries are stamped here, so sequence numbers follow the publishing order.
+        """
+        out: list[tuple[str, bytes, int]] = []
+        while self._queue and len(out) < limit:
+            q = heapq.heappop(self._queue)
+            if q.msg_id:
+                frame = self._stamp(q.msg_id, q.recipient, now_ms)
+                if frame is None:
+                    continue
+                out.append((q.topic, frame, q.priority))
+            else:
+                out.append((q.topic, q.payload, q.priority))
+        return out
+
+    def _stamp(self, msg_id: bytes, recipient: str, now_ms: int) -> bytes | None:
+        raw = self.store.envelope(msg_id)
+        prior = self.store.prior(msg_id)
+        if raw is None or prior is None:
+            return None  # pruned (expired) while queued
+        seq = self.store.next_seq(recipient)
+        stamp = fr.Stamp(msg_id, prior.digest, prior.sender, (recipient,), {recipient: seq},
+                         now_ms, self.directory.serial, self.kid)
+        frame = fr.make_delivery(stamp, raw, self.keys)
+        self.store.log_delivery(recipient, seq, msg_id, frame)
+        return frame
+
+    def drain(self, now_ms: int) -> Iterable[tuple[str, bytes, int]]:
+        while self._queue:
+            yield from self.pop(now_ms)
