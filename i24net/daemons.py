@@ -1,0 +1,332 @@
+"""The asyncio shells around the router and node machines.
+
+Theory of operation: each daemon is an async context manager that runs three named tasks
+in a ``TaskGroup`` over one ``Transport``:
+
+- ``recv``: moves broker deliveries into a priority queue (precedence read from the frame),
+  so a FLASH message that arrives behind a flood is handled first;
+- ``work``: hands each frame to the machine (all decisions happen there), then writes what
+  it reports to the log, the audit chain and the counters;
+- ``send``: pops the machine's outbound queue, highest precedence first, into at most
+  ``window`` concurrent publishes, so the backlog stays in the machine's priority queue
+  and not in the transport's FIFO.
+
+The node daemon also runs ``tick`` (retries, gap requests, expiry, and pick-up of messages
+that ``i24net publish`` wrote straight into the node's store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from i24net.core import frames as fr
+from i24net.core.audit import AuditChain
+from i24net.core.directory import Directory
+from i24net.core.errors import I24Error
+from i24net.core.node import NodeEvent, NodeMachine
+from i24net.core.router import RouterEvent, RouterMachine
+from i24net.transport.base import Delivery, Transport
+
+Clock = Callable[[], int]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def frame_priority(payload: bytes) -> int:
+    """Precedence of an inbound frame without verifying it (only used to order work)."""
+    if fr.peek_magic(payload) != fr.ENVELOPE:
+        return 1
+    try:
+        from i24net.core.envelope import Envelope
+
+        return int(Envelope.parse(payload).header.precedence)
+    except I24Error:
+        return 0  # malformed: cheap to refuse, handle it promptly
+
+
+class AuditLog:
+    """An audit chain persisted as JSON lines; resumes after a restart."""
+
+    def __init__(self, path: Path, actor: str) -> None:
+        self.path = path
+        self.actor = actor
+        path.parent.mkdir(parents=True, exist_ok=True)
+        last = None
+        if path.exists():
+            with path.open("rb") as fh:
+                for line in fh:
+                    if line.strip():
+                        last = line
+        self.chain = AuditChain.resume(last) if last else AuditChain()
+        self._fh = path.open("ab")
+
+    def append(self, at_ms: int, event: str, msg_id: str = "", reason: str = "",
+               details: dict[str, Any] | None = None) -> None:
+        entry = self.chain.append(at_ms=at_ms, actor=self.actor, event=event, msg_id=msg_id,
+                                  reason=reason, details=details or {})
+        self._fh.write(self.chain.encode_line(entry) + b"\n")
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Shell:
+    """What the router and node daemons share: the queues and the three loops."""
+
+    name = "daemon"
+
+    def __init__(self, transport: Transport, *, clock: Clock = wall_ms,
+                 logger: logging.Logger | None = None, window: int = 64,
+                 on_event: Callable[[Any], None] | None = None) -> None:
+        self.transport = transport
+        self.clock = clock
+        self.log = logger or logging.getLogger(f"i24net.{self.name}")
+        self.window = asyncio.Semaphore(window)
+        self.inbound: asyncio.PriorityQueue[tuple[int, int, Delivery]] = \
+            asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self.on_event = on_event
+        self.ready = asyncio.Event()
+        self.publish_errors = 0
+
+    # -- machine hooks (overridden) -------------------------------------------------------
+    def _handle(self, topic: str, payload: bytes, now: int) -> list[Any]:
+        raise NotImplementedError
+
+    def _pop(self, now: int, limit: int) -> list[tuple[str, bytes, int]]:
+        raise NotImplementedError
+
+    def _record(self, event: Any, now: int) -> None:
+        raise NotImplementedError
+
+    def _subscriptions(self) -> list[str]:
+        raise NotImplementedError
+
+    # -- loops ----------------------------------------------------------------------------
+    async def _recv(self) -> None:
+        async for d in self.transport.deliveries():
+            self.inbound.put_nowait((frame_priority(d.payload), next(self._order), d))
+
+    async def _work(self) -> None:
+        while True:
+            _, _, d = await self.inbound.get()
+            now = self.clock()
+            try:
+                events = self._handle(d.topic, d.payload, now)
+            except Exception:  # a bug must not stop the daemon or lose other messages
+                self.log.exception("internal error handling a frame on %s", d.topic)
+                continue
+            for ev in events:
+                self._record(ev, now)
+            self._wake.set()
+            if self.inbound.empty():
+                await asyncio.sleep(0)
+
+    async def _send(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                await self.window.acquire()
+                batch = self._pop(self.clock(), 1)
+                if not batch:
+                    self.window.release()
+                    break
+                topic, payload, _ = batch[0]
+                asyncio.get_running_loop().create_task(self._publish(topic, payload),
+                                                       name=f"{self.name}-publish")
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        try:
+            await self.transport.publish(topic, payload)
+        except I24Error as exc:
+            self.publish_errors += 1
+            self.log.warning("publish to %s failed (%s); end-to-end retry will repair it",
+                             topic, exc.reason)
+        finally:
+            self.window.release()
+
+    def kick(self) -> None:
+        """Tell the send loop there is something new in the machine's queue."""
+        self._wake.set()
+
+    async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
+        pass
+
+    async def run(self) -> None:
+        """Subscribe and run the loops until cancelled."""
+        await self.transport.subscribe(*self._subscriptions())
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._recv(), name=f"{self.name}-recv")
+            tg.create_task(self._work(), name=f"{self.name}-work")
+            tg.create_task(self._send(), name=f"{self.name}-send")
+            await self._extra_tasks(tg)
+            self.ready.set()
+            self._wake.set()
+
+    async def __aenter__(self) -> _Shell:
+        self._runner = asyncio.get_running_loop().create_task(self.run(), name=self.name)
+        ready = asyncio.ensure_future(self.ready.wait())
+        done, _ = await asyncio.wait({ready, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+        if self._runner in done:
+            ready.cancel()
+            self._runner.result()  # raises what stopped it
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        self._close()
+
+    def _close(self) -> None:
+        pass
+
+    async def serve_forever(self) -> None:
+        assert self._runner is not None
+        await self._runner
+
+
+class RouterDaemon(_Shell):
+    name = "router"
+
+    def __init__(self, machine: RouterMachine, transport: Transport, *,
+                 audit: AuditLog | None = None, prune_every_s: float = 60.0,
+                 **kw: Any) -> None:
+        super().__init__(transport, **kw)
+        self.machine = machine
+        self.audit = audit
+        self.prune_every_s = prune_every_s
+
+    def _subscriptions(self) -> list[str]:
+        return [f"{self.machine.prefix}/submit/+"]
+
+    def _handle(self, topic: str, payload: bytes, now: int) -> list[RouterEvent]:
+        return self.machine.handle(topic, payload, now)
+
+    def _pop(self, now: int, limit: int) -> list[tuple[str, bytes, int]]:
+        return self.machine.pop(now, limit)
+
+    def _record(self, ev: RouterEvent, now: int) -> None:
+        if ev.kind in ("refuse", "drop"):
+            self.log.info("%s %s from %s: %s %s", ev.kind, ev.msg_id[:12], ev.sender,
+                          ev.reason, ev.detail)
+        else:
+            self.log.debug("%s %s from %s to %s", ev.kind, ev.msg_id[:12], ev.sender,
+                           ",".join(ev.recipients[:5]))
+        if self.audit is not None:
+            self.audit.append(now, ev.kind, ev.msg_id, ev.reason,
+                              {"from": ev.sender, "to": list(ev.recipients[:32]),
+                               "n": len(ev.recipients)})
+        if self.on_event:
+            self.on_event(ev)
+
+    async def _prune(self) -> None:
+        while True:
+            await asyncio.sleep(self.prune_every_s)
+            n = self.machine.store.prune(self.clock())
+            if self.audit:
+                self.audit.flush()
+            if n:
+                self.log.info("pruned %d expired message(s)", n)
+
+    async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
+        tg.create_task(self._prune(), name="router-prune")
+
+    def _close(self) -> None:
+        if self.audit:
+            self.audit.close()
+
+
+class NodeDaemon(_Shell):
+    name = "node"
+
+    def __init__(self, machine: NodeMachine, transport: Transport, *,
+                 audit: AuditLog | None = None, tick_s: float = 0.2,
+                 directory_anchor: bytes | None = None, **kw: Any) -> None:
+        super().__init__(transport, **kw)
+        self.name = f"node-{machine.agency}"
+        self.machine = machine
+        self.audit = audit
+        self.tick_s = tick_s
+        self.anchor = directory_anchor
+
+    def _subscriptions(self) -> list[str]:
+        subs = [self.machine.inbox_topic]
+        if self.anchor is not None:
+            subs.append(f"{self.machine.prefix}/directory")
+        return subs
+
+    def _handle(self, topic: str, payload: bytes, now: int) -> list[NodeEvent]:
+        if topic == f"{self.machine.prefix}/directory" and self.anchor is not None:
+            return self._on_directory(payload)
+        return self.machine.handle(topic, payload, now)
+
+    def _on_directory(self, payload: bytes) -> list[NodeEvent]:
+        from i24net.core.directory import load
+
+        try:
+            d: Directory = load(payload, self.anchor or b"", held=self.machine.directory)
+        except I24Error as exc:
+            return [NodeEvent("drop", reason=exc.reason, detail=exc.message)]
+        if d.serial > self.machine.directory.serial:
+            self.machine.set_directory(d)
+            return [NodeEvent("directory", detail=f"now version {d.serial}")]
+        return []
+
+    def _pop(self, now: int, limit: int) -> list[tuple[str, bytes, int]]:
+        return self.machine.pop(limit)
+
+    def _record(self, ev: NodeEvent, now: int) -> None:
+        level = logging.INFO if ev.kind in ("drop", "refused", "refused-in", "expired",
+                                             "gap") else logging.DEBUG
+        self.log.log(level, "%s %s %s %s %s", ev.kind, ev.msg_id[:12], ev.peer, ev.reason,
+                     ev.detail)
+        if self.audit is not None and ev.kind not in ("retry",):
+            self.audit.append(now, ev.kind, ev.msg_id, ev.reason, {"peer": ev.peer})
+        if self.on_event:
+            self.on_event(ev)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = self.clock()
+            try:
+                events = self.machine.tick(now)
+            except Exception:
+                self.log.exception("internal error in tick")
+                continue
+            for ev in events:
+                self._record(ev, now)
+            if self.machine.pending():
+                self._wake.set()
+            if self.audit:
+                self.audit.flush()
+
+    async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
+        tg.create_task(self._tick(), name=f"{self.name}-tick")
+
+    def _close(self) -> None:
+        if self.audit:
+            self.audit.close()
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
