@@ -253,6 +253,9 @@ class RouterDaemon(_Shell):
     def _close(self) -> None:
         if self.audit:
             self.audit.close()
+        close = getattr(self.machine.store, "close", None)
+        if close is not None:
+            close()
 
 
 class NodeDaemon(_Shell):
@@ -326,6 +329,9 @@ class NodeDaemon(_Shell):
     def _close(self) -> None:
         if self.audit:
             self.audit.close()
+        close = getattr(self.machine.store, "close", None)
+        if close is not None:
+            close()
 
 
 def random_bytes(n: int) -> bytes:

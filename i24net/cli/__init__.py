@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from i24net.core.errors import (
     CryptoError,
@@ -36,6 +37,13 @@ def exit_code_for(exc: I24Error) -> int:
     return EXIT_ERROR
 
 
+def _plain(text: str) -> str:
+    """``text`` as one line of literal output. Messages quote untrusted input (agency ids,
+    field names from a hostile file): unescaped, rich swallows "[...]" as a style tag or
+    raises MarkupError on a stray "[/]", and a newline or ESC would forge more output."""
+    return escape("".join(c if c.isprintable() else ascii(c)[1:-1] for c in text))
+
+
 class I24Group(click.Group):
     """A click group that turns any ``I24Error`` into ``ERROR: <message>`` and an exit code."""
 
@@ -43,8 +51,8 @@ class I24Group(click.Group):
         try:
             return super().invoke(ctx)
         except I24Error as exc:
-            err_console.print(f"[bold red]ERROR:[/] {exc.message} [dim]({exc.reason})[/]",
-                              soft_wrap=True, markup=True)
+            err_console.print(f"[bold red]ERROR:[/] {_plain(exc.message)} "
+                              f"[dim]({_plain(exc.reason)})[/]", soft_wrap=True, markup=True)
             ctx.exit(exit_code_for(exc))
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -68,7 +76,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from i24net.cli import demo, envelope, network  # noqa: F401  (commands attach to cli)
+    from i24net.cli import audit, daemons, demo, envelope, network  # noqa: F401  (attach)
 
 
 _register()

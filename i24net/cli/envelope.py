@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from i24net.cli import EXIT_REFUSED, cli, console, home_option
@@ -156,15 +157,18 @@ def envelope_inspect(file: str, as_json: bool, home: str | None) -> None:
         t.add_column(style="bold")
         t.add_column()
         for key, value in summary.items():
+            # The header is not verified yet (and even a valid one is the sender's text):
+            # escape it so "[...]" in an agency id is shown, not read as rich markup.
+            if isinstance(value, list):
+                value = ", ".join(map(str, value))
+            value = escape(str(value))
             if key == "label":
                 value = f"[{scale.colour(e.header.label.level)}]{value}[/]"
             elif key == "precedence":
                 value = f"[{e.header.precedence.colour}]{value}[/]"
             elif key == "signature":
                 value = f"[{'green' if ok else 'red'}]{value}[/]"
-            elif isinstance(value, list):
-                value = ", ".join(map(str, value))
-            t.add_row(key, str(value))
+            t.add_row(key, value)
         console.print(t)
     if not ok:
         raise click.exceptions.Exit(EXIT_REFUSED)
@@ -187,7 +191,7 @@ def envelope_open(file: str, agency: str, as_json: bool, home: str | None) -> No
                                "text": opened.body.text, "data": opened.body.data,
                                "freshness": fresh or "fresh"}, indent=2, default=str))
         return
-    console.print(f"[bold]{opened.body.subject}[/]")
+    console.print(f"[bold]{escape(opened.body.subject)}[/]")
     console.print(f"[dim]{hd.kind} from {hd.sender}, "
                   f"[{d.scale.colour(hd.label.level)}]{hd.label.marking}[/], "
                   f"[{hd.precedence.colour}]{hd.precedence.name}[/], id {hd.id_hex}[/]")

@@ -30,8 +30,8 @@ from i24net.core.errors import DirectoryError
 from i24net.core.labels import ClassificationScale, Label
 from i24net.core.wire import MAX_RECIPIENTS, Fields, fail, pack, unpack
 
-AGENCY_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$")
-GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
+AGENCY_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*\Z")  # \Z, not $: "$" admits a final "\n"
+GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9-]{0,31}\Z")
 KINDS = ("gs", "ncb", "europol", "lea", "body")
 ROLES = ("notice-authority", "directory-authority", "notice-requester")
 STATUSES = ("active", "revoked")

@@ -42,6 +42,7 @@ WRAP_SIZE = BODY_KEY_SIZE + 16  # key + Poly1305 tag
 MAX_HEADER = 64 * 1024 + MAX_RECIPIENTS * 40  # ids of up to 32 chars, twice (to + addr)
 MAX_SUBJECT = 256
 MAX_TEXT = 512 * 1024
+MAX_RELEASE = 4096  # a signed release is a small token, not a document
 
 # Who may send which kind is the routing policy's business; the envelope only knows the names.
 KINDS = (
@@ -102,6 +103,12 @@ class Header:
             raise WireFormatError(f"at most {MAX_RECIPIENTS} recipients", reason="wire.schema")
         if not self.addressing:
             raise WireFormatError("addressing must not be empty", reason="wire.schema")
+        # decode refuses these, so refuse them here too: never seal what cannot be opened
+        if len(set(self.addressing)) != len(self.addressing):
+            raise WireFormatError("addressing must not repeat an item", reason="wire.schema")
+        if self.release is not None and len(self.release) > MAX_RELEASE:
+            raise WireFormatError(f"a release must be at most {MAX_RELEASE} bytes",
+                                  reason="wire.schema")
         if self.expires_ms <= self.created_ms:
             raise WireFormatError("a message must expire after it is created",
                                   reason="wire.schema")
@@ -164,7 +171,7 @@ class Header:
                 created_ms=f.integer("created"),
                 expires_ms=f.integer("expires"),
                 ref=f.blob("ref", size=ID_SIZE, optional=True),
-                release=f.blob("release", max_len=4096, optional=True),
+                release=f.blob("release", max_len=MAX_RELEASE, optional=True),
                 directory_serial=f.integer("dir", lo=1),
                 key_id=f.blob("kid", size=k.KEY_ID_SIZE),
                 nonce=f.blob("nonce", size=NONCE_SIZE),
@@ -216,7 +223,9 @@ class Body:
 
     @classmethod
     def decode(cls, data: bytes) -> Body:
-        obj = unpack(data, what="body", max_size=MAX_BODY, max_str=MAX_TEXT, max_items=1024)
+        # max_str counts bytes and MAX_TEXT characters: cap strings by the body size and
+        # let Fields check characters, or a long non-ASCII text would seal but never open.
+        obj = unpack(data, what="body", max_size=MAX_BODY, max_str=MAX_BODY, max_items=1024)
         f = Fields(obj, "body")
         subject = f.text("subject", max_len=MAX_SUBJECT)
         text = f.text("text", max_len=MAX_TEXT, allow_empty=True)
@@ -253,12 +262,16 @@ class Envelope:
         magic, version, signed, signature = outer
         if magic != MAGIC:
             fail("envelope", "not an i24net envelope (bad magic)", reason="wire.magic")
-        if version != WIRE_VERSION:
+        if type(version) is not int or version != WIRE_VERSION:  # True == 1.0 == 1
             fail("envelope", f"wire version {version!r} is not supported (this build reads "
                  f"{WIRE_VERSION})", reason="wire.version")
         if not isinstance(signed, bytes) or not isinstance(signature, bytes) \
                 or len(signature) != k.SIG_SIZE:
             fail("envelope", "signed part must be binary and the signature 64 bytes")
+        # The frame is not signed: without this, bin16-for-bin8 and the like give one message
+        # many encodings, hence many digests, and stamps, receipts and replay checks key on it.
+        if pack([MAGIC, WIRE_VERSION, signed, signature]) != raw:
+            fail("envelope", "the frame is not in canonical encoding", reason="wire.noncanonical")
         inner = unpack(signed, what="envelope content", max_size=MAX_ENVELOPE,
                        max_items=MAX_RECIPIENTS)
         if not (isinstance(inner, list) and len(inner) == 3):
@@ -423,6 +436,7 @@ def make_header(
     ``addressing`` for ``sender`` at this directory version."""
     rec = directory.agency(sender)
     directory.scale.validate(label)
+    addressing = tuple(dict.fromkeys(addressing))  # "--to A,A" means A once
     recipients = directory.expand(addressing, sender)
     if not recipients:
         raise DirectoryError(f"addressing {', '.join(addressing)} names no recipient",

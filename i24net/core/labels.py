@@ -29,7 +29,7 @@ DEFAULT_LEVELS: tuple[str, ...] = (
     "SECRET",
 )
 
-_NAME = re.compile(r"^[A-Z0-9][A-Z0-9_+-]{0,31}$")
+_NAME = re.compile(r"^[A-Z0-9][A-Z0-9_+-]{0,31}\Z")  # \Z: "$" also matches before a final "\n"
 
 # Display colours for rich, picked per level rank from the bottom; a longer scale reuses
 # the last colour, so every level still renders.
@@ -235,7 +235,8 @@ class Evaluation:
     @classmethod
     def parse(cls, text: str) -> Evaluation:
         t = text.strip().upper()
-        if len(t) != 2 or not t[1].isdigit():
+        # not str.isdigit(): it accepts "²" (int() then raises) and "٢" (non-canonical)
+        if len(t) != 2 or t[1] not in "0123456789":
             raise ConfigError(f"evaluation code must look like B2, not {text!r}",
                               reason="label.evaluation")
         return cls(t[0], int(t[1]))

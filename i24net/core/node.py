@@ -232,7 +232,7 @@ class NodeMachine:
         for kid, due in list(self._gap_due.items()):
             if now_ms >= due:
                 del self._gap_due[kid]
-                last, missing = self.store.seq_get(kid)
+                _, missing = self.store.seq_get(kid)
                 if missing:
                     first, end = min(missing), max(missing)
                     end = min(end, first + fr.MAX_GAP - 1)

@@ -85,7 +85,7 @@ class MemoryRouterStore:
     def __init__(self) -> None:
         self.messages: dict[bytes, tuple[PriorMessage, bytes, int]] = {}
         self.seqs: dict[str, int] = {}
-        self.log: dict[tuple[str, int], bytes] = {}
+        self.log: dict[tuple[str, int], tuple[bytes, bytes]] = {}
         self.receipts: dict[bytes, set[str]] = {}
 
     def prior(self, msg_id: bytes) -> PriorMessage | None:
@@ -105,11 +105,11 @@ class MemoryRouterStore:
         return n
 
     def log_delivery(self, recipient: str, seq: int, msg_id: bytes, frame: bytes) -> None:
-        self.log[(recipient, seq)] = frame
+        self.log[(recipient, seq)] = (msg_id, frame)
 
     def logged(self, recipient: str, first: int, last: int) -> list[bytes]:
-        return [f for n in range(first, last + 1)
-                if (f := self.log.get((recipient, n))) is not None]
+        return [found[1] for n in range(first, last + 1)
+                if (found := self.log.get((recipient, n))) is not None]
 
     def add_receipt(self, msg_id: bytes, recipient: str) -> None:
         self.receipts.setdefault(msg_id, set()).add(recipient)
@@ -122,6 +122,9 @@ class MemoryRouterStore:
         for m in old:
             del self.messages[m]
             self.receipts.pop(m, None)
+        gone = set(old)
+        for key in [key for key, (m, _) in self.log.items() if m in gone]:
+            del self.log[key]
         return len(old)
 
 

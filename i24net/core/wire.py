@@ -29,10 +29,20 @@ MAX_STR = 64 * 1024  # no single text field needs more; the body text is bounded
 
 def pack(obj: Any) -> bytes:
     """Encode with the one msgpack configuration the protocol uses (bin type for bytes)."""
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    try:
+        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    except (UnicodeEncodeError, TypeError, ValueError, OverflowError) as exc:
+        # a lone surrogate (undecodable argv bytes), an int beyond 64 bits, a foreign type
+        raise WireFormatError(f"cannot encode: {type(exc).__name__}: {exc}",
+                              reason="wire.encode") from exc
 
 
-def _depth(obj: Any, limit: int) -> int:
+def _refuse_ext(code: int, data: bytes) -> Any:
+    # max_ext_len=0 still lets a zero-length ext (c7 00 <type>) through as an ExtType.
+    raise ValueError(f"extension type {code} is not allowed")
+
+
+def _depth(obj: Any, limit: int, what: str) -> int:
     stack: list[tuple[Any, int]] = [(obj, 1)]
     worst = 0
     while stack:
@@ -43,6 +53,9 @@ def _depth(obj: Any, limit: int) -> int:
         if isinstance(item, list):
             stack.extend((x, d + 1) for x in item)
         elif isinstance(item, dict):
+            # strict_map_key admits bytes keys as well as str; our schemas use str only.
+            if not all(isinstance(key, str) for key in item):
+                fail(what, "a map key is not text", reason="wire.malformed")
             stack.extend((v, d + 1) for v in item.values())
     return worst
 
@@ -71,21 +84,24 @@ def unpack(
             f"{what}: {len(data)} bytes is over the {max_size}-byte limit",
             reason="wire.oversized",
         )
+    # An Unpacker, not unpackb: unpackb reports truncated input as a plain ValueError
+    # ("incomplete input"), indistinguishable from a bad marker; Unpacker raises OutOfData.
+    unpacker = msgpack.Unpacker(
+        None,
+        raw=False,
+        strict_map_key=True,
+        use_list=True,
+        max_buffer_size=len(data),
+        max_str_len=max_str,
+        max_bin_len=max_bin if max_bin is not None else max_size,
+        max_array_len=max_items,
+        max_map_len=max_items,
+        max_ext_len=0,
+        ext_hook=_refuse_ext,
+    )
     try:
-        obj = msgpack.unpackb(
-            bytes(data),
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=max_str,
-            max_bin_len=max_bin if max_bin is not None else max_size,
-            max_array_len=max_items,
-            max_map_len=max_items,
-            max_ext_len=0,
-        )
-    except msgpack.ExtraData:
-        raise WireFormatError(f"{what}: trailing bytes after the object",
-                              reason="wire.trailing") from None
+        unpacker.feed(bytes(data))
+        obj = unpacker.unpack()
     except (msgpack.OutOfData, EOFError):
         raise WireFormatError(f"{what}: truncated", reason="wire.truncated") from None
     except UnicodeDecodeError:
@@ -96,7 +112,10 @@ def unpack(
         # subclasses (FormatError, StackError, ...) or TypeError; all mean "not our format".
         raise WireFormatError(f"{what}: not a valid encoding ({type(exc).__name__}: {exc})",
                               reason="wire.malformed") from None
-    if _depth(obj, max_depth) > max_depth:
+    if unpacker.tell() != len(data):
+        raise WireFormatError(f"{what}: trailing bytes after the object",
+                              reason="wire.trailing")
+    if _depth(obj, max_depth, what) > max_depth:
         raise WireFormatError(f"{what}: nested deeper than {max_depth} levels",
                               reason="wire.depth")
     return obj

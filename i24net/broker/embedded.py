@@ -1,0 +1,673 @@
+"""The embedded broker: amqtt 0.12 with per-account passwords and exact topic ACLs.
+
+Theory of operation: amqtt is configured only through its ``plugins`` table (which replaces
+its defaults, among them the anonymous plugin that admits any client giving a username and
+the ``0.0.0.0`` listener). Three checks come from the broker accounts:
+
+1. Passwords: amqtt's own ``FileAuthPlugin`` reads ``passwd`` (``user:argon2-hash`` lines,
+   mode 0600). A client without a username gets no answer from it, and amqtt refuses a
+   connection nobody answered, so anonymous clients are refused.
+2. Client ids: ``ClientIdBindingPlugin`` admits account ``U`` only with client id ``U`` or
+   ``U:<suffix>``. Without it, amqtt hands a persistent session (its subscriptions and the
+   messages queued in it) to whichever authenticated client presents that client id next.
+3. Topics: ``AccountsTopicPlugin`` answers amqtt's publish, subscribe and receive checks with
+   ``may_publish`` / ``may_subscribe`` / ``may_receive``. amqtt's ``TopicAccessControlList``
+   plugin is not used: its matcher lets an allowed ``a/+`` subscribe ``a/#`` and denies ``a``
+   under an allowed ``a/#``.
+
+One amqtt flaw needs more than a plugin: when a client connects, amqtt sends it every retained
+message that matches *any* client's subscription, unchecked. ``_IsolatingBroker`` restricts
+that to filters the connecting account may subscribe. Sessions live in memory: a restart of
+the embedded broker loses them (use Mosquitto for broker-restart drills).
+
+Run it as its own process with ``python -m i24net.broker.embedded --config FILE.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action, BaseContext
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import BrokerError as AmqttBrokerError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+from amqtt.utils import gen_client_id
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from i24net.broker.accounts import (
+    BrokerAccount,
+    client_id_allowed,
+    may_publish,
+    may_receive,
+    may_subscribe,
+)
+from i24net.broker.errors import BrokerConfigError, BrokerError, BrokerStartError
+from i24net.broker.files import ensure_directory, write_file
+from i24net.broker.process import BrokerProcess, pick_free_port, validate_host, validate_port
+
+__all__ = [
+    "AccountsTopicPlugin",
+    "ClientIdBindingPlugin",
+    "ClientIdPolicy",
+    "EmbeddedBroker",
+    "EmbeddedBrokerProcess",
+    "amqtt_config",
+    "main",
+    "quiet_amqtt_logging",
+    "read_embedded_config_file",
+    "render_amqtt_password_file",
+    "write_embedded_config_file",
+]
+
+ClientIdPolicy = Literal["bound", "any"]
+
+# amqtt verifies passwords synchronously on its event loop: argon2's defaults (64 MiB, t=3)
+# take ~0.2 s per CONNECT and would stall every client while a network of nodes logs in.
+# Passwords are 192-bit random strings, so a slow hash protects nothing; these parameters
+# take ~10 ms and remain valid argon2id hashes that amqtt's FileAuthPlugin verifies.
+_ARGON2 = Argon2Hasher(time_cost=1, memory_cost=8192, parallelism=1)
+_PASSWORD_FILE = "passwd"
+_PORT_RETRIES = 3
+_AMQTT_LOGGERS = ("amqtt", "transitions")
+# amqtt imports plugins by dotted path; spelled out so it also holds under ``python -m``.
+_MODULE = "i24net.broker.embedded"
+
+
+def quiet_amqtt_logging(level: int = logging.WARNING) -> None:
+    """Raise amqtt's loggers to ``level`` unless someone configured them explicitly.
+
+    amqtt logs every connection and packet at INFO/DEBUG; a simulation with many nodes would
+    drown its own logs in them.
+    """
+    for name in _AMQTT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(level)
+
+
+def render_amqtt_password_file(accounts: Sequence[BrokerAccount]) -> str:
+    """``username:$argon2id$...`` lines: the format amqtt 0.12's FileAuthPlugin verifies
+    (argon2 via pwdlib; it also reads legacy ``$6$`` sha512-crypt, which Python 3.13 drops)."""
+    names = [a.username for a in accounts]
+    if len(set(names)) != len(names):
+        raise BrokerConfigError("broker accounts listed twice; each username must be unique")
+    return "".join(f"{a.username}:{_ARGON2.hash(a.password)}\n" for a in accounts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Grants:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+def _grants_of(accounts: Sequence[BrokerAccount]) -> dict[str, _Grants]:
+    return {a.username: _Grants(a.publish, a.subscribe) for a in accounts}
+
+
+class AccountsTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no types
+    """amqtt topic plugin: publish, subscribe and delivery allowed exactly as the accounts say.
+
+    amqtt asks every topic plugin and proceeds only if all answer True; an unknown user or a
+    missing session is refused.
+    """
+
+    @dataclass
+    class Config:
+        """Per-username filters, as amqtt hands plugin configs over (plain dicts of lists)."""
+
+        publish: dict[str, list[str]] = field(default_factory=dict)
+        subscribe: dict[str, list[str]] = field(default_factory=dict)
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        config = context.config
+        if not isinstance(config, AccountsTopicPlugin.Config):
+            raise BrokerConfigError(
+                "AccountsTopicPlugin needs its Config from amqtt's plugins table"
+            )
+        users = set(config.publish) | set(config.subscribe)
+        self._grants = {
+            user: _Grants(
+                tuple(config.publish.get(user, ())), tuple(config.subscribe.get(user, ()))
+            )
+            for user in users
+        }
+
+    async def topic_filtering(
+        self,
+        *,
+        session: Session | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool:
+        if session is None or not session.username or topic is None:
+            return False
+        grants = self._grants.get(session.username)
+        if grants is None:
+            return False
+        if action == Action.PUBLISH:
+            allowed = may_publish(grants, topic)
+        elif action == Action.SUBSCRIBE:
+            allowed = may_subscribe(grants, topic)
+        elif action == Action.RECEIVE:
+            allowed = may_receive(grants, topic)
+        else:
+            allowed = False
+        if not allowed:
+            self.context.logger.info(
+                "refused %s on %r for %s (client %s)",
+                action,
+                topic,
+                session.username,
+                session.client_id,
+            )
+        return allowed
+
+
+class ClientIdBindingPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """amqtt auth plugin: account ``U`` may use only client id ``U`` or ``U:<suffix>``.
+
+    It answers None (no opinion) without a username, so the password plugin decides; amqtt
+    refuses the connection when no plugin says True.
+    """
+
+    @dataclass
+    class Config:
+        """No options: the rule is ``accounts.client_id_allowed``."""
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        if session is None or not session.username:
+            return None
+        allowed = client_id_allowed(session.username, session.client_id or "")
+        if not allowed:
+            self.context.logger.warning(
+                "refused %s: client id %r does not belong to that account (use %r or %r)",
+                session.username,
+                session.client_id,
+                session.username,
+                f"{session.username}:...",
+            )
+        return allowed
+
+
+class _IsolatingBroker(Broker):  # type: ignore[misc]
+    """amqtt 0.12's Broker with two isolation flaws fixed.
+
+    1. Authenticate before touching sessions. amqtt looks up the stored session of the
+       CONNECT's client id, and for a clean-session CONNECT deletes it, *before* it checks the
+       password; a refused CONNECT also leaves the owner's session marked connected to a
+       closed socket. So any local client, without credentials, could wipe an agency's queued
+       inbox or make the broker drop messages for it. Here a CONNECT that fails authentication
+       is refused (CONNACK 5) before any session is looked up; the rest of
+       ``_initialize_client_session`` is amqtt's own, unchanged.
+    2. Retained messages on connect. amqtt sends a connecting client every retained message
+       matching *any* client's subscription, unchecked; a retained message on
+       ``inbox/NCB-FR`` would reach NCB-DE. Here only filters the account may subscribe are
+       used. That check is synchronous on purpose: amqtt calls it while iterating its live
+       subscription dict, and an extra ``await`` would let another client change the dict
+       mid-iteration (amqtt then raises RuntimeError).
+    """
+
+    def __init__(self, config: dict[str, Any], grants: Mapping[str, _Grants]) -> None:
+        super().__init__(config)
+        self._i24_grants = dict(grants)
+
+    async def _initialize_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        remote_address: str,
+        remote_port: int,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, client_session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+
+        if not await self._authenticate(client_session, None):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(
+                f"refused CONNECT from {remote_address}:{remote_port} "
+                f"(user {client_session.username!r}, client id {client_session.client_id!r})"
+            )
+
+        # From here on: amqtt 0.12.1 Broker._initialize_client_session, unchanged.
+        if client_session.clean_session:
+            if client_session.client_id is not None and client_session.client_id != "":
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing, _ = self._sessions[client_session.client_id]
+            existing.will_flag = client_session.will_flag
+            existing.will_message = client_session.will_message
+            existing.will_topic = client_session.will_topic
+            existing.will_qos = client_session.will_qos
+            existing.keep_alive = client_session.keep_alive
+            existing.username = client_session.username
+            existing.password = client_session.password
+            client_session = existing
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+
+        timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
+            client_session.keep_alive += timeout_disconnect_delay
+        return handler, client_session
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        grants = self._i24_grants.get(session.username or "")
+        if grants is None or not may_subscribe(grants, subscription[0]):
+            return
+        await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
+_OVERRIDDEN = ("_initialize_client_session", "_publish_retained_messages_for_subscription")
+if not all(hasattr(Broker, name) for name in _OVERRIDDEN):  # pragma: no cover
+    raise ImportError(
+        "this amqtt version changed Broker internals that i24net patches for isolation "
+        f"({', '.join(_OVERRIDDEN)}); use amqtt 0.12 or review i24net/broker/embedded.py"
+    )
+
+
+def amqtt_config(
+    accounts: Sequence[BrokerAccount],
+    *,
+    host: str,
+    port: int,
+    password_file: Path,
+    client_id_policy: ClientIdPolicy = "bound",
+) -> dict[str, Any]:
+    """The amqtt broker config dict: one loopback TCP listener and only our plugins."""
+    plugins: dict[str, Any] = {
+        "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(password_file)},
+        f"{_MODULE}.AccountsTopicPlugin": {
+            "publish": {a.username: list(a.publish) for a in accounts},
+            "subscribe": {a.username: list(a.subscribe) for a in accounts},
+        },
+    }
+    if client_id_policy == "bound":
+        plugins[f"{_MODULE}.ClientIdBindingPlugin"] = {}
+    elif client_id_policy != "any":
+        raise BrokerConfigError(
+            f"client_id_policy {client_id_policy!r} is invalid: use 'bound' or 'any'"
+        )
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        # No expiry: an offline agency's persistent session waits for it (in memory).
+        "session_expiry_interval": None,
+        "plugins": plugins,
+    }
+
+
+def _is_address_in_use(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.EADDRINUSE:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class EmbeddedBroker:
+    """The amqtt broker in this process, for ``accounts``; port 0 picks a free port.
+
+    ``async with EmbeddedBroker(accounts, data_dir) as broker`` starts it on ``broker.host``
+    / ``broker.port`` and shuts it down on exit. ``data_dir`` receives the password file.
+    """
+
+    def __init__(
+        self,
+        accounts: Sequence[BrokerAccount],
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client_id_policy: ClientIdPolicy = "bound",
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._accounts = tuple(accounts)
+        if not self._accounts:
+            raise BrokerConfigError("no broker accounts: a broker nobody can log in to is useless")
+        self._data_dir = Path(data_dir)
+        self._host = validate_host(host)
+        self._requested_port = validate_port(port)
+        self._port: int | None = None
+        self._client_id_policy: ClientIdPolicy = client_id_policy
+        self._logger = logger or logging.getLogger("i24net.broker.embedded")
+        self._broker: Broker | None = None
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise BrokerStartError("the embedded broker has not been started yet; call start()")
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._broker is not None
+
+    @property
+    def password_file(self) -> Path:
+        return self._data_dir / _PASSWORD_FILE
+
+    async def start(self) -> None:
+        """Write the password file and start listening; raises ``BrokerStartError``."""
+        if self._broker is not None:
+            return
+        quiet_amqtt_logging()
+        ensure_directory(self._data_dir)
+        text = await asyncio.to_thread(render_amqtt_password_file, self._accounts)
+        write_file(self.password_file, text, private=True)
+        for attempt in range(_PORT_RETRIES):
+            port = self._port or self._requested_port or pick_free_port(self._host)
+            config = amqtt_config(
+                self._accounts,
+                host=self._host,
+                port=port,
+                password_file=self.password_file,
+                client_id_policy=self._client_id_policy,
+            )
+            try:
+                broker = _IsolatingBroker(config, _grants_of(self._accounts))
+                await broker.start()
+            except (AmqttBrokerError, OSError) as exc:
+                if (
+                    _is_address_in_use(exc)
+                    and not self._requested_port
+                    and attempt + 1 < _PORT_RETRIES
+                ):
+                    self._port = None
+                    continue
+                raise BrokerStartError(
+                    f"the embedded broker could not listen on {self._host}:{port}: {exc}; "
+                    "choose another port or stop what is using it"
+                ) from exc
+            except Exception as exc:  # amqtt wraps plugin and config failures in many types
+                raise BrokerStartError(f"the embedded broker failed to start: {exc}") from exc
+            self._broker = broker
+            self._port = port
+            self._logger.info("embedded broker listening on %s:%d", self._host, port)
+            return
+
+    async def stop(self) -> None:
+        """Disconnect every client and close the listener."""
+        broker, self._broker = self._broker, None
+        if broker is None:
+            return
+        try:
+            await broker.shutdown()
+        except Exception as exc:  # a failed shutdown must not mask the caller's own error
+            self._logger.warning("embedded broker shutdown was not clean: %s", exc)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+# --- running the embedded broker as its own OS process -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ProcessConfig:
+    host: str
+    port: int
+    data_dir: Path
+    accounts: tuple[BrokerAccount, ...]
+    client_id_policy: ClientIdPolicy
+
+
+def write_embedded_config_file(
+    path: Path,
+    accounts: Sequence[BrokerAccount],
+    *,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    client_id_policy: ClientIdPolicy = "bound",
+) -> Path:
+    """Write the JSON config ``python -m i24net.broker.embedded`` reads (mode 0600: it holds
+    the plaintext passwords)."""
+    document = {
+        "host": validate_host(host),
+        "port": validate_port(port),
+        "data_dir": str(data_dir),
+        "client_id_policy": client_id_policy,
+        "accounts": [a.to_dict() for a in accounts],
+    }
+    return write_file(Path(path), json.dumps(document, indent=2) + "\n", private=True)
+
+
+def read_embedded_config_file(path: Path) -> _ProcessConfig:
+    """Parse and validate a config written by ``write_embedded_config_file``."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BrokerConfigError(f"cannot read broker config {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise BrokerConfigError(f"broker config {path} is not valid JSON: {exc}") from exc
+    if not isinstance(document, Mapping):
+        raise BrokerConfigError(f"broker config {path} must hold a JSON object")
+    allowed = {"host", "port", "data_dir", "accounts", "client_id_policy"}
+    unknown = set(document) - allowed
+    missing = {"data_dir", "accounts"} - set(document)
+    if unknown or missing:
+        raise BrokerConfigError(
+            f"broker config {path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+        )
+    accounts = document["accounts"]
+    if not isinstance(accounts, list):
+        raise BrokerConfigError(f"broker config {path}: 'accounts' must be a list")
+    policy = document.get("client_id_policy", "bound")
+    if policy not in ("bound", "any"):
+        raise BrokerConfigError(f"broker config {path}: client_id_policy must be 'bound' or 'any'")
+    return _ProcessConfig(
+        host=validate_host(document.get("host", "127.0.0.1")),
+        port=validate_port(document.get("port", 0)),
+        data_dir=Path(document["data_dir"]),
+        accounts=tuple(BrokerAccount.from_dict(a) for a in accounts),
+        client_id_policy=policy,
+    )
+
+
+async def _serve(config: _ProcessConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    broker = EmbeddedBroker(
+        config.accounts,
+        config.data_dir,
+        host=config.host,
+        port=config.port,
+        client_id_policy=config.client_id_policy,
+    )
+    async with broker:
+        print(f"ready {broker.host}:{broker.port}", flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m i24net.broker.embedded --config FILE.json``: serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(
+        prog="python -m i24net.broker.embedded",
+        description="Run i24net's embedded MQTT broker (amqtt) until SIGTERM or SIGINT.",
+    )
+    parser.add_argument(
+        "--config", required=True, type=Path, help="JSON: host, port, data_dir, accounts"
+    )
+    parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = read_embedded_config_file(args.config)
+        asyncio.run(_serve(config))
+    except BrokerError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+class EmbeddedBrokerProcess:
+    """The embedded broker in a child process, controlled like ``MosquittoBroker``.
+
+    Useful when the broker must be killable on its own (chaos drills) or when the caller's
+    event loop should not also carry the broker. The port is chosen once and kept across
+    restarts; amqtt keeps sessions in memory, so a restart starts with none.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        accounts: Sequence[BrokerAccount],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client_id_policy: ClientIdPolicy = "bound",
+        start_timeout: float = 20.0,
+        stop_timeout: float = 5.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._directory = Path(directory)
+        self._accounts = tuple(accounts)
+        self._host = validate_host(host)
+        self._port = validate_port(port)
+        self._client_id_policy: ClientIdPolicy = client_id_policy
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._logger = logger or logging.getLogger("i24net.broker.embedded")
+        self._process: BrokerProcess | None = None
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if not self._port:
+            raise BrokerStartError("the embedded broker process has not been started yet")
+        return self._port
+
+    @property
+    def config_path(self) -> Path:
+        return self._directory / "embedded.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self._directory / "embedded.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    def start(self) -> None:
+        if self.running:
+            return
+        ensure_directory(self._directory)
+        picked = not self._port
+        for attempt in range(_PORT_RETRIES):
+            if not self._port:
+                self._port = pick_free_port(self._host)
+            write_embedded_config_file(
+                self.config_path,
+                self._accounts,
+                data_dir=self._directory,
+                host=self._host,
+                port=self._port,
+                client_id_policy=self._client_id_policy,
+            )
+            self._process = BrokerProcess(
+                "embedded broker",
+                [sys.executable, "-m", "i24net.broker.embedded", "--config", str(self.config_path)],
+                self.log_path,
+                host=self._host,
+                ports=[self._port],
+                ready_marker=b"ready ",
+                start_timeout=self._start_timeout,
+                stop_timeout=self._stop_timeout,
+                logger=self._logger,
+            )
+            try:
+                self._process.start()
+                return
+            except BrokerStartError as exc:
+                if picked and "could not listen" in str(exc) and attempt + 1 < _PORT_RETRIES:
+                    self._port = 0
+                    continue
+                raise
+
+    def stop(self) -> int | None:
+        return self._process.stop() if self._process is not None else None
+
+    def kill(self) -> int | None:
+        return self._process.kill() if self._process is not None else None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    async def __aenter__(self) -> EmbeddedBrokerProcess:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+if __name__ == "__main__":
+    # Run the copy amqtt will import plugins from, not this __main__ duplicate of it.
+    from i24net.broker.embedded import main as _main
+
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(_main())

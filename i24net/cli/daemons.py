@@ -1,0 +1,259 @@
+"""``i24net broker / router / node`` (run the daemons) and ``publish / inbox`` (use a node)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.table import Table
+
+from i24net.cli import EXIT_REFUSED, cli, console, home_option
+from i24net.cli.envelope import compose, message_options
+from i24net.core.errors import I24Error, WaitTimeout
+from i24net.core.labels import Precedence
+from i24net.core.node import NodeMachine
+from i24net.home import Home, now_ms
+
+log_option = click.option("--log-level", default="INFO", show_default=True,
+                          type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                            case_sensitive=False))
+
+
+def _logging(level: str, name: str) -> logging.Logger:
+    logging.basicConfig(level=level.upper(), format=f"%(asctime)s {name} %(levelname)s "
+                        "%(message)s")
+    for noisy in ("amqtt", "transitions", "paho"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger(f"i24net.{name}")
+
+
+async def _until_signalled(main: Any) -> None:
+    """Run ``main`` (an awaitable) until SIGTERM or SIGINT, then cancel it cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.ensure_future(main)
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@cli.command()
+@click.option("--engine", type=click.Choice(["embedded", "mosquitto"]), default=None,
+              help="Broker engine (default from network.toml).")
+@click.option("--port", type=int, default=None, help="Port (default from network.toml).")
+@home_option
+@log_option
+def broker(engine: str | None, port: int | None, home: str | None, log_level: str) -> None:
+    """Run the network's MQTT broker on 127.0.0.1 with per-agency accounts and topic ACLs."""
+    from i24net.runtime import Endpoint, endpoint_file, make_broker
+
+    h = Home.resolve(home)
+    log = _logging(log_level, "broker")
+
+    async def main() -> None:
+        async with make_broker(h, engine, port, logger=log) as b:
+            ep = Endpoint(engine or h.spec().broker.engine, b.host, b.port)
+            endpoint_file(h).write_text(ep.to_json())
+            # The directory is retained on its topic so every node finds the current one.
+            from i24net.home import ROUTER_ACCOUNT
+            from i24net.runtime import make_transport
+
+            async with make_transport(h, ROUTER_ACCOUNT, client_suffix="directory",
+                                      ep=ep) as t:
+                await t.publish(f"{h.directory().prefix}/directory", h.signed_directory(),
+                                retain=True)
+            log.info("broker ready on %s:%d (%s)", b.host, b.port, ep.engine)
+            console.print(f"ready {b.host}:{b.port}")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    endpoint_file(h).unlink()
+
+    asyncio.run(_until_signalled(main()))
+
+
+@cli.command()
+@home_option
+@log_option
+def router(home: str | None, log_level: str) -> None:
+    """Run the router: check, stamp and forward every submitted message."""
+    from i24net.runtime import make_router
+
+    h = Home.resolve(home)
+    log = _logging(log_level, "router")
+
+    async def main() -> None:
+        d = make_router(h, logger=log)
+        async with d.transport, d:
+            log.info("router ready (directory v%d, %d agencies)", d.machine.directory.serial,
+                     len(d.machine.directory.agencies))
+            console.print("ready router")
+            await d.serve_forever()
+
+    asyncio.run(_until_signalled(main()))
+
+
+@cli.command()
+@click.argument("agency")
+@home_option
+@log_option
+def node(agency: str, home: str | None, log_level: str) -> None:
+    """Run AGENCY's node daemon: outbox, inbox, receipts, retries."""
+    from i24net.runtime import make_node
+
+    h = Home.resolve(home)
+    log = _logging(log_level, f"node-{agency}")
+
+    async def main() -> None:
+        d = make_node(h, agency, logger=log)
+        async with d.transport, d:
+            await d.transport.publish(f"{d.machine.prefix}/presence/{agency}", b"online",
+                                      retain=True)
+            log.info("node %s ready", agency)
+            console.print(f"ready {agency}")
+            await d.serve_forever()
+
+    asyncio.run(_until_signalled(main()))
+
+
+def _store(h: Home, agency: str, readonly: bool = False) -> Any:
+    from i24net.runtime import node_store_path
+    from i24net.store import SqliteNodeStore
+
+    h.directory().agency(agency)
+    path = node_store_path(h, agency)
+    if readonly and not path.exists():
+        raise I24Error(f"{agency} has no store yet at {path}: start its node "
+                       f"('i24net node {agency}' or 'i24net up')", reason="config.store")
+    return SqliteNodeStore(path, readonly=readonly)
+
+
+@cli.command()
+@message_options
+@click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
+              help="Wait for the router's verdict and the delivery receipts.")
+@home_option
+def publish(wait_s: float | None, home: str | None, **o: Any) -> None:
+    """Send a message through the sender's node (durable before this returns).
+
+    The message is sealed and written to the sender's outbox; the running node daemon sends
+    it and retries until receipts arrive. With --wait: exit 0 when every recipient
+    receipted, 3 if refused, 4 on timeout.
+    """
+    h = Home.resolve(home)
+    header, body = compose(h, o)
+    store = _store(h, header.sender)
+    machine = NodeMachine(header.sender, h.keys(header.sender), h.directory(), store,
+                          random_bytes=os.urandom)
+    machine.submit(header, body, now_ms())
+    entry = store.outbox_get(header.id)
+    store.outbox_put(replace(entry, next_ms=0))  # the node daemon sends it on its next tick
+    console.print(f"queued {header.kind} {header.id_hex} in {header.sender}'s outbox for "
+                  f"{', '.join(header.recipients)}")
+    if wait_s is None:
+        return
+    deadline = time.monotonic() + wait_s
+    reported = False
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        e = store.outbox_get(header.id)
+        if e.state == "refused":
+            from i24net.core.envelope import Envelope
+            from i24net.core.policy import REASONS, decide
+
+            why = decide(Envelope.parse(e.raw), h.directory(), now_ms())
+            detail = why.message if why.reason == e.reason else REASONS.get(e.reason, "")
+            console.print(f"[red]refused[/] ({e.reason}): {detail}", soft_wrap=True)
+            raise click.exceptions.Exit(EXIT_REFUSED)
+        if e.state in ("accepted", "delivered") and not reported:
+            console.print("[green]accepted[/] by the router")
+            reported = True
+        for r, status in sorted(e.receipts.items()):
+            if r not in seen:
+                seen.add(r)
+                console.print(f"  receipt: {r} {status}")
+        if e.state == "delivered":
+            console.print(f"delivered to {len(e.receipts)} recipient(s)")
+            return
+        time.sleep(0.1)
+    missing = sorted(set(header.recipients) - seen)
+    raise WaitTimeout(f"no {'receipt' if reported else 'answer from the router'} within "
+                      f"{wait_s:g}s (waiting on {', '.join(missing) or 'the router'}); the "
+                      f"message stays in the outbox and the node keeps retrying. Is the "
+                      f"network up? ('i24net status')", reason="timeout")
+
+
+def _item_json(i: Any) -> dict[str, Any]:
+    return {"id": i.msg_id.hex(), "from": i.sender, "kind": i.kind, "label": i.label,
+            "precedence": Precedence(i.precedence).name, "subject": i.subject,
+            "text": i.text, "data": i.data, "created_ms": i.created_ms,
+            "received_ms": i.received_ms, "state": i.state,
+            "ref": i.ref.hex() if i.ref else None}
+
+
+def _fmt_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@cli.command()
+@click.argument("agency")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--follow", is_flag=True, help="Keep printing new messages (Ctrl-C to stop).")
+@click.option("--limit", type=int, default=50, show_default=True)
+@home_option
+def inbox(agency: str, as_json: bool, follow: bool, limit: int, home: str | None) -> None:
+    """List AGENCY's inbox: subject, sender, label, kind, time, state."""
+    h = Home.resolve(home)
+    d = h.directory()
+    store = _store(h, agency, readonly=True)
+    items = list(reversed(store.inbox_list(limit=limit)))
+    if as_json and not follow:
+        click.echo(json.dumps([_item_json(i) for i in items], indent=2, default=str))
+        return
+    if not follow:
+        t = Table(title=f"{agency} inbox ({len(items)} shown)")
+        for col in ("received", "from", "kind", "label", "prec", "subject", "state"):
+            t.add_column(col)
+        for i in items:
+            t.add_row(_fmt_ms(i.received_ms), i.sender, i.kind,
+                      f"[{d.scale.colour(i.label.split('//')[0])}]{i.label}[/]",
+                      f"[{Precedence(i.precedence).colour}]{Precedence(i.precedence).name}[/]",
+                      i.subject, i.state)
+        console.print(t)
+        return
+    shown = {i.msg_id for i in items}
+    for i in items:
+        _print_item(i, as_json)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(0.5)
+            for i in reversed(store.inbox_list(limit=limit)):
+                if i.msg_id not in shown:
+                    shown.add(i.msg_id)
+                    _print_item(i, as_json)
+
+
+def _print_item(i: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(_item_json(i), default=str))
+    else:
+        console.print(f"{_fmt_ms(i.received_ms)} {i.sender:>8} {i.kind:<14} {i.label:<20} "
+                      f"{Precedence(i.precedence).name:<9} {i.subject} [{i.state}]")

@@ -1,0 +1,410 @@
+"""The node machine, driven directly: submit / handle / tick in, pop out.
+
+Deliveries are stamped by hand with the router key from the fixtures (or with the wrong key,
+or not at all), so each test controls exactly what reaches the node, including what a
+mistaken router should never have accepted.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from netfixtures import (
+    HOUR,
+    ROGUE_ROUTER,
+    ROUTER,
+    SECOND,
+    T0,
+    Rng,
+    build,
+    demo_directory,
+    flip_signature,
+    header,
+    inbox_topic,
+    keys_for,
+    kid,
+    parsed,
+    raw_header,
+    seal_header,
+    stamp_delivery,
+    submit_topic,
+)
+
+from i24net.core import frames as fr
+from i24net.core.envelope import Body
+from i24net.core.errors import I24Error
+from i24net.core.labels import Precedence
+from i24net.core.node import (
+    GAP_GRACE_MS,
+    RETRY_MAX_MS,
+    RETRY_MIN_MS,
+    MemoryNodeStore,
+    NodeEvent,
+    NodeMachine,
+)
+
+D = demo_directory()
+
+
+def node(agency: str) -> NodeMachine:
+    return NodeMachine(agency, keys_for(agency), D, MemoryNodeStore(),
+                       random_bytes=Rng(f"test-node-{agency}"))
+
+
+def store(n: NodeMachine) -> MemoryNodeStore:
+    assert isinstance(n.store, MemoryNodeStore)
+    return n.store
+
+
+def deliver(n: NodeMachine, frame: bytes, now: int = T0) -> list[NodeEvent]:
+    return n.handle(inbox_topic(n.agency), frame, now)
+
+
+def receipts_out(n: NodeMachine) -> list[fr.Receipt]:
+    out = []
+    for topic, payload, _ in n.pop(limit=1000):
+        assert topic == submit_topic(n.agency)
+        f = fr.parse_frame(payload)
+        assert f.magic == fr.RECEIPT
+        out.append(fr.verify_receipt(f, D))
+    return out
+
+
+def kinds(events: list[NodeEvent]) -> list[tuple[str, str]]:
+    return [(e.kind, e.reason) for e in events]
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+def sent_by_fr(n: NodeMachine, to: list[str], now: int = T0, **kw: object) -> bytes:
+    h = header("NCB-FR", to, now=now, rng=n.random_bytes, **kw)  # type: ignore[arg-type]
+    raw, ev = n.submit(h, Body("wanted: J. Doe", "details"), now)
+    assert ev.kind == "submit" and ev.msg_id == h.id_hex
+    return raw
+
+
+def test_submit_persists_then_queues_the_sealed_envelope() -> None:
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["@EU"], precedence=Precedence.IMMEDIATE)
+    env = parsed(raw)
+    entry = store(n).outbox[env.header.id]
+    assert (entry.state, entry.recipients, entry.raw, entry.subject) == (
+        "queued", ("EUROPOL", "NCB-DE"), raw, "wanted: J. Doe")
+    assert n.pop() == [(submit_topic("NCB-FR"), raw, int(Precedence.IMMEDIATE))]
+    assert n.pop() == []
+
+
+def _report(raw: bytes, *, accepted: bool = True, reason: str = "ok",
+            signer: object = ROUTER) -> bytes:
+    env = parsed(raw)
+    rep = fr.Report(env.header.id, env.digest, env.header.sender, accepted, reason, "m",
+                    env.header.recipients if accepted else (), T0,
+                    kid(signer))  # type: ignore[arg-type]
+    return fr.make_report(rep, signer)  # type: ignore[arg-type]
+
+
+def _receipt(raw: bytes, receiver: str, status: str = "delivered") -> bytes:
+    env = parsed(raw)
+    rec = fr.Receipt(env.header.id, env.digest, env.header.sender, receiver, status, "", T0)
+    return fr.make_receipt(rec, keys_for(receiver))
+
+
+def test_reports_and_receipts_drive_the_outbox_to_delivered() -> None:
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["@EU"])
+    mid = parsed(raw).header.id
+    assert kinds(deliver(n, _report(raw))) == [("accepted", "")]
+    assert store(n).outbox[mid].state == "accepted"
+    assert kinds(deliver(n, _receipt(raw, "NCB-DE"))) == [("receipt", "")]
+    assert store(n).outbox[mid].state == "accepted"
+    events = deliver(n, _receipt(raw, "EUROPOL"))
+    assert [e.kind for e in events] == ["receipt", "delivered"]
+    entry = store(n).outbox[mid]
+    assert entry.state == "delivered"
+    assert entry.receipts == {"NCB-DE": "delivered", "EUROPOL": "delivered"}
+    assert deliver(n, _receipt(raw, "EUROPOL")) == []  # repeated receipt: nothing new
+    assert n.tick(T0 + HOUR // 2) == []  # delivered: never retried
+    assert n.pop() and not n.pop()
+
+
+def test_receipts_before_the_report_still_deliver() -> None:
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["NCB-DE"])
+    deliver(n, _receipt(raw, "NCB-DE"))
+    assert store(n).outbox[parsed(raw).header.id].state == "delivered"
+    assert deliver(n, _report(raw)) == []  # a late report changes nothing
+    assert store(n).outbox[parsed(raw).header.id].state == "delivered"
+
+
+def test_refused_report_ends_the_entry() -> None:
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["NCB-DE"])
+    n.pop()
+    events = deliver(n, _report(raw, accepted=False, reason="clearance.recipient"))
+    assert kinds(events) == [("refused", "clearance.recipient")]
+    entry = store(n).outbox[parsed(raw).header.id]
+    assert (entry.state, entry.reason) == ("refused", "clearance.recipient")
+    assert n.tick(T0 + HOUR // 2) == []
+    assert n.pop() == []
+
+
+@pytest.mark.parametrize("frame", ["rogue-report", "foreign-report", "foreign-receipt",
+                                   "receipt-from-non-recipient"])
+def test_reports_and_receipts_that_are_dropped(frame: str) -> None:
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["NCB-DE"])
+    other = build("NCB-US", ["NCB-DE"])
+    payload = {
+        "rogue-report": lambda: _report(raw, signer=ROGUE_ROUTER),
+        "foreign-report": lambda: _report(other),
+        "foreign-receipt": lambda: _receipt(other, "NCB-DE"),
+        "receipt-from-non-recipient": lambda: _receipt(raw, "NCB-JP"),
+    }[frame]()
+    assert [e.kind for e in deliver(n, payload)] == ["drop"]
+    assert store(n).outbox[parsed(raw).header.id].state == "queued"
+
+
+# -- receiving --------------------------------------------------------------------------------
+
+def test_valid_delivery_reaches_the_inbox_and_is_receipted() -> None:
+    n = node("NCB-DE")
+    raw = build("NCB-FR", ["@EU"], lab="RESTRICTED//EU")
+    events = deliver(n, stamp_delivery(raw, "NCB-DE", 1), T0 + SECOND)
+    assert [e.kind for e in events] == ["received"]
+    assert events[0].latency_ms == SECOND
+    item = store(n).inbox[parsed(raw).header.id]
+    assert (item.sender, item.subject, item.label, item.state) == (
+        "NCB-FR", "subject", "RESTRICTED//EU", "new")
+    (rec,) = receipts_out(n)
+    assert (rec.receiver, rec.sender, rec.status, rec.digest) == (
+        "NCB-DE", "NCB-FR", "delivered", parsed(raw).digest)
+
+
+def test_same_delivery_twice_is_one_inbox_item_and_two_receipts() -> None:
+    n = node("NCB-DE")
+    raw = build("NCB-FR", ["NCB-DE"])
+    frame = stamp_delivery(raw, "NCB-DE", 1)
+    assert [e.kind for e in deliver(n, frame)] == ["received"]
+    assert [e.kind for e in deliver(n, frame)] == ["duplicate"]
+    # the router's re-delivery of a retry carries a new sequence number: still one item
+    assert [e.kind for e in deliver(n, stamp_delivery(raw, "NCB-DE", 2))] == ["duplicate"]
+    assert list(store(n).inbox) == [parsed(raw).header.id]
+    assert [r.status for r in receipts_out(n)] == ["delivered"] * 3
+
+
+@pytest.mark.parametrize(("how", "reason"), [
+    ("agency-signed-stamp", "sig.unknown-key"),      # NCB-FR plays router
+    ("agency-key-router-kid", "sig.invalid"),        # ... and names the router's key
+    ("rogue-router", "sig.unknown-key"),             # a router the directory does not list
+    ("raw-envelope", "wire.magic"),                  # published straight on the inbox
+    ("stamp-for-another", "stamp.recipient"),
+    ("wrong-digest", "stamp.digest"),
+])
+def test_delivery_without_a_valid_stamp_is_dropped(how: str, reason: str) -> None:
+    n = node("NCB-DE")
+    raw = build("NCB-FR", ["NCB-DE"])
+    frame = {
+        "agency-signed-stamp": lambda: stamp_delivery(raw, "NCB-DE", 1,
+                                                      signer=keys_for("NCB-FR")),
+        "agency-key-router-kid": lambda: stamp_delivery(raw, "NCB-DE", 1,
+                                                        signer=keys_for("NCB-FR"),
+                                                        kid_of=ROUTER),
+        "rogue-router": lambda: stamp_delivery(raw, "NCB-DE", 1, signer=ROGUE_ROUTER),
+        "raw-envelope": lambda: raw,
+        "stamp-for-another": lambda: stamp_delivery(raw, "EUROPOL", 1),
+        "wrong-digest": lambda: stamp_delivery(raw, "NCB-DE", 1, digest=bytes(32)),
+    }[how]()
+    events = deliver(n, frame)
+    assert kinds(events) == [("drop", reason)]
+    assert store(n).inbox == {}
+    assert n.pop() == []  # no receipt: nothing to acknowledge
+    assert n.counters == {f"drop.{reason}": 1}
+    # and the node still works
+    assert [e.kind for e in deliver(n, stamp_delivery(raw, "NCB-DE", 1))] == ["received"]
+
+
+def test_stamped_envelope_with_a_bad_sender_signature_is_dropped() -> None:
+    n = node("NCB-DE")
+    raw = flip_signature(build("NCB-FR", ["NCB-DE"]))
+    assert kinds(deliver(n, stamp_delivery(raw, "NCB-DE", 1))) == [("drop", "sig.invalid")]
+    assert store(n).inbox == {} and n.pop() == []
+
+
+def test_stamp_and_envelope_must_agree() -> None:
+    n = node("NCB-DE")
+    raw = build("NCB-FR", ["NCB-DE"])
+    env = parsed(raw)
+    st_ = fr.Stamp(env.header.id, env.digest, "NCB-US", ("NCB-DE",), {"NCB-DE": 1}, T0, 1,
+                   kid(ROUTER))
+    events = deliver(n, fr.make_delivery(st_, raw, ROUTER))
+    assert kinds(events) == [("drop", "stamp.mismatch")]
+    assert store(n).inbox == {}
+
+
+def test_router_stamping_a_message_not_addressed_to_me() -> None:
+    n = node("NCB-US")
+    raw = build("NCB-FR", ["NCB-DE"])
+    events = deliver(n, stamp_delivery(raw, "NCB-US", 1))
+    assert kinds(events) == [("drop", "not-recipient")]
+    assert store(n).inbox == {}
+
+
+def test_node_recheck_refuses_a_label_it_is_not_cleared_for() -> None:
+    # the router should have refused this; the node does not take its word for it
+    n = node("NCB-ZA")
+    raw = build("NCB-FR", ["NCB-ZA"], lab="CONFIDENTIAL")
+    events = deliver(n, stamp_delivery(raw, "NCB-ZA", 1))
+    assert kinds(events) == [("refused-in", "clearance.recipient")]
+    assert store(n).inbox == {}
+    (rec,) = receipts_out(n)
+    assert (rec.status, rec.reason, rec.receiver) == ("refused", "clearance.recipient",
+                                                      "NCB-ZA")
+
+
+def test_node_recheck_refuses_a_missing_caveat() -> None:
+    n = node("NCB-US")  # CONFIDENTIAL without EU
+    raw = build("NCB-FR", ["NCB-US"], lab="RESTRICTED//EU")
+    assert kinds(deliver(n, stamp_delivery(raw, "NCB-US", 1))) == [
+        ("refused-in", "clearance.recipient")]
+    assert store(n).inbox == {}
+
+
+def test_node_recheck_refuses_expired_and_future_messages() -> None:
+    n = node("NCB-DE")
+    old = build("NCB-FR", ["NCB-DE"], ttl=HOUR)
+    late = T0 + HOUR + D.max_skew_ms + 1
+    assert kinds(deliver(n, stamp_delivery(old, "NCB-DE", 1), late)) == [
+        ("refused-in", "time.expired")]
+    early = build("NCB-FR", ["NCB-DE"], now=T0 + D.max_skew_ms + 1)
+    assert kinds(deliver(n, stamp_delivery(early, "NCB-DE", 2), T0)) == [
+        ("refused-in", "time.future")]
+    assert store(n).inbox == {}
+    assert [r.status for r in receipts_out(n)] == ["refused", "refused"]
+
+
+def test_node_recheck_refuses_a_recipient_list_the_directory_does_not_give() -> None:
+    n = node("NCB-US")
+    h = raw_header("NCB-FR", ["EUROPOL", "NCB-DE", "NCB-US"], ["@EU"])
+    raw = seal_header(h)
+    assert kinds(deliver(n, stamp_delivery(raw, "NCB-US", 1))) == [
+        ("refused-in", "addressing.mismatch")]
+    assert store(n).inbox == {}
+
+
+def test_wrong_topic_and_hostile_frames_are_dropped() -> None:
+    n = node("NCB-DE")
+    raw = build("NCB-FR", ["NCB-DE"])
+    assert kinds(n.handle(inbox_topic("NCB-US"), stamp_delivery(raw, "NCB-DE", 1), T0)) == [
+        ("drop", "topic.unexpected")]
+    gap = fr.make_gap(fr.GapRequest("NCB-DE", 1, 1, T0), ROUTER)
+    assert kinds(deliver(n, gap)) == [("drop", "wire.magic")]
+    assert store(n).inbox == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=300), prefix=st.sampled_from(
+    [b"", b"\x95\xa4i24d\x01", b"\x94\xa4i24s\x01", b"\x94\xa4i24r\x01"]))
+def test_property_hostile_bytes_are_only_ever_dropped(payload: bytes, prefix: bytes) -> None:
+    n = node("NCB-DE")
+    events = deliver(n, prefix + payload)
+    assert [e.kind for e in events] == ["drop"]
+    assert store(n).inbox == {} and n.pop() == []
+
+
+# -- timers -----------------------------------------------------------------------------------
+
+def test_tick_retries_with_backoff_then_expires() -> None:
+    n = node("NCB-FR")
+    ttl = 200 * SECOND
+    raw = sent_by_fr(n, ["NCB-DE"], ttl=ttl)
+    mid = parsed(raw).header.id
+    n.pop()
+    retries = []
+    t = T0
+    while t <= T0 + ttl + SECOND:
+        for e in n.tick(t):
+            if e.kind == "retry":
+                retries.append(t - T0)
+                assert n.pop() == [(submit_topic("NCB-FR"), raw, int(Precedence.ROUTINE))]
+            else:
+                assert (e.kind, e.reason) == ("expired", "time.expired")
+                assert t - T0 > ttl
+        t += 500
+    assert n.pop() == []
+    expected, at, attempt = [], RETRY_MIN_MS, 1
+    while at <= ttl:
+        expected.append(at)
+        at += min(RETRY_MAX_MS, RETRY_MIN_MS << min(attempt, 5))
+        attempt += 1
+    assert retries == expected == [2_000, 6_000, 14_000, 30_000, 62_000, 122_000, 182_000]
+    entry = store(n).outbox[mid]
+    assert (entry.state, entry.reason) == ("expired", "time.expired")
+    assert n.tick(T0 + 10 * ttl) == []
+
+
+def test_accepted_but_unreceipted_entries_keep_retrying() -> None:
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["@EU"])
+    deliver(n, _report(raw))
+    deliver(n, _receipt(raw, "NCB-DE"))
+    n.pop()
+    assert [e.kind for e in n.tick(T0 + RETRY_MIN_MS)] == ["retry"]
+    assert [p for _, p, _ in n.pop()] == [raw]
+
+
+def _seq(n: NodeMachine, seq: int, now: int) -> None:
+    raw = build("NCB-FR", ["NCB-DE"], now=now)
+    assert [e.kind for e in deliver(n, stamp_delivery(raw, "NCB-DE", seq), now)] == ["received"]
+    n.pop()
+
+
+def test_a_gap_is_requested_after_the_grace_period() -> None:
+    n = node("NCB-DE")
+    _seq(n, 1, T0)
+    _seq(n, 3, T0)
+    assert n.tick(T0 + GAP_GRACE_MS - 1) == []
+    assert n.pop() == []
+    events = n.tick(T0 + GAP_GRACE_MS)
+    assert [e.kind for e in events] == ["gap"]
+    (topic, payload, _), = n.pop()
+    assert topic == submit_topic("NCB-DE")
+    gap = fr.verify_gap(fr.parse_frame(payload), D)
+    assert (gap.agency, gap.first, gap.last) == ("NCB-DE", 2, 2)
+    # still missing: asked again, but not in a tight loop
+    assert n.tick(T0 + GAP_GRACE_MS + 1) == []
+    assert [e.kind for e in n.tick(T0 + 5 * GAP_GRACE_MS)] == ["gap"]
+
+
+def test_a_gap_filled_in_time_asks_for_nothing() -> None:
+    n = node("NCB-DE")
+    _seq(n, 1, T0)
+    _seq(n, 4, T0)
+    _seq(n, 2, T0 + 100)
+    _seq(n, 3, T0 + 200)
+    assert n.tick(T0 + 10 * GAP_GRACE_MS) == []
+    assert n.pop() == []
+
+
+def test_gap_request_covers_every_missing_number() -> None:
+    n = node("NCB-DE")
+    _seq(n, 2, T0)
+    _seq(n, 5, T0)
+    n.tick(T0 + GAP_GRACE_MS)
+    (_, payload, _), = n.pop()
+    gap = fr.verify_gap(fr.parse_frame(payload), D)
+    assert (gap.first, gap.last) == (1, 4)
+
+
+def test_keys_must_match_the_agency() -> None:
+    with pytest.raises(I24Error):
+        NodeMachine("NCB-DE", keys_for("NCB-FR"), D, MemoryNodeStore(),
+                    random_bytes=Rng("x"))
+
+
+def test_set_directory_refuses_rollback() -> None:
+    n = node("NCB-DE")
+    n.set_directory(D.next_version(T0))
+    with pytest.raises(I24Error) as exc:
+        n.set_directory(D)
+    assert exc.value.reason == "directory.rollback"

@@ -1,0 +1,199 @@
+"""Generate ``vectors.json``: known-answer vectors for the directory and the envelope.
+
+Run from the repository root (``.venv/bin/python tests/data/make_vectors.py``) after a
+deliberate change to the wire format, review the diff, and commit the new file. Everything is
+derived from fixed labels, so two runs write byte-identical files:
+
+* agency keys: Ed25519 seed = SHA-256("i24net-vector-<AGENCY>-sign"), X25519 secret =
+  SHA-256("i24net-vector-<AGENCY>-enc"); the authority seed is SHA-256("i24net-vector-authority");
+* "random" bytes: SHA-256("i24net-vector-rng" || counter as 8 bytes big-endian), consumed in
+  order (message id, nonce, body key for each envelope); the consumed bytes are recorded.
+
+``tests/core/test_vectors.py`` re-seals from these inputs, opens, and re-derives every
+intermediate value with PyNaCl directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+from i24net.core import envelope as env
+from i24net.core import keys as k
+from i24net.core.directory import AgencyRecord, Directory
+from i24net.core.keys import AgencyKeys, PairKeyCache
+from i24net.core.labels import (
+    TLP,
+    ClassificationScale,
+    Evaluation,
+    HandlingCodes,
+    Label,
+    Precedence,
+)
+
+OUT = Path(__file__).with_name("vectors.json")
+ISSUED_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
+CREATED_MS = 1_717_243_200_000  # 2024-06-01T12:00:00Z
+
+AGENCIES = (  # id, kind, region, level, caveats, roles
+    ("GS-LYON", "gs", "EUROPE", "SECRET", ("CT", "EU", "FIN"),
+     ("directory-authority", "notice-authority")),
+    ("EUROPOL", "europol", "EUROPE", "SECRET", ("EU",), ()),
+    ("NCB-DE", "ncb", "EUROPE", "CONFIDENTIAL", ("EU",), ()),
+    ("NCB-FR", "ncb", "EUROPE", "CONFIDENTIAL", ("CT", "EU"), ()),
+    ("NCB-US", "ncb", "AMERICAS", "SECRET", ("CT",), ()),
+)
+GROUPS = {"EU": ("EUROPOL", "NCB-DE", "NCB-FR")}
+
+
+def sha(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+class VectorRandom:
+    def __init__(self) -> None:
+        self.counter = 0
+
+    def __call__(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(b"i24net-vector-rng" + self.counter.to_bytes(8, "big")).digest()
+            self.counter += 1
+        return out[:n]
+
+
+def agency_keys(agency: str) -> AgencyKeys:
+    return AgencyKeys(agency, sha(f"i24net-vector-{agency}-sign"), sha(f"i24net-vector-{agency}-enc"))
+
+
+def build_directory(keys: dict[str, AgencyKeys], anchor: bytes) -> Directory:
+    records = {
+        a: AgencyRecord(a, f"{a} (vector)", kind, region, Label(level, frozenset(caveats)),
+                        frozenset(roles), keys[a].verify_key, keys[a].encryption_public)
+        for a, kind, region, level, caveats, roles in AGENCIES
+    }
+    return Directory(network="vectors", serial=1, issued_ms=ISSUED_MS,
+                     scale=ClassificationScale(caveats=frozenset({"EU", "CT", "FIN"})),
+                     agencies=records, groups=GROUPS, authority_key=anchor)
+
+
+def envelope_specs() -> list[dict[str, Any]]:
+    return [
+        dict(name="one-recipient", sender="NCB-FR", addressing=["NCB-DE"], kind="message",
+             label=Label("UNCLASSIFIED"), precedence=Precedence.ROUTINE, ttl_ms=3_600_000,
+             body=env.Body("Hello", "One recipient, no optional fields.", {})),
+        dict(name="three-recipients", sender="NCB-FR", addressing=["@EU", "NCB-US"],
+             kind="diffusion", label=Label("RESTRICTED"), precedence=Precedence.IMMEDIATE,
+             ttl_ms=72 * 3_600_000, handling=HandlingCodes.parse(["H2"]), tlp=TLP.AMBER,
+             evaluation=Evaluation("B", 2),
+             body=env.Body("Wanted: J. Doe", "Seen at Gare de Lyon, 11:40.",
+                           {"case": "FR-2024-117", "count": 3})),
+        dict(name="labelled-reply", sender="NCB-DE", addressing=["NCB-FR", "GS-LYON", "NCB-US"],
+             kind="alert", label=Label("CONFIDENTIAL", frozenset({"CT"})),
+             precedence=Precedence.FLASH, ttl_ms=600_000,
+             handling=HandlingCodes.parse(["H1", "H3"], "not before the hearing of 3 June"),
+             tlp=TLP.AMBER_STRICT, evaluation=Evaluation("A", 1), ref="id of one-recipient",
+             release=b"release-token",
+             body=env.Body("Re: Wanted: J. Doe — confirmé", "Identité confirmée. 確認済み.",
+                           {"ref": "FR-2024-117", "negative": -1, "big": 2**63})),
+    ]
+
+
+def build() -> dict[str, Any]:
+    keys = {a[0]: agency_keys(a[0]) for a in AGENCIES}
+    authority_seed = sha("i24net-vector-authority")
+    anchor = bytes(nacl.signing.SigningKey(authority_seed).verify_key)
+    d = build_directory(keys, anchor)
+    signed_dir = d.sign(authority_seed)
+    rng = VectorRandom()
+    out: dict[str, Any] = {
+        "about": "i24net known-answer vectors; generated by tests/data/make_vectors.py",
+        "construction": {
+            "pair_key": "BLAKE2b-256(X25519(secret, peer) || sender_enc_pk || recipient_enc_pk, "
+                        "person='i24net-pair-v1')",
+            "wrap": "XChaCha20-Poly1305(key=pair_key, nonce=header.nonce, "
+                    "ad='i24net/v1/wrap\\0' || id || recipient, pt=body_key)",
+            "body": "XChaCha20-Poly1305(key=body_key, nonce=header.nonce, "
+                    "ad='i24net/v1/body\\0' || header_bytes, pt=msgpack(body))",
+            "signed": "msgpack [header_bytes, [[recipient, wrap], ...], ciphertext]",
+            "signature": "Ed25519(sender, 'i24net/v1/envelope\\0' || signed)",
+            "envelope": "msgpack ['i24e', 1, signed, signature]",
+            "directory": "msgpack [doc, Ed25519(authority, 'i24net/v1/directory\\0' || doc)]",
+        },
+        "authority": {"seed": authority_seed.hex(), "public": anchor.hex()},
+        "agencies": {
+            a: {"sign_seed": kk.signing_seed.hex(), "enc_secret": kk.encryption_secret.hex(),
+                "sign_public": kk.verify_key.hex(), "enc_public": kk.encryption_public.hex(),
+                "key_id": k.key_id(kk.verify_key).hex()}
+            for a, kk in keys.items()
+        },
+        "directory": {"serial": d.serial, "issued_ms": d.issued_ms, "doc": d.encode().hex(),
+                      "signed": signed_dir.hex(), "digest": d.digest.hex()},
+        "envelopes": [],
+    }
+    first_id: list[bytes] = []
+    for spec in envelope_specs():
+        if spec.get("ref") == "id of one-recipient":
+            spec["ref"] = first_id[0]
+        name, body, ttl = spec.pop("name"), spec.pop("body"), spec.pop("ttl_ms")
+        sender = spec["sender"]
+        msg_id, nonce = rng(env.ID_SIZE), rng(env.NONCE_SIZE)
+        replay = iter([msg_id, nonce])
+        header = env.make_header(d, now_ms=CREATED_MS, ttl_ms=ttl,
+                                 random_bytes=lambda n, it=replay: next(it), **spec)
+        body_key = rng(env.BODY_KEY_SIZE)
+        raw = env.seal(header, body, keys[sender], env.recipient_keys(d, header),
+                       random_bytes=lambda n, bk=body_key: bk)
+        first_id.append(msg_id)
+        e = env.Envelope.parse(raw)
+        cache = PairKeyCache()
+        sp = keys[sender].encryption_public
+        out["envelopes"].append({
+            "name": name,
+            "sender": sender,
+            "addressing": list(header.addressing),
+            "recipients": list(header.recipients),
+            "kind": header.kind,
+            "level": header.label.level,
+            "caveats": sorted(header.label.caveats),
+            "handling": header.handling.names(),
+            "h3": header.handling.h3_text,
+            "tlp": header.tlp.value if header.tlp else None,
+            "evaluation": str(header.evaluation) if header.evaluation else None,
+            "precedence": header.precedence.name,
+            "created_ms": header.created_ms,
+            "expires_ms": header.expires_ms,
+            "ttl_ms": ttl,
+            "ref": header.ref.hex() if header.ref else None,
+            "release": header.release.hex() if header.release is not None else None,
+            "directory_serial": header.directory_serial,
+            "key_id": header.key_id.hex(),
+            "id": msg_id.hex(),
+            "nonce": nonce.hex(),
+            "body_key": body_key.hex(),
+            "body": {"subject": body.subject, "text": body.text, "data": dict(body.data)},
+            "body_plain": body.encode().hex(),
+            "header": e.header_bytes.hex(),
+            "pair_keys": {r: cache.get(keys[sender], sp, keys[r].encryption_public,
+                                       i_am_sender=True).hex() for r in header.recipients},
+            "wraps": {r: w.hex() for r, w in e.wraps.items()},
+            "ciphertext": e.ciphertext.hex(),
+            "signed": e.signed.hex(),
+            "signature": e.signature.hex(),
+            "envelope": raw.hex(),
+        })
+    return out
+
+
+def main() -> None:
+    OUT.write_text(json.dumps(build(), indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {OUT}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
