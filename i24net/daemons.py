@@ -61,14 +61,30 @@ class AuditLog:
         self.path = path
         self.actor = actor
         path.parent.mkdir(parents=True, exist_ok=True)
-        last = None
+        self.chain = AuditChain()
         if path.exists():
-            with path.open("rb") as fh:
-                for line in fh:
-                    if line.strip():
-                        last = line
-        self.chain = AuditChain.resume(last) if last else AuditChain()
+            self.chain = self._resume(path)
         self._fh = path.open("ab")
+
+    @staticmethod
+    def _resume(path: Path) -> AuditChain:
+        """Continue the chain after its last complete entry; a line torn by a crash while
+        it was being written is cut off (it was never acknowledged to anyone)."""
+        data = path.read_bytes()
+        good_end = 0
+        last = None
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                AuditChain.resume(line)
+            except I24Error:
+                break
+            last, good_end = line, good_end + len(line)
+        if good_end != len(data):
+            with path.open("r+b") as fh:
+                fh.truncate(good_end)
+        return AuditChain.resume(last) if last else AuditChain()
 
     def append(self, at_ms: int, event: str, msg_id: str = "", reason: str = "",
                details: dict[str, Any] | None = None) -> None:

@@ -15,10 +15,15 @@ the ``0.0.0.0`` listener). Three checks come from the broker accounts:
    plugin is not used: its matcher lets an allowed ``a/+`` subscribe ``a/#`` and denies ``a``
    under an allowed ``a/#``.
 
-One amqtt flaw needs more than a plugin: when a client connects, amqtt sends it every retained
-message that matches *any* client's subscription, unchecked. ``_IsolatingBroker`` restricts
-that to filters the connecting account may subscribe. Sessions live in memory: a restart of
-the embedded broker loses them (use Mosquitto for broker-restart drills).
+Two amqtt 0.12 flaws need more than a plugin, so ``_IsolatingBroker`` (a ``Broker``
+subclass) fixes them: amqtt looks up, and for a clean session deletes, the stored session of a
+CONNECT's client id *before* checking the password (any local client without credentials could
+wipe an agency's queued inbox), and on connect it sends every retained message matching *any*
+client's subscription, unchecked. Both are pinned by tests that fail without the fix.
+
+Sessions live in memory: a restart of the embedded broker loses them (use Mosquitto for
+broker-restart drills), and amqtt drops in-flight QoS 1 state when a client disconnects
+(its issue #401); end-to-end receipts cover both.
 
 Run it as its own process with ``python -m i24net.broker.embedded --config FILE.json``.
 """
@@ -247,8 +252,9 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
             raise MQTTError(exc) from exc
 
         if not await self._authenticate(client_session, None):
-            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
-            await writer.close()
+            with contextlib.suppress(OSError):  # the client may already have hung up
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
             raise MQTTError(
                 f"refused CONNECT from {remote_address}:{remote_port} "
                 f"(user {client_session.username!r}, client id {client_session.client_id!r})"
@@ -297,6 +303,17 @@ if not all(hasattr(Broker, name) for name in _OVERRIDDEN):  # pragma: no cover
     )
 
 
+def _check_policy(policy: str) -> ClientIdPolicy:
+    if policy == "bound":
+        return "bound"
+    if policy == "any":
+        return "any"
+    raise BrokerConfigError(
+        f"client_id_policy {policy!r} is invalid: use 'bound' (client id = username or "
+        "'username:suffix') or 'any'"
+    )
+
+
 def amqtt_config(
     accounts: Sequence[BrokerAccount],
     *,
@@ -313,12 +330,8 @@ def amqtt_config(
             "subscribe": {a.username: list(a.subscribe) for a in accounts},
         },
     }
-    if client_id_policy == "bound":
+    if _check_policy(client_id_policy) == "bound":
         plugins[f"{_MODULE}.ClientIdBindingPlugin"] = {}
-    elif client_id_policy != "any":
-        raise BrokerConfigError(
-            f"client_id_policy {client_id_policy!r} is invalid: use 'bound' or 'any'"
-        )
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
         # No expiry: an offline agency's persistent session waits for it (in memory).
@@ -360,7 +373,7 @@ class EmbeddedBroker:
         self._host = validate_host(host)
         self._requested_port = validate_port(port)
         self._port: int | None = None
-        self._client_id_policy: ClientIdPolicy = client_id_policy
+        self._client_id_policy: ClientIdPolicy = _check_policy(client_id_policy)
         self._logger = logger or logging.getLogger("i24net.broker.embedded")
         self._broker: Broker | None = None
 
@@ -497,9 +510,7 @@ def read_embedded_config_file(path: Path) -> _ProcessConfig:
     accounts = document["accounts"]
     if not isinstance(accounts, list):
         raise BrokerConfigError(f"broker config {path}: 'accounts' must be a list")
-    policy = document.get("client_id_policy", "bound")
-    if policy not in ("bound", "any"):
-        raise BrokerConfigError(f"broker config {path}: client_id_policy must be 'bound' or 'any'")
+    policy = _check_policy(document.get("client_id_policy", "bound"))
     return _ProcessConfig(
         host=validate_host(document.get("host", "127.0.0.1")),
         port=validate_port(document.get("port", 0)),
@@ -572,9 +583,11 @@ class EmbeddedBrokerProcess:
     ) -> None:
         self._directory = Path(directory)
         self._accounts = tuple(accounts)
+        if not self._accounts:
+            raise BrokerConfigError("no broker accounts: a broker nobody can log in to is useless")
         self._host = validate_host(host)
         self._port = validate_port(port)
-        self._client_id_policy: ClientIdPolicy = client_id_policy
+        self._client_id_policy: ClientIdPolicy = _check_policy(client_id_policy)
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._logger = logger or logging.getLogger("i24net.broker.embedded")

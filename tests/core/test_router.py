@@ -168,18 +168,37 @@ def test_duplicate_is_redelivered_only_to_recipients_without_a_receipt() -> None
     raw = build("NCB-FR", ["@EU"])
     submit(r, raw)
     pop_all(r)
-    events = r.handle(submit_topic("NCB-DE"), receipt_frame(raw, "NCB-DE"), T0)
+    receipt = receipt_frame(raw, "NCB-DE")
+    events = r.handle(submit_topic("NCB-DE"), receipt, T0)
     assert [(e.kind, e.recipients) for e in events] == [("receipt", ("NCB-DE",))]
     pop_all(r)
     events = submit(r, raw, T0 + SECOND)
     assert [(e.kind, e.recipients) for e in events] == [("duplicate", ("EUROPOL",))]
-    out = pop_all(r)
-    assert [(a, s.seqs[a]) for a, s in deliveries(out)] == [("EUROPOL", 2)]
-    assert [a for a, _ in reports(out)] == ["NCB-FR"]
+    out = r.pop(T0 + SECOND)
+    frames = [(agency_of(t), fr.parse_frame(p)) for t, p, _ in out]
+    assert [(a, s.seqs[a]) for a, s in deliveries(frames)] == [("EUROPOL", 2)]
+    assert [a for a, _ in reports(frames)] == ["NCB-FR"]
+    # the retry says the sender still misses receipts: NCB-DE's is forwarded again
+    assert [(t, p) for t, p, _ in out if fr.peek_magic(p) == fr.RECEIPT] == [
+        (inbox_topic("NCB-FR"), receipt)]
     assert r.counters["duplicate"] == 1
 
 
-def test_duplicate_with_every_receipt_delivers_nothing_but_a_report() -> None:
+def test_after_a_restart_receipted_recipients_are_asked_again() -> None:
+    # the new process no longer holds NCB-DE's receipt frame, so it cannot re-forward it:
+    # it re-delivers instead, and NCB-DE's node answers with a fresh receipt
+    store = MemoryRouterStore()
+    r = router(store)
+    raw = build("NCB-FR", ["@EU"])
+    submit(r, raw)
+    pop_all(r)
+    r.handle(submit_topic("NCB-DE"), receipt_frame(raw, "NCB-DE"), T0)
+    r2 = router(store)
+    events = submit(r2, raw, T0 + SECOND)
+    assert [(e.kind, e.recipients) for e in events] == [("duplicate", ("EUROPOL", "NCB-DE"))]
+
+
+def test_duplicate_with_every_receipt_delivers_nothing_but_report_and_receipts() -> None:
     r = router()
     raw = build("NCB-FR", ["@EU"])
     submit(r, raw)
@@ -191,6 +210,8 @@ def test_duplicate_with_every_receipt_delivers_nothing_but_a_report() -> None:
     out = pop_all(r)
     assert deliveries(out) == []
     assert [(a, rep.accepted) for a, rep in reports(out)] == [("NCB-FR", True)]
+    assert sorted(fr.verify_receipt(f, D).receiver for a, f in out if f.magic == fr.RECEIPT
+                  and a == "NCB-FR") == ["EUROPOL", "NCB-DE"]
 
 
 def test_same_id_with_different_bytes_is_a_replay() -> None:

@@ -1,0 +1,111 @@
+"""End to end on a real broker: the daemons as separate processes, driven through the CLI.
+
+Everything listens on 127.0.0.1 on a free port. Runs once on the embedded amqtt broker and
+once on Mosquitto (skipped if it is not installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from i24net.broker import pick_free_port
+
+pytestmark = pytest.mark.broker
+
+AGENCIES = ("GS-LYON", "NCB-FR", "NCB-DE", "EUROPOL", "NCB-US", "NCB-ZA")
+
+
+def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "i24net", *args, "--home", str(home)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _spawn(home: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
+    log = (home / "logs" / f"test-{name}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "i24net", *args, "--home", str(home)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_ready(home: Path, name: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    path = home / "logs" / f"test-{name}.log"
+    while time.monotonic() < deadline:
+        if what in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not become ready:\n{path.read_text(errors='replace')}")
+
+
+@pytest.fixture(params=["embedded", "mosquitto"])
+def network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    engine = request.param
+    if engine == "mosquitto" and not shutil.which("mosquitto") \
+            and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto is not installed (make install installs it)")
+    home = tmp_path / "home"
+    assert cli(home, "init", "--preset", "demo").returncode == 0
+    spec = home / "network.toml"
+    text = spec.read_text().replace("port = 18830", f"port = {pick_free_port()}")
+    spec.write_text(text.replace('engine = "embedded"', f'engine = "{engine}"'))
+    procs = []
+    try:
+        b = _spawn(home, "broker", "broker", "--engine", engine)
+        procs.append(b)
+        _wait_ready(home, "broker", b, "ready 127.0.0.1")
+        r = _spawn(home, "router", "router")
+        procs.append(r)
+        for a in AGENCIES:
+            procs.append(_spawn(home, a, "node", a))
+        _wait_ready(home, "router", r, "ready router")
+        for a, p in zip(AGENCIES, procs[2:], strict=True):
+            _wait_ready(home, a, p, f"ready {a}")
+        yield home
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_diffusion_end_to_end_and_clearance_refusal(network: Path) -> None:
+    home = network
+    sent = cli(home, "publish", "--as", "NCB-DE", "--to", "@EU", "--kind", "diffusion",
+               "--classification", "CONFIDENTIAL", "--caveat", "EU", "--handling", "H2",
+               "--subject", "Wanted: J. Doe", "--text", "seen in Lyon", "--wait", "30")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "accepted" in sent.stdout and "delivered to 3 recipient(s)" in sent.stdout
+    for agency in ("NCB-FR", "EUROPOL", "GS-LYON"):
+        box = json.loads(cli(home, "inbox", agency, "--json").stdout)
+        assert [i["subject"] for i in box] == ["Wanted: J. Doe"], agency
+        assert box[0]["kind"] == "diffusion" and box[0]["label"] == "CONFIDENTIAL//EU"
+    refused = cli(home, "publish", "--as", "NCB-US", "--to", "NCB-ZA",
+                  "--classification", "CONFIDENTIAL", "--subject", "not for ZA",
+                  "--text", "x", "--wait", "30")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "clearance.recipient" in refused.stdout and "NCB-ZA" in refused.stdout
+    time.sleep(1.0)
+    assert json.loads(cli(home, "inbox", "NCB-ZA", "--json").stdout) == []
+    # Onward dissemination of the H2 diffusion without the source's release is refused.
+    diffusion = json.loads(cli(home, "inbox", "NCB-FR", "--json").stdout)[0]
+    forward = cli(home, "publish", "--as", "NCB-FR", "--to", "NCB-US", "--ref",
+                  diffusion["id"], "--classification", "CONFIDENTIAL", "--caveat", "EU",
+                  "--handling", "H2", "--subject", "fwd", "--text", "x", "--wait", "30")
+    assert forward.returncode == 3
+    # NCB-US is not cleared for EU; the clearance check comes before the forward rule.
+    assert "refused" in forward.stdout
