@@ -203,7 +203,13 @@ class Home:
 
     def held_serial(self) -> int:
         held = self.state_dir / "directory.held"
-        return int(held.read_text().split()[0]) if held.exists() else 0
+        if not held.exists():
+            return 0
+        try:
+            return int(held.read_text().split()[0])
+        except (ValueError, IndexError):  # empty or garbled: say so, not a traceback
+            raise ConfigError(f"{held} is corrupt: it should hold the serial of the newest "
+                              "directory seen here", reason="config.state") from None
 
     def directory(self) -> Directory:
         """The current directory, verified against the trust anchor, never older than held."""

@@ -17,6 +17,11 @@ Facts about Mosquitto 2.0 that the settings answer:
 - Beyond ``max_queued_messages`` per client (default 1000) it drops QoS 1 messages silently.
 - Started as root it switches to the ``mosquitto`` user, which cannot read our 0600 files;
   ``user`` is set to whoever runs i24net, so it keeps that identity.
+- A per-listener option written before the first ``listener`` line silently creates the
+  default listener on port 1883 of every interface; the template keeps such options below
+  their ``listener`` line, and a test checks which sockets Mosquitto opened.
+- A client presenting another account's client id is accepted with a fresh session and the
+  old session is discarded (a loss, not a leak); ``bind_client_ids`` prevents even that.
 """
 
 from __future__ import annotations
@@ -378,7 +383,13 @@ class MosquittoBroker:
 
     Use it as an async context manager (``async with MosquittoBroker(...) as broker``) or call
     ``start()`` / ``stop()`` / ``restart()`` / ``kill()`` (synchronous, bounded). The port is
-    chosen once and kept across restarts so clients can reconnect to the same address.
+    chosen once and kept across restarts so clients can reconnect to the same address, and
+    the persistence database is kept too, so queued messages survive a restart.
+
+    ``tls`` adds a TLS listener on ``tls_port`` (0 picks one). ``bind_client_ids`` makes
+    Mosquitto use each username as its client id (one connection per account; no account can
+    disturb another's session). ``hasher`` chooses how the password file is made (see
+    ``write_mosquitto_config``).
     """
 
     def __init__(

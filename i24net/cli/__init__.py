@@ -54,6 +54,11 @@ class I24Group(click.Group):
             err_console.print(f"[bold red]ERROR:[/] {_plain(exc.message)} "
                               f"[dim]({_plain(exc.reason)})[/]", soft_wrap=True, markup=True)
             ctx.exit(exit_code_for(exc))
+        except OSError as exc:  # e.g. "-o missing/dir/file": a message, not a traceback
+            what = f"{exc.filename}: " if exc.filename else ""
+            err_console.print(f"[bold red]ERROR:[/] {_plain(what + (exc.strerror or str(exc)))}"
+                              " [dim](io)[/]", soft_wrap=True, markup=True)
+            ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             err_console.print("interrupted")
             ctx.exit(130)

@@ -109,6 +109,8 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
                      "(at most 128 characters)")
     levels = tuple(_str_list(net, "levels", "network.")) or DEFAULT_LEVELS
     caveats = frozenset(_str_list(net, "caveats", "network."))
+    if len(levels) > 32 or len(caveats) > 64:
+        raise _field("network.levels", "at most 32 levels and 64 caveats")
     try:
         scale = ClassificationScale(levels, caveats)
     except I24Error as exc:
@@ -128,7 +130,7 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
             engine=_get(b, "engine", "broker.", str, "embedded"),
             host=_get(b, "host", "broker.", str, "127.0.0.1"),
             port=_get(b, "port", "broker.", int, 18830),
-            tls=bool(b.get("tls", False)),
+            tls=_get(b, "tls", "broker.", bool, False),  # bool("false") would be True
         )
     except ConfigError as exc:
         raise _field("broker", str(exc)) from exc

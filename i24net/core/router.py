@@ -12,6 +12,10 @@ gap to the recipient.
   the reason code. A retry of a message already accepted (same id, same digest) is
   re-delivered only to recipients that have not receipted it yet; that is how a sender's
   retries repair a router crash or a broker that lost a queue.
+  A retry also means "I still miss receipts", so the receipts already forwarded are
+  forwarded again (the router holds the frames in memory, bounded); a recipient whose
+  receipt frame is no longer held (after a restart) gets the message again instead and its
+  node, which de-duplicates, answers with a fresh receipt.
 - Receipt: verified, must come from the receiver's own topic and name a recipient of the
   message; forwarded unchanged to the original sender's inbox.
 - Gap request: verified, from the requester's own topic; the logged deliveries are re-sent.
@@ -39,6 +43,11 @@ from i24net.core.policy import Decision, PriorMessage, decide
 # Control traffic (reports, receipts, resends) goes ahead of ROUTINE and behind FLASH:
 # a sender waiting on an answer should not queue behind a flood of routine deliveries.
 CONTROL_PRIORITY = 1
+
+# Forwarded receipt frames kept for re-forwarding (~250 bytes each): 65,536 is 16 MiB, a
+# broadcast to every NCB several hundred times over. Beyond it the oldest messages' frames
+# are forgotten, which costs re-deliveries, never a receipt.
+MAX_HELD_RECEIPTS = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +149,8 @@ class RouterMachine:
         self._queue: list[_Queued] = []
         self._order = itertools.count()
         self.counters: dict[str, int] = {}
+        self._receipts: dict[bytes, dict[str, bytes]] = {}  # msg id -> receiver -> frame
+        self._held = 0
 
     # -- inputs ---------------------------------------------------------------------------
     def set_directory(self, directory: Directory) -> None:
@@ -194,10 +205,14 @@ class RouterMachine:
             kind = "accept"
         else:
             done = self.store.receipted(h.id)
-            targets = tuple(r for r in decision.recipients if r not in done)
+            held = self._receipts.get(h.id, {})
+            targets = tuple(r for r in decision.recipients if r not in done or r not in held)
             kind = "duplicate"
         self._count(kind)
         self._report(env, decision, now_ms, to=agency)
+        if earlier is not None:
+            for frame in self._receipts.get(h.id, {}).values():
+                self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{h.sender}", payload=frame)
         for r in targets:
             self._push(int(h.precedence), f"{self.prefix}/inbox/{r}", msg_id=h.id, recipient=r)
         return [RouterEvent(kind, h.id_hex, h.sender, "ok", targets, decision.message,
@@ -221,11 +236,20 @@ class RouterMachine:
             raise I24Error(f"receipt from {agency} for a message it was not sent",
                            reason="receipt.unknown")
         self.store.add_receipt(rec.msg_id, rec.receiver)
+        self._hold_receipt(rec.msg_id, rec.receiver, payload)
         self._count("receipt")
         self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{prior.sender}",
                    payload=payload)
         return [RouterEvent("receipt", rec.msg_id.hex(), prior.sender, rec.status,
                             (rec.receiver,), rec.reason)]
+
+    def _hold_receipt(self, msg_id: bytes, receiver: str, frame: bytes) -> None:
+        held = self._receipts.setdefault(msg_id, {})
+        self._held += receiver not in held
+        held[receiver] = frame
+        while self._held > MAX_HELD_RECEIPTS:
+            oldest = next(iter(self._receipts))
+            self._held -= len(self._receipts.pop(oldest))
 
     def _on_gap(self, agency: str, frame: fr.Frame) -> list[RouterEvent]:
         gap = fr.verify_gap(frame, self.directory)

@@ -408,3 +408,29 @@ def test_set_directory_refuses_rollback() -> None:
     with pytest.raises(I24Error) as exc:
         n.set_directory(D)
     assert exc.value.reason == "directory.rollback"
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_property_router_stamped_hostile_envelopes_never_reach_the_inbox(
+        data: st.DataObject) -> None:
+    """Even a (mistaken) router's valid stamp over bad envelope bytes opens nothing."""
+    import hashlib
+
+    raw = build("NCB-FR", ["NCB-DE"])
+    env = parsed(raw)
+    if data.draw(st.booleans()):
+        bad = bytearray(raw)
+        for _ in range(data.draw(st.integers(1, 3))):
+            bad[data.draw(st.integers(0, len(raw) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        payload = bytes(bad)
+    else:
+        payload = data.draw(st.binary(max_size=400))
+    if payload == raw:
+        return
+    st_ = fr.Stamp(env.header.id, hashlib.sha256(payload).digest(), "NCB-FR", ("NCB-DE",),
+                   {"NCB-DE": 1}, T0, 1, kid(ROUTER))
+    n = node("NCB-DE")
+    events = deliver(n, fr.make_delivery(st_, payload, ROUTER))
+    assert [e.kind for e in events] in (["drop"], ["refused-in"])
+    assert store(n).inbox == {}

@@ -387,3 +387,17 @@ def test_expired_messages_are_pruned_and_not_stamped() -> None:
     assert store.prune(T0 + SECOND + D.max_skew_ms + 1) == 1
     out = pop_all(r)
     assert deliveries(out) == [] and len(reports(out)) == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_property_bit_flipped_envelopes_are_never_accepted(data: st.DataObject) -> None:
+    raw = build("NCB-FR", ["@EU"], lab=data.draw(st.sampled_from(["RESTRICTED", "SECRET"])))
+    bad = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 3))):
+        bad[data.draw(st.integers(0, len(raw) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    r = router()
+    events = r.handle(submit_topic("NCB-FR"), bytes(bad), T0)
+    if bytes(bad) != raw:
+        assert [e.kind for e in events] in (["drop"], ["refuse"])
+        assert deliveries(pop_all(r)) == []
