@@ -201,26 +201,38 @@ class Home:
                 out[a.id] = (kk.verify_key, kk.encryption_public)
         return out
 
-    def held_serial(self) -> int:
+    def _held(self) -> tuple[int, str]:
+        """(serial, digest hex or "") of the newest directory seen here: "SERIAL [DIGEST]"."""
         held = self.state_dir / "directory.held"
         if not held.exists():
-            return 0
+            return 0, ""
         try:
-            return int(held.read_text().split()[0])
+            words = held.read_text().split()
+            return int(words[0]), (words[1] if len(words) > 1 else "")
         except (ValueError, IndexError):  # empty or garbled: say so, not a traceback
             raise ConfigError(f"{held} is corrupt: it should hold the serial of the newest "
                               "directory seen here", reason="config.state") from None
 
+    def held_serial(self) -> int:
+        return self._held()[0]
+
     def directory(self) -> Directory:
-        """The current directory, verified against the trust anchor, never older than held."""
+        """The current directory, verified against the trust anchor, never older than held
+        and never a different directory under the held serial (a fork)."""
         if self._directory is None:
             self.require()
             d = dirmod.load(self.directory_file.read_bytes(), self.anchor())
-            if d.serial < self.held_serial():
+            serial, digest = self._held()
+            if d.serial < serial:
                 raise DirectoryError(
                     f"{self.directory_file} is version {d.serial} but version "
-                    f"{self.held_serial()} was already seen here: refusing a rollback",
+                    f"{serial} was already seen here: refusing a rollback",
                     reason="directory.rollback")
+            if d.serial == serial and digest and d.digest.hex() != digest:
+                raise DirectoryError(
+                    f"{self.directory_file} is not the version {serial} seen here before: "
+                    "two different directories claim it, refusing both",
+                    reason="directory.fork")
             self._directory = d
         return self._directory
 
@@ -232,7 +244,7 @@ class Home:
     def publish_directory(self, d: Directory) -> bytes:
         signed = d.sign(self.authority_seed())
         _write_atomic(self.directory_file, signed)
-        (self.state_dir / "directory.held").write_text(f"{d.serial}\n")
+        (self.state_dir / "directory.held").write_text(f"{d.serial} {d.digest.hex()}\n")
         self._directory = d
         return signed
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from i24net.cli import cli, console, home_option
@@ -27,10 +28,10 @@ def init(preset: str, spec_file: str | None, force: bool, home: str | None) -> N
     h = Home.resolve(home)
     text = Path(spec_file).read_text() if spec_file else preset_toml(preset)
     d = h.init(text, force=force)
-    console.print(f"created network [bold]{d.network}[/] in {h.path}")
+    console.print(f"created network [bold]{escape(d.network)}[/] in {escape(str(h.path))}")
     console.print(f"  {len(d.agencies)} agencies, directory version {d.serial}, "
                   f"authority key {d.authority_key.hex()[:16]}...")
-    console.print(f"  next: i24net directory show --home {h.path}")
+    console.print(f"  next: i24net directory show --home {escape(str(h.path))}")
 
 
 @cli.group()
@@ -71,13 +72,16 @@ def directory_show(as_json: bool, home: str | None) -> None:
     if as_json:
         click.echo(json.dumps(directory_json(d), indent=2))
         return
-    table = Table(title=f"{d.network} directory v{d.serial} ({len(d.agencies)} agencies)")
+    # names are free text from network.toml: escaped, so "[...]" is shown, not read as markup
+    table = Table(title=f"{escape(d.network)} directory v{d.serial} "
+                  f"({len(d.agencies)} agencies)")
     for col in ("agency", "name", "kind", "region", "clearance", "groups", "roles", "status"):
         table.add_column(col)
     for a in sorted(d.agencies.values(), key=lambda r: r.id):
         colour = d.scale.colour(a.clearance.level)
         status = "[green]active[/]" if a.active else "[red]revoked[/]"
-        table.add_row(a.id, a.name, a.kind, a.region, f"[{colour}]{a.clearance.marking}[/]",
+        table.add_row(a.id, escape(a.name), a.kind, a.region,
+                      f"[{colour}]{a.clearance.marking}[/]",
                       " ".join(g for g in d.groups_of(a.id) if g != "@ALL"),
                       ", ".join(sorted(a.roles)), status)
     console.print(table)
@@ -94,7 +98,7 @@ def directory_verify(file: str | None, home: str | None) -> None:
         d = dirmod.load(Path(file).read_bytes(), h.anchor(), held=held)
     else:
         d = h.directory()
-    console.print(f"[green]valid[/]: {d.network} directory version {d.serial}, "
+    console.print(f"[green]valid[/]: {escape(d.network)} directory version {d.serial}, "
                   f"{len(d.agencies)} agencies, digest {d.digest.hex()[:16]}")
 
 

@@ -127,6 +127,9 @@ class Directory:
                                                      compare=False)
 
     def __post_init__(self) -> None:
+        # Always a fresh cache: dataclasses.replace() would otherwise hand the old version's
+        # expansions (with since-revoked members) to the new one.
+        object.__setattr__(self, "_expansions", {})
         if self.serial < 1:
             raise DirectoryError("directory serial must be at least 1", reason="directory.serial")
         if len(self.agencies) > MAX_RECIPIENTS:

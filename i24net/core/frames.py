@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from i24net.core import keys as k
-from i24net.core.directory import Directory
+from i24net.core.directory import AgencyRecord, Directory
 from i24net.core.envelope import ID_SIZE
 from i24net.core.errors import CryptoError, WireFormatError
 from i24net.core.wire import MAX_ENVELOPE, MAX_RECIPIENTS, Fields, fail, pack, unpack
@@ -95,6 +95,15 @@ def _verify_router(frame: Frame, domain: bytes, directory: Directory, key_id: by
             return
     raise CryptoError("frame signed by a router key the directory does not list",
                       reason="sig.unknown-key", agency="router")
+
+
+def _active(directory: Directory, agency_id: str) -> AgencyRecord:
+    """The signer's record; a revoked agency's key is no longer trusted for anything."""
+    rec = directory.agency(agency_id)
+    if not rec.active:
+        raise CryptoError(f"{agency_id} is revoked (directory version {directory.serial})",
+                          reason="sender.revoked", agency=agency_id)
+    return rec
 
 
 # -- routing stamp + delivery -------------------------------------------------------------
@@ -250,7 +259,7 @@ def verify_receipt(frame: Frame, directory: Directory) -> Receipt:
     if frame.magic != RECEIPT:
         fail("receipt", f"expected a receipt, got {frame.magic}", reason="wire.magic")
     rec = Receipt.from_doc(frame.doc)
-    agency = directory.agency(rec.receiver)
+    agency = _active(directory, rec.receiver)
     k.verify(agency.sign_key, k.DOMAIN_RECEIPT, frame.doc, frame.signature,
              what="receipt", agency=rec.receiver)
     return rec
@@ -288,7 +297,7 @@ def make_gap(gap: GapRequest, node: k.AgencyKeys) -> bytes:
 
 def verify_gap(frame: Frame, directory: Directory) -> GapRequest:
     gap = GapRequest.from_doc(frame.doc)
-    agency = directory.agency(gap.agency)
+    agency = _active(directory, gap.agency)
     k.verify(agency.sign_key, DOMAIN_GAP, frame.doc, frame.signature,
              what="gap request", agency=gap.agency)
     return gap

@@ -183,6 +183,9 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
         if not GROUP_NAME.match(gname):
             raise _field(f"groups.{gname}", "group names are upper-case letters, digits "
                          "and '-' (at most 32)")
+        if gname in DERIVED_GROUPS or gname in {a.region for a in agencies}:
+            raise _field(f"groups.{gname}", "clashes with a derived group (@ALL, @NCB or a "
+                         "region)")
         if len(set(members)) != len(members):
             raise _field(f"groups.{gname}", "lists an agency twice")
         for m in members:

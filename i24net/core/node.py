@@ -350,8 +350,9 @@ class NodeMachine:
         if entry is None or rec.sender != self.agency or rec.receiver not in entry.recipients:
             raise I24Error("receipt for a message this node did not send to that agency",
                            reason="receipt.unknown", msg_id=rec.msg_id.hex())
-        if rec.receiver in entry.receipts and entry.receipts[rec.receiver] != "read":
-            return []
+        prev = entry.receipts.get(rec.receiver)
+        if prev is not None and not (rec.status == "read" and prev != "read"):
+            return []  # a repeat; the only news after a first receipt is "read"
         receipts = {**entry.receipts, rec.receiver: rec.status}
         state = entry.state
         if set(receipts) >= set(entry.recipients) and state != "refused":

@@ -52,7 +52,8 @@ def test_init_writes_the_home(run: Run, tmp_path: Path) -> None:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE((path / "keys" / "authority.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((path / "keys").stat().st_mode) == 0o700
-    assert (path / "state" / "directory.held").read_text().split() == ["1"]
+    serial, digest = (path / "state" / "directory.held").read_text().split()
+    assert serial == "1" and digest == show(run, path)["digest"]
 
 
 def test_init_refuses_to_overwrite(run: Run, home: Path) -> None:
@@ -78,6 +79,21 @@ def test_init_from_a_bad_spec(run: Run, tmp_path: Path) -> None:
     clean_error(run("init", "--spec", spec, "--home", tmp_path / "h2"), 1, "region")
     spec.write_text("[network\nname=")
     clean_error(run("init", "--spec", spec, "--home", tmp_path / "h3"), 1, "(config.toml)")
+
+
+def test_markup_in_names_is_printed_literally(run: Run, tmp_path: Path) -> None:
+    spec = tmp_path / "network.toml"
+    spec.write_text(preset_toml("demo").replace('name = "demo"', 'name = "d[/]"')
+                    .replace('name = "NCB Paris"', 'name = "P[/]"'))
+    path = tmp_path / "h[x]"
+    result = run("init", "--spec", spec, "--home", path)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "d[/]" in result.stdout
+    for command in (("directory", "show"), ("directory", "verify")):
+        result = run(*command, "--home", path)
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert "d[/]" in result.stdout
+    assert "P[/]" in run("directory", "show", "--home", path).stdout
 
 
 # -- show and verify -------------------------------------------------------------------------
@@ -211,6 +227,23 @@ def test_forked_directory_is_refused(run: Run, home: Path, tmp_path: Path) -> No
     assert run("directory", "verify", home / "directory.signed", "--home", home).exit_code == 0
     assert run("directory", "revoke", "NCB-JP", "--home", twin).exit_code == 0
     assert run("directory", "verify", twin / "directory.signed", "--home", home).exit_code == 0
+
+
+def test_forked_directory_file_in_the_home_is_refused(run: Run, home: Path,
+                                                       tmp_path: Path) -> None:
+    twin = tmp_path / "twin"
+    shutil.copytree(home, twin)
+    assert run("directory", "revoke", "NCB-FR", "--home", home).exit_code == 0
+    assert run("directory", "revoke", "NCB-US", "--home", twin).exit_code == 0
+    shutil.copy(twin / "directory.signed", home / "directory.signed")  # same serial 2
+    clean_error(run("directory", "show", "--home", home), 3, "(directory.fork)")
+
+
+def test_old_rollback_guard_without_digest(run: Run, home: Path) -> None:
+    (home / "state" / "directory.held").write_text("1\n")  # the format before digests
+    assert run("directory", "show", "--home", home).exit_code == 0
+    (home / "state" / "directory.held").write_text("2\n")
+    clean_error(run("directory", "show", "--home", home), 3, "(directory.rollback)")
 
 
 @pytest.mark.parametrize("content", ["", "two\n", "\x00"])

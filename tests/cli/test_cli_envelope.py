@@ -110,9 +110,8 @@ def test_repeated_recipient_still_opens(run: Run, home: Path, tmp_path: Path) ->
 def test_single_bit_flips_anywhere_are_refused(run: Run, home: Path, tmp_path: Path) -> None:
     out = sealed(run, home, tmp_path / "m.i24")
     raw = out.read_bytes()
-    positions = sorted({*range(0, len(raw), max(1, len(raw) // 200)), len(raw) - 1})
     bad = tmp_path / "bad.i24"
-    for i in positions:
+    for i in range(len(raw)):  # every byte, a different bit each time
         flipped = bytearray(raw)
         flipped[i] ^= 1 << (i % 8)
         bad.write_bytes(bytes(flipped))

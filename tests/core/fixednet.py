@@ -51,6 +51,19 @@ GROUPS: dict[str, tuple[str, ...]] = {
 GROUP_ADDRESSES: tuple[str, ...] = (
     "@ALL", "@NCB", *(f"@{r}" for r in REGIONS), *(f"@{g}" for g in sorted(GROUPS)))
 
+# Curve25519 points of small order (libsodium's blocklist) and non-canonical encodings of
+# them: X25519 with any of these gives an all-zero shared secret.
+LOW_ORDER = [bytes.fromhex(h) for h in (
+    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4 (x=0)
+    "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",  # order 8
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",  # order 8
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p - 1 (order 2)
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p (= 0)
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p + 1 (= 1)
+)]
+LOW_ORDER += [p[:31] + bytes([p[31] | 0x80]) for p in LOW_ORDER]  # top bit is ignored
+
 
 def secret(label: str) -> bytes:
     return hashlib.sha256(b"i24net-test-" + label.encode()).digest()

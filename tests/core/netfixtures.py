@@ -13,7 +13,6 @@ frame, 2 duplicates it); the clock only moves when the test calls ``advance``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -301,7 +300,3 @@ class Net:
 
     def events(self, agency: str, kind: str) -> list[NodeEvent]:
         return [e for e in self.node_events[agency] if e.kind == kind]
-
-
-def replace_header(h: Header, **changes: Any) -> Header:
-    return dataclasses.replace(h, **changes)

@@ -177,6 +177,15 @@ def test_revoked_agencies_drop_out_of_every_group(net: FixedNet) -> None:
     assert d.revoke("GS-LYON", NOW).authorities("notice-authority") == []
 
 
+def test_replace_never_inherits_cached_expansions(net: FixedNet) -> None:
+    d = build_net().directory
+    assert "NCB-FR" in d.expand(["@EU"], "GS-LYON")  # cached on d
+    revoked = replace(d.agency("NCB-FR"), status="revoked")
+    d2 = replace(d, serial=2, agencies={**d.agencies, "NCB-FR": revoked})
+    assert "NCB-FR" not in d2.expand(["@EU"], "GS-LYON")
+    assert "NCB-FR" not in d2.expand(["@ALL"], "GS-LYON")
+
+
 # -- addressing ------------------------------------------------------------------------------
 
 def test_derived_and_explicit_groups(net: FixedNet) -> None:
@@ -293,6 +302,8 @@ def test_record_round_trip() -> None:
     ({"max_skew_ms": 86_400_001}, "wire.schema"),
     ({"network": ""}, "wire.schema"),
     ({"groups": {"ALL": ["NCB-FR"]}}, "directory.group"),
+    ({"router_keys": [b"\x00" * 31]}, "wire.schema"),
+    ({"router_keys": None}, "wire.schema"),
 ])
 def test_malformed_documents(net: FixedNet, changes: dict[str, object], why: str) -> None:
     with pytest.raises(I24Error) as info:
@@ -365,8 +376,7 @@ msgpack_values = st.recursive(
                                                                 max_size=4),
     max_leaves=12,
 )
-DOC_KEYS = ["v", "network", "serial", "issued", "prefix", "max_skew_ms", "levels", "caveats",
-            "authority_key", "agencies", "groups"]
+DOC_KEYS = list(msgpack.unpackb(build_net().directory.encode(), raw=False))
 AGENCY_KEYS = list(record("NCB-FR", "ncb", "EUROPE", "SECRET", (), (),
                           keys=agency_keys("NCB-FR")).to_wire())
 

@@ -16,6 +16,7 @@ from fixednet import (
     AGENCY_IDS,
     GROUP_ADDRESSES,
     HOUR,
+    LOW_ORDER,
     NOW,
     FixedNet,
     FixedRandom,
@@ -24,7 +25,6 @@ from fixednet import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from test_keys import LOW_ORDER
 
 from i24net.core import envelope as env
 from i24net.core import keys as k

@@ -280,6 +280,15 @@ def test_receipt_from_an_agency_the_directory_does_not_know() -> None:
         verify("receipt", raw)
 
 
+def test_receipts_and_gap_requests_from_a_revoked_agency_are_refused() -> None:
+    revoked = D.revoke("NCB-DE", T0)
+    for kind in ("receipt", "gap"):
+        f = fr.parse_frame(all_frames()[kind])
+        with pytest.raises(CryptoError) as exc:
+            fr.verify_receipt(f, revoked) if kind == "receipt" else fr.verify_gap(f, revoked)
+        assert exc.value.reason == "sender.revoked"
+
+
 def test_gap_signed_by_another_agency() -> None:
     raw = fr.make_gap(GAP, keys_for("NCB-FR"))
     with pytest.raises(CryptoError):

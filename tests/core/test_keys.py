@@ -8,7 +8,7 @@ import itertools
 import nacl.bindings as sodium
 import nacl.signing
 import pytest
-from fixednet import FixedRandom, agency_keys
+from fixednet import LOW_ORDER, FixedRandom, agency_keys
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,18 +18,6 @@ from i24net.core.errors import CryptoError, WireFormatError
 DOMAINS = [k.DOMAIN_ENVELOPE, k.DOMAIN_BODY, k.DOMAIN_WRAP, k.DOMAIN_DIRECTORY, k.DOMAIN_STAMP,
            k.DOMAIN_RECEIPT, k.DOMAIN_RELEASE, k.DOMAIN_CONTROL]
 
-# Curve25519 points of small order (libsodium's blocklist) and non-canonical encodings of
-# them: X25519 with any of these gives an all-zero shared secret.
-LOW_ORDER = [bytes.fromhex(h) for h in (
-    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4 (x=0)
-    "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
-    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",  # order 8
-    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",  # order 8
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p - 1 (order 2)
-    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p (= 0)
-    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p + 1 (= 1)
-)]
-LOW_ORDER += [p[:31] + bytes([p[31] | 0x80]) for p in LOW_ORDER]  # top bit is ignored
 
 
 # -- AgencyKeys ------------------------------------------------------------------------------

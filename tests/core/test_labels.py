@@ -227,7 +227,8 @@ def test_tlp_parse(text: str, tlp: TLP) -> None:
     assert TLP.parse(tlp.marking) is tlp
 
 
-@pytest.mark.parametrize("text", ["WHITE", "AMBER_STRICT", "TLP:", "", "TLP:TLP:RED", "AMBER STRICT"])
+@pytest.mark.parametrize("text", ["WHITE", "AMBER_STRICT", "TLP:", "", "TLP:TLP:RED",
+                                  "AMBER STRICT"])
 def test_tlp_unknown(text: str) -> None:
     assert config_reason(TLP.parse, text) == "label.tlp"
 

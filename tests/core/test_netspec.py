@@ -141,6 +141,8 @@ def agency_edit(i: int, **edits: Any) -> dict[str, Any]:
     (demo(groups={"EU": "NCB-FR"}), "groups.EU"),
     (demo(groups={"EU": ["NCB-FR", "NCB-FR"]}), "groups.EU"),
     (demo(groups={"eu": ["NCB-FR"]}), "groups.eu"),
+    (demo(groups={"ALL": ["NCB-FR"]}), "groups.ALL"),
+    (demo(groups={"EUROPE": ["NCB-FR"]}), "groups.EUROPE"),
     (demo(groups=["EU"]), "groups"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_errors_name_the_field(doc: dict[str, Any], names: str) -> None:
@@ -165,7 +167,7 @@ texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 
 @given(name=texts, agency_name=texts, region=texts, members=st.lists(
     st.sampled_from(["NCB-FR", "NCB-DE", "EUROPOL", "NCB-XX"]), max_size=4),
-       group=st.sampled_from(["EU", "EU-2", "eu", "ALL", "G7", "X" * 33]))
+       group=st.sampled_from(["EU", "EU-2", "eu", "ALL", "NCB", "EUROPE", "G7", "X" * 33]))
 def test_accepted_specs_issue_loadable_directories(name: str, agency_name: str, region: str,
                                                    members: list[str], group: str) -> None:
     doc = demo(groups={group: members})

@@ -7,6 +7,8 @@ mistaken router should never have accepted.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,6 +36,7 @@ from netfixtures import (
 from i24net.core import frames as fr
 from i24net.core.envelope import Body
 from i24net.core.errors import I24Error
+from i24net.core.keys import AgencyKeys
 from i24net.core.labels import Precedence
 from i24net.core.node import (
     GAP_GRACE_MS,
@@ -96,12 +99,11 @@ def test_submit_persists_then_queues_the_sealed_envelope() -> None:
 
 
 def _report(raw: bytes, *, accepted: bool = True, reason: str = "ok",
-            signer: object = ROUTER) -> bytes:
+            signer: AgencyKeys = ROUTER) -> bytes:
     env = parsed(raw)
     rep = fr.Report(env.header.id, env.digest, env.header.sender, accepted, reason, "m",
-                    env.header.recipients if accepted else (), T0,
-                    kid(signer))  # type: ignore[arg-type]
-    return fr.make_report(rep, signer)  # type: ignore[arg-type]
+                    env.header.recipients if accepted else (), T0, kid(signer))
+    return fr.make_report(rep, signer)
 
 
 def _receipt(raw: bytes, receiver: str, status: str = "delivered") -> bytes:
@@ -126,6 +128,19 @@ def test_reports_and_receipts_drive_the_outbox_to_delivered() -> None:
     assert deliver(n, _receipt(raw, "EUROPOL")) == []  # repeated receipt: nothing new
     assert n.tick(T0 + HOUR // 2) == []  # delivered: never retried
     assert n.pop() and not n.pop()
+
+
+def test_a_read_receipt_upgrades_and_a_late_delivered_one_does_not_downgrade() -> None:
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["@EU"])
+    mid = parsed(raw).header.id
+    deliver(n, _receipt(raw, "NCB-DE"))
+    assert [e.detail for e in deliver(n, _receipt(raw, "NCB-DE", "read"))] == ["read"]
+    assert store(n).outbox[mid].receipts == {"NCB-DE": "read"}
+    assert deliver(n, _receipt(raw, "NCB-DE")) == []  # e.g. re-sent after a retry
+    assert deliver(n, _receipt(raw, "NCB-DE", "read")) == []
+    assert store(n).outbox[mid].receipts == {"NCB-DE": "read"}
+    assert store(n).outbox[mid].state == "queued"
 
 
 def test_receipts_before_the_report_still_deliver() -> None:
@@ -415,8 +430,6 @@ def test_set_directory_refuses_rollback() -> None:
 def test_property_router_stamped_hostile_envelopes_never_reach_the_inbox(
         data: st.DataObject) -> None:
     """Even a (mistaken) router's valid stamp over bad envelope bytes opens nothing."""
-    import hashlib
-
     raw = build("NCB-FR", ["NCB-DE"])
     env = parsed(raw)
     if data.draw(st.booleans()):

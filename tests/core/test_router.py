@@ -28,6 +28,7 @@ from netfixtures import (
 )
 
 from i24net.core import frames as fr
+from i24net.core import router as router_module
 from i24net.core.errors import I24Error
 from i24net.core.labels import Precedence
 from i24net.core.router import CONTROL_PRIORITY, MemoryRouterStore, RouterEvent, RouterMachine
@@ -198,6 +199,23 @@ def test_after_a_restart_receipted_recipients_are_asked_again() -> None:
     assert [(e.kind, e.recipients) for e in events] == [("duplicate", ("EUROPOL", "NCB-DE"))]
 
 
+def test_held_receipts_are_bounded_and_eviction_falls_back_to_redelivery(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router_module, "MAX_HELD_RECEIPTS", 2)
+    r = router()
+    first, second = build("NCB-FR", ["@EU"]), build("NCB-FR", ["@EU"])
+    for raw in (first, second):
+        submit(r, raw)
+    pop_all(r)
+    for raw in (first, second):
+        for a in ("EUROPOL", "NCB-DE"):
+            r.handle(submit_topic(a), receipt_frame(raw, a), T0)
+    pop_all(r)
+    # the first message's frames were evicted: its retry asks the recipients again
+    assert [e.recipients for e in submit(r, first)] == [("EUROPOL", "NCB-DE")]
+    assert [e.recipients for e in submit(r, second)] == [()]
+
+
 def test_duplicate_with_every_receipt_delivers_nothing_but_report_and_receipts() -> None:
     r = router()
     raw = build("NCB-FR", ["@EU"])
@@ -254,6 +272,17 @@ def test_receipts_that_are_not_forwarded(topic_of: str, receiver: str, signer: s
     assert [(e.kind, e.reason) for e in events] == [("drop", reason)]
     assert r.pop(T0) == []
     assert r.store.receipted(parsed(raw).header.id) == set()
+
+
+def test_receipt_from_a_revoked_recipient_is_not_forwarded() -> None:
+    r = router()
+    raw = build("NCB-FR", ["@EU"])
+    submit(r, raw)
+    pop_all(r)
+    r.set_directory(D.revoke("NCB-DE", T0))
+    events = r.handle(submit_topic("NCB-DE"), receipt_frame(raw, "NCB-DE"), T0)
+    assert [(e.kind, e.reason) for e in events] == [("drop", "sender.revoked")]
+    assert r.pop(T0) == []
 
 
 def test_receipt_with_another_digest_or_for_an_unknown_message() -> None:

@@ -20,7 +20,7 @@ import pytest
 from fixednet import Replay
 
 from i24net.core import envelope as env
-from i24net.core.directory import load
+from i24net.core.directory import Directory, load
 from i24net.core.errors import NotRecipientError
 from i24net.core.keys import AgencyKeys
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
@@ -37,7 +37,7 @@ def keys_of(agency: str) -> AgencyKeys:
 
 
 @pytest.fixture(scope="module")
-def directory():  # type: ignore[no-untyped-def]
+def directory() -> Directory:
     return load(H(VECTORS["directory"]["signed"]), H(VECTORS["authority"]["public"]))
 
 
@@ -67,7 +67,7 @@ def test_agency_keys() -> None:
                                                                    a["enc_public"])
 
 
-def test_directory_vector(directory) -> None:  # type: ignore[no-untyped-def]
+def test_directory_vector(directory: Directory) -> None:
     v = VECTORS["directory"]
     seed = H(VECTORS["authority"]["seed"])
     assert directory.encode() == H(v["doc"])
@@ -83,7 +83,7 @@ def test_directory_vector(directory) -> None:  # type: ignore[no-untyped-def]
 
 # -- the code reproduces the vectors ---------------------------------------------------------
 
-def header_from(v: dict[str, Any], directory) -> env.Header:  # type: ignore[no-untyped-def]
+def header_from(v: dict[str, Any], directory: Directory) -> env.Header:
     return env.make_header(
         directory, sender=v["sender"], addressing=v["addressing"], kind=v["kind"],
         label=Label(v["level"], frozenset(v["caveats"])), now_ms=v["created_ms"],
@@ -101,7 +101,7 @@ def body_from(v: dict[str, Any]) -> env.Body:
 
 
 @by_name
-def test_reseal_reproduces_the_bytes(v: dict[str, Any], directory) -> None:  # type: ignore[no-untyped-def]
+def test_reseal_reproduces_the_bytes(v: dict[str, Any], directory: Directory) -> None:
     header = header_from(v, directory)
     assert list(header.recipients) == v["recipients"]
     assert header.encode() == H(v["header"])
@@ -112,7 +112,7 @@ def test_reseal_reproduces_the_bytes(v: dict[str, Any], directory) -> None:  # t
 
 
 @by_name
-def test_open_gives_the_body(v: dict[str, Any], directory) -> None:  # type: ignore[no-untyped-def]
+def test_open_gives_the_body(v: dict[str, Any], directory: Directory) -> None:
     raw = H(v["envelope"])
     for r in v["recipients"]:
         opened = env.open_envelope(raw, keys_of(r), directory)

@@ -190,7 +190,7 @@ def test_hostile_fragments(parts: list[bytes]) -> None:
 
 
 def test_errors_name_the_object() -> None:
-    with pytest.raises(WireFormatError, match="^widget: "):
+    with pytest.raises(WireFormatError, match=r"^widget: "):
         unpack(b"\xc1", what="widget", max_size=LIMIT)
 
 

@@ -68,7 +68,8 @@ class VectorRandom:
 
 
 def agency_keys(agency: str) -> AgencyKeys:
-    return AgencyKeys(agency, sha(f"i24net-vector-{agency}-sign"), sha(f"i24net-vector-{agency}-enc"))
+    return AgencyKeys(agency, sha(f"i24net-vector-{agency}-sign"),
+                      sha(f"i24net-vector-{agency}-enc"))
 
 
 def build_directory(keys: dict[str, AgencyKeys], anchor: bytes) -> Directory:
@@ -99,7 +100,8 @@ def envelope_specs() -> list[dict[str, Any]]:
              handling=HandlingCodes.parse(["H1", "H3"], "not before the hearing of 3 June"),
              tlp=TLP.AMBER_STRICT, evaluation=Evaluation("A", 1), ref="id of one-recipient",
              release=b"release-token",
-             body=env.Body("Re: Wanted: J. Doe — confirmé", "Identité confirmée. 確認済み.",
+             body=env.Body("Re: Wanted: J. Doe — confirmé",
+                           "Identité confirmée. 確認済み.",
                            {"ref": "FR-2024-117", "negative": -1, "big": 2**63})),
     ]
 
