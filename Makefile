@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-quick lint bench chaos clean
+.PHONY: install system-deps demo test test-quick lint clean
 
 install: $(STAMP)
 
@@ -38,12 +38,6 @@ test-quick: install
 lint: install
 	$(BIN)/ruff check i24net tests
 	$(BIN)/mypy i24net/core
-
-bench: install
-	$(BIN)/i24net bench --json bench/results.json
-
-chaos: install
-	$(BIN)/i24net chaos --messages 20000 --nodes 20 --engine mosquitto --json bench/chaos.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
