@@ -68,22 +68,19 @@ class AuditLog:
 
     @staticmethod
     def _resume(path: Path) -> AuditChain:
-        """Continue the chain after its last complete entry; a line torn by a crash while
-        it was being written is cut off (it was never acknowledged to anyone)."""
+        """Continue the chain after its last entry.
+
+        Only a final line without its newline (torn by a crash mid-write, never acknowledged)
+        is cut off. Any other line that does not parse means the file was altered: refuse to
+        start rather than erase the evidence (``i24net audit verify`` says where).
+        """
         data = path.read_bytes()
-        good_end = 0
-        last = None
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                AuditChain.resume(line)
-            except I24Error:
-                break
-            last, good_end = line, good_end + len(line)
-        if good_end != len(data):
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
             with path.open("r+b") as fh:
-                fh.truncate(good_end)
+                fh.truncate(len(data))
+        lines = [line for line in data.splitlines() if line.strip()]
+        last = lines[-1] if lines else None
         return AuditChain.resume(last) if last else AuditChain()
 
     def append(self, at_ms: int, event: str, msg_id: str = "", reason: str = "",

@@ -228,7 +228,8 @@ def envelope_check(file: str, as_json: bool, home: str | None) -> None:
         console.print(f"[green]accepted[/] for {len(decision.recipients)} recipient(s): "
                       + ", ".join(decision.recipients))
     else:
-        console.print(f"[red]refused[/] ({decision.reason}): {decision.message}",
+        console.print(f"[red]refused[/] ({escape(decision.reason)}): "
+                      f"{escape(decision.message)}",
                       soft_wrap=True)
     if not decision.accepted:
         raise click.exceptions.Exit(EXIT_REFUSED)

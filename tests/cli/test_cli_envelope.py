@@ -200,6 +200,9 @@ def test_inspect_shows_hostile_header_text_literally(run: Run, home: Path,
     assert table.exit_code == 3, (table.output, table.exception)
     assert "[/]" in table.stdout and "[bold]x[/bold]" in table.stdout
     clean_error(open_as(run, home, bad, "NCB-DE"), 3, "[/]", "(sender.unknown)")
+    check = run("envelope", "check", "--home", home, bad)
+    assert check.exit_code == 3, (check.output, check.exception)
+    assert "refused" in check.stdout and "[/]" in check.stdout
 
 
 # -- clean errors for bad options ------------------------------------------------------------
