@@ -195,7 +195,10 @@ class AuditEntry:
 
     @property
     def hash_ok(self) -> bool:
-        return self.compute_hash() == self.hash
+        try:
+            return self.compute_hash() == self.hash
+        except I24Error:  # content that cannot even be encoded (e.g. a lone surrogate)
+            return False
 
     def details_map(self) -> dict[str, str | int | list[DetailItem]]:
         return {key: list(v) if isinstance(v, tuple) else v for key, v in self.details}
