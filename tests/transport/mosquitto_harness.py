@@ -127,6 +127,12 @@ class MosquittoProcess:
                 proc.kill()
                 proc.wait(timeout=5)
 
+    def freeze(self) -> None:
+        """Stop the broker in its tracks (SIGSTOP): connections stay open, nothing is read
+        or acknowledged, as with a hung broker or a silent network partition."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         """Crash the broker: no clean shutdown, nothing saved."""
         self.stop(signal.SIGKILL)

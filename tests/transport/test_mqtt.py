@@ -357,9 +357,13 @@ async def test_publishes_cut_off_by_a_broker_crash_are_resent(
     async with transport_for(mosquitto, f"{prefix}-pub", max_inflight=32) as pub:
         sending = asyncio.gather(*(pub.publish(f"{prefix}/t", b"%d" % i) for i in range(count)))
         await wait_until(lambda: pub.published >= 100)
-        mosquitto.kill()  # SIGKILL: no PUBACK for whatever is in flight
+        # Freeze first, so the window fills with publishes the broker never acknowledges
+        # (a plain kill can land when every PUBACK is already in our socket buffer).
+        mosquitto.freeze()
+        await asyncio.sleep(0.2)
+        assert pub.inflight == 32
+        mosquitto.kill()
         await wait_until(lambda: not pub.is_connected)
-        assert pub.inflight > 0
         mosquitto.start()
         await asyncio.wait_for(sending, 30)
         assert pub.published == count
