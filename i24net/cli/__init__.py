@@ -81,7 +81,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from i24net.cli import audit, daemons, demo, envelope, network  # noqa: F401  (attach)
+    from i24net.cli import audit, daemons, demo, envelope, network, ops  # noqa: F401  (attach)
 
 
 _register()
