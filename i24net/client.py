@@ -1,0 +1,59 @@
+"""Sending through a node from outside its daemon: the path ``publish`` and scripts use.
+
+The message is sealed and written to the agency's outbox (SQLite, committed) with its next
+attempt due now; the running node daemon picks it up on its next tick, sends it, and retries
+until every receipt arrives. So a message is durable before the caller is told it was sent.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any
+
+from i24net.core.envelope import Body, Header, make_header
+from i24net.core.labels import HandlingCodes, Label, Precedence
+from i24net.core.node import NodeMachine, OutboxEntry
+from i24net.core.policy import complete_addressing
+from i24net.home import Home, now_ms
+
+
+def open_store(home: Home, agency: str, *, readonly: bool = False) -> Any:
+    from i24net.runtime import node_store_path
+    from i24net.store import SqliteNodeStore
+
+    home.directory().agency(agency)
+    return SqliteNodeStore(node_store_path(home, agency), readonly=readonly)
+
+
+def enqueue(home: Home, header: Header, body: Body, store: Any | None = None) -> OutboxEntry:
+    """Seal ``body`` under ``header`` into the sender's outbox, due for sending now."""
+    own = store is None
+    store = store or open_store(home, header.sender)
+    try:
+        machine = NodeMachine(header.sender, home.keys(header.sender), home.directory(), store,
+                              random_bytes=os.urandom)
+        machine.submit(header, body, now_ms())
+        entry: OutboxEntry = replace(store.outbox_get(header.id), next_ms=0)
+        store.outbox_put(entry)
+        return entry
+    finally:
+        if own:
+            store.close()
+
+
+def send(home: Home, sender: str, to: list[str], *, kind: str = "message",
+         label: str = "UNCLASSIFIED", subject: str, text: str = "",
+         data: dict[str, Any] | None = None, precedence: str = "ROUTINE",
+         handling: list[str] | None = None, ref: bytes | None = None,
+         ttl_hours: float = 72, store: Any | None = None) -> Header:
+    """Compose and enqueue a message; returns its header."""
+    d = home.directory()
+    header = make_header(
+        d, sender=sender, addressing=complete_addressing(kind, list(to), sender, d),
+        kind=kind, label=Label.parse(label), now_ms=now_ms(),
+        ttl_ms=int(ttl_hours * 3600_000), random_bytes=os.urandom,
+        precedence=Precedence.parse(precedence),
+        handling=HandlingCodes.parse(handling or []), ref=ref)
+    enqueue(home, header, Body(subject, text, data or {}), store)
+    return header
