@@ -149,6 +149,7 @@ class _Shell:
                 self._record(ev, now)
             self._wake.set()
             if self.inbound.empty():
+                self._idle()
                 await asyncio.sleep(0)
 
     async def _send(self) -> None:
@@ -174,6 +175,12 @@ class _Shell:
                              topic, exc.reason)
         finally:
             self.window.release()
+
+    def _idle(self) -> None:
+        """The inbound queue ran dry: make what was decided visible (audit lines)."""
+        audit = getattr(self, "audit", None)
+        if audit is not None:
+            audit.flush()
 
     def kick(self) -> None:
         """Tell the send loop there is something new in the machine's queue."""
