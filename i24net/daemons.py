@@ -32,7 +32,7 @@ from i24net.core.audit import AuditChain
 from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
 from i24net.core.node import NodeEvent, NodeMachine
-from i24net.core.router import RouterEvent, RouterMachine
+from i24net.core.router import CONTROL_PRIORITY, RouterEvent, RouterMachine
 from i24net.transport.base import Delivery, Transport
 
 Clock = Callable[[], int]
@@ -43,15 +43,18 @@ def wall_ms() -> int:
 
 
 def frame_priority(payload: bytes) -> int:
-    """Precedence of an inbound frame without verifying it (only used to order work)."""
-    if fr.peek_magic(payload) != fr.ENVELOPE:
-        return 1
-    try:
-        from i24net.core.envelope import Envelope
+    """Precedence of an inbound frame without verifying it (only used to order work).
 
-        return int(Envelope.parse(payload).header.precedence)
+    Envelopes (at the router) and deliveries (at a node) carry their message's precedence,
+    read from the clear header in ~10-20 us whatever the size (``fr.peek_precedence``);
+    control frames (reports, receipts, gap requests) go at ``CONTROL_PRIORITY``, behind FLASH
+    and level with IMMEDIATE, as in the router's outbound queue.
+    """
+    try:
+        prec = fr.peek_precedence(payload)
     except I24Error:
         return 0  # malformed: cheap to refuse, handle it promptly
+    return CONTROL_PRIORITY if prec is None else prec
 
 
 class AuditLog:
@@ -132,9 +135,13 @@ class _Shell:
         raise NotImplementedError
 
     # -- loops ----------------------------------------------------------------------------
+    directory_topic: str | None = None  # set when the daemon follows the signed directory
+
     async def _recv(self) -> None:
         async for d in self.transport.deliveries():
-            self.inbound.put_nowait((frame_priority(d.payload), next(self._order), d))
+            # A new directory goes first: a revocation applies to whatever is queued behind.
+            prio = -1 if d.topic == self.directory_topic else frame_priority(d.payload)
+            self.inbound.put_nowait((prio, next(self._order), d))
 
     async def _work(self) -> None:
         while True:
@@ -229,23 +236,49 @@ class RouterDaemon(_Shell):
 
     def __init__(self, machine: RouterMachine, transport: Transport, *,
                  audit: AuditLog | None = None, prune_every_s: float = 60.0,
-                 **kw: Any) -> None:
+                 directory_anchor: bytes | None = None, **kw: Any) -> None:
         super().__init__(transport, **kw)
         self.machine = machine
         self.audit = audit
         self.prune_every_s = prune_every_s
+        self.anchor = directory_anchor
+        if directory_anchor is not None:
+            self.directory_topic = f"{machine.prefix}/directory"
 
     def _subscriptions(self) -> list[str]:
-        return [f"{self.machine.prefix}/submit/+"]
+        subs = [f"{self.machine.prefix}/submit/+"]
+        if self.directory_topic is not None:
+            subs.append(self.directory_topic)
+        return subs
 
     def _handle(self, topic: str, payload: bytes, now: int) -> list[RouterEvent]:
+        if topic == self.directory_topic:
+            return self._on_directory(payload)
         return self.machine.handle(topic, payload, now)
+
+    def _on_directory(self, payload: bytes) -> list[RouterEvent]:
+        """Adopt a newer signed directory (retained on its topic): a revocation or a key
+        rotation applies to the next message without restarting the router."""
+        from i24net.core.directory import load
+
+        held = self.machine.directory
+        try:
+            d = load(payload, self.anchor or b"", held=held)
+            if d.serial == held.serial:
+                return []  # the version already held (the retained copy, seen on connect)
+            self.machine.set_directory(d)
+        except I24Error as exc:
+            return [RouterEvent("drop", reason=exc.reason, detail=f"directory: {exc.message}")]
+        return [RouterEvent("directory", reason="ok",
+                            detail=f"version {held.serial} -> {d.serial}")]
 
     def _pop(self, now: int, limit: int) -> list[tuple[str, bytes, int]]:
         return self.machine.pop(now, limit)
 
     def _record(self, ev: RouterEvent, now: int) -> None:
-        if ev.kind in ("refuse", "drop"):
+        if ev.kind == "directory":
+            self.log.info("adopted directory %s", ev.detail)
+        elif ev.kind in ("refuse", "drop"):
             self.log.info("%s %s from %s: %s %s", ev.kind, ev.msg_id[:12], ev.sender,
                           ev.reason, ev.detail)
         else:
@@ -290,6 +323,8 @@ class NodeDaemon(_Shell):
         self.audit = audit
         self.tick_s = tick_s
         self.anchor = directory_anchor
+        if directory_anchor is not None:
+            self.directory_topic = f"{machine.prefix}/directory"
 
     def _subscriptions(self) -> list[str]:
         subs = [self.machine.inbox_topic]

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from i24net.broker import accounts_for, start_broker
+from i24net.broker import (
+    BrokerConfigError,
+    TlsFiles,
+    accounts_for,
+    generate_tls_files,
+    start_broker,
+)
 from i24net.core.errors import ConfigError
 from i24net.core.node import NodeMachine
 from i24net.core.router import RouterMachine
@@ -49,22 +55,71 @@ def endpoint(home: Home) -> Endpoint:
         data = json.loads(path.read_text())
         return Endpoint(data["engine"], data["host"], int(data["port"]), data.get("tls_ca"))
     b = home.spec().broker
+    if b.tls:
+        return Endpoint(b.engine, b.host, default_tls_port(b.port),
+                        str(tls_dir(home) / "ca.crt"))
     return Endpoint(b.engine, b.host, b.port)
 
 
+def tls_dir(home: Home) -> Path:
+    return home.broker_dir / "tls"
+
+
+def default_tls_port(port: int) -> int:
+    """The TLS listener's port when none is given: next to the plain one, so it is the same
+    after a broker restart and reconnecting clients find it (0 stays 0: pick a free one)."""
+    return port + 1 if port else 0
+
+
+def broker_tls_files(home: Home, *, min_days_left: int = 1) -> TlsFiles:
+    """The home's broker CA and server certificate (``broker/tls/``): the existing ones while
+    they stay valid for ``min_days_left`` days, so clients keep trusting the same CA across
+    broker restarts; otherwise a new CA and certificate."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    d = tls_dir(home)
+    files = TlsFiles(d / "ca.crt", d / "ca.key", d / "server.crt", d / "server.key")
+    try:
+        if all(p.exists() for p in (files.ca_cert, files.ca_key, files.server_key)):
+            cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+            left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+            if left > dt.timedelta(days=min_days_left):
+                return files
+    except (OSError, ValueError):
+        pass  # missing or unreadable: make new ones
+    return generate_tls_files(d)
+
+
 def make_broker(home: Home, engine: str | None = None, port: int | None = None,
-                logger: logging.Logger | None = None) -> Any:
+                logger: logging.Logger | None = None, *, tls: bool | None = None,
+                tls_port: int | None = None) -> Any:
+    """The network's broker (not started). ``tls`` (default: network.toml's ``broker.tls``)
+    adds a TLS listener with the home's CA (``broker_tls_files``) on ``tls_port`` (default
+    ``default_tls_port``); Mosquitto keeps its plain listener on 127.0.0.1 as well, which
+    i24net's clients do not use. Only the mosquitto engine offers TLS."""
     spec = home.spec()
     d = home.directory()
     accounts = accounts_for(sorted(d.agencies), home.broker_passwords(), prefix=d.prefix)
-    return start_broker(engine or spec.broker.engine, home.broker_dir / (engine or
-                        spec.broker.engine), accounts, host=spec.broker.host,
-                        port=spec.broker.port if port is None else port, logger=logger)
+    engine = engine or spec.broker.engine
+    port = spec.broker.port if port is None else port
+    use_tls = spec.broker.tls if tls is None else tls
+    files = None
+    if use_tls:
+        if engine != "mosquitto":
+            raise BrokerConfigError(f"the {engine} broker has no TLS listener: use --engine "
+                                    "mosquitto for TLS (or set tls = false in network.toml)")
+        files = broker_tls_files(home)
+    return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,
+                        port=port, logger=logger, tls=files,
+                        tls_port=default_tls_port(port) if tls_port is None else tls_port)
 
 
 def make_transport(home: Home, account: str, *, client_suffix: str = "",
                    logger: logging.Logger | None = None, will: Will | None = None,
-                   ep: Endpoint | None = None) -> MqttTransport:
+                   ep: Endpoint | None = None,
+                   connect_timeout: float = 30.0) -> MqttTransport:
     ep = ep or endpoint(home)
     passwords = home.broker_passwords()
     if account not in passwords:
@@ -73,7 +128,8 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
     client_id = account + (f":{client_suffix}" if client_suffix else "")
     return MqttTransport(ep.host, ep.port, client_id=client_id, username=account,
                          password=passwords[account], clean_session=False,
-                         tls_ca=ep.tls_ca, logger=logger, will=will, connect_timeout=30.0)
+                         tls_ca=ep.tls_ca, logger=logger, will=will,
+                         connect_timeout=connect_timeout)
 
 
 def node_store_path(home: Home, agency: str) -> Path:
@@ -85,14 +141,17 @@ def router_store_path(home: Home) -> Path:
 
 
 def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
-              transport: Any = None) -> NodeDaemon:
+              transport: Any = None, auto_review: bool = True) -> NodeDaemon:
     d = home.directory()
     d.agency(agency)
     store = SqliteNodeStore(node_store_path(home, agency))
     machine = NodeMachine(agency, home.keys(agency), d, store, random_bytes=os.urandom)
     from i24net.core.lifecycle import install_lifecycle
+    from i24net.notice_store import desk_store_for
 
-    install_lifecycle(machine, auto_review=True)
+    # The notice authority's register is durable (state/notices-<AGENCY>.sqlite), shared
+    # with 'i24net notice ...'; auto_review=False leaves clean requests for the task force.
+    install_lifecycle(machine, auto_review=auto_review, store=desk_store_for(home, agency))
     prefix = d.prefix
     will = Will(f"{prefix}/presence/{agency}", b"offline", True)
     t = transport or make_transport(home, agency, logger=logger, will=will)
@@ -108,4 +167,32 @@ def make_router(home: Home, *, logger: logging.Logger | None = None,
     machine = RouterMachine(d, home.router_keys(), store)
     t = transport or make_transport(home, ROUTER_ACCOUNT, logger=logger)
     audit = AuditLog(home.logs_dir / "audit-router.jsonl", "router")
-    return RouterDaemon(machine, t, audit=audit, logger=logger)
+    return RouterDaemon(machine, t, audit=audit, logger=logger,
+                        directory_anchor=home.anchor())
+
+
+async def publish_directory(home: Home, *, ep: Endpoint | None = None, timeout: float = 3.0,
+                            logger: logging.Logger | None = None) -> Endpoint:
+    """Publish the home's signed directory, retained, on ``<prefix>/directory`` with the
+    router's account, so running nodes and the router adopt it (each verifies it against the
+    trust anchor and refuses a rollback or a fork). Returns where it went; raises
+    ``TransportError`` if the broker does not take it within ``timeout`` seconds.
+    """
+    import asyncio
+
+    from i24net.core.errors import TransportError
+
+    ep = ep or endpoint(home)
+    signed = home.signed_directory()
+    topic = f"{home.directory().prefix}/directory"
+    t = make_transport(home, ROUTER_ACCOUNT, client_suffix="directory", ep=ep,
+                       connect_timeout=timeout, logger=logger)
+    async with t:
+        try:
+            async with asyncio.timeout(timeout):  # a publish otherwise waits for the link
+                await t.publish(topic, signed, retain=True)
+        except TimeoutError:
+            raise TransportError(f"the broker at {ep.host}:{ep.port} did not acknowledge the "
+                                 f"directory within {timeout:g} s",
+                                 reason="transport.timeout") from None
+    return ep

@@ -303,9 +303,9 @@ def accounts_for(
 
     Agency ``A`` may publish only ``{prefix}/submit/A`` and ``{prefix}/presence/A`` and
     subscribe only ``{prefix}/inbox/A``, ``{prefix}/directory`` and ``{prefix}/presence/+``. The
-    router subscribes ``submit/+`` and ``presence/+`` and publishes ``inbox/+``, ``directory``
-    and ``presence/+`` (DESIGN §6). ``passwords`` maps each username, the router's
-    (``ROUTER_USERNAME``) included, to its plaintext password.
+    router subscribes ``submit/+``, ``directory`` and ``presence/+`` and publishes ``inbox/+``,
+    ``directory`` and ``presence/+`` (DESIGN §6). ``passwords`` maps each username, the
+    router's (``ROUTER_USERNAME``) included, to its plaintext password.
     """
     _check_prefix(prefix)
     agency_ids = list(agencies)
@@ -340,7 +340,8 @@ def accounts_for(
             username=ROUTER_USERNAME,
             password=passwords[ROUTER_USERNAME],
             publish=(f"{prefix}/inbox/+", f"{prefix}/directory", f"{prefix}/presence/+"),
-            subscribe=(f"{prefix}/submit/+", f"{prefix}/presence/+"),
+            # directory: the router adopts a newer signed version while running, as nodes do
+            subscribe=(f"{prefix}/submit/+", f"{prefix}/directory", f"{prefix}/presence/+"),
         )
     )
     return accounts

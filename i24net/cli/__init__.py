@@ -81,7 +81,17 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from i24net.cli import audit, daemons, demo, envelope, network, ops  # noqa: F401  (attach)
+    from i24net.cli import (  # noqa: F401  (attach)
+        audit,
+        bench,
+        daemons,
+        demo,
+        envelope,
+        exercise,
+        network,
+        notice,
+        ops,
+    )
 
 
 _register()

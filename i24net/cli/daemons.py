@@ -58,29 +58,45 @@ async def _until_signalled(main: Any) -> None:
 @click.option("--engine", type=click.Choice(["embedded", "mosquitto"]), default=None,
               help="Broker engine (default from network.toml).")
 @click.option("--port", type=int, default=None, help="Port (default from network.toml).")
+@click.option("--tls/--no-tls", default=None,
+              help="Serve MQTT over TLS with a CA generated into the home (broker/tls/ca.crt)"
+              "; clients verify the broker against it. Mosquitto only. Default: tls in "
+              "network.toml's [broker].")
+@click.option("--tls-port", type=int, default=None,
+              help="TLS port (default: the plain port + 1; 0 picks a free one).")
 @home_option
 @log_option
-def broker(engine: str | None, port: int | None, home: str | None, log_level: str) -> None:
-    """Run the network's MQTT broker on 127.0.0.1 with per-agency accounts and topic ACLs."""
-    from i24net.runtime import Endpoint, endpoint_file, make_broker
+def broker(engine: str | None, port: int | None, tls: bool | None, tls_port: int | None,
+           home: str | None, log_level: str) -> None:
+    """Run the network's MQTT broker on 127.0.0.1 with per-agency accounts and topic ACLs.
+
+    With TLS, the endpoint file points every i24net client at the TLS listener and its CA;
+    Mosquitto also keeps a plain listener on 127.0.0.1 (it cannot run without one here),
+    which i24net's clients do not use.
+    """
+    from i24net.runtime import Endpoint, endpoint_file, make_broker, publish_directory
 
     h = Home.resolve(home)
     log = _logging(log_level, "broker")
+    use_tls = h.spec().broker.tls if tls is None else tls
 
     async def main() -> None:
-        async with make_broker(h, engine, port, logger=log) as b:
-            ep = Endpoint(engine or h.spec().broker.engine, b.host, b.port)
+        async with make_broker(h, engine, port, logger=log, tls=use_tls,
+                               tls_port=tls_port) as b:
+            name = engine or h.spec().broker.engine
+            if use_tls:
+                from i24net.runtime import tls_dir
+
+                ep = Endpoint(name, b.host, b.tls_port, str(tls_dir(h) / "ca.crt"))
+            else:
+                ep = Endpoint(name, b.host, b.port)
             endpoint_file(h).write_text(ep.to_json())
             # The directory is retained on its topic so every node finds the current one.
-            from i24net.home import ROUTER_ACCOUNT
-            from i24net.runtime import make_transport
-
-            async with make_transport(h, ROUTER_ACCOUNT, client_suffix="directory",
-                                      ep=ep) as t:
-                await t.publish(f"{h.directory().prefix}/directory", h.signed_directory(),
-                                retain=True)
-            log.info("broker ready on %s:%d (%s)", b.host, b.port, ep.engine)
-            console.print(f"ready {b.host}:{b.port}")
+            await publish_directory(h, ep=ep, timeout=30.0, logger=log)
+            how = f" over TLS (CA {ep.tls_ca}; plain listener {b.port} unused)" \
+                if ep.tls_ca else ""
+            log.info("broker ready on %s:%d (%s)%s", ep.host, ep.port, ep.engine, how)
+            console.print(f"ready {ep.host}:{ep.port}{' TLS' if ep.tls_ca else ''}")
             try:
                 await asyncio.Event().wait()
             finally:
@@ -113,17 +129,26 @@ def router(home: str | None, log_level: str) -> None:
 
 @cli.command()
 @click.argument("agency")
+@click.option("--manual-review", is_flag=True, envvar="I24NET_MANUAL_REVIEW",
+              help="Notice authority only: leave screened notice requests under review "
+              "for 'i24net notice review' instead of publishing them at once (also "
+              "$I24NET_MANUAL_REVIEW=1, which 'i24net up' passes on).")
 @home_option
 @log_option
-def node(agency: str, home: str | None, log_level: str) -> None:
-    """Run AGENCY's node daemon: outbox, inbox, receipts, retries."""
+def node(agency: str, manual_review: bool, home: str | None, log_level: str) -> None:
+    """Run AGENCY's node daemon: outbox, inbox, receipts, retries.
+
+    On the notice authority (GS) it also runs the notice desk, whose register is kept in
+    state/notices-AGENCY.sqlite: requests are screened (Article 3) and, unless
+    --manual-review, published at once.
+    """
     from i24net.runtime import make_node
 
     h = Home.resolve(home)
     log = _logging(log_level, f"node-{agency}")
 
     async def main() -> None:
-        d = make_node(h, agency, logger=log)
+        d = make_node(h, agency, logger=log, auto_review=not manual_review)
         async with d.transport, d:
             await d.transport.publish(f"{d.machine.prefix}/presence/{agency}", b"online",
                                       retain=True)

@@ -62,12 +62,24 @@ def message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda f, o: o(f), reversed(opts), fn)
 
 
+def _read_text(path: str) -> str:
+    """The body file as text: UTF-8 (the body's wire encoding), or a usage error."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "convert it (e.g. iconv -t UTF-8) or send binary data base64-encoded",
+            param_hint="--body-file") from None
+
+
 def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
     """Build the header and body that the message options describe."""
     d = h.directory()
     if (o["text"] is None) == (o["body_file"] is None):
         raise click.UsageError("give exactly one of --text or --body-file")
-    text = o["text"] if o["text"] is not None else Path(o["body_file"]).read_text()
+    text = o["text"] if o["text"] is not None else _read_text(o["body_file"])
     data: dict[str, str] = {}
     for item in o["data"]:
         key, sep, value = item.partition("=")

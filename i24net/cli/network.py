@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from i24net.cli import cli, console, home_option
+from i24net.cli import cli, console, err_console, home_option
 from i24net.core import directory as dirmod
 from i24net.core.directory import Directory
+from i24net.core.errors import I24Error
 from i24net.home import Home
 from i24net.presets import PRESETS, preset_toml
 
@@ -102,28 +105,85 @@ def directory_verify(file: str | None, home: str | None) -> None:
                   f"{len(d.agencies)} agencies, digest {d.digest.hex()[:16]}")
 
 
+PUBLISH_TIMEOUT_S = 3.0
+
+
+def _quiet_logger() -> logging.Logger:
+    """Connection errors are summed up in one line; the transport's own log stays out."""
+    log = logging.getLogger("i24net.cli.directory-publish")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+    return log
+
+
+def _publish(h: Home, d: Directory) -> None:
+    """Best effort: hand the new version to a running network, if a broker is running."""
+    from i24net.runtime import endpoint_file, publish_directory
+
+    if not endpoint_file(h).exists():
+        console.print("  no broker is running here: the router and the nodes load this "
+                      "version when they start")
+        return
+    try:
+        ep = asyncio.run(publish_directory(h, timeout=PUBLISH_TIMEOUT_S,
+                                           logger=_quiet_logger()))
+    except I24Error as exc:
+        err_console.print(f"[yellow]warning:[/] version {d.serial} is written but was not "
+                          f"published: {escape(exc.message)} ({exc.reason}). Run 'i24net "
+                          "directory publish' once the broker is up.", soft_wrap=True)
+        return
+    console.print(f"  published version {d.serial} on {escape(d.prefix)}/directory via "
+                  f"{ep.host}:{ep.port}: the running router and nodes adopt it now")
+
+
 @directory.command("rotate")
 @click.argument("agency")
 @home_option
 def directory_rotate(agency: str, home: str | None) -> None:
-    """Give AGENCY new keys and issue the next directory version."""
-    d, _ = Home.resolve(home).rotate(agency)
+    """Give AGENCY new keys and issue the next directory version (published to a running
+    network)."""
+    h = Home.resolve(home)
+    d, _ = h.rotate(agency)
     console.print(f"rotated keys of {agency} (key version {d.agency(agency).key_version}); "
                   f"directory is now version {d.serial}")
+    _publish(h, d)
 
 
 @directory.command("revoke")
 @click.argument("agency")
 @home_option
 def directory_revoke(agency: str, home: str | None) -> None:
-    """Revoke AGENCY; takes effect at the new directory version issued now."""
-    d = Home.resolve(home).revoke(agency)
+    """Revoke AGENCY; takes effect at the new directory version issued now (published to a
+    running network, so the router refuses AGENCY's next message without a restart)."""
+    h = Home.resolve(home)
+    d = h.revoke(agency)
     console.print(f"revoked {agency}; directory is now version {d.serial}")
+    _publish(h, d)
 
 
 @directory.command("issue")
 @home_option
 def directory_issue(home: str | None) -> None:
-    """Issue a new directory version from the edited network.toml."""
-    d = Home.resolve(home).reissue()
+    """Issue a new directory version from the edited network.toml (published to a running
+    network)."""
+    h = Home.resolve(home)
+    d = h.reissue()
     console.print(f"issued directory version {d.serial} ({len(d.agencies)} agencies)")
+    _publish(h, d)
+
+
+@directory.command("publish")
+@click.option("--timeout", type=float, default=PUBLISH_TIMEOUT_S, show_default=True,
+              metavar="SECONDS", help="How long to wait for the broker.")
+@home_option
+def directory_publish(timeout: float, home: str | None) -> None:
+    """Publish the current signed directory (retained) to the running broker, for the router
+    and the nodes to adopt; exit 1 if the broker cannot be reached."""
+    from i24net.runtime import publish_directory
+
+    h = Home.resolve(home)
+    d = h.directory()
+    ep = asyncio.run(publish_directory(h, timeout=timeout, logger=_quiet_logger()))
+    console.print(f"published directory version {d.serial} on {escape(d.prefix)}/directory "
+                  f"via {ep.host}:{ep.port}")

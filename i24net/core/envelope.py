@@ -31,7 +31,16 @@ from i24net.core import keys as k
 from i24net.core.directory import Directory
 from i24net.core.errors import CryptoError, DirectoryError, NotRecipientError, WireFormatError
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
-from i24net.core.wire import MAX_BODY, MAX_ENVELOPE, MAX_RECIPIENTS, Fields, fail, pack, unpack
+from i24net.core.wire import (
+    MAX_BODY,
+    MAX_DEPTH,
+    MAX_ENVELOPE,
+    MAX_RECIPIENTS,
+    Fields,
+    fail,
+    pack,
+    unpack,
+)
 
 MAGIC = "i24e"
 WIRE_VERSION = 1
@@ -43,6 +52,12 @@ MAX_HEADER = 64 * 1024 + MAX_RECIPIENTS * 40  # ids of up to 32 chars, twice (to
 MAX_SUBJECT = 256
 MAX_TEXT = 512 * 1024
 MAX_RELEASE = 4096  # a signed release is a small token, not a document
+MAX_BODY_ITEMS = 1024  # entries per map or array inside a body (Body.decode's limit)
+# Header.decode's field limits, checked again by seal (never seal what cannot be opened):
+_MAX_AGENCY_ID = 32
+_MAX_ADDRESS = 33  # "@" + a group name
+_MAX_CAVEATS = 64
+_MAX_INT = (1 << 63) - 1
 
 # Who may send which kind is the routing policy's business; the envelope only knows the names.
 KINDS = (
@@ -215,6 +230,9 @@ class Body:
                                   reason="wire.body")
 
     def encode(self) -> bytes:
+        if not isinstance(self.data, Mapping):
+            fail("body", f"data must be a map, not {type(self.data).__name__}")
+        _check_data(self.data)
         out = pack({"subject": self.subject, "text": self.text, "data": dict(self.data)})
         if len(out) > MAX_BODY:
             raise WireFormatError(f"body is {len(out)} bytes, over the {MAX_BODY}-byte limit",
@@ -225,7 +243,8 @@ class Body:
     def decode(cls, data: bytes) -> Body:
         # max_str counts bytes and MAX_TEXT characters: cap strings by the body size and
         # let Fields check characters, or a long non-ASCII text would seal but never open.
-        obj = unpack(data, what="body", max_size=MAX_BODY, max_str=MAX_BODY, max_items=1024)
+        obj = unpack(data, what="body", max_size=MAX_BODY, max_str=MAX_BODY,
+                     max_items=MAX_BODY_ITEMS)
         f = Fields(obj, "body")
         subject = f.text("subject", max_len=MAX_SUBJECT)
         text = f.text("text", max_len=MAX_TEXT, allow_empty=True)
@@ -234,6 +253,59 @@ class Body:
         if not isinstance(d, dict):
             fail("body", "data must be a map")
         return cls(subject, text, d)
+
+
+def _check_data(data: Mapping[str, Any]) -> None:
+    """Refuse body data that ``Body.decode`` would refuse after a successful encode.
+
+    What decode refuses: a map key that is not text, more than ``MAX_BODY_ITEMS`` entries in
+    any map or array, and anything (container or scalar) deeper than ``MAX_DEPTH``, where the
+    body map is level 1 and ``data`` level 2. Values msgpack cannot encode at all are left
+    to ``pack`` (``wire.encode``); the byte size to ``Body.encode``.
+    """
+    stack: list[tuple[Any, int, str]] = [(data, 2, "data")]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            fail("body", f"{path} is nested deeper than the {MAX_DEPTH} levels a receiver "
+                 "accepts (the body itself is level 1, data level 2)")
+        if isinstance(item, Mapping):
+            if depth > 2 and not isinstance(item, dict):
+                continue  # not encodable: pack says so (wire.encode)
+            if len(item) > MAX_BODY_ITEMS:
+                fail("body", f"{path} has {len(item)} entries, over the {MAX_BODY_ITEMS} a "
+                     "receiver accepts", reason="wire.oversized")
+            for key, value in item.items():
+                if not isinstance(key, str):
+                    fail("body", f"{path} has a key that is not text: {key!r:.40}")
+                stack.append((value, depth + 1, f"{path}.{key:.40}"))
+        elif isinstance(item, (list, tuple)):
+            if len(item) > MAX_BODY_ITEMS:
+                fail("body", f"{path} has {len(item)} items, over the {MAX_BODY_ITEMS} a "
+                     "receiver accepts", reason="wire.oversized")
+            stack.extend((value, depth + 1, f"{path}[{i}]") for i, value in enumerate(item))
+
+
+def _check_header(h: Header, header_bytes: bytes) -> None:
+    """Refuse a header that ``Header.decode`` would refuse (``Header`` checks the rest)."""
+    if len(header_bytes) > MAX_HEADER:
+        fail("header", f"{len(header_bytes)} bytes is over the {MAX_HEADER}-byte limit",
+             reason="wire.oversized")
+    if not (isinstance(h.sender, str) and 0 < len(h.sender) <= _MAX_AGENCY_ID):
+        fail("header", f"sender must be 1-{_MAX_AGENCY_ID} characters")
+    if not all(isinstance(r, str) and 0 < len(r) <= _MAX_AGENCY_ID for r in h.recipients):
+        fail("header", f"each recipient must be 1-{_MAX_AGENCY_ID} characters")
+    if len(h.addressing) > MAX_RECIPIENTS:
+        fail("header", f"at most {MAX_RECIPIENTS} addressing items", reason="wire.oversized")
+    if not all(isinstance(a, str) and 0 < len(a) <= _MAX_ADDRESS for a in h.addressing):
+        fail("header", f"each addressing item must be 1-{_MAX_ADDRESS} characters")
+    if len(h.label.caveats) > _MAX_CAVEATS:
+        fail("header", f"at most {_MAX_CAVEATS} caveats")
+    for name, value, lo in (("created", h.created_ms, 0), ("expires", h.expires_ms, 0),
+                            ("directory serial", h.directory_serial, 1)):
+        if not (isinstance(value, int) and not isinstance(value, bool)
+                and lo <= value <= _MAX_INT):
+            fail("header", f"{name} must be an integer in [{lo}, {_MAX_INT}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +445,7 @@ def seal(
                              reason="directory.unknown-agency", agencies=tuple(missing))
     cache = cache if cache is not None else k.PairKeyCache()
     header_bytes = header.encode()
+    _check_header(header, header_bytes)
     body_key = random_bytes(BODY_KEY_SIZE)
     ciphertext = _aead_encrypt(body_key, header.nonce, k.DOMAIN_BODY + header_bytes,
                                body.encode())
@@ -382,7 +455,13 @@ def seal(
         pk = cache.get(sender, my_public, recipient_keys[r], i_am_sender=True)
         wraps.append([r, _aead_encrypt(pk, header.nonce, _wrap_ad(header.id, r), body_key)])
     signed = pack([header_bytes, wraps, ciphertext])
-    return pack([MAGIC, WIRE_VERSION, signed, sender.sign(k.DOMAIN_ENVELOPE, signed)])
+    raw = pack([MAGIC, WIRE_VERSION, signed, sender.sign(k.DOMAIN_ENVELOPE, signed)])
+    # Each part can be within its own limit and the whole still over the envelope's (a body
+    # near MAX_BODY to thousands of recipients); Envelope.parse would refuse it.
+    if len(raw) > MAX_ENVELOPE:
+        fail("envelope", f"{len(raw)} bytes is over the {MAX_ENVELOPE}-byte limit: send a "
+             "smaller body or fewer recipients", reason="wire.oversized")
+    return raw
 
 
 def open_envelope(

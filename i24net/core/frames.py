@@ -25,9 +25,18 @@ from typing import Any
 
 from i24net.core import keys as k
 from i24net.core.directory import AgencyRecord, Directory
-from i24net.core.envelope import ID_SIZE
+from i24net.core.envelope import ID_SIZE, MAX_HEADER
 from i24net.core.errors import CryptoError, WireFormatError
-from i24net.core.wire import MAX_ENVELOPE, MAX_RECIPIENTS, Fields, fail, pack, unpack
+from i24net.core.labels import Precedence
+from i24net.core.wire import (
+    MAX_ENVELOPE,
+    MAX_RECIPIENTS,
+    Fields,
+    fail,
+    pack,
+    peek_field,
+    unpack,
+)
 
 DELIVERY, REPORT, RECEIPT, GAP = "i24d", "i24s", "i24r", "i24g"
 ENVELOPE = "i24e"
@@ -50,6 +59,56 @@ def peek_magic(raw: bytes) -> str | None:
         except UnicodeDecodeError:
             return None
     return None
+
+
+def _bin_at(raw: bytes, pos: int) -> tuple[int, int]:
+    """(start, end) of the msgpack bin object at ``pos``, without copying it."""
+    head = raw[pos] if pos < len(raw) else -1
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(head)
+    if width is None:
+        fail("frame", "expected a binary field", reason="wire.malformed")
+    start = pos + 1 + width
+    end = start + int.from_bytes(raw[pos + 1:start], "big")
+    if start > len(raw) or end > len(raw):
+        fail("frame", "truncated", reason="wire.truncated")
+    return start, end
+
+
+_ENVELOPE_HEAD = b"\x94\xa4" + ENVELOPE.encode() + b"\x01"
+_DELIVERY_HEAD = b"\x95\xa4" + DELIVERY.encode() + b"\x01"
+
+
+def peek_precedence(raw: bytes) -> int | None:
+    """The precedence of an envelope, or of the envelope inside a delivery, read from the
+    clear header without verifying, copying or decoding anything else; None for every other
+    frame kind (reports, receipts, gap requests). Only for ordering work: the frame is still
+    verified in full before anything acts on it. Raises ``WireFormatError`` if malformed.
+
+    Cost: a few slices and a walk over the header's keys (about 10 us at any size), against
+    a full ``parse_frame`` + ``Envelope.parse`` (0.1-1.5 ms) that copies and re-encodes the
+    whole envelope.
+    """
+    if raw.startswith(_DELIVERY_HEAD):
+        pos = _bin_at(raw, len(_DELIVERY_HEAD))[1]  # doc
+        pos = _bin_at(raw, pos)[1]  # signature
+        pos = _bin_at(raw, pos)[0]  # extra: the envelope
+    elif raw.startswith(_ENVELOPE_HEAD):
+        pos = 0
+    else:
+        return None
+    if raw[pos:pos + len(_ENVELOPE_HEAD)] != _ENVELOPE_HEAD:
+        fail("envelope", "not an i24net envelope (bad magic)", reason="wire.magic")
+    signed = _bin_at(raw, pos + len(_ENVELOPE_HEAD))[0]
+    if raw[signed:signed + 1] != b"\x93":
+        fail("envelope content", "expected [header, wraps, ciphertext]")
+    start, end = _bin_at(raw, signed + 1)
+    prec = peek_field(raw[start:end], "prec", what="header", max_size=MAX_HEADER)
+    if not isinstance(prec, str):
+        fail("header", "no precedence")
+    try:
+        return int(Precedence[prec])
+    except KeyError:
+        fail("header", f"unknown precedence {prec[:16]!r}", reason="wire.schema")
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,8 @@ from i24net.core.envelope import (
     recipient_keys,
     seal,
 )
-from i24net.core.errors import I24Error
+from i24net.core.errors import DirectoryError, I24Error
+from i24net.core.policy import AUTHORITY_KINDS, TRANSIENT_REASONS
 
 RETRY_MIN_MS = 2_000
 RETRY_MAX_MS = 60_000
@@ -194,8 +195,15 @@ class NodeMachine:
         return out
 
     def set_directory(self, directory: Directory) -> None:
+        """Adopt a (verified) directory: never an older version, and never a different
+        directory under the serial already held (a fork: the authority key signed two)."""
         if directory.serial < self.directory.serial:
-            raise I24Error("refusing an older directory", reason="directory.rollback")
+            raise DirectoryError(f"refusing directory version {directory.serial}: version "
+                                 f"{self.directory.serial} is held", reason="directory.rollback")
+        if directory.serial == self.directory.serial \
+                and directory.digest != self.directory.digest:
+            raise DirectoryError(f"two different directories claim version {directory.serial}: "
+                                 "keeping the one held", reason="directory.fork")
         self.directory = directory
 
     # -- sending --------------------------------------------------------------------------
@@ -265,7 +273,10 @@ class NodeMachine:
     def _track_seq(self, kid: bytes, seq: int, now_ms: int) -> None:
         last, missing = self.store.seq_get(kid)
         if seq > last:
-            missing.update(range(last + 1, seq))
+            # At most one gap request's worth per jump: a stamp claiming seq 2**63 (a rogue
+            # router key, a corrupt store) must not enumerate 2**63 numbers. The sender's
+            # retries, not gap requests, guarantee delivery.
+            missing.update(range(max(last + 1, seq - fr.MAX_GAP), seq))
             last = seq
             if missing and kid not in self._gap_due:
                 self._gap_due[kid] = now_ms + GAP_GRACE_MS
@@ -317,6 +328,10 @@ class NodeMachine:
             return stale
         if not d.scale.dominates(d.agency(self.agency).clearance, h.label):
             return "clearance.recipient"
+        # the router's kind rule, for the kinds whose hooks change what this node holds
+        # (cancel, delete): a stamp alone must not let an NCB withdraw someone's notice
+        if h.kind in AUTHORITY_KINDS and "notice-authority" not in d.agency(h.sender).roles:
+            return "kind.not-allowed"
         try:
             if d.serial == h.directory_serial and d.expand(h.addressing, h.sender) \
                     != h.recipients:
@@ -333,6 +348,11 @@ class NodeMachine:
                            reason="report.unknown", msg_id=rep.msg_id.hex())
         if entry.final and not (entry.state == "refused" and rep.accepted):
             return []
+        if not rep.accepted and rep.reason in TRANSIENT_REASONS:
+            # "not now" (rate.limited): keep the entry and its retry schedule; backpressure
+            self._count(f"deferred.{rep.reason}")
+            return [NodeEvent("deferred", rep.msg_id.hex(), reason=rep.reason,
+                              detail=rep.message, precedence=entry.precedence)]
         if rep.accepted:
             state = "delivered" if set(entry.receipts) >= set(entry.recipients) else "accepted"
             self.store.outbox_put(replace(entry, state=state, reason=""))

@@ -18,10 +18,11 @@ flagged request by skipping the registry.
 ``NoticeRegistry`` is the GS's register around that machine: it numbers published notices
 (one sequence per calendar year, UTC), admits only the notice authority to review, update,
 renew and cancel, and remembers which agencies hold each notice, so a cancellation reaches
-every holder. ``NoticeHolding`` is the other side: a receiving NCB's view of one notice, with
-its own total transition table, so that duplicated, re-ordered or late notice messages are
-applied idempotently (a cancellation that overtakes the publication is remembered, and the
-late publication is cancelled on arrival).
+every holder; ``snapshot`` and ``restore`` turn it into values and back, so a store outside
+the core can keep it across restarts. ``NoticeHolding`` is the other side: a receiving
+NCB's view of one notice, with its own total transition table, so that duplicated,
+re-ordered or late notice messages are applied idempotently (a cancellation that
+overtakes the publication is remembered, and the late publication is cancelled on arrival).
 
 Sans-IO: no clock, no randomness; every time is an ``int`` of milliseconds since the epoch
 passed in by the caller. ``datetime`` is used only to turn such a number into a month and year.
@@ -32,7 +33,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -484,6 +485,11 @@ def _explain(notice: Notice, flag: str, fields: Mapping[str, str] | None = None)
             "(Article 3 of INTERPOL's Constitution)")
 
 
+def explain(notice: Notice, flag: str) -> str:
+    """Why ``flag`` (a reason ``Notice.screen`` returned) applies to ``notice``, for people."""
+    return _explain(notice, flag)
+
+
 # -- notice numbers -----------------------------------------------------------------------
 
 
@@ -509,6 +515,20 @@ def parse_number(number: str) -> tuple[int, int, int]:
 # -- the General Secretariat's register ---------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    """Everything a ``NoticeRegistry`` holds, as values: what a store saves and restores.
+
+    ``holders`` maps a request id to the agencies its notice was sent to (absent: none);
+    ``sequence`` maps a year to the last notice number used in it.
+    """
+
+    authority: str
+    notices: tuple[Notice, ...] = ()
+    holders: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    sequence: Mapping[int, int] = field(default_factory=dict)
+
+
 class NoticeRegistry:
     """The GS's register of notices: requests, reviews, numbers, holders. Plain Python.
 
@@ -526,6 +546,42 @@ class NoticeRegistry:
         self._holders: dict[str, frozenset[str]] = {}
         self._by_number: dict[str, str] = {}
         self._sequence: dict[int, int] = {}  # year -> last sequence number used
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def snapshot(self) -> RegistrySnapshot:
+        """The register as values (a store writes these; ``restore`` reads them back)."""
+        return RegistrySnapshot(self.authority, tuple(self._notices.values()),
+                                dict(self._holders), dict(self._sequence))
+
+    @classmethod
+    def restore(cls, snapshot: RegistrySnapshot) -> NoticeRegistry:
+        """A register holding exactly ``snapshot``; ``StateError`` if it contradicts itself.
+
+        Refused: a request id twice, a number twice, holders of an unknown request, or a
+        year's sequence below a number already issued in it (numbering would repeat).
+        """
+        reg = cls(snapshot.authority)
+        for n in snapshot.notices:
+            if n.request_id in reg._notices:
+                raise _inconsistent(f"request {n.request_id} appears twice")
+            reg._notices[n.request_id] = n
+            if n.number is not None:
+                if n.number in reg._by_number:
+                    raise _inconsistent(f"notice number {n.number} is issued twice")
+                reg._by_number[n.number] = n.request_id
+        for rid, agencies in snapshot.holders.items():
+            if rid not in reg._notices:
+                raise _inconsistent(f"holders are recorded for unknown request {rid}")
+            if agencies:
+                reg._holders[rid] = frozenset(agencies)
+        reg._sequence = {int(y): int(s) for y, s in snapshot.sequence.items()}
+        for number in reg._by_number:
+            seq, _, year = parse_number(number)
+            if reg._sequence.get(year, 0) < seq:
+                raise _inconsistent(f"notice {number} was issued but the {year} sequence "
+                                    f"stands at {reg._sequence.get(year, 0)}")
+        return reg
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -666,6 +722,11 @@ class NoticeRegistry:
                      key=lambda n: (n.expires_ms or 0, n.request_id))
         return [self._store(apply(n, NoticeEvent.EXPIRE, actor=self.authority, now_ms=now_ms))
                 for n in due]
+
+
+def _inconsistent(message: str) -> StateError:
+    return StateError(f"the saved notice register is inconsistent: {message}",
+                      reason="notice.register-inconsistent")
 
 
 # -- the holder's side --------------------------------------------------------------------

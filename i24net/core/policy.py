@@ -60,7 +60,12 @@ REASONS: dict[str, str] = {
     "handling.h2-release": "onward dissemination of H2 data needs the source's signed release",
     "handling.release-invalid": "the release does not verify or does not cover these recipients",
     "directory.stale": "the message was addressed with an older directory version",
+    # Not from ``decide``: the router's per-sender token bucket (router.RateLimit). Not final:
+    # the sender's node keeps the message and retries it later (backpressure).
+    "rate.limited": "the sender is over its message rate limit; its node retries later",
 }
+# Refusals that say "not now" rather than "never": a sender keeps retrying the message.
+TRANSIENT_REASONS = frozenset({"rate.limited"})
 
 # Lifetimes: notices live for their 5-year retention; everything else is operational
 # traffic whose usefulness (and our replay memory) should be bounded.

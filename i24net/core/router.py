@@ -19,6 +19,9 @@ gap to the recipient.
 - Receipt: verified, must come from the receiver's own topic and name a recipient of the
   message; forwarded unchanged to the original sender's inbox.
 - Gap request: verified, from the requester's own topic; the logged deliveries are re-sent.
+- Rate limit: envelopes and gap requests take a token from their sender's bucket
+  (``RateLimit``) before anything else; an empty bucket refuses the envelope with
+  ``rate.limited`` (the node retries later) so one flooding agency cannot delay the others.
 
 The router never holds a body key: it decides on headers alone. Its durable state (routed
 messages, sequence counters, delivery log, receipts) lives behind ``RouterStore`` so the
@@ -37,7 +40,7 @@ from i24net.core import frames as fr
 from i24net.core import keys as k
 from i24net.core.directory import Directory
 from i24net.core.envelope import Envelope
-from i24net.core.errors import I24Error
+from i24net.core.errors import ConfigError, DirectoryError, I24Error
 from i24net.core.policy import Decision, PriorMessage, decide
 
 # Control traffic (reports, receipts, resends) goes ahead of ROUTINE and behind FLASH:
@@ -49,12 +52,42 @@ CONTROL_PRIORITY = 1
 # are forgotten, which costs re-deliveries, never a receipt.
 MAX_HELD_RECEIPTS = 65_536
 
+# A rate-limited sender's refusal reports go behind every delivery (ROUTINE is 3): backpressure
+# to a flooder is the least urgent work the router has.
+LIMITED_PRIORITY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Per-sender token bucket: ``capacity`` envelopes at once, then ``per_second``.
+
+    The sender is the agency of the submit topic (the broker account that published, so one
+    agency cannot drain another's bucket without its broker credentials). Every envelope
+    takes a token before its signature is checked - a retry too, since a retry makes the
+    router re-deliver - and so does every gap request (each may resend 10,000 frames).
+    Receipts take none. Over the limit, an envelope is refused with ``rate.limited`` (the
+    sender's node retries it later) and a gap request is dropped (the node asks again).
+    The bucket bounds what one agency can put in the router's queue ahead of the others'
+    messages to ``capacity`` messages plus ``per_second`` a second.
+    """
+
+    capacity: int = 200
+    per_second: int = 100
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1 or self.per_second < 0:
+            raise ConfigError("a rate limit needs capacity >= 1 and per_second >= 0",
+                              reason="config.rate-limit")
+
+
+DEFAULT_RATE_LIMIT = RateLimit()
+
 
 @dataclass(frozen=True, slots=True)
 class RouterEvent:
     """Something worth logging, counting and auditing."""
 
-    kind: str  # accept | refuse | duplicate | receipt | resend | drop
+    kind: str  # accept | refuse | duplicate | receipt | resend | drop | directory (daemon)
     msg_id: str = ""
     sender: str = ""
     reason: str = ""
@@ -140,7 +173,8 @@ class MemoryRouterStore:
 class RouterMachine:
     """Routing policy plus stamping, with a precedence queue of outbound frames."""
 
-    def __init__(self, directory: Directory, keys: k.AgencyKeys, store: RouterStore) -> None:
+    def __init__(self, directory: Directory, keys: k.AgencyKeys, store: RouterStore, *,
+                 rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT) -> None:
         self.directory = directory
         self.keys = keys
         self.kid = k.key_id(keys.verify_key)
@@ -151,15 +185,38 @@ class RouterMachine:
         self.counters: dict[str, int] = {}
         self._receipts: dict[bytes, dict[str, bytes]] = {}  # msg id -> receiver -> frame
         self._held = 0
+        self.rate_limit = rate_limit  # None: no limit
+        self._buckets: dict[str, tuple[int, int]] = {}  # agency -> (milli-tokens, at ms)
 
     # -- inputs ---------------------------------------------------------------------------
     def set_directory(self, directory: Directory) -> None:
+        """Adopt a (verified) directory: never an older version, and never a different
+        directory under the serial already held (a fork: the authority key signed two)."""
         if directory.serial < self.directory.serial:
-            raise I24Error("refusing an older directory", reason="directory.rollback")
+            raise DirectoryError(f"refusing directory version {directory.serial}: version "
+                                 f"{self.directory.serial} is held", reason="directory.rollback")
+        if directory.serial == self.directory.serial \
+                and directory.digest != self.directory.digest:
+            raise DirectoryError(f"two different directories claim version {directory.serial}: "
+                                 "keeping the one held", reason="directory.fork")
         self.directory = directory
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _admit(self, agency: str, now_ms: int) -> bool:
+        """Take one token from ``agency``'s bucket; False when it is empty."""
+        limit = self.rate_limit
+        if limit is None:
+            return True
+        # topics of agencies the directory does not know share one bucket (bounded memory)
+        key = agency if agency in self.directory.agencies else ""
+        full = limit.capacity * 1000
+        tokens, at = self._buckets.get(key, (full, now_ms))
+        tokens = min(full, tokens + max(0, now_ms - at) * limit.per_second)
+        ok = tokens >= 1000
+        self._buckets[key] = (tokens - 1000 if ok else tokens, max(at, now_ms))
+        return ok
 
     def submit_agency(self, topic: str) -> str | None:
         head = f"{self.prefix}/submit/"
@@ -180,6 +237,9 @@ class RouterMachine:
             if magic == fr.RECEIPT:
                 return self._on_receipt(agency, payload)
             if magic == fr.GAP:
+                if not self._admit(agency, now_ms):
+                    raise I24Error(f"{agency} is over its rate limit: gap request dropped",
+                                   reason="rate.limited")
                 return self._on_gap(agency, fr.parse_frame(payload))
             raise I24Error(f"unexpected frame kind {magic!r} from {agency}",
                            reason="wire.magic")
@@ -190,6 +250,8 @@ class RouterMachine:
     def _on_envelope(self, agency: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
         env = Envelope.parse(payload)
         h = env.header
+        if not self._admit(agency, now_ms):
+            return self._limited(agency, env, now_ms)
         decision = decide(env, self.directory, now_ms, prior=self.store.prior,
                           topic_agency=agency)
         if not decision.accepted:
@@ -218,11 +280,26 @@ class RouterMachine:
         return [RouterEvent(kind, h.id_hex, h.sender, "ok", targets, decision.message,
                             int(h.precedence))]
 
-    def _report(self, env: Envelope, d: Decision, now_ms: int, *, to: str) -> None:
+    def _limited(self, agency: str, env: Envelope, now_ms: int) -> list[RouterEvent]:
+        h = env.header
+        limit = self.rate_limit
+        assert limit is not None
+        d = Decision.refuse("rate.limited", f"{agency} sent more than {limit.capacity} "
+                            f"messages at once or {limit.per_second} a second; the node "
+                            "retries later", header=h, agencies=(agency,))
+        self._count("refuse.rate.limited")
+        self._report(env, d, now_ms, to=agency, priority=LIMITED_PRIORITY)
+        return [RouterEvent("refuse", h.id_hex, h.sender, d.reason, d.agencies, d.message,
+                            int(h.precedence))]
+
+    def _report(self, env: Envelope, d: Decision, now_ms: int, *, to: str,
+                priority: int | None = None) -> None:
         h = env.header
         rep = fr.Report(h.id, env.digest, h.sender, d.accepted, d.reason, d.message[:4000],
                         d.recipients, now_ms, self.kid)
-        self._push(min(CONTROL_PRIORITY, int(h.precedence)), f"{self.prefix}/inbox/{to}",
+        if priority is None:
+            priority = min(CONTROL_PRIORITY, int(h.precedence))
+        self._push(priority, f"{self.prefix}/inbox/{to}",
                    payload=fr.make_report(rep, self.keys))
 
     def _on_receipt(self, agency: str, payload: bytes) -> list[RouterEvent]:

@@ -121,6 +121,42 @@ def unpack(
     return obj
 
 
+def peek_field(data: bytes, key: str, *, what: str, max_size: int,
+               max_items: int = MAX_RECIPIENTS) -> Any:
+    """The value of ``key`` in the msgpack map ``data``, or None if absent, without building
+    the other values: they are skipped under the same limits as ``unpack`` (a header's key
+    lookup costs microseconds instead of decoding every recipient). For cheap looks ahead
+    of the full decode (ordering work by precedence); never a substitute for it.
+    """
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        raise WireFormatError(f"{what}: expected non-empty bytes", reason="wire.type")
+    if len(data) > max_size:
+        raise WireFormatError(f"{what}: {len(data)} bytes is over the {max_size}-byte limit",
+                              reason="wire.oversized")
+    unpacker = msgpack.Unpacker(
+        None, raw=False, strict_map_key=True, use_list=True, max_buffer_size=len(data),
+        max_str_len=MAX_STR, max_bin_len=max_size, max_array_len=max_items,
+        max_map_len=max_items, max_ext_len=0, ext_hook=_refuse_ext)
+    try:
+        unpacker.feed(bytes(data))
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == key:
+                value = unpacker.unpack()
+                if _depth(value, MAX_DEPTH, what) > MAX_DEPTH:
+                    fail(what, f"{key} is nested too deep", reason="wire.depth")
+                return value
+            unpacker.skip()
+    except (msgpack.OutOfData, EOFError):
+        raise WireFormatError(f"{what}: truncated", reason="wire.truncated") from None
+    except UnicodeDecodeError:
+        raise WireFormatError(f"{what}: a text field is not valid UTF-8",
+                              reason="wire.utf8") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        raise WireFormatError(f"{what}: not a valid encoding ({type(exc).__name__}: {exc})",
+                              reason="wire.malformed") from None
+    return None
+
+
 def fail(what: str, message: str, reason: str = "wire.schema") -> NoReturn:
     raise WireFormatError(f"{what}: {message}", reason=reason)
 

@@ -228,7 +228,7 @@ def test_accounts_for_builds_the_design_grants() -> None:
         ROUTER_USERNAME,
         "pw-router-01234",
         publish=("i24/v1/inbox/+", "i24/v1/directory", "i24/v1/presence/+"),
-        subscribe=("i24/v1/submit/+", "i24/v1/presence/+"),
+        subscribe=("i24/v1/submit/+", "i24/v1/directory", "i24/v1/presence/+"),
     )
 
 
@@ -236,7 +236,7 @@ def test_accounts_for_uses_the_prefix() -> None:
     passwords = {"GS-LYON": "pw-gs-0123456789", ROUTER_USERNAME: "pw-router-01234"}
     gs, router = accounts_for(["GS-LYON"], passwords, prefix="drill/7")
     assert gs.publish == ("drill/7/submit/GS-LYON", "drill/7/presence/GS-LYON")
-    assert router.subscribe == ("drill/7/submit/+", "drill/7/presence/+")
+    assert router.subscribe == ("drill/7/submit/+", "drill/7/directory", "drill/7/presence/+")
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_who_may_publish(topic: str, agency_may: bool, router_may: bool) -> None
         ("i24/v1/#", False, False),
         ("#", False, False),
         ("+/+/+/+", False, False),
-        ("i24/v1/directory", True, False),
+        ("i24/v1/directory", True, True),
         ("i24/v1/presence/+", True, True),
         ("i24/v1/presence/NCB-DE", True, True),
         ("i24/v1/presence/#", False, False),  # would also match "i24/v1/presence" itself

@@ -1,0 +1,90 @@
+"""``i24net bench``: performance figures against a baseline, in one run (see i24net.bench)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from i24net.cli import cli, console, err_console
+
+
+@cli.command("bench")
+@click.option("--quick", is_flag=True,
+              help="Small counts, well under a minute: a smoke test, not a measurement.")
+@click.option("--engine", type=click.Choice(["mosquitto", "embedded"]), default="mosquitto",
+              show_default=True, help="Broker for the live phases (embedded: amqtt in a "
+              "child process).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE", help="Write every figure as JSON; a markdown "
+              "table goes next to it (FILE with .md) unless --markdown says otherwise.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE", help="Write the markdown table here.")
+@click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR", help="Keep the run's home, stores and logs "
+              "under DIR (for investigation).")
+def bench_cmd(quick: bool, engine: str, json_path: Path | None, md_path: Path | None,
+              keep: Path | None) -> None:
+    """Measure i24net against a plain MQTT relay on the same broker, in one run.
+
+    Relay throughput and latency (baseline vs. the full sealed, routed, receipted
+    pipeline on SQLite), fan-out cost of sealing, FLASH latency under a ROUTINE flood,
+    virtual-time simulation speed, and peak memory at 198 agencies. Prints a table;
+    --json writes the figures (see 'issues show 7' for the keys).
+    """
+    from i24net import bench
+
+    plan = bench.Plan.smoke() if quick else bench.Plan.full()
+
+    def say(text: str) -> None:
+        err_console.print(f"[dim]{text}[/]", markup=True, highlight=False)
+
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+    results = bench.run(plan, engine, say, keep=keep)
+    command = "i24net " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if Path(sys.argv[0]).name == "i24net" else "i24net bench" + (" --quick" if quick
+                                                                     else "")
+    console.print(table(results, bench))
+    for note in _notes(results):
+        console.print(f"[dim]{note}[/]")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(bench.to_json(results))
+        md_path = md_path or json_path.with_suffix(".md")
+    if md_path is not None:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(bench.markdown(results, command))
+
+
+def _notes(results: dict[str, object]) -> list[str]:
+    notes = [f"{results['cpu_model']}, {results['cores']} cores, Python {results['python']}; "
+             f"broker {results['engine']}; SQLite stores; "
+             f"{'QUICK smoke run (small counts)' if results['quick'] else 'full run'}, "
+             f"{results['seconds']:.0f} s"]
+    if results.get("sim_note"):
+        notes.append(f"simulation: {results['sim_note']}")
+    if results.get("flash_timeouts"):
+        notes.append(f"{results['flash_timeouts']} FLASH probe(s) timed out; counted at the "
+                     "timeout")
+    return notes
+
+
+def table(results: dict[str, object], bench: object) -> Table:
+    from i24net.bench import FIGURES, fmt, status
+
+    t = Table(title="i24net bench", title_justify="left")
+    t.add_column("figure")
+    t.add_column("key", style="dim")
+    t.add_column("value", justify="right")
+    t.add_column("goal")
+    t.add_column("status")
+    for fig in FIGURES:
+        st = status(fig, results)
+        style = {"met": "green", "MISSED": "bold red", "n/a": "yellow"}.get(st, "")
+        t.add_row(fig.label, fig.key, f"{fmt(results.get(fig.key))} {fig.unit}", fig.goal,
+                  f"[{style}]{st}[/]" if style else st)
+    return t

@@ -1,0 +1,112 @@
+"""``i24net exercise validate|run``: scripted drills and their after-action report.
+
+Exit codes: ``validate`` 0 when the file is valid, 2 when it is not (one line naming the
+field and the line). ``run`` 0 when every expectation is met, 3 when any is not, 2 for an
+invalid file or an action the chosen mode cannot play.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from i24net.cli import EXIT_REFUSED, EXIT_USAGE, _plain, cli, console, err_console
+from i24net.exercise import model as m
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]ERROR:[/] {_plain(message)}", soft_wrap=True, markup=True)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _load(path: str) -> m.Exercise:
+    from i24net.exercise import load
+
+    try:
+        return load(path)
+    except m.ExerciseError as exc:
+        _fail(exc.message)
+        raise  # unreachable: _fail exits
+
+
+def _clock(s: float) -> str:
+    s = int(s)
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+@cli.group()
+def exercise() -> None:
+    """Scripted exercises: a drill in a TOML file, run in virtual time or live, judged.
+
+    See docs/exercises.md for the file format; examples/exercises/ holds worked drills.
+    """
+
+
+@exercise.command("validate")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+def validate(files: tuple[str, ...]) -> None:
+    """Check exercise FILEs: 'ok: NAME, N injects, M expectations' or one ERROR line."""
+    for f in files:
+        ex = _load(f)
+        console.print(f"ok: {_plain(ex.name)}, {len(ex.injects)} injects, "
+                      f"{len(ex.expectations)} expectations", soft_wrap=True)
+
+
+@exercise.command("run")
+@click.argument("file", metavar="FILE")
+@click.option("--virtual", "mode", flag_value="virtual", default=None,
+              help="Run in virtual time on the simulator (default unless the file says "
+              "mode = \"live\").")
+@click.option("--live", "mode", flag_value="live",
+              help="Run live: real processes on the embedded broker, wall-clock time.")
+@click.option("--seed", type=int, default=None, help="Override the file's seed.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              metavar="OUT.html", help="Write the self-contained HTML after-action report.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              metavar="OUT.json", help="Write the JSON after-action report.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the verdict.")
+def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
+        json_path: str | None, quiet: bool) -> None:
+    """Run the exercise in FILE and judge its expectations (exit 0 all met, 3 otherwise)."""
+    from i24net.exercise.htmlreport import render
+    from i24net.exercise.runner import run as run_exercise
+    from i24net.exercise.terminal import print_report
+
+    ex = _load(file)
+    chosen = mode or ex.mode
+    unit = "virtual" if chosen == "virtual" else "wall-clock"
+    progress = Progress(TextColumn("[bold]{task.fields[clock]}[/]"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"),
+                        TextColumn("[dim]{task.description}[/]"), TimeElapsedColumn(),
+                        console=err_console, transient=True,
+                        disable=quiet or not err_console.is_terminal)
+    with progress:
+        task = progress.add_task("", total=max(ex.duration, 1e-9),
+                                 clock=f"{unit} 0:00 / {_clock(ex.duration)}")
+
+        def tick(now: float, total: float, text: str) -> None:
+            progress.update(task, completed=now, description=text,
+                            clock=f"{unit} {_clock(now)} / {_clock(total)}")
+        try:
+            result = run_exercise(ex, chosen, seed=seed, progress=tick)
+        except m.NotSupportedLive as exc:
+            _fail(exc.message)
+            return
+    if json_path:
+        Path(json_path).write_text(result.to_json())
+    if report_path:
+        Path(report_path).write_text(render(result))
+    if quiet:
+        verdict = "PASSED" if result.passed else "FAILED: " + ", ".join(
+            f"#{o.index} {o.description}" for o in result.failed)
+        console.print(f"{_plain(ex.name)}: {_plain(verdict)}", soft_wrap=True)
+    else:
+        print_report(result, console)
+        for what, path in (("JSON", json_path), ("HTML report", report_path)):
+            if path:
+                console.print(f"[dim]{what}: {_plain(path)}[/]")
+    if not result.passed:
+        raise SystemExit(EXIT_REFUSED)

@@ -1,0 +1,395 @@
+"""Running an exercise live: real processes on the embedded broker, wall-clock injects.
+
+Theory of operation: the runner creates a network home in a temporary folder (the
+exercise's network on a free port, embedded broker), starts every process with the
+``Supervisor``, and plays the injects at their offsets from the start in wall-clock
+seconds, through the same paths a user has: ``client.send`` writes to a node's outbox, the
+notice desk's store for GS actions, ``Supervisor.kill`` / ``spawn`` for crashes and
+restarts. After the last inject it polls the agencies' SQLite stores (read-only), turns
+them into ``Observations`` and stops as soon as every expectation is met, or when the
+exercise's duration is up. The processes are always stopped (``Supervisor.down`` in a
+``finally``), also on Ctrl-C.
+
+Not every action has a live form yet (partitions and link conditions need a fault proxy;
+key compromise and revocation need the directory pushed to running daemons):
+``check_live`` names the first one a file uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from i24net import client
+from i24net.core.errors import I24Error
+from i24net.exercise import model as m
+from i24net.exercise.observe import (
+    FLOOD,
+    INJECT,
+    LIFECYCLE,
+    DropObs,
+    InjectObs,
+    MessageObs,
+    NoticeObs,
+    Observations,
+)
+from i24net.exercise.result import Result
+from i24net.home import Home, now_ms
+
+# One OS process per agency: beyond this a laptop spends the exercise starting Python.
+MAX_LIVE_AGENCIES = 40
+POLL_S = 0.5
+
+Progress = Callable[[float, float, str], None]
+
+
+def check_live(ex: m.Exercise) -> None:
+    """Raise ``NotSupportedLive`` naming the first thing the live runner cannot play."""
+    for i in ex.injects:
+        if not i.live:
+            raise m.NotSupportedLive(f"{ex.source or ex.name}: inject[{i.index}]: not "
+                                     f"supported live yet: {i.action}")
+    c = ex.conditions
+    if c.links or c.filters or c.loss:
+        raise m.NotSupportedLive(f"{ex.source or ex.name}: conditions: not supported live "
+                                 "yet: link conditions, filters and loss (a live run uses "
+                                 "the real network)")
+
+
+def _with_port(text: str, port: int) -> str:
+    """``network.toml`` text with the broker on ``port`` and the embedded engine."""
+    text = re.sub(r'(?m)^(\s*engine\s*=\s*)"[^"]*"', r'\1"embedded"', text)
+    text = re.sub(r"(?m)^(\s*tls\s*=\s*)true", r"\1false", text)
+    if re.search(r"(?m)^\s*port\s*=\s*\d+", text):
+        return re.sub(r"(?m)^(\s*port\s*=\s*)\d+", rf"\g<1>{port}", text, count=1)
+    if re.search(r"(?m)^\[broker\]", text):
+        return re.sub(r"(?m)^\[broker\]\s*$", f"[broker]\nport = {port}", text, count=1)
+    return text + f"\n[broker]\nport = {port}\n"
+
+
+class LiveRun:
+    def __init__(self, exercise: m.Exercise, *, progress: Progress | None = None,
+                 workdir: Path | None = None, keep: bool = False) -> None:
+        check_live(exercise)
+        self.ex = exercise
+        self.progress = progress or (lambda now, total, text: None)
+        self.workdir = workdir
+        self.keep = keep
+        self.home: Home | None = None
+        self.start_ms = 0
+        self.t0 = 0.0
+        self.names: dict[str, tuple[str, str]] = {}  # msg id hex -> (name, origin)
+        self.labels: dict[str, str] = {}  # msg id hex -> label (refusals leave no inbox copy)
+        self.notices: dict[str, NoticeObs] = {}
+        self.played: list[InjectObs] = []
+        self.authority = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self) -> Result:
+        from i24net.broker import pick_free_port
+        from i24net.supervisor import Supervisor
+
+        tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
+        sup = None
+        saved_env = os.environ.get("I24NET_MANUAL_REVIEW")
+        wall = time.monotonic()
+        try:
+            home = Home(tmp / "home")
+            home.init(_with_port(self.ex.network.toml_text(self.ex.seed), pick_free_port()),
+                      force=True)
+            d = home.directory()
+            if len(d.agencies) > MAX_LIVE_AGENCIES:
+                raise m.NotSupportedLive(
+                    f"live mode runs one process per agency; network {d.network} has "
+                    f"{len(d.agencies)} agencies (at most {MAX_LIVE_AGENCIES}): run it "
+                    "--virtual")
+            self.home = home
+            self.authority = (d.authorities("notice-authority") or [""])[0]
+            if self.ex.network.review == "manual":
+                os.environ["I24NET_MANUAL_REVIEW"] = "1"
+            sup = Supervisor(home)
+            self.progress(0.0, self.ex.duration, "starting the network")
+            sup.up()
+            self.sup = sup
+            self.start_ms = now_ms()
+            self.t0 = time.monotonic()
+            for inj in sorted(self.ex.injects, key=lambda i: (i.at, i.index)):
+                self._sleep_until(inj.at, f"next: inject[{inj.index}] {inj.action}")
+                self._play(inj)
+            obs = self._observe()
+            while self._elapsed() < self.ex.duration:
+                result = Result.build(self.ex, "live", self.ex.seed, obs)
+                if result.passed and self.ex.expectations:
+                    break
+                self._sleep_until(min(self.ex.duration, self._elapsed() + POLL_S),
+                                  "waiting for expectations")
+                obs = self._observe()
+            obs.duration = round(self._elapsed(), 3)
+            self.progress(self.ex.duration, self.ex.duration, "done")
+            return Result.build(self.ex, "live", self.ex.seed, obs,
+                                wall_seconds=time.monotonic() - wall)
+        finally:
+            if saved_env is None:
+                os.environ.pop("I24NET_MANUAL_REVIEW", None)
+            else:
+                os.environ["I24NET_MANUAL_REVIEW"] = saved_env
+            if sup is not None:
+                sup.down()
+            if not self.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _sleep_until(self, at: float, text: str) -> None:
+        while True:
+            now = self._elapsed()
+            self.progress(min(now, self.ex.duration), self.ex.duration, text)
+            if now >= at:
+                return
+            time.sleep(min(0.2, at - now))
+
+    # -- injects --------------------------------------------------------------------------
+    def _play(self, inj: m.Inject) -> None:
+        t = self._elapsed()
+        try:
+            detail = self._act(inj)
+            self.played.append(InjectObs(round(t, 3), inj.index, inj.action, inj.describe(),
+                                         True, detail or ""))
+        except I24Error as exc:
+            self.played.append(InjectObs(round(t, 3), inj.index, inj.action, inj.describe(),
+                                         False, f"{exc.message} ({exc.reason})"))
+
+    def _send(self, sender: str, to: list[str], **kw: Any) -> str:
+        assert self.home is not None
+        h = client.send(self.home, sender, to, **kw)
+        self.labels[h.id_hex] = kw.get("label", "UNCLASSIFIED")
+        return h.id_hex
+
+    def _act(self, inj: m.Inject) -> str:
+        assert self.home is not None
+        home, sup = self.home, self.sup
+        if isinstance(inj, m.Send):
+            for n in range(inj.repeat):
+                if n and inj.every:
+                    self._sleep_until(inj.at + n * inj.every, f"inject[{inj.index}] copies")
+                mid = self._send(inj.sender, list(inj.to), kind=inj.kind, label=inj.label,
+                                 subject=inj.subject or (inj.name or inj.kind) +
+                                 (f" #{n + 1}" if inj.repeat > 1 else ""),
+                                 text=inj.text, data=dict(inj.data or {}),
+                                 precedence=inj.precedence, handling=list(inj.handling),
+                                 ttl_hours=inj.ttl_hours)
+                self.names[mid] = (inj.name, FLOOD if inj.repeat > 1 else INJECT)
+            return ""
+        if isinstance(inj, m.NoticeRequest):
+            mid = self._send(inj.sender, [self.authority], kind="notice-request",
+                             label=inj.label, precedence=inj.precedence,
+                             subject=inj.subject or f"{inj.colour} Notice request: "
+                             f"{inj.person}", text=inj.text or f"Wanted: {inj.offence}.",
+                             data={"colour": inj.colour, "subject": inj.person,
+                                   "offence": inj.offence, "warrant": inj.warrant})
+            self.names[mid] = (inj.name, INJECT)
+            if inj.name:
+                self.notices[inj.name] = NoticeObs(inj.name, inj.sender,
+                                                   self._t(now_ms()), request_id=mid)
+            return f"request {mid[:12]}"
+        if isinstance(inj, m.Review):
+            rid = self.notices[inj.notice].request_id
+            return self._desk(lambda desk, mach: desk.approve(mach, rid, now_ms())
+                              if inj.decision == "approve"
+                              else desk.refuse(mach, rid, now_ms(), inj.reason))
+        if isinstance(inj, m.Cancel):
+            return self._cancel(inj)
+        if isinstance(inj, m.Crash):
+            if not sup.kill(inj.who):
+                raise I24Error(f"{inj.who} was not running", reason="exercise.crash")
+            return ""
+        if isinstance(inj, m.Restart):
+            sup.wait_ready([sup.spawn(inj.who)])
+            return ""
+        raise m.NotSupportedLive(f"not supported live yet: {inj.action}")
+
+    def _cancel(self, inj: m.Cancel) -> str:
+        assert self.home is not None
+        n = self.notices[inj.notice]
+        n.cancel_at = self._t(now_ms())
+        by = inj.by or n.requester
+        if by == self.authority:
+            return self._desk(lambda desk, mach: desk.cancel(mach, n.request_id, now_ms(),
+                                                             inj.reason))
+        notice = next((i for i in self._inbox(by) if i.kind == "notice"
+                       and i.data.get("request") == n.request_id), None)
+        ref = notice.msg_id if notice is not None else bytes.fromhex(n.request_id)
+        number = str(notice.data.get("number", "")) if notice is not None else ""
+        mid = self._send(by, [self.authority], kind="notice-cancel-request",
+                         label="OFFICIAL-USE", precedence="IMMEDIATE",
+                         subject=f"Cancel notice {number or n.request_id[:12]}",
+                         text=inj.text or "Cancellation requested.",
+                         data={"number": number, "reason": inj.reason}, ref=ref)
+        self.names[mid] = ("", INJECT)
+        return f"cancel request {mid[:12]}"
+
+    def _desk(self, action: Callable[[Any, Any], list[Any]]) -> str:
+        """Run a GS desk action beside the running GS daemon, as 'i24net notice' does."""
+        from i24net.core.lifecycle import NoticeDesk
+        from i24net.core.node import NodeMachine
+        from i24net.notice_store import SqliteNoticeStore, notice_store_path
+        from i24net.runtime import node_store_path
+        from i24net.store import SqliteNodeStore
+
+        assert self.home is not None
+        h, gs = self.home, self.authority
+        with SqliteNoticeStore(notice_store_path(h, gs)) as ns, \
+                SqliteNodeStore(node_store_path(h, gs)) as store:
+            machine = NodeMachine(gs, h.keys(gs), h.directory(), store, random_bytes=os.urandom)
+            events = action(NoticeDesk(gs, ns, auto_review=False), machine)
+            for ev in events:
+                if ev.kind == "submit":
+                    entry = store.outbox_get(bytes.fromhex(ev.msg_id))
+                    if entry is not None:
+                        store.outbox_put(replace(entry, next_ms=0))
+        return ", ".join(ev.kind for ev in events if ev.kind != "submit")
+
+    # -- observing ------------------------------------------------------------------------
+    def _t(self, ms: int) -> float:
+        return round((ms - self.start_ms) / 1000, 3)
+
+    def _inbox(self, agency: str) -> list[Any]:
+        assert self.home is not None
+        try:
+            with client.open_store(self.home, agency, readonly=True) as store:
+                return list(store.inbox_list(limit=None))
+        except I24Error:
+            return []
+
+    def _outbox(self, agency: str) -> list[Any]:
+        assert self.home is not None
+        try:
+            with client.open_store(self.home, agency, readonly=True) as store:
+                return list(store.outbox_list(limit=None))
+        except I24Error:
+            return []
+
+    def _observe(self) -> Observations:
+        assert self.home is not None
+        d = self.home.directory()
+        agencies = tuple(sorted(d.agencies))
+        groups = {f"@{g}": d.expand([f"@{g}"], "") for g in d.group_names()}
+        obs = Observations(duration=round(self._elapsed(), 3), agencies=agencies,
+                           groups=groups, injects=list(self.played))
+        inboxes = {a: self._inbox(a) for a in agencies}
+        msgs: dict[str, MessageObs] = {}
+        for a in agencies:
+            for e in self._outbox(a):
+                mid = e.msg_id.hex()
+                name, origin = self.names.get(mid, ("", LIFECYCLE))
+                state = e.state
+                msgs[mid] = MessageObs(
+                    id=mid, sender=a, kind=e.kind, label=self.labels.get(mid, ""),
+                    precedence=m.Precedence(e.precedence).name, recipients=e.recipients,
+                    sent=self._t(e.created_ms), name=name, origin=origin, state=state,
+                    reason=e.reason, decided=None if state == "queued" else self._t(
+                        e.created_ms),
+                    refused_by={r: "refused" for r, s in e.receipts.items() if s == "refused"})
+        for a, items in inboxes.items():
+            for i in items:
+                msg = msgs.get(i.msg_id.hex())
+                if msg is None:
+                    continue
+                msg.delivered.setdefault(a, self._t(i.received_ms))
+                msg.label = msg.label or i.label
+                if msg.decided is None:
+                    msg.decided = msg.sent
+                if msg.ref == "" and i.ref:
+                    msg.ref = i.ref.hex()
+        obs.messages = sorted(msgs.values(), key=lambda x: (x.sent, x.id))
+        self._notices(obs, inboxes, msgs)
+        obs.drops = self._drops(agencies)
+        obs.violations = _flow_violations(d, obs, inboxes)
+        obs.flowcheck_ran = True
+        return obs
+
+    def _notices(self, obs: Observations, inboxes: dict[str, list[Any]],
+                 msgs: dict[str, MessageObs]) -> None:
+        for name, n0 in self.notices.items():
+            n = replace(n0, holders={}, cancelled={})
+            for a, items in inboxes.items():
+                for i in items:
+                    if i.data.get("request") != n.request_id:
+                        continue
+                    if i.kind == "notice-decision" and a == n.requester:
+                        decision = str(i.data.get("decision", ""))
+                        if decision in ("published", "refused", "under-review"):
+                            if not n.decision or n.decision == "under-review":
+                                n.decision, n.decided = decision, self._t(i.received_ms)
+                                n.reason = str(i.data.get("reason", ""))
+                                n.number = str(i.data.get("number", "")) or n.number
+                                n.notice_id = str(i.data.get("notice", "")) or n.notice_id
+                    elif i.kind == "notice":
+                        n.holders[a] = self._t(i.received_ms)
+                        n.number = n.number or str(i.data.get("number", ""))
+                        n.notice_id = n.notice_id or i.msg_id.hex()
+                    elif i.kind == "notice-cancel":
+                        n.cancelled[a] = self._t(i.received_ms)
+            if n.notice_id and n.notice_id in msgs:
+                n.audience = msgs[n.notice_id].recipients
+                if n.decision in ("", "under-review"):
+                    n.decision = "published"
+            obs.notices[name] = n
+
+    def _drops(self, agencies: tuple[str, ...]) -> list[DropObs]:
+        assert self.home is not None
+        out = []
+        for a in (*agencies, "router"):
+            path = self.home.logs_dir / f"audit-{a}.jsonl"
+            if not path.exists():
+                continue
+            for line in path.read_bytes().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("event") == "drop":
+                    out.append(DropObs(self._t(int(entry.get("at_ms", self.start_ms))), a,
+                                       str(entry.get("reason", "?")),
+                                       str(entry.get("msg_id", ""))))
+        return out
+
+
+def _flow_violations(d: Any, obs: Observations,
+                     inboxes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The live run's information-flow check, from the stores: every inbox item was
+    addressed to its holder, who is cleared for its label, and came from a sender whose
+    outbox holds it (no body reached anyone unaddressed)."""
+    by_id = {msg.id: msg for msg in obs.messages}
+    out: list[dict[str, Any]] = []
+    for a, items in sorted(inboxes.items()):
+        for i in items:
+            mid = i.msg_id.hex()
+            msg = by_id.get(mid)
+            if msg is None:
+                out.append({"rule": "unknown-origin", "agency": a, "msg_id": mid})
+                continue
+            if a not in msg.recipients:
+                out.append({"rule": "unaddressed", "agency": a, "msg_id": mid})
+            try:
+                lab = m.Label.parse(i.label)
+                if not d.scale.dominates(d.agencies[a].clearance, lab):
+                    out.append({"rule": "uncleared", "agency": a, "msg_id": mid,
+                                "label": i.label})
+            except (I24Error, KeyError):
+                out.append({"rule": "bad-label", "agency": a, "msg_id": mid})
+    return out
+
+
+def run_live(exercise: m.Exercise, *, progress: Progress | None = None,
+             workdir: Path | None = None, keep: bool = False) -> Result:
+    return LiveRun(exercise, progress=progress, workdir=workdir, keep=keep).run()

@@ -1,0 +1,77 @@
+"""The after-action report in the terminal (rich): expectations, counts, latency."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from i24net.exercise.htmlreport import _dur
+from i24net.exercise.result import Result
+
+_PREC_STYLE = {"FLASH": "bold red", "IMMEDIATE": "dark_orange", "PRIORITY": "yellow",
+               "ROUTINE": "white"}
+
+
+def _clean(text: str) -> str:
+    return escape("".join(c if c.isprintable() else "?" for c in text))
+
+
+def report(result: Result) -> Group:
+    d = result.to_dict()
+    ex, s = d["exercise"], d["summary"]
+    title = Text.from_markup(
+        f"[bold]{_clean(ex['name'])}[/] — {_clean(ex['network'])}, {ex['agencies']} agencies, "
+        f"{ex['mode']}, seed {ex['seed']}")
+
+    exp = Table(title="expectations", title_justify="left", expand=True)
+    exp.add_column("#", justify="right", no_wrap=True)
+    exp.add_column("expectation", ratio=2)
+    exp.add_column("result", no_wrap=True)
+    exp.add_column("detail", ratio=3)
+    for o in d["expectations"]:
+        mark = "[green]✓ met[/]" if o["passed"] else "[bold red]✗ FAILED[/]"
+        exp.add_row(str(o["index"]), _clean(o["description"]), mark, _clean(o["detail"]))
+
+    counts = Table(title="counts", title_justify="left", box=None, show_header=False)
+    counts.add_column(no_wrap=True)
+    counts.add_column(justify="right", no_wrap=True)
+    for label, key in (("injects played", "injects"), ("messages", "messages"),
+                       ("accepted", "accepted"), ("refused", "refused"),
+                       ("deliveries", "deliveries"), ("dropped frames", "dropped_frames"),
+                       ("flow violations", "flowcheck_violations")):
+        counts.add_row(label, str(s[key]))
+    for reason, n in d["refusals"].items():
+        counts.add_row(f"[red]refused[/] {_clean(reason)}", str(n))
+
+    lat = Table(title="delivery latency", title_justify="left", box=None)
+    for col in ("precedence", "n", "median", "p95", "max", "target"):
+        lat.add_column(col, justify="left" if col == "precedence" else "right", no_wrap=True)
+    for p, row in d["latency_by_precedence"].items():
+        if not row["count"]:
+            continue
+        over = row["count"] - row["within_target"]
+        lat.add_row(f"[{_PREC_STYLE[p]}]{p}[/]", str(row["count"]), _dur(row["p50_s"]),
+                    _dur(row["p95_s"]), ("[red]" if over else "") + _dur(row["max_s"])
+                    + ("[/]" if over else ""), _dur(row["target_s"]))
+
+    failed = [o for o in d["expectations"] if not o["passed"]]
+    verdict = Text.from_markup(
+        f"[bold green]PASSED[/]: {s['met']}/{s['expectations']} expectations met"
+        if not failed else
+        f"[bold red]FAILED[/]: {len(failed)} of {s['expectations']} expectations not met "
+        f"(#{', #'.join(str(o['index']) for o in failed)})")
+    errors = [t for t in d["timeline"] if t["type"] == "inject" and "error" in t]
+    parts: list[object] = [title, exp, counts]
+    if any(r["count"] for r in d["latency_by_precedence"].values()):
+        parts.append(lat)
+    for t in errors:
+        parts.append(Text.from_markup(f"[yellow]inject[{t['index']}] {t['action']} failed:[/] "
+                                      f"{_clean(t['error'])}"))
+    parts.append(verdict)
+    return Group(*parts)  # type: ignore[arg-type]
+
+
+def print_report(result: Result, console: Console) -> None:
+    console.print(report(result))
