@@ -137,8 +137,10 @@ def parse_frame(raw: bytes) -> Frame:
     extra = outer[4] if len(outer) == 5 else b""
     if magic not in (DELIVERY, REPORT, RECEIPT, GAP):
         fail("frame", f"unknown frame kind {magic!r}", reason="wire.magic")
-    if version != FRAME_VERSION:
+    if type(version) is not int or version != FRAME_VERSION:  # True == 1.0 == 1
         fail("frame", f"frame version {version!r} is not supported", reason="wire.version")
+    if len(outer) == 5 and magic != DELIVERY:  # unsigned bytes a receipt would carry along
+        fail("frame", f"a {magic} frame has no extra part")
     if not (isinstance(doc, bytes) and isinstance(sig, bytes) and isinstance(extra, bytes)):
         fail("frame", "doc, signature and extra must be binary")
     if len(doc) > MAX_DOC or len(sig) != k.SIG_SIZE:

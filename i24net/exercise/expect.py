@@ -190,6 +190,8 @@ def published(e: m.Published, obs: Observations) -> tuple[bool, str, float | Non
     if n is None or n.decision != "published":
         what = f"{n.decision}: {n.reason}" if n and n.decision else "no decision"
         return False, f"not published ({what})", None
+    if not n.audience:
+        return False, f"published as {n.number or '?'} but sent to nobody", None
     missing = [a for a in n.audience if a not in n.holders]
     if missing:
         return False, f"{len(n.audience) - len(missing)}/{len(n.audience)} hold it; " \

@@ -358,8 +358,9 @@ class LiveRun:
                 except ValueError:
                     continue
                 if entry.get("event") == "drop":
+                    where = "router" if a == "router" else "node"
                     out.append(DropObs(self._t(int(entry.get("at_ms", self.start_ms))), a,
-                                       str(entry.get("reason", "?")),
+                                       f"{where}:{entry.get('reason', '?')}",
                                        str(entry.get("msg_id", ""))))
         return out
 
