@@ -84,6 +84,7 @@ def _register() -> None:
     from i24net.cli import (  # noqa: F401  (attach)
         audit,
         bench,
+        chaos,
         daemons,
         demo,
         envelope,

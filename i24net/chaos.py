@@ -1,0 +1,260 @@
+"""The chaos soak: a live network under kills and partitions, and a checker for what was lost.
+
+Theory of operation: ``Soak`` starts a real network (separate processes, on Mosquitto or the
+embedded broker), feeds N messages into the senders' outboxes at a steady rate, and while
+they flow a seeded ``random.Random`` SIGKILLs the router, random nodes and the broker and
+restarts them, and "partitions" nodes by freezing them (SIGSTOP, then SIGCONT): to the
+broker and the rest of the network a frozen process is indistinguishable from one cut off.
+When the schedule is over it waits (bounded) for the outboxes to settle, then ``check``
+reads every history — each sender's outbox, each receiver's inbox, and each node's audit
+log of deliveries to its application — and classifies every message:
+
+- delivered: accepted and in every recipient's inbox;
+- lost: accepted but missing from some recipient's inbox;
+- duplicated: handed to some recipient's application more than once (audit ``received``);
+- unexpected: in an inbox but never sent by anyone;
+- failed: reported to its sender as refused or expired.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from i24net import client
+from i24net.core.envelope import Body, make_header
+from i24net.core.labels import Label, Precedence
+from i24net.home import Home, now_ms
+from i24net.supervisor import Supervisor
+
+
+@dataclass
+class ChaosReport:
+    sent: int = 0
+    accepted: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    failed: int = 0
+    pending: int = 0
+    kills: int = 0
+    freezes: int = 0
+    broker_restarts: int = 0
+    router_kills: int = 0
+    node_kills: int = 0
+    elapsed_s: float = 0.0
+    settle_s: float = 0.0
+    engine: str = ""
+    nodes: int = 0
+    seed: int = 0
+    lost_ids: list[str] = field(default_factory=list)
+    duplicated_ids: list[str] = field(default_factory=list)
+    failed_reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def prepare(path: Path, nodes: int, engine: str) -> Home:
+    """A network of ``nodes`` law-enforcement agencies plus the GS and Europol."""
+    from i24net.broker import pick_free_port
+    from i24net.presets import synthetic_toml
+
+    text = synthetic_toml(max(2, nodes), seed=1)
+    port = pick_free_port()
+    lines = []
+    in_broker = False
+    for line in text.splitlines():
+        if line.strip().startswith("["):
+            in_broker = line.strip() == "[broker]"
+        if in_broker and line.strip().startswith("port"):
+            line = f"port = {port}"
+        if in_broker and line.strip().startswith("engine"):
+            line = f'engine = "{engine}"'
+        lines.append(line)
+    home = Home(path)
+    home.init("\n".join(lines) + "\n", force=True)
+    return home
+
+
+def check(home: Home, agencies: list[str]) -> ChaosReport:
+    """Classify every message from the senders' and receivers' histories."""
+    r = ChaosReport()
+    sent: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+    accepted: set[bytes] = set()
+    for a in agencies:
+        with client.open_store(home, a, readonly=True) as store:
+            for e in store.outbox_list(limit=None):
+                sent[e.msg_id] = (a, e.recipients)
+                if e.state in ("refused", "expired"):
+                    r.failed += 1
+                    r.failed_reasons[e.reason] = r.failed_reasons.get(e.reason, 0) + 1
+                else:
+                    accepted.add(e.msg_id)
+                    if e.state != "delivered":
+                        r.pending += 1
+    holders: dict[bytes, set[str]] = {}
+    for a in agencies:
+        with client.open_store(home, a, readonly=True) as store:
+            for i in store.inbox_list(limit=None):
+                holders.setdefault(i.msg_id, set()).add(a)
+        handed: Counter[str] = Counter()
+        audit = home.logs_dir / f"audit-{a}.jsonl"
+        if audit.exists():
+            for line in audit.read_bytes().splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("event") == "received":
+                        handed[str(entry.get("msg_id", ""))] += 1
+        for mid, n in handed.items():
+            if n > 1:
+                r.duplicated += 1
+                r.duplicated_ids.append(f"{mid}@{a}")
+    r.sent = len(sent)
+    r.accepted = len(accepted)
+    r.unexpected = sum(1 for mid in holders if mid not in sent)
+    for mid in accepted:
+        _, recipients = sent[mid]
+        if set(recipients) <= holders.get(mid, set()):
+            r.delivered += 1
+        else:
+            r.lost += 1
+            r.lost_ids.append(mid.hex())
+    return r
+
+
+class Soak:
+    def __init__(self, home: Home, *, messages: int, seed: int, duration: float,
+                 engine: str, log: Callable[[str], None] = lambda _: None,
+                 progress: Callable[[int, int], None] = lambda _a, _b: None) -> None:
+        self.home = home
+        self.sup = Supervisor(home)
+        self.messages = messages
+        self.rng = random.Random(seed)
+        self.duration = duration
+        self.engine = engine
+        self.log = log
+        self.progress = progress
+        d = home.directory()
+        self.agencies = sorted(a for a in d.agencies if a.startswith("LEA-"))
+        self.report = ChaosReport(engine=engine, nodes=len(self.agencies), seed=seed)
+
+    def _schedule(self) -> list[tuple[float, str, str]]:
+        """(at seconds, action, target): kills and freezes spread over the feeding time."""
+        events = []
+        t = self.rng.uniform(2.0, 4.0)
+        while t < self.duration * 0.85:
+            roll = self.rng.random()
+            if roll < 0.25:
+                events.append((t, "kill", "router"))
+            elif roll < 0.40:
+                events.append((t, "kill", "broker"))
+            elif roll < 0.75:
+                events.append((t, "kill", self.rng.choice(self.agencies)))
+            else:
+                events.append((t, "freeze", self.rng.choice(self.agencies)))
+            t += self.rng.uniform(2.0, 6.0)
+        return events
+
+    def _act(self, action: str, target: str) -> None:
+        if action == "kill":
+            if self.sup.kill(target):
+                self.report.kills += 1
+                if target == "router":
+                    self.report.router_kills += 1
+                elif target == "broker":
+                    self.report.broker_restarts += 1
+                else:
+                    self.report.node_kills += 1
+            time.sleep(self.rng.uniform(0.2, 1.5))
+            self.sup.wait_ready([self.sup.spawn(target, self.engine if target == "broker"
+                                                else None)])
+        else:
+            p = self.sup.load().get(target)
+            if p is None or not p.alive:
+                return
+            os.killpg(p.pid, signal.SIGSTOP)
+            self.report.freezes += 1
+            time.sleep(self.rng.uniform(1.0, 4.0))
+            os.killpg(p.pid, signal.SIGCONT)
+        self.log(f"{action} {target}")
+
+    def _feed(self, n: int) -> None:
+        d = self.home.directory()
+        stores = {a: client.open_store(self.home, a) for a in self.agencies}
+        keys = {a: self.home.keys(a) for a in self.agencies}
+        from i24net.core.node import NodeMachine
+
+        machines = {a: NodeMachine(a, keys[a], d, stores[a], random_bytes=os.urandom)
+                    for a in self.agencies}
+        try:
+            for _ in range(n):
+                sender = self.rng.choice(self.agencies)
+                to = self.rng.sample([a for a in self.agencies if a != sender],
+                                     k=1 if self.rng.random() < 0.8 else 3)
+                header = make_header(d, sender=sender, addressing=to, kind="message",
+                                     label=Label("UNCLASSIFIED"), now_ms=now_ms(),
+                                     ttl_ms=6 * 3600_000, random_bytes=os.urandom,
+                                     precedence=Precedence.ROUTINE)
+                seq = self.report.sent + 1
+                machines[sender].submit(header, Body(f"chaos-{seq:06d}", "x" * 900), now_ms())
+                entry = stores[sender].outbox_get(header.id)
+                from dataclasses import replace
+
+                stores[sender].outbox_put(replace(entry, next_ms=0))
+                self.report.sent += 1
+        finally:
+            for s in stores.values():
+                s.close()
+
+    def run(self, settle_timeout: float = 300.0) -> ChaosReport:
+        t0 = time.monotonic()
+        self.sup.up(self.engine)
+        try:
+            schedule = self._schedule()
+            rate = self.messages / max(1.0, self.duration * 0.85)
+            fed = 0
+            while fed < self.messages or schedule:
+                elapsed = time.monotonic() - t0
+                due = min(self.messages, int(elapsed * rate) + 1)
+                if due > fed:
+                    self._feed(due - fed)
+                    fed = due
+                    self.progress(fed, self.messages)
+                if schedule and schedule[0][0] <= elapsed:
+                    _, action, target = schedule.pop(0)
+                    self._act(action, target)
+                else:
+                    time.sleep(0.05)
+            self.sup.up(self.engine)  # anything the schedule left down comes back
+            settle0 = time.monotonic()
+            while time.monotonic() - settle0 < settle_timeout:
+                if self._settled():
+                    break
+                time.sleep(1.0)
+            self.report.settle_s = round(time.monotonic() - settle0, 1)
+            time.sleep(1.0)  # let the last audit lines reach the files
+        finally:
+            self.sup.down()
+        checked = check(self.home, self.agencies)
+        for key in ("accepted", "delivered", "lost", "duplicated", "unexpected", "failed",
+                    "pending", "lost_ids", "duplicated_ids", "failed_reasons"):
+            setattr(self.report, key, getattr(checked, key))
+        self.report.elapsed_s = round(time.monotonic() - t0, 1)
+        return self.report
+
+    def _settled(self) -> bool:
+        for a in self.agencies:
+            with client.open_store(self.home, a, readonly=True) as store:
+                if store.counts().get("outbox.active", 0):
+                    return False
+        return True
