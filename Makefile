@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-quick lint clean
+.PHONY: install system-deps demo test test-quick lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ system-deps:
 	    echo "note: mosquitto not found; broker tests against mosquitto will be skipped"; \
 	  fi; \
 	fi
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (HTML report test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 demo: install
 	$(BIN)/i24net demo
@@ -34,6 +38,11 @@ test: install
 
 test-quick: install
 	$(BIN)/pytest -q -x -m "not broker and not slow"
+
+# The full benchmark (several minutes): baseline and i24net side by side in one run (issue 7).
+# Writes bench/results.json and the table bench/results.md.
+bench: install
+	$(BIN)/i24net bench --json bench/results.json
 
 lint: install
 	$(BIN)/ruff check i24net tests

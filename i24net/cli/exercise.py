@@ -29,6 +29,10 @@ def _load(path: str) -> m.Exercise:
     except m.ExerciseError as exc:
         _fail(exc.message)
         raise  # unreachable: _fail exits
+    except Exception as exc:  # a loader bug must still not print a traceback at a user
+        _fail(f"{path}: could not load it ({type(exc).__name__}: {exc}); please report "
+              "this with the file")
+        raise
 
 
 def _clock(s: float) -> str:
@@ -76,6 +80,9 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
     from i24net.exercise.terminal import print_report
 
     ex = _load(file)
+    for path in (json_path, report_path):  # fail before a long run, not after it
+        if path and not Path(path).resolve().parent.is_dir():
+            _fail(f"{path}: no such directory to write the report into")
     chosen = mode or ex.mode
     unit = "virtual" if chosen == "virtual" else "wall-clock"
     progress = Progress(TextColumn("[bold]{task.fields[clock]}[/]"), BarColumn(),

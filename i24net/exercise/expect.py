@@ -172,7 +172,11 @@ def cancelled_everywhere(e: m.CancelledEverywhere,
             f" ({n.decision}: {n.reason})" if n and n.decision else ""), None
     if n.cancel_at is None:
         return False, "the cancellation was never sent", None
-    holders = sorted(set(n.holders) | set(n.audience))
+    everyone = sorted(set(n.holders) | set(n.audience))
+    # a holder revoked before the cancellation can be told nothing: it is cut off already
+    gone = [h for h in everyone if obs.revoked.get(h, float("inf")) <= n.cancel_at
+            and h not in n.cancelled]
+    holders = [h for h in everyone if h not in gone]
     missing = [h for h in holders if h not in n.cancelled]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -181,8 +185,9 @@ def cancelled_everywhere(e: m.CancelledEverywhere,
     ttw = max(n.cancelled[h] for h in holders) - n.cancel_at if holders else 0.0
     if e.within is not None and ttw > e.within + 1e-9:
         return False, f"time-to-withdraw {_fmt(ttw)}, over {_fmt(e.within)}", ttw
+    skipped = f" ({len(gone)} revoked holder(s) not counted)" if gone else ""
     return True, f"{n.number or 'notice'} withdrawn from {len(holders)} holders, " \
-        f"time-to-withdraw {_fmt(ttw)}", ttw
+        f"time-to-withdraw {_fmt(ttw)}{skipped}", ttw
 
 
 def published(e: m.Published, obs: Observations) -> tuple[bool, str, float | None]:

@@ -31,25 +31,25 @@ FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans
 # box and the figures still use every value), so a 100,000-message flood stays light.
 MAX_DOTS = 1500
 
-CSS = """
-body{%s;margin:0;background:#f8fafc;color:#111827}
-main{max-width:1080px;margin:0 auto;padding:24px}
-h1{font-size:24px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px}
-.sub{color:#4b5563;margin:0 0 16px}
-.verdict{display:inline-block;padding:4px 12px;border-radius:6px;color:#fff;font-weight:600}
-.pass{background:%s}.fail{background:%s}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}
-.card{background:#fff;border:1px solid %s;border-radius:8px;padding:10px 14px;min-width:110px}
-.card b{display:block;font-size:22px}.card span{color:#4b5563;font-size:13px}
-table{border-collapse:collapse;width:100%%;background:#fff;font-size:14px}
-th,td{border-bottom:1px solid %s;padding:6px 8px;text-align:left;vertical-align:top}
-th{background:#f1f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:%s;font-weight:600}.bad{color:%s;font-weight:600}
-figure{background:#fff;border:1px solid %s;border-radius:8px;margin:12px 0;padding:8px}
-figcaption{color:#4b5563;font-size:13px;padding:4px 8px}
-svg{display:block;max-width:100%%;height:auto}
-footer{color:#6b7280;font-size:12px;margin-top:32px}
-""" % (FONT, OK, FAIL, GRID, GRID, OK, FAIL, GRID)
+CSS = f"""
+body{{{FONT};margin:0;background:#f8fafc;color:#111827}}
+main{{max-width:1080px;margin:0 auto;padding:24px}}
+h1{{font-size:24px;margin:0 0 4px}} h2{{font-size:18px;margin:28px 0 8px}}
+.sub{{color:#4b5563;margin:0 0 16px}}
+.verdict{{display:inline-block;padding:4px 12px;border-radius:6px;color:#fff;font-weight:600}}
+.pass{{background:{OK}}}.fail{{background:{FAIL}}}
+.cards{{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}}
+.card{{background:#fff;border:1px solid {GRID};border-radius:8px;padding:10px 14px;min-width:110px}}
+.card b{{display:block;font-size:22px}}.card span{{color:#4b5563;font-size:13px}}
+table{{border-collapse:collapse;width:100%;background:#fff;font-size:14px}}
+th,td{{border-bottom:1px solid {GRID};padding:6px 8px;text-align:left;vertical-align:top}}
+th{{background:#f1f5f9}}td.num{{text-align:right;font-variant-numeric:tabular-nums}}
+.ok{{color:{OK};font-weight:600}}.bad{{color:{FAIL};font-weight:600}}
+figure{{background:#fff;border:1px solid {GRID};border-radius:8px;margin:12px 0;padding:8px}}
+figcaption{{color:#4b5563;font-size:13px;padding:4px 8px}}
+svg{{display:block;max-width:100%;height:auto}}
+footer{{color:#6b7280;font-size:12px;margin-top:32px}}
+"""
 
 
 def _n(x: float) -> str:
@@ -67,7 +67,7 @@ def _dur(s: float) -> str:
 
 
 def _clock(s: float) -> str:
-    s = int(round(s))
+    s = round(s)
     h, rest = divmod(s, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
@@ -188,7 +188,7 @@ def timeline_chart(result: Result) -> str:
     body.append(_text(left - 10, top + 16, "injects", "end", 13, "#111827",
                       ' font-weight="600"'))
     for k, i in enumerate(sorted(obs.injects, key=lambda i: (i.t, i.index))):
-        cx, cy = x(i.t), top + 12 + (k % 4) * 20
+        cx, cy = x(i.t), top + 12.0 + (k % 4) * 20
         colour = "#7c3aed" if i.ok else FAIL
         body.append(f'<path class="inject" d="M{_n(cx)},{_n(cy - 6)} l6,6 l-6,6 l-6,-6 z" '
                     f'fill="{colour}"><title>{escape(_clock(i.t))} inject[{i.index}] '
@@ -233,6 +233,15 @@ def timeline_chart(result: Result) -> str:
     return _svg("timeline", w, h, body, "timeline of injects and messages")
 
 
+def _nice_ceiling(x: float) -> float:
+    """The smallest of 1, 2, 2.5, 4, 5 x 10^k at least ``x``: round axis ends and halves."""
+    scale = 10.0 ** math.floor(math.log10(x))
+    for f in (1.0, 2.0, 2.5, 4.0, 5.0):
+        if f * scale >= x:
+            return f * scale
+    return 10.0 * scale
+
+
 def _nice_step(raw: float) -> float:
     for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
               21600, 43200, 86400):
@@ -275,7 +284,7 @@ def agency_chart(result: Result) -> str:
     if not names:
         body.append(_text(w / 2, top + 20, "no agency", "middle", 13, MUTED))
         return _svg("agencies", w, h, body, "deliveries per agency")
-    most = max(max(r["delivered"] + r["pending"] for r in rows.values()), 1)
+    most = _nice_ceiling(max(max(r["delivered"] + r["pending"] for r in rows.values()), 1))
     slot = (w - left - right) / len(names)
     bw = max(1.0, slot * 0.75)
     base = top + plot_h

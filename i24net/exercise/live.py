@@ -30,6 +30,7 @@ from typing import Any
 
 from i24net import client
 from i24net.core.errors import I24Error
+from i24net.core.labels import Label, Precedence
 from i24net.exercise import model as m
 from i24net.exercise.observe import (
     FLOOD,
@@ -58,10 +59,10 @@ def check_live(ex: m.Exercise) -> None:
             raise m.NotSupportedLive(f"{ex.source or ex.name}: inject[{i.index}]: not "
                                      f"supported live yet: {i.action}")
     c = ex.conditions
-    if c.links or c.filters or c.loss:
+    if c.links or c.filters or c.loss or c.router or c.broker_queue_limit is not None:
         raise m.NotSupportedLive(f"{ex.source or ex.name}: conditions: not supported live "
-                                 "yet: link conditions, filters and loss (a live run uses "
-                                 "the real network)")
+                                 "yet: links, filters, loss, router costs and queue limits "
+                                 "(a live run uses the real network)")
 
 
 def _with_port(text: str, port: int) -> str:
@@ -95,22 +96,24 @@ class LiveRun:
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> Result:
         from i24net.broker import pick_free_port
+        from i24net.exercise.loader import network_spec
         from i24net.supervisor import Supervisor
 
+        spec = network_spec(self.ex.network)
+        if len(spec.agencies) > MAX_LIVE_AGENCIES:
+            raise m.NotSupportedLive(
+                f"live mode runs one process per agency; network {spec.name} has "
+                f"{len(spec.agencies)} agencies (at most {MAX_LIVE_AGENCIES}): run it "
+                "--virtual")
         tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
         sup = None
         saved_env = os.environ.get("I24NET_MANUAL_REVIEW")
         wall = time.monotonic()
         try:
             home = Home(tmp / "home")
-            home.init(_with_port(self.ex.network.toml_text(self.ex.seed), pick_free_port()),
+            home.init(_with_port(self.ex.network.toml_text(), pick_free_port()),
                       force=True)
             d = home.directory()
-            if len(d.agencies) > MAX_LIVE_AGENCIES:
-                raise m.NotSupportedLive(
-                    f"live mode runs one process per agency; network {d.network} has "
-                    f"{len(d.agencies)} agencies (at most {MAX_LIVE_AGENCIES}): run it "
-                    "--virtual")
             self.home = home
             self.authority = (d.authorities("notice-authority") or [""])[0]
             if self.ex.network.review == "manual":
@@ -176,7 +179,7 @@ class LiveRun:
 
     def _act(self, inj: m.Inject) -> str:
         assert self.home is not None
-        home, sup = self.home, self.sup
+        sup = self.sup
         if isinstance(inj, m.Send):
             for n in range(inj.repeat):
                 if n and inj.every:
@@ -294,7 +297,7 @@ class LiveRun:
                 state = e.state
                 msgs[mid] = MessageObs(
                     id=mid, sender=a, kind=e.kind, label=self.labels.get(mid, ""),
-                    precedence=m.Precedence(e.precedence).name, recipients=e.recipients,
+                    precedence=Precedence(e.precedence).name, recipients=e.recipients,
                     sent=self._t(e.created_ms), name=name, origin=origin, state=state,
                     reason=e.reason, decided=None if state == "queued" else self._t(
                         e.created_ms),
@@ -327,12 +330,12 @@ class LiveRun:
                         continue
                     if i.kind == "notice-decision" and a == n.requester:
                         decision = str(i.data.get("decision", ""))
-                        if decision in ("published", "refused", "under-review"):
-                            if not n.decision or n.decision == "under-review":
-                                n.decision, n.decided = decision, self._t(i.received_ms)
-                                n.reason = str(i.data.get("reason", ""))
-                                n.number = str(i.data.get("number", "")) or n.number
-                                n.notice_id = str(i.data.get("notice", "")) or n.notice_id
+                        if decision in ("published", "refused", "under-review") and \
+                                n.decision in ("", "under-review"):
+                            n.decision, n.decided = decision, self._t(i.received_ms)
+                            n.reason = str(i.data.get("reason", ""))
+                            n.number = str(i.data.get("number", "")) or n.number
+                            n.notice_id = str(i.data.get("notice", "")) or n.notice_id
                     elif i.kind == "notice":
                         n.holders[a] = self._t(i.received_ms)
                         n.number = n.number or str(i.data.get("number", ""))
@@ -382,7 +385,7 @@ def _flow_violations(d: Any, obs: Observations,
             if a not in msg.recipients:
                 out.append({"rule": "unaddressed", "agency": a, "msg_id": mid})
             try:
-                lab = m.Label.parse(i.label)
+                lab = Label.parse(i.label)
                 if not d.scale.dominates(d.agencies[a].clearance, lab):
                     out.append({"rule": "uncleared", "agency": a, "msg_id": mid,
                                 "label": i.label})

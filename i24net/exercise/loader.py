@@ -182,7 +182,7 @@ class _Reader:
                 close = difflib.get_close_matches(str(key), _TOP, n=1)
                 hint = f" (did you mean [{close[0]}]?)" if close else \
                     " (known: exercise, network, conditions, inject, expect)"
-                raise self.fail((key,), f"unknown table{hint}")
+                raise self.fail((key,), f"unknown table or top-level key{hint}")
         ex = self.table(doc, "exercise", ("exercise",), required=True)
         self.known(ex, ["name", "description", "seed", "mode", "duration"], ("exercise",),
                    "[exercise]")
@@ -255,17 +255,17 @@ class _Reader:
         filters = []
         for i, item in enumerate(self.array(data, "filter", ("conditions", "filter")), 1):
             p = ("conditions", "filter", i)
-            rule = m.FilterRule(index=i, line=self.line(p),
+            frule = m.FilterRule(index=i, line=self.line(p),
                                 **self.fields_of(m.FilterRule, item, p,
                                                  "[[conditions.filter]]"))
-            if rule.to_group is not None and not rule.to_group.startswith("@"):
+            if frule.to_group is not None and not frule.to_group.startswith("@"):
                 raise self.fail((*p, "to_group"), "must be a @group (e.g. @EU)")
-            if rule.action == "delay" and "delay_ms" not in item:
+            if frule.action == "delay" and "delay_ms" not in item:
                 raise self.fail((*p, "delay_ms"), "missing (action = \"delay\" needs it)")
-            if rule.action == "delay" and "probability" in item:
+            if frule.action == "delay" and "probability" in item:
                 raise self.fail((*p, "probability"), "applies to action = \"drop\" only")
-            self._window(rule.start, rule.end, p)
-            filters.append(rule)
+            self._window(frule.start, frule.end, p)
+            filters.append(frule)
         return m.Conditions(**values, router=router, links=tuple(links),
                             filters=tuple(filters))
 
@@ -355,7 +355,7 @@ def network_spec(source: m.NetworkSource, seed: int = 0) -> NetworkSpec:
 
 def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exercise:
     try:
-        spec = network_spec(ex.network, ex.seed)
+        spec = network_spec(ex.network)
     except FileNotFoundError:
         raise r.fail(("network", "spec"), f"no such file: {ex.network.spec}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -393,6 +393,7 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
             raise r.fail(path, f"unknown caveat {bad[0]}; network {spec.name} has "
                          + ", ".join(sorted(spec.scale.caveats)))
 
+    p: tuple[Any, ...]
     for rule in ex.conditions.links:
         p = ("conditions", "link", rule.index)
         agency((*p, "agency"), rule.agency)
@@ -462,6 +463,16 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
             revoked.setdefault(inj.agency, inj.at)
         if ex.mode == "live" and not inj.live:
             raise r.fail((*p, "action"), f"not supported live yet: {inj.action}")
+    c = ex.conditions
+    if ex.mode == "live":
+        for key, used in (("link", c.links), ("filter", c.filters), ("loss", c.loss),
+                          ("router", c.router),
+                          ("broker_queue_limit", c.broker_queue_limit is not None)):
+            if used:
+                raise r.fail(("conditions", key) if key in ("loss", "router",
+                                                            "broker_queue_limit")
+                             else ("conditions", key, 1),
+                             "not supported live yet (a live run uses the real network)")
 
     messages = (m.Send, m.Forward, m.NoticeRequest, m.Compromise)
     for e in ex.expectations:
@@ -477,10 +488,10 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
             for n in e.ignore:
                 if n not in names:
                     raise r.fail((*p, "except"), f"{n!r} names no inject")
-        if isinstance(e, m.CancelledEverywhere | m.Published):
-            if not isinstance(names.get(e.notice), m.NoticeRequest):
-                raise r.fail((*p, "notice"), f"{e.notice!r} is not the name of a "
-                             "notice-request inject")
+        if isinstance(e, m.CancelledEverywhere | m.Published) and \
+                not isinstance(names.get(e.notice), m.NoticeRequest):
+            raise r.fail((*p, "notice"), f"{e.notice!r} is not the name of a "
+                         "notice-request inject")
         if isinstance(e, m.CancelledEverywhere) and e.notice not in cancels:
             raise r.fail((*p, "notice"), f"no cancel inject cancels {e.notice!r}")
         if isinstance(e, m.NothingAfterRevocation):

@@ -113,28 +113,28 @@ def text(value: Any) -> str:
 
 
 def name(value: Any) -> str:
-    value = text(value)
-    if not NAME.match(value):
-        raise Bad(f"{value!r} is not a valid name: a letter, then letters, digits, '_', "
+    s = text(value)
+    if not NAME.match(s):
+        raise Bad(f"{s!r} is not a valid name: a letter, then letters, digits, '_', "
                   "'.' or '-' (at most 64)")
-    return value
+    return s
 
 
 def agency(value: Any) -> str:
-    value = text(value)
-    if not AGENCY_ID.match(value) or len(value) > 32:
-        raise Bad(f"{value!r} is not an agency id (e.g. NCB-FR)")
-    return value
+    s = text(value)
+    if not AGENCY_ID.match(s) or len(s) > 32:
+        raise Bad(f"{s!r} is not an agency id (e.g. NCB-FR)")
+    return s
 
 
 def target(value: Any) -> str:
     """An agency id or a group ``@NAME``."""
-    value = text(value)
-    if value.startswith("@"):
-        if not GROUP_NAME.match(value[1:]):
-            raise Bad(f"{value!r} is not a group (e.g. @EU)")
-        return value
-    return agency(value)
+    s = text(value)
+    if s.startswith("@"):
+        if not GROUP_NAME.match(s[1:]):
+            raise Bad(f"{s!r} is not a group (e.g. @EU)")
+        return s
+    return agency(s)
 
 
 def targets(value: Any) -> tuple[str, ...]:
@@ -157,36 +157,36 @@ def agencies(value: Any) -> tuple[str, ...]:
 
 def who(value: Any) -> str:
     """``"router"``, ``"broker"`` or an agency id."""
-    value = text(value)
-    if value in ("router", "broker"):
-        return value
+    s = text(value)
+    if s in ("router", "broker"):
+        return s
     try:
-        return agency(value)
+        return agency(s)
     except Bad:
-        raise Bad(f"{value!r} is neither \"router\", \"broker\" nor an agency id") from None
+        raise Bad(f"{s!r} is neither \"router\", \"broker\" nor an agency id") from None
 
 
 def kind(value: Any) -> str:
-    value = text(value)
-    if value not in MESSAGE_KINDS:
-        raise Bad(f"unknown kind {value!r}; one of {', '.join(MESSAGE_KINDS)}")
-    return value
+    s = text(value)
+    if s not in MESSAGE_KINDS:
+        raise Bad(f"unknown kind {s!r}; one of {', '.join(MESSAGE_KINDS)}")
+    return s
 
 
 def label(value: Any) -> str:
-    value = text(value)
+    s = text(value)
     try:
-        return Label.parse(value).marking
+        return Label.parse(s).marking
     except I24Error as exc:
         raise Bad(exc.message) from None
 
 
 def precedence(value: Any) -> str:
-    value = text(value)
+    s = text(value)
     try:
-        return Precedence.parse(value).name
+        return Precedence.parse(s).name
     except I24Error:
-        raise Bad(f"unknown precedence {value!r}; use FLASH, IMMEDIATE, PRIORITY or "
+        raise Bad(f"unknown precedence {s!r}; use FLASH, IMMEDIATE, PRIORITY or "
                   "ROUTINE") from None
 
 
@@ -197,6 +197,16 @@ def handling(value: Any) -> tuple[str, ...]:
     try:
         return tuple(HandlingCodes.parse(items, "see text" if "H3" in
                                          [v.strip().upper() for v in items] else "").names())
+    except I24Error as exc:
+        raise Bad(exc.message) from None
+
+
+def colour(value: Any) -> str:
+    from i24net.core.notices import NoticeColour
+
+    s = text(value)
+    try:
+        return NoticeColour.parse(s).value
     except I24Error as exc:
         raise Bad(exc.message) from None
 
@@ -257,18 +267,18 @@ def signed_seconds(value: Any) -> float:
 
 
 def reason(value: Any) -> str:
-    value = text(value)
-    if not re.match(r"^[a-z0-9][a-z0-9.+_-]{0,63}\Z", value):
-        raise Bad(f"{value!r} is not a reason code (e.g. clearance.recipient)")
-    return value
+    s = text(value)
+    if not re.match(r"^[a-z0-9][a-z0-9.+_-]{0,63}\Z", s):
+        raise Bad(f"{s!r} is not a reason code (e.g. clearance.recipient)")
+    return s
 
 
 def one_of(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        value = text(value)
-        if value not in choices:
-            raise Bad(f"must be one of {', '.join(choices)}, not {value!r}")
-        return value
+        s = text(value)
+        if s not in choices:
+            raise Bad(f"must be one of {', '.join(choices)}, not {s!r}")
+        return s
     parse.__doc__ = " | ".join(choices)
     return parse
 
@@ -326,7 +336,9 @@ class NetworkSource:
         return f"synthetic {self.synthetic}"
 
     def toml_text(self, seed: int = 0) -> str:
-        """The network.toml text this source stands for."""
+        """The network.toml text this source stands for. A synthetic network is drawn with
+        ``seed`` (0 by default, not the exercise's seed: changing the exercise's seed changes
+        the timings, not the agencies)."""
         from i24net.presets import preset_toml, synthetic_toml
 
         if self.preset:
@@ -460,7 +472,7 @@ class NoticeRequest(Inject):
     live: ClassVar[bool] = True
     name: str = _f("", parse=name, doc="a name review, cancel and expectations use")
     sender: str = _f(key="from", parse=agency, required=True, doc="requesting agency")
-    colour: str = _f("RED", parse=lambda v: text(v).upper(), doc="notice colour")
+    colour: str = _f("RED", parse=colour, doc="notice colour")
     person: str = _f("John DOE", doc="the notice's subject")
     offence: str = _f("homicide", doc="offence; a political one is refused (Article 3)")
     warrant: str = _f("WARRANT-1", doc="warrant reference")
@@ -476,6 +488,7 @@ class NoticeRequest(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Review(Inject):
     action: ClassVar[str] = "review"
+    live: ClassVar[bool] = True
     notice: str = _f(parse=name, required=True, doc="name of a notice-request")
     decision: str = _f(parse=one_of("approve", "refuse"), required=True)
     reason: str = _f("notice.refused", parse=reason, doc="reason code of a refusal")
@@ -620,10 +633,21 @@ class Expectation:
         return self.title or self.kind
 
 
+def clock(seconds: float) -> str:
+    """``45s``, ``10:00``, ``1:30:00``: how a time reads in the file."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    whole = int(seconds)
+    h, rest = divmod(whole, 3600)
+    frac = f"{seconds - whole:.3f}".rstrip("0").rstrip(".")[1:] if seconds != whole else ""
+    return (f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else
+            f"{rest // 60}:{rest % 60:02d}") + frac
+
+
 def _within(w: float | str | None) -> str:
     if w is None:
         return ""
-    return " within the service target" if w == "target" else f" within {w:g}s"
+    return " within the service target" if w == "target" else f" within {clock(float(w))}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
