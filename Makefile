@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-quick lint bench clean
+.PHONY: install system-deps demo test test-quick lint bench chaos clean
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ test-quick: install
 # Writes bench/results.json and the table bench/results.md.
 bench: install
 	$(BIN)/i24net bench --json bench/results.json
+
+# The chaos soak (about 10 minutes): 20,000 messages among 20 nodes on Mosquitto while the
+# router, nodes and broker are killed and nodes frozen; exits 3 on any loss or duplicate.
+chaos: install
+	$(BIN)/i24net chaos --messages 20000 --nodes 20 --engine mosquitto --duration 240 \
+	  --settle 600 --json bench/chaos.json
 
 lint: install
 	$(BIN)/ruff check i24net tests

@@ -116,6 +116,9 @@ def render_amqtt_password_file(accounts: Sequence[BrokerAccount]) -> str:
     return "".join(f"{a.username}:{_ARGON2.hash(a.password)}\n" for a in accounts)
 
 
+SHUTDOWN_TIMEOUT_S = 3.0  # amqtt shutdown can hang on Python 3.11 (see EmbeddedBroker.stop)
+
+
 @dataclass(frozen=True, slots=True)
 class _Grants:
     publish: tuple[str, ...]
@@ -440,7 +443,14 @@ class EmbeddedBroker:
         if broker is None:
             return
         try:
-            await broker.shutdown()
+            # amqtt's shutdown waits for every connection's reader, and on Python 3.11 a
+            # reader inside asyncio.wait_for can swallow its cancellation and never finish:
+            # bound the wait so a stop under load cannot hang (and silently drop traffic).
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await broker.shutdown()
+        except TimeoutError:
+            self._logger.warning("embedded broker shutdown took over %gs; closing anyway",
+                                 SHUTDOWN_TIMEOUT_S)
         except Exception as exc:  # a failed shutdown must not mask the caller's own error
             self._logger.warning("embedded broker shutdown was not clean: %s", exc)
 
