@@ -34,7 +34,8 @@ def enqueue(home: Home, header: Header, body: Body, store: Any | None = None) ->
         machine = NodeMachine(header.sender, home.keys(header.sender), home.directory(), store,
                               random_bytes=os.urandom)
         machine.submit(header, body, now_ms())
-        entry: OutboxEntry = replace(store.outbox_get(header.id), next_ms=0)
+        # attempts=0: nothing was sent yet; the daemon's first send is attempt 1
+        entry: OutboxEntry = replace(store.outbox_get(header.id), next_ms=0, attempts=0)
         store.outbox_put(entry)
         return entry
     finally:

@@ -51,6 +51,11 @@ from i24net.core.policy import AUTHORITY_KINDS, TRANSIENT_REASONS
 RETRY_MIN_MS = 2_000
 RETRY_MAX_MS = 60_000
 GAP_GRACE_MS = 1_500
+# Retries are spread, not synchronised: messages submitted together would otherwise retry
+# together, and after a router outage every wave would overrun the router's rate limit again.
+RETRY_JITTER = 0.5  # each delay is scaled by a factor in [1 - j, 1 + j]
+MAX_RETRIES_PER_TICK = 64  # the rest stay due and go on the next tick
+MAX_GAP_REQUESTS = 3  # then the missing numbers are let go: sender retries repair the rest
 OUTBOX_FINAL = ("refused", "delivered", "expired")
 
 
@@ -176,6 +181,8 @@ class NodeMachine:
         self._queue: list[tuple[int, int, str, bytes]] = []
         self._order = itertools.count()
         self._gap_due: dict[bytes, int] = {}
+        self._gap_tries: dict[bytes, int] = {}
+        self.retry_jitter = RETRY_JITTER
 
     # -- plumbing -------------------------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -220,8 +227,15 @@ class NodeMachine:
         return raw, NodeEvent("submit", header.id_hex, ",".join(header.recipients[:5]),
                               precedence=int(header.precedence), detail=body.subject)
 
+    def _jitter(self, delay: int) -> int:
+        if not self.retry_jitter:
+            return delay
+        unit = int.from_bytes(self.random_bytes(2), "big") / 65535  # uniform in [0, 1]
+        return int(delay * (1 - self.retry_jitter + 2 * self.retry_jitter * unit))
+
     def tick(self, now_ms: int) -> list[NodeEvent]:
         events: list[NodeEvent] = []
+        retried = 0
         for e in self.store.outbox_active():
             if now_ms > e.expires_ms:
                 self.store.outbox_put(replace(e, state="expired", reason="time.expired"))
@@ -229,8 +243,9 @@ class NodeMachine:
                 events.append(NodeEvent("expired", e.msg_id.hex(), reason="time.expired",
                                         detail=f"{len(e.receipts)}/{len(e.recipients)} "
                                         "receipts"))
-            elif now_ms >= e.next_ms:
-                delay = min(RETRY_MAX_MS, RETRY_MIN_MS << min(e.attempts, 5))
+            elif now_ms >= e.next_ms and retried < MAX_RETRIES_PER_TICK:
+                retried += 1
+                delay = self._jitter(min(RETRY_MAX_MS, RETRY_MIN_MS << min(e.attempts, 5)))
                 self.store.outbox_put(replace(e, attempts=e.attempts + 1,
                                               next_ms=now_ms + delay))
                 self._push(e.precedence, e.raw)
@@ -240,8 +255,18 @@ class NodeMachine:
         for kid, due in list(self._gap_due.items()):
             if now_ms >= due:
                 del self._gap_due[kid]
-                _, missing = self.store.seq_get(kid)
-                if missing:
+                last, missing = self.store.seq_get(kid)
+                tries = self._gap_tries.get(kid, 0)
+                if missing and tries >= MAX_GAP_REQUESTS:
+                    # The router no longer holds those deliveries (e.g. it died between
+                    # numbering one and logging it); the senders' retries repair what matters.
+                    self.store.seq_put(kid, last, set())
+                    self._gap_tries.pop(kid, None)
+                    self._count("gap.abandoned")
+                    events.append(NodeEvent("gap", reason="gap.abandoned",
+                                            detail=f"{len(missing)} number(s) let go"))
+                elif missing:
+                    self._gap_tries[kid] = tries + 1
                     first, end = min(missing), max(missing)
                     end = min(end, first + fr.MAX_GAP - 1)
                     gap = fr.GapRequest(self.agency, first, end, now_ms)
@@ -282,6 +307,8 @@ class NodeMachine:
                 self._gap_due[kid] = now_ms + GAP_GRACE_MS
         else:
             missing.discard(seq)
+            if not missing:
+                self._gap_tries.pop(kid, None)
         self.store.seq_put(kid, last, missing)
 
     def _receipt(self, env: Envelope, status: str, reason: str, now_ms: int,

@@ -331,6 +331,7 @@ def test_property_hostile_bytes_are_only_ever_dropped(payload: bytes, prefix: by
 
 def test_tick_retries_with_backoff_then_expires() -> None:
     n = node("NCB-FR")
+    n.retry_jitter = 0.0  # exact schedule; jitter has its own test
     ttl = 200 * SECOND
     raw = sent_by_fr(n, ["NCB-DE"], ttl=ttl)
     mid = parsed(raw).header.id
@@ -447,3 +448,16 @@ def test_property_router_stamped_hostile_envelopes_never_reach_the_inbox(
     events = deliver(n, fr.make_delivery(st_, payload, ROUTER))
     assert [e.kind for e in events] in (["drop"], ["refused-in"])
     assert store(n).inbox == {}
+
+
+def test_retry_delays_are_jittered_and_bounded_per_tick() -> None:
+    n = node("NCB-FR")
+    ids = [parsed(sent_by_fr(n, ["NCB-DE"])).header.id for _ in range(100)]
+    n.pop()
+    events = n.tick(T0 + 2 * SECOND)
+    assert sum(e.kind == "retry" for e in events) == 64  # MAX_RETRIES_PER_TICK
+    due = sorted(store(n).outbox[i].next_ms for i in ids[:64] if store(n).outbox[i].attempts > 1)
+    assert len(due) == 64 and len(set(due)) > 10  # spread, not one synchronised wave
+    base = 2 * SECOND + (RETRY_MIN_MS << 1)
+    assert all(base * 0.5 - 1 <= d - T0 <= base * 1.5 + 1 for d in due)
+    assert sum(e.kind == "retry" for e in n.tick(T0 + 2 * SECOND + 200)) == 36
