@@ -33,6 +33,7 @@ class BenchResult:
     messages: int
     deliveries: int
     wall_s: float
+    cpu_s: float
     virtual_s: float
     setup_s: float
     floor_us: float
@@ -45,7 +46,8 @@ class BenchResult:
         per = self.wall_s / self.messages * 1e6
         return (f"{self.agencies:>5} agencies: {self.messages} messages ({self.deliveries} "
                 f"deliveries) in {self.wall_s:.1f} s wall for {self.virtual_s:.0f} s virtual: "
-                f"{self.rate:,.0f} msg/s ({per:.0f} us/msg; signature floor "
+                f"{self.rate:,.0f} msg/s ({per:.0f} us/msg wall, "
+                f"{self.cpu_s / self.messages * 1e6:.0f} us/msg CPU; signature floor "
                 f"{self.floor_us:.0f} us/msg); setup {self.setup_s:.1f} s")
 
 
@@ -112,6 +114,7 @@ def run(agencies: int, messages: int, *, rate: float = 200.0, broadcast_every: i
     sim.conditions.latency(20.0, 5.0)
     schedule(sim, messages, rate=rate, broadcast_every=broadcast_every, seed=seed)
     t1 = time.perf_counter()
+    c1 = time.process_time()
     if profile:
         import cProfile
 
@@ -119,8 +122,9 @@ def run(agencies: int, messages: int, *, rate: float = 200.0, broadcast_every: i
     else:
         sim.run()
     wall = time.perf_counter() - t1
+    cpu = time.process_time() - c1
     h = sim.history
-    return BenchResult(len(sim.agencies), messages, h.delivered(), wall, sim.now, setup,
+    return BenchResult(len(sim.agencies), messages, h.delivered(), wall, cpu, sim.now, setup,
                        crypto_floor_us())
 
 

@@ -92,17 +92,14 @@ class FlowReport:
 
 
 class _Timeline:
-    """Which directory version each component held, and who was reachable, over time."""
+    """Who was reachable over the run, from the ``inject`` events."""
 
     def __init__(self, history: hs.History) -> None:
-        self.installs: dict[str, list[tuple[float, int]]] = defaultdict(lambda: [(0.0, 1)])
         self.partitioned: set[str] = set()
         self.down: set[str] = set()  # agencies, "router", "broker"
         self.back_at: dict[str, float] = {}  # when each party last became reachable
         for e in history.events:
-            if isinstance(e, hs.DirectoryInstalled):
-                self.installs[e.who].append((e.t, e.serial))
-            elif isinstance(e, hs.Inject):
+            if isinstance(e, hs.Inject):
                 self._inject(e)
 
     def _inject(self, e: hs.Inject) -> None:
@@ -118,14 +115,6 @@ class _Timeline:
         elif e.action == "restart" and e.target in self.down:
             self.down.discard(e.target)
             self.back_at[e.target] = e.t
-
-    def serial(self, who: str, t: float) -> int:
-        found = 1
-        for at, serial in self.installs[who]:
-            if at > t:
-                break
-            found = max(found, serial)
-        return found
 
     def unreachable(self, who: str) -> str:
         if who in self.down:
@@ -159,18 +148,22 @@ def flow_report(history: hs.History, *, directories: Mapping[int, Directory] | N
         rep.violations.append(Violation(rule, t, msg_id, agency, text))
 
     def directory(serial: int) -> Directory:
-        d = dirs.get(serial)
+        d: Directory | None = dirs.get(serial)
         if d is None:
             raise ValueError(f"directory version {serial} is missing")
         return d
 
+    # The version each component holds, in event order: an event recorded after a
+    # ``directory`` event happened after that install, even within the same microsecond.
+    held: dict[str, int] = defaultdict(lambda: 1)
     for e in history.events:
-        if isinstance(e, hs.Send):
+        if isinstance(e, hs.DirectoryInstalled):
+            held[e.who] = max(held[e.who], e.serial)
+        elif isinstance(e, hs.Send):
             sends.setdefault(e.msg_id, e)
         elif isinstance(e, hs.Accept):
             accepts.setdefault(e.msg_id, e)
-            _check_accept(e, sends.get(e.msg_id), directory(tl.serial("router", e.t)),
-                          violate)
+            _check_accept(e, sends.get(e.msg_id), directory(held["router"]), violate)
         elif isinstance(e, hs.Deliver):
             key = (e.msg_id, e.recipient)
             if key in delivered:
@@ -178,7 +171,8 @@ def flow_report(history: hs.History, *, directories: Mapping[int, Directory] | N
                         f"{e.recipient} received message {e.msg_id[:12]} a second time "
                         f"(first at {delivered[key].t:g}s)")
             delivered[key] = e
-            _check_delivery(e, sends, accepts.get(e.msg_id), tl, directory, violate)
+            _check_delivery(e, sends, accepts.get(e.msg_id),
+                            directory(max(held[e.recipient], e.serial)), directory, violate)
     rep.checked = {"messages": len(sends), "accepted": len(accepts),
                    "deliveries": len(delivered)}
     if no_loss:
@@ -200,7 +194,7 @@ def _check_accept(a: hs.Accept, s: hs.Send | None, d: Directory, violate: Any) -
 
 
 def _check_delivery(e: hs.Deliver, sends: Mapping[str, hs.Send], a: hs.Accept | None,
-                    tl: _Timeline, directory: Any, violate: Any) -> None:
+                    node_dir: Directory, directory: Any, violate: Any) -> None:
     s = sends.get(e.msg_id)
     if s is None:
         violate("unknown-message", e.t, e.msg_id, e.recipient,
@@ -221,7 +215,6 @@ def _check_delivery(e: hs.Deliver, sends: Mapping[str, hs.Send], a: hs.Accept | 
         violate("not-accepted", e.t, e.msg_id, e.recipient,
                 f"{who} but the router accepted it only for {', '.join(a.recipients[:8])}")
     label = Label.parse(s.label)
-    node_dir = directory(max(tl.serial(e.recipient, e.t), e.serial))
     for d, where in ((node_dir, "its own"), (directory(a.serial) if a else None, "the router's")):
         if d is None:
             continue

@@ -16,7 +16,8 @@ The event kinds, with their ``event`` name in JSON:
                           desk sent it, ``attacker`` when sealed with a stolen key)
 ``send-error``            the sender's node could not build the message (no recipient, ...)
 ``accept``                the router accepted a message for ``recipients``
-``refuse``                the router refused a message (``reason`` code, ``agencies`` at fault)
+``refuse``                the router refused a message (``reason`` code, ``agencies`` at fault;
+                          ``rate.limited`` is transient: the sender retries it later)
 ``router-retry``          the router saw a sender's retry of an accepted message
 ``deliver``               a recipient's node accepted a message into its inbox (once)
 ``refuse-in``             a recipient's node refused a stamped message on its own checks
@@ -197,6 +198,7 @@ class Gap(Event):
     event: ClassVar[str] = "gap"
     agency: str
     detail: str = ""
+    reason: str = ""  # gap.abandoned when the node lets the missing numbers go
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,10 +289,11 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.event: cls for cls in (
 
 
 def event_from_dict(d: Mapping[str, Any]) -> Event:
-    cls = EVENT_TYPES[d["event"]]
+    cls: Any = EVENT_TYPES[d["event"]]
     kw = {f.name: (tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name])
           for f in fields(cls) if f.name in d}
-    return cls(**kw)
+    ev: Event = cls(**kw)
+    return ev
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +352,21 @@ class History:
         """Every event about one message (by id or a unique prefix of it)."""
         return [e for e in self.events if getattr(e, "msg_id", "").startswith(msg_id)
                 and msg_id]
+
+    def deliveries(self, msg_id: str) -> dict[str, float]:
+        """recipient -> time of delivery, for one message."""
+        return {e.recipient: e.t for e in self.events
+                if isinstance(e, Deliver) and e.msg_id == msg_id}
+
+    def notice(self, request_id: str) -> NoticePublished | None:
+        """The publication of the notice requested by ``request_id`` (None if none)."""
+        return next((e for e in self.events if isinstance(e, NoticePublished)
+                     and e.request_id == request_id), None)
+
+    def withdrawals(self, msg_id: str) -> dict[str, float]:
+        """holder -> time it marked ``msg_id`` (a notice or diffusion) withdrawn."""
+        return {e.holder: e.t for e in self.events
+                if isinstance(e, Withdrawn) and e.msg_id == msg_id}
 
     # -- summaries ------------------------------------------------------------------------
 

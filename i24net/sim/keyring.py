@@ -35,6 +35,9 @@ class SimKeys(AgencyKeys):
     """``AgencyKeys`` that derive their public keys and signer once."""
 
     __slots__ = ("_encryption_public", "_signer", "_verify_key")
+    _encryption_public: bytes
+    _signer: nacl.signing.SigningKey
+    _verify_key: bytes
 
     def __post_init__(self) -> None:
         AgencyKeys.__post_init__(self)
@@ -46,14 +49,14 @@ class SimKeys(AgencyKeys):
 
     @property
     def verify_key(self) -> bytes:
-        return self._verify_key  # type: ignore[no-any-return]
+        return self._verify_key
 
     @property
     def encryption_public(self) -> bytes:
-        return self._encryption_public  # type: ignore[no-any-return]
+        return self._encryption_public
 
     def sign(self, domain: bytes, message: bytes) -> bytes:
-        return self._signer.sign(domain + message).signature  # type: ignore[no-any-return]
+        return self._signer.sign(domain + message).signature
 
     @classmethod
     def draw(cls, agency: str, rng: random.Random) -> SimKeys:

@@ -285,6 +285,9 @@ class Conditions:
         ``filter(addressing="@EU", drop=1.0)``. ``until`` removes it at that time.
         """
         precs = _names(precedence)
+        for who in (sender, recipient):  # unknown ids and groups fail now, not at ``at``
+            if who is not None:
+                self.sim._resolve(who)
         self._count += 1
         f = Filter(
             name=name or f"filter-{self._count}",

@@ -1,68 +1,39 @@
-"""The simulation driver: the real router and node machines on a virtual clock.
+"""The scripting API of the simulator (see the package docstring for a tour).
 
-Theory of operation: ``Simulation`` is the discrete-event twin of the asyncio daemons. It
-builds one ``RouterMachine`` and one ``NodeMachine`` per agency (with the notice lifecycle
-installed, as the node daemon does), over in-memory stores, and moves their frames itself:
-
-    node.pop() --up link--> broker --> router inbound (precedence heap) --router service-->
-    router.handle() ... router.pop() --> broker --down link--> node.handle()
-
-Nothing is simplified inside the machines: every envelope is sealed, signed, verified,
-stamped, decrypted and receipted for real, so what a simulation shows is what the code does.
-The driver adds what the machines leave to their shells: time (each machine's ``now`` is the
-virtual time plus that component's clock skew), the links (``network.Conditions``), the
-broker's persistent sessions (frames for a client that is offline - partitioned or crashed -
-queue at the broker, in order, and flow when it is back, as MQTT QoS 1 persistent sessions
-do; a broker crash loses them and everything in flight), the router's service time, timers
-(a node is woken exactly when its outbox or gap timers fall due; see ``SimNodeStore``),
-directory distribution (a new version reaches the router at once and each node after its
-link latency, or when it reconnects: it is the retained directory topic) and faults.
-
-Determinism: one ``random.Random(seed)`` supplies everything - the keys, every message id,
-nonce and body key (it is each machine's ``random_bytes``), jitter, loss and filter draws -
-and the scheduler runs same-time events in the order they were scheduled. No set of strings
-is ever iterated. So a run is a function of (spec, seed, script): the same inputs give the
-same ``History``, byte for byte in JSON, in any process.
-
-Crashes follow the daemons: a crashed node or router loses its machine (in-memory queues,
-timers, caches) and keeps its store; ``restart`` builds a new machine over the same store.
+Theory of operation: ``Simulation`` is an ``Engine`` (the machines, the wire, the faults)
+plus the verbs a script uses. Each verb checks its arguments at once - a bad agency id,
+label or precedence raises ``ValueError`` or an ``I24Error`` while the script is being
+written - and schedules the action at its virtual time ``at`` (seconds since the start).
+When the run reaches it, the action goes through the same paths a person has: a message is
+built with ``make_header`` from the sender node's own directory and submitted to its node
+machine; a notice request, a cancellation or a forward is an ordinary message with the data
+the GS desk reads; the task force's review and deletion orders call the GS's ``NoticeDesk``.
+What goes wrong then (the node is down, nobody to address) is recorded in the history as a
+``send-error`` and on the returned ``Sent`` handle, never raised.
 """
 
 from __future__ import annotations
 
-import bisect
-import heapq
-import itertools
-import random
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from i24net.core import frames as fr
 from i24net.core.directory import Directory
-from i24net.core.envelope import KINDS, Body, Envelope, Header, make_header, recipient_keys, seal
+from i24net.core.envelope import KINDS, Body, Header, make_header, recipient_keys, seal
 from i24net.core.errors import I24Error
-from i24net.core.keys import PairKeyCache, key_id
+from i24net.core.keys import key_id
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
-from i24net.core.lifecycle import MemoryDeskStore, NoticeDesk, install_lifecycle
+from i24net.core.lifecycle import NoticeDesk
 from i24net.core.netspec import NetworkSpec, parse_spec
-from i24net.core.node import InboxItem, NodeEvent, NodeMachine, OutboxEntry
+from i24net.core.node import InboxItem, NodeMachine, OutboxEntry
 from i24net.core.policy import Release, complete_addressing
-from i24net.core.router import RouterEvent, RouterMachine
-from i24net.core.wire import unpack
-from i24net.daemons import frame_priority
 from i24net.presets import preset_toml, synthetic_toml
 from i24net.sim import history as hs
-from i24net.sim.keyring import Keyring, SimKeys
-from i24net.sim.network import Conditions, LinkParams, frame_info, peek_header
-from i24net.sim.scheduler import Scheduler, ms_to_us, seconds_to_us
-from i24net.sim.stores import SimNodeStore, SimRouterStore
-
-DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: virtual time 0
-PREC_NAMES = ("FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE")
-ROUTER = "router"
-BROKER = "broker"
+from i24net.sim.engine import ROUTER, Engine, Host, as_list
+from i24net.sim.keyring import SimKeys
+from i24net.sim.scheduler import seconds_to_us
+from i24net.sim.stores import SimNodeStore
 
 
 @dataclass
@@ -83,99 +54,25 @@ class Sent:
         return self.msg_id is not None
 
 
-class _Host:
-    """One agency's node as the driver sees it: machine, durable store, link and session."""
 
-    __slots__ = ("agency", "desk", "desk_store", "down_seq", "held", "keys", "last_down",
-                 "last_up", "link", "machine", "name", "partitioned", "pending_keys",
-                 "session", "skew_ms", "store", "up", "wake_at", "wake_token")
-
-    def __init__(self, agency: str, keys: SimKeys, held: Directory, *, name: str = "",
-                 keep_bodies: bool = True) -> None:
-        self.agency = agency  # whose topics this host uses
-        self.name = name or agency
-        self.keys = keys
-        self.held = held  # the newest directory this node installed (durable)
-        self.store = SimNodeStore(keep_bodies=keep_bodies)
-        self.desk_store = MemoryDeskStore()
-        self.desk: NoticeDesk | None = None
-        self.machine: NodeMachine | None = None
-        self.up = True
-        self.partitioned = False
-        self.skew_ms = 0
-        self.link = LinkParams()
-        self.last_up = 0  # FIFO links: the latest arrival scheduled each way
-        self.last_down = 0
-        self.session: list[tuple[int, bytes]] = []  # broker-side queue while offline
-        self.down_seq = 0
-        self.wake_at: int | None = None
-        self.wake_token = 0
-        self.pending_keys: list[tuple[int, SimKeys]] = []  # (serial, keys) after a rotation
-
-    @property
-    def connected(self) -> bool:
-        return self.up and not self.partitioned
-
-
-class Simulation:
+class Simulation(Engine):
     """A simulated i24net network. Script it in virtual seconds, then ``run``.
 
-    Build with ``from_preset``, ``from_toml``, ``synthetic`` or ``Simulation(spec)``. Every
-    scripted action takes ``at`` (virtual seconds since the start) and happens when the run
-    reaches it; arguments are checked when the action is scripted (``ValueError`` or an
-    ``I24Error``), and what goes wrong in virtual time is recorded in the history.
+    Build with ``from_preset``, ``from_toml``, ``synthetic`` or ``Simulation(spec, ...)``,
+    with the keywords ``seed`` (default 0: every key, id, nonce and random draw derives from
+    it), ``start_ms`` (the machines' clock at virtual time 0), ``auto_review`` (the GS desk
+    publishes a clean notice request at once; False leaves it for ``review``) and
+    ``keep_bodies`` (False forgets inbox texts and sent envelopes once they are no longer
+    needed: long benchmarks; ``forward`` and ``cancel_notice`` need the bodies) and
+    ``rate_limit`` (the router's per-sender ``RateLimit``; None turns it off; by default the
+    router machine's own default).
+
+    Every scripted action takes ``at`` (virtual seconds since the start) and happens when
+    the run reaches it; arguments are checked when the action is scripted (``ValueError``
+    or an ``I24Error``), and what goes wrong in virtual time is recorded in the history.
     """
 
-    def __init__(self, spec: NetworkSpec, *, seed: int = 0, start_ms: int = DEFAULT_START_MS,
-                 auto_review: bool = True, keep_bodies: bool = True) -> None:
-        self.spec = spec
-        self.seed = seed
-        self.rng = random.Random(seed)
-        self.clock = Scheduler()
-        self.start_ms = start_ms
-        self.auto_review = auto_review
-        self.keep_bodies = keep_bodies
-        self.keyring = Keyring.build(spec, self.rng, issued_ms=start_ms)
-        self.directory: Directory = self.keyring.directory  # the authority's newest version
-        d = self.directory
-        self.history = hs.History(seed=seed, network=spec.name, agencies=len(spec.agencies),
-                                  start_ms=start_ms)
-        self.history.directories[d.serial] = d
-        self.history.versions.append(hs.DirectoryVersion(d.serial, 0.0, "initial", (), ()))
-        self.conditions = Conditions(self)
-        self.inbox_prefix = f"{d.prefix}/inbox/"
-        self.submit_prefix = f"{d.prefix}/submit/"
-        # router
-        self.router_store = SimRouterStore()
-        self.router_dir = d
-        self.router: RouterMachine | None = RouterMachine(d, self.keyring.router,
-                                                          self.router_store)
-        self.router_skew_ms = 0
-        self.router_epoch = 0
-        self._rin: list[tuple[int, int, str, bytes]] = []
-        self._rorder = itertools.count()
-        self._rbusy = False
-        self._rturn = False
-        self._router_session: list[tuple[str, bytes]] = []  # (topic, frame) at the broker
-        self._last_prune_ms = 0
-        # broker
-        self.broker_up = True
-        self.broker_epoch = 0
-        # nodes
-        self.hosts: dict[str, _Host] = {}
-        for a in spec.agencies:
-            host = _Host(a.id, self.keyring.agencies[a.id], d, keep_bodies=keep_bodies)
-            host.link = self.conditions.link_of(a.id)
-            self.hosts[a.id] = host
-            self._start_node(host)
-        self._attackers: dict[str, _Host] = {}
-        self._stolen: dict[str, SimKeys] = {}
-        self._attacker_cache = PairKeyCache()
-        self._sent_us: dict[str, int] = {}
-        self.messages: dict[str, hs.Send] = {}  # msg id -> its send event
-        self._next_action_us = 0
-
-    # -- construction ---------------------------------------------------------------------
+    # -- construction ----------------------------------------------------------------------
 
     @classmethod
     def from_spec(cls, spec: NetworkSpec, *, max_skew_seconds: int | None = None,
@@ -200,12 +97,7 @@ class Simulation:
         """A synthetic network of ``n_agencies`` (``presets.synthetic_toml``)."""
         return cls.from_toml(synthetic_toml(n_agencies, seed=network_seed), **kw)
 
-    # -- observation ----------------------------------------------------------------------
-
-    @property
-    def now(self) -> float:
-        """Virtual seconds since the start."""
-        return self.clock.now
+    # -- observation -----------------------------------------------------------------------
 
     @property
     def agencies(self) -> list[str]:
@@ -225,7 +117,10 @@ class Simulation:
         return list(self._host(agency).store.outbox.values())
 
     def state(self, sent: Sent | str) -> str:
-        """The outbox state of a scripted message at its sender (``unsent`` before)."""
+        """The outbox state of a message at its sender: ``queued``, ``accepted``,
+        ``delivered`` (every receipt in), ``refused`` or ``expired``; ``unsent`` before it
+        is sent, ``error`` if it could not be, ``unknown`` for a forgery (the real sender's
+        outbox never held it)."""
         mid = sent.msg_id if isinstance(sent, Sent) else sent
         sender = sent.sender if isinstance(sent, Sent) else self.messages[sent].sender
         if mid is None:
@@ -255,7 +150,7 @@ class Simulation:
             raise ValueError("this network has no notice authority")
         return found[0]
 
-    # -- scripting: messages --------------------------------------------------------------
+    # -- scripting: messages ---------------------------------------------------------------
 
     def send(self, at: float, sender: str, to: str | Sequence[str], *, kind: str = "message",
              label: str = "UNCLASSIFIED", precedence: str = "ROUTINE", subject: str = "",
@@ -310,7 +205,7 @@ class Simulation:
         if handling is not None:
             HandlingCodes.parse(handling)
         h = Sent(at, sender, "message")
-        self._at(at, self._do_forward, h, of, _as_list(to), release, label, handling,
+        self._at(at, self._do_forward, h, of, as_list(to), release, label, handling,
                  precedence, subject, text)
         return h
 
@@ -355,18 +250,18 @@ class Simulation:
         """Call ``fn(sim)`` at virtual time ``at`` (anything the API does not cover)."""
         self._at(at, fn, self)
 
-    # -- scripting: faults ----------------------------------------------------------------
+    # -- scripting: faults and keys --------------------------------------------------------
 
     def partition(self, at: float, agencies: str | Iterable[str]) -> None:
         """Cut agencies (ids or ``@GROUP``s) from the broker until ``heal``: what they send
         is lost (their outboxes retry), what is sent to them waits at the broker."""
-        agencies = _as_list(agencies)
+        agencies = as_list(agencies)
         self._resolve(agencies)
         self._at(at, self._do_partition, agencies, True)
 
     def heal(self, at: float, agencies: str | Iterable[str] | None = None) -> None:
         """Reconnect partitioned agencies (all of them if None)."""
-        agencies = _as_list(agencies) if agencies is not None else None
+        agencies = as_list(agencies) if agencies is not None else None
         if agencies is not None:
             self._resolve(agencies)
         self._at(at, self._do_partition, agencies, False)
@@ -403,54 +298,38 @@ class Simulation:
             self._resolve([agency])
         self._at(at, self._do_skew, agency, round(seconds * 1000))
 
-    # -- running --------------------------------------------------------------------------
+    # -- running ---------------------------------------------------------------------------
 
-    def run(self, until: float | None = None, *, max_events: int | None = None) -> hs.History:
+    def run(self, until: float | None = None, *,
+            progress: Callable[[float], Any] | None = None, step: float = 1.0,
+            max_events: int | None = None) -> hs.History:
         """Run virtual time up to ``until`` seconds (until nothing is left to do if None);
-        may be called again to continue. Returns the history so far."""
+        may be called again to continue. Returns the history so far.
+
+        ``progress(now)`` is called after each ``step`` virtual seconds that saw events
+        (stretches without events are skipped), e.g. to move a progress bar.
+        ``max_events`` stops early after that many scheduler events (a safety net).
+        """
         until_us = None if until is None else seconds_to_us(until)
         if until_us is not None and until_us < self.clock.now_us:
             raise ValueError(f"until={until} is before the current time {self.now:g}s")
-        self.clock.run(until_us, max_events=max_events)
+        if progress is None:
+            self.clock.run(until_us, max_events=max_events)
+        else:
+            step_us = max(1, seconds_to_us(step))
+            left = max_events
+            while (nxt := self.clock.next_time()) is not None and (
+                    until_us is None or nxt <= until_us) and (left is None or left > 0):
+                target = nxt + step_us if until_us is None else min(nxt + step_us, until_us)
+                n = self.clock.run(target, max_events=left)
+                left = None if left is None else left - n
+                progress(self.clock.now)
+            if until_us is not None and (left is None or left > 0):
+                self.clock.run(until_us, max_events=0)
         self.history.end = self.clock.now
         return self.history
 
-    # -- internals: scripting helpers ------------------------------------------------------
-
-    def _at(self, at: float, fn: Callable[..., Any], *args: Any) -> None:
-        t = seconds_to_us(at)
-        if at < 0 or t < self.clock.now_us:
-            raise ValueError(f"at={at} is in the past (virtual time is {self.now:g}s)")
-        self.clock.at(t, fn, *args)
-
-    def _host(self, agency: str) -> _Host:
-        try:
-            return self.hosts[agency]
-        except KeyError:
-            raise ValueError(f"unknown agency {agency!r} (this network has "
-                             f"{len(self.hosts)} agencies, e.g. "
-                             f"{', '.join(list(self.hosts)[:4])})") from None
-
-    def _check_who(self, who: str) -> None:
-        if who not in (ROUTER, BROKER):
-            self._host(who)
-
-    def _resolve(self, who: str | Iterable[str], *, allow_router: bool = False
-                 ) -> frozenset[str]:
-        """Agency ids for ids and ``@GROUP``s (expanded with the newest directory)."""
-        out: set[str] = set()
-        for item in _as_list(who):
-            if item == ROUTER and allow_router:
-                out.add(item)
-            elif item.startswith("@"):
-                try:
-                    out.update(self.directory.expand([item], ""))
-                except I24Error as exc:
-                    raise ValueError(exc.message) from None
-            else:
-                self._host(item)
-                out.add(item)
-        return frozenset(out)
+    # -- internals: building and submitting ------------------------------------------------
 
     def _message_spec(self, kind: str, to: str | Sequence[str], label: str, precedence: str,
                       handling: Sequence[str], h3_text: str, tlp: str | None,
@@ -462,8 +341,8 @@ class Simulation:
         ttl_ms = round((ttl if ttl is not None else self.spec.default_ttl_hours * 3600) * 1000)
         if ttl_ms <= 0:
             raise ValueError("ttl must be positive")
-        spec = {
-            "kind": kind, "to": _as_list(to), "label": lab,
+        spec: dict[str, Any] = {
+            "kind": kind, "to": as_list(to), "label": lab,
             "precedence": Precedence.parse(precedence),
             "handling": HandlingCodes.parse(handling, h3_text),
             "tlp": TLP.parse(tlp) if tlp else None,
@@ -472,169 +351,7 @@ class Simulation:
         spec["body"].encode()  # refuse now what could never be sealed
         return spec
 
-    def _condition(self, at: float | None, action: str, target: str, detail: str,
-                   apply: Callable[[], None]) -> None:
-        def fire() -> None:
-            apply()
-            self._record(hs.Inject(self.clock.now, action, target, detail))
-        if at is None:
-            fire()
-        else:
-            self._at(at, fire)
-
-    def _links_changed(self, targets: frozenset[str] | None) -> None:
-        for a, host in self.hosts.items():
-            if targets is None or a in targets:
-                host.link = self.conditions.link_of(a)
-        for host in self._attackers.values():
-            host.link = self.conditions.default
-
-    # -- internals: time ------------------------------------------------------------------
-
-    def _now_ms(self, host: _Host) -> int:
-        return self.start_ms + self.clock.now_us // 1000 + host.skew_ms
-
-    def _router_now(self) -> int:
-        return self.start_ms + self.clock.now_us // 1000 + self.router_skew_ms
-
-    def _record(self, ev: hs.Event) -> None:
-        self.history.events.append(ev)
-
-    def _t(self) -> float:
-        return self.clock.now_us / 1_000_000
-
-    # -- internals: nodes -----------------------------------------------------------------
-
-    def _start_node(self, host: _Host) -> None:
-        m = NodeMachine(host.agency, host.keys, host.held, host.store,
-                        random_bytes=self.rng.randbytes)
-        host.desk = install_lifecycle(m, auto_review=self.auto_review, store=host.desk_store)
-        host.machine = m
-        host.up = True
-
-    def _flush(self, host: _Host) -> None:
-        m = host.machine
-        if m is not None and m.pending():
-            for _, payload, _ in m.pop(1 << 30):
-                self._up(host, payload)
-
-    def _plan_wake(self, host: _Host) -> None:
-        m = host.machine
-        if m is None:
-            return
-        due = host.store.next_due()
-        # The node's gap timers are private to the machine; the driver must know when they
-        # fall due to wake the node then, without polling thousands of nodes.
-        gaps: dict[bytes, int] = getattr(m, "_gap_due", {})
-        if gaps:
-            g = min(gaps.values())
-            due = g if due is None else min(due, g)
-        if due is None:
-            return
-        t = max((due - self.start_ms - host.skew_ms) * 1000, self.clock.now_us)
-        if host.wake_at is not None and host.wake_at <= t:
-            return
-        host.wake_at = t
-        host.wake_token += 1
-        self.clock.at(t, self._wake, host, host.wake_token)
-
-    def _rewake(self, host: _Host) -> None:
-        host.wake_at = None
-        host.wake_token += 1
-        self._plan_wake(host)
-
-    def _wake(self, host: _Host, token: int) -> None:
-        if token != host.wake_token:
-            return
-        host.wake_at = None
-        m = host.machine
-        if m is None:
-            return
-        self._node_events(host, m.tick(self._now_ms(host)), "")
-        self._flush(host)
-        self._plan_wake(host)
-
-    def _node_handle(self, host: _Host, frame: bytes) -> None:
-        m = host.machine
-        assert m is not None
-        events = m.handle(m.inbox_topic, frame, self._now_ms(host))
-        if events:
-            self._node_events(host, events, frame)
-        self._flush(host)
-        self._plan_wake(host)
-
-    def _node_events(self, host: _Host, events: list[NodeEvent], frame: bytes | str) -> None:
-        t = self._t()
-        me = host.agency
-        rec = self.history.events.append
-        for ev in events:
-            k = ev.kind
-            if k == "received":
-                sent = self._sent_us.get(ev.msg_id)
-                lat = (self.clock.now_us - sent) / 1000 if sent is not None else \
-                    float(ev.latency_ms)
-                m = host.machine
-                rec(hs.Deliver(t, ev.msg_id, me, ev.peer, lat, PREC_NAMES[ev.precedence],
-                               m.directory.serial if m else 0))
-            elif k == "receipt":
-                rec(hs.Receipt(t, ev.msg_id, me, ev.peer, ev.detail, ev.reason))
-            elif k == "delivered":
-                sent = self._sent_us.get(ev.msg_id)
-                lat = (self.clock.now_us - sent) / 1000 if sent is not None else -1.0
-                rec(hs.Delivered(t, ev.msg_id, me, lat, PREC_NAMES[ev.precedence]))
-            elif k in ("accepted", "refused"):
-                continue  # the router's own accept / refuse events say it first
-            elif k == "duplicate":
-                rec(hs.Duplicate(t, ev.msg_id, me, ev.peer))
-            elif k == "refused-in":
-                rec(hs.RefuseIn(t, ev.msg_id, me, ev.peer, ev.reason))
-            elif k == "drop":
-                kind = frame_info(frame)[0] if isinstance(frame, bytes) else "other"
-                rec(hs.Drop(t, me, ev.reason, me, kind, ev.msg_id, ev.detail))
-            elif k == "retry":
-                rec(hs.Retry(t, ev.msg_id, me, ev.detail))
-            elif k == "expired":
-                rec(hs.Expired(t, ev.msg_id, me, ev.detail))
-            elif k == "gap":
-                rec(hs.Gap(t, me, ev.detail))
-            elif k == "submit":
-                self._record_hook_send(host, ev.msg_id)
-            elif k == "notice-published":
-                rid = ""
-                if host.desk is not None:
-                    rid = host.desk.by_notice.get(bytes.fromhex(ev.msg_id), "")
-                rec(hs.NoticePublished(t, ev.msg_id, rid, ev.detail, ev.peer))
-            elif k == "notice-refused":
-                rec(hs.NoticeRefused(t, ev.msg_id, ev.peer, ev.reason))
-            elif k == "notice-cancelled":
-                rec(hs.NoticeCancelled(t, ev.msg_id, ev.peer, ev.reason, ev.detail))
-            elif k in ("cancelled", "deleted", "updated"):
-                rec(hs.Withdrawn(t, ev.msg_id, me, k, ev.peer))
-            else:
-                rec(hs.Desk(t, me, k, ev.msg_id, ev.peer, ev.reason, ev.detail))
-
-    def _record_send(self, host: _Host, h: Header, subject: str, origin: str) -> hs.Send:
-        rel_source = rel_for = ""
-        rel_allowed: tuple[str, ...] = ()
-        if h.release is not None:
-            rel_source, rel_for, rel_allowed = _release_info(h.release)
-        ev = hs.Send(self._t(), h.id_hex, h.sender, h.recipients, h.addressing, h.kind,
-                     h.label.marking, h.precedence.name, tuple(h.handling.names()),
-                     h.tlp.value if h.tlp else "", h.ref.hex() if h.ref else "",
-                     rel_source, rel_for, rel_allowed, h.key_id.hex(),
-                     (h.expires_ms - h.created_ms) / 1000, subject, origin)
-        self.history.events.append(ev)
-        self.messages[ev.msg_id] = ev
-        self._sent_us[ev.msg_id] = self.clock.now_us
-        return ev
-
-    def _record_hook_send(self, host: _Host, msg_id: str) -> None:
-        entry = host.store.outbox_get(bytes.fromhex(msg_id))
-        if entry is None or not entry.raw:
-            return
-        self._record_send(host, Envelope.parse(entry.raw).header, entry.subject, "hook")
-
-    def _submit(self, handle: Sent, host: _Host, header: Header, body: Body) -> None:
+    def _submit(self, handle: Sent, host: Host, header: Header, body: Body) -> None:
         m = host.machine
         assert m is not None
         try:
@@ -662,14 +379,14 @@ class Simulation:
             return bytes.fromhex(ref.msg_id)
         return bytes.fromhex(ref)
 
-    def _live(self, handle: Sent) -> _Host | None:
+    def _live(self, handle: Sent) -> Host | None:
         host = self.hosts[handle.sender]
         if host.machine is None:
             self._send_error(handle, "node.down", f"{handle.sender}'s node is not running")
             return None
         return host
 
-    def _header(self, host: _Host, d: Directory, spec: dict[str, Any],
+    def _header(self, host: Host, d: Directory, spec: dict[str, Any],
                 ref: bytes | None, release: bytes | None, *, sender: str) -> Header:
         return make_header(
             d, sender=sender,
@@ -762,7 +479,9 @@ class Simulation:
             return
         self._submit(handle, host, header, body)
 
-    def _gs(self) -> _Host | None:
+    # -- internals: the notice desk --------------------------------------------------------
+
+    def _gs(self) -> Host | None:
         for h in self.hosts.values():
             if h.desk is not None and h.machine is not None:
                 return h
@@ -806,13 +525,13 @@ class Simulation:
         self._flush(gs)
         self._plan_wake(gs)
 
-    # -- internals: the attacker ----------------------------------------------------------
+    # -- internals: the attacker and the authority -----------------------------------------
 
     def _do_compromise(self, agency: str) -> None:
         keys = self.hosts[agency].keys
         self._stolen[agency] = keys
         if agency not in self._attackers:
-            att = _Host(agency, keys, self.directory, name=f"attacker:{agency}")
+            att = Host(agency, keys, self.directory, name=f"attacker:{agency}")
             att.link = self.conditions.default
             att.machine = None
             self._attackers[agency] = att
@@ -839,8 +558,6 @@ class Simulation:
         self._record_send(att, header, spec["body"].subject, "attacker")
         self._up(att, raw)
 
-    # -- internals: directory versions ----------------------------------------------------
-
     def _do_revoke(self, agency: str) -> None:
         try:
             nd = self.directory.revoke(agency, self._router_now())
@@ -855,387 +572,3 @@ class Simulation:
                                    self._router_now())
         self.hosts[agency].pending_keys.append((nd.serial, new))
         self._issue(nd, "rotate", agency)
-
-    def _issue(self, nd: Directory, action: str, agency: str) -> None:
-        d = self.keyring.publish(nd, held=self.directory)
-        self.directory = d
-        self.history.directories[d.serial] = d
-        self.history.versions.append(hs.DirectoryVersion(
-            d.serial, self._t(), f"{action} {agency}",
-            tuple(a for a, r in d.agencies.items() if not r.active),
-            tuple((a, r.key_version) for a, r in d.agencies.items() if r.key_version > 1)))
-        self._record(hs.Inject(self._t(), action, agency, f"directory version {d.serial}"))
-        self.router_dir = d
-        if self.router is not None:
-            self.router.set_directory(d)
-            self._record(hs.DirectoryInstalled(self._t(), ROUTER, d.serial))
-        if self.broker_up:
-            for host in self.hosts.values():
-                if host.connected:
-                    self._send_directory(host)
-
-    def _send_directory(self, host: _Host) -> None:
-        t = max(self.clock.now_us + host.link.delay_us(self.rng), host.last_down)
-        host.last_down = t
-        self.clock.at(t, self._at_node_directory, host, self.broker_epoch)
-
-    def _at_node_directory(self, host: _Host, epoch: int) -> None:
-        if epoch != self.broker_epoch or not host.connected:
-            return  # it gets the retained version when it reconnects
-        self._install_node_directory(host, self.directory)
-
-    def _install_node_directory(self, host: _Host, d: Directory) -> None:
-        if d.serial <= host.held.serial:
-            return
-        host.held = d
-        while host.pending_keys and host.pending_keys[0][0] <= d.serial:
-            host.keys = host.pending_keys.pop(0)[1]
-        m = host.machine
-        if m is not None:
-            m.set_directory(d)
-            m.keys = host.keys
-        self._record(hs.DirectoryInstalled(self._t(), host.agency, d.serial))
-
-    # -- internals: faults ----------------------------------------------------------------
-
-    def _do_partition(self, agencies: list[str] | None, cut: bool) -> None:
-        targets = self._resolve(agencies) if agencies is not None else frozenset(
-            a for a, h in self.hosts.items() if h.partitioned)
-        names = sorted(targets)
-        self._record(hs.Inject(self._t(), "partition" if cut else "heal",
-                               ",".join(names) if agencies is not None else "*",
-                               f"{len(names)} agencies"))
-        for a in names:
-            host = self.hosts[a]
-            if host.partitioned == cut:
-                continue
-            host.partitioned = cut
-            if not cut:
-                self._reconnect(host)
-
-    def _do_crash(self, who: str) -> None:
-        t = self._t()
-        if who == ROUTER:
-            if self.router is None:
-                self._record(hs.Inject(t, "crash", who, "already down"))
-                return
-            self._record(hs.Inject(t, "crash", who, f"{len(self._rin)} inbound and "
-                                   f"{self.router.pending()} outbound frame(s) lost"))
-            for _, _, _, payload in sorted(self._rin):
-                self._drop(ROUTER, "router.crash", ROUTER, payload)
-            self._rin = []
-            self.router = None
-            self.router_epoch += 1
-            self._rbusy = False
-        elif who == BROKER:
-            if not self.broker_up:
-                self._record(hs.Inject(t, "crash", who, "already down"))
-                return
-            queued = sum(len(h.session) for h in self.hosts.values())
-            self._record(hs.Inject(t, "crash", who, f"{queued + len(self._router_session)} "
-                                   "queued frame(s) lost"))
-            self.broker_up = False
-            self.broker_epoch += 1
-            for host in self.hosts.values():
-                for _, payload in host.session:
-                    self._drop(BROKER, "broker.crash", host.agency, payload)
-                host.session = []
-            for _, payload in self._router_session:
-                self._drop(BROKER, "broker.crash", ROUTER, payload)
-            self._router_session = []
-        else:
-            host = self.hosts[who]
-            if host.machine is None:
-                self._record(hs.Inject(t, "crash", who, "already down"))
-                return
-            self._record(hs.Inject(t, "crash", who, f"{host.machine.pending()} unsent "
-                                   "frame(s) lost"))
-            host.machine = None
-            host.desk = None
-            host.up = False
-            host.wake_at = None
-            host.wake_token += 1
-
-    def _do_restart(self, who: str) -> None:
-        t = self._t()
-        if who == ROUTER:
-            if self.router is not None:
-                self._record(hs.Inject(t, "restart", who, "already running"))
-                return
-            self._record(hs.Inject(t, "restart", who, f"{len(self._router_session)} queued "
-                                   "frame(s) waiting at the broker"))
-            self.router = RouterMachine(self.router_dir, self.keyring.router,
-                                        self.router_store)
-            queued, self._router_session = self._router_session, []
-            for topic, payload in queued:
-                self._router_in(topic, payload)
-        elif who == BROKER:
-            if self.broker_up:
-                self._record(hs.Inject(t, "restart", who, "already running"))
-                return
-            self._record(hs.Inject(t, "restart", who, "sessions and in-flight frames lost"))
-            self.broker_up = True
-            self.broker_epoch += 1
-            for host in self.hosts.values():
-                self._reconnect(host)
-        else:
-            host = self.hosts[who]
-            if host.machine is not None:
-                self._record(hs.Inject(t, "restart", who, "already running"))
-                return
-            self._record(hs.Inject(t, "restart", who, f"{len(host.store.active)} outbox "
-                                   f"entries pending, {len(host.session)} frame(s) queued"))
-            self._start_node(host)
-            self._reconnect(host)
-            self._rewake(host)
-
-    def _do_skew(self, who: str, skew_ms: int) -> None:
-        self._record(hs.Inject(self._t(), "skew", who, f"{skew_ms / 1000:+g} s"))
-        if who == ROUTER:
-            self.router_skew_ms = skew_ms
-            return
-        for a in sorted(self._resolve([who])):
-            host = self.hosts[a]
-            host.skew_ms = skew_ms
-            self._rewake(host)
-
-    # -- internals: the wire --------------------------------------------------------------
-
-    def _drop(self, where: str, reason: str, agency: str, payload: bytes) -> None:
-        kind, mid = frame_info(payload)
-        self._record(hs.Drop(self._t(), where, reason, agency, kind, mid))
-
-    def _filters(self, payload: bytes, direction: str, dest: str | None
-                 ) -> tuple[str | None, int]:
-        """(name of a filter that drops the frame, or None; extra delay in us)."""
-        h = peek_header(payload)
-        if h is None:
-            return None, 0
-        extra = 0
-        for f in self.conditions.filters:
-            if f.matches(h, direction, dest):
-                if f.drop and (f.drop >= 1.0 or self.rng.random() < f.drop):
-                    return f.name, 0
-                if f.delay_ms or f.jitter_ms:
-                    extra += LinkParams(f.delay_ms, f.jitter_ms).delay_us(self.rng)
-        return None, extra
-
-    def _up(self, host: _Host, payload: bytes) -> None:
-        """A frame from a node (or the attacker) towards the broker."""
-        if not self.broker_up:
-            self._drop(BROKER, "broker.down", host.agency, payload)
-            return
-        if host.partitioned:
-            self._drop("link", "partition", host.agency, payload)
-            return
-        extra = 0
-        if self.conditions.filters:
-            dropped, extra = self._filters(payload, "up", None)
-            if dropped is not None:
-                self._drop("link", f"filter:{dropped}", host.agency, payload)
-                return
-        link = host.link
-        if link.loss and self.rng.random() < link.loss:
-            self._drop("link", "loss", host.agency, payload)
-            return
-        t = self.clock.now_us + link.delay_us(self.rng)
-        if t < host.last_up:
-            t = host.last_up
-        host.last_up = t
-        self.clock.at(t + extra, self._at_broker, host, payload, self.broker_epoch)
-
-    def _at_broker(self, host: _Host, payload: bytes, epoch: int) -> None:
-        if epoch != self.broker_epoch:
-            self._drop(BROKER, "broker.crash", host.agency, payload)
-            return
-        if host.partitioned:
-            self._drop("link", "partition", host.agency, payload)
-            return
-        topic = self.submit_prefix + host.agency
-        rl = self.conditions.router_link
-        if rl.latency_ms or rl.jitter_ms:
-            self.clock.after(rl.delay_us(self.rng), self._at_router, topic, payload,
-                             self.broker_epoch)
-        else:
-            self._router_in(topic, payload)
-
-    def _at_router(self, topic: str, payload: bytes, epoch: int) -> None:
-        if epoch != self.broker_epoch:
-            self._drop(BROKER, "broker.crash", ROUTER, payload)
-            return
-        self._router_in(topic, payload)
-
-    def _router_in(self, topic: str, payload: bytes) -> None:
-        if self.router is None:  # the router's persistent session keeps it at the broker
-            limit = self.conditions.queue_limit
-            if limit is not None and len(self._router_session) >= limit:
-                self._drop(BROKER, "broker.queue-full", ROUTER, payload)
-                return
-            self._router_session.append((topic, payload))
-            return
-        heapq.heappush(self._rin, (frame_priority(payload), next(self._rorder), topic,
-                                   payload))
-        self._router_kick()
-
-    def _router_kick(self) -> None:
-        """Give the router's single server its next job, if it is idle."""
-        if self._rbusy:
-            return
-        cost = self.conditions.cost
-        while (r := self.router) is not None:
-            has_in = bool(self._rin)
-            if not has_in and not r.pending():
-                return
-            if has_in and (self._rturn is False or not r.pending()):
-                self._rturn = True
-                _, _, topic, payload = heapq.heappop(self._rin)
-                c = cost.envelope_ms if payload[2:6] == b"i24e" else cost.control_ms
-                if c <= 0:
-                    self._router_handle(topic, payload)
-                    continue
-                self._rbusy = True
-                self.clock.after(ms_to_us(c), self._router_done_in, self.router_epoch,
-                                 topic, payload)
-                return
-            self._rturn = False
-            out = r.pop(self._router_now(), 1)
-            if not out:
-                continue
-            topic, frame, _ = out[0]
-            c = cost.stamp_ms if frame[2:6] == b"i24d" else cost.relay_ms
-            if c <= 0:
-                self._router_publish(topic, frame)
-                continue
-            self._rbusy = True
-            self.clock.after(ms_to_us(c), self._router_done_out, self.router_epoch, topic,
-                             frame)
-            return
-
-    def _router_done_in(self, epoch: int, topic: str, payload: bytes) -> None:
-        if epoch != self.router_epoch:
-            self._drop(ROUTER, "router.crash", ROUTER, payload)
-            return
-        self._rbusy = False
-        self._router_handle(topic, payload)
-        self._router_kick()
-
-    def _router_done_out(self, epoch: int, topic: str, frame: bytes) -> None:
-        if epoch != self.router_epoch:
-            self._drop(ROUTER, "router.crash", ROUTER, frame)
-            return
-        self._rbusy = False
-        self._router_publish(topic, frame)
-        self._router_kick()
-
-    def _router_handle(self, topic: str, payload: bytes) -> None:
-        r = self.router
-        assert r is not None
-        now = self._router_now()
-        if now - self._last_prune_ms >= 60_000:
-            self._last_prune_ms = now
-            r.store.prune(now)
-        events = r.handle(topic, payload, now)
-        if events:
-            self._router_events(events, payload)
-
-    def _router_events(self, events: list[RouterEvent], payload: bytes) -> None:
-        t = self._t()
-        rec = self.history.events.append
-        serial = self.router_dir.serial
-        for ev in events:
-            k = ev.kind
-            if k == "accept":
-                rec(hs.Accept(t, ev.msg_id, ev.sender, ev.recipients,
-                              PREC_NAMES[ev.precedence], serial))
-            elif k == "refuse":
-                rec(hs.Refuse(t, ev.msg_id, ev.sender, ev.reason, ev.recipients, ev.detail,
-                              serial))
-            elif k == "duplicate":
-                rec(hs.RouterRetry(t, ev.msg_id, ev.sender, ev.recipients))
-            elif k == "resend":
-                rec(hs.Resend(t, ev.sender, ev.detail))
-            elif k == "drop":
-                kind, mid = frame_info(payload)
-                rec(hs.Drop(t, ROUTER, ev.reason, ev.sender, kind, ev.msg_id or mid,
-                            ev.detail))
-            # "receipt": the sender's receipt event records it where it matters
-
-    def _router_publish(self, topic: str, frame: bytes) -> None:
-        host = self.hosts.get(topic[len(self.inbox_prefix):]) \
-            if topic.startswith(self.inbox_prefix) else None
-        if host is None:
-            self._drop(ROUTER, "topic.unexpected", ROUTER, frame)
-            return
-        rl = self.conditions.router_link
-        if rl.latency_ms or rl.jitter_ms:
-            self.clock.after(rl.delay_us(self.rng), self._down, host, frame)
-        else:
-            self._down(host, frame)
-
-    def _down(self, host: _Host, frame: bytes) -> None:
-        """A frame the router published, at the broker, for ``host``'s session."""
-        if not self.broker_up:
-            self._drop(BROKER, "broker.down", host.agency, frame)
-            return
-        host.down_seq += 1
-        if host.connected:
-            self._send_down(host, host.down_seq, frame)
-        else:
-            self._queue(host, host.down_seq, frame)
-
-    def _queue(self, host: _Host, n: int, frame: bytes) -> None:
-        limit = self.conditions.queue_limit
-        if limit is not None and len(host.session) >= limit:
-            self._drop(BROKER, "broker.queue-full", host.agency, frame)
-            return
-        bisect.insort(host.session, (n, frame), key=lambda x: x[0])
-
-    def _send_down(self, host: _Host, n: int, frame: bytes) -> None:
-        extra = 0
-        if self.conditions.filters:
-            dropped, extra = self._filters(frame, "down", host.agency)
-            if dropped is not None:
-                self._drop("link", f"filter:{dropped}", host.agency, frame)
-                return
-        link = host.link
-        if link.loss and self.rng.random() < link.loss:
-            self._drop("link", "loss", host.agency, frame)
-            return
-        t = self.clock.now_us + link.delay_us(self.rng)
-        if t < host.last_down:
-            t = host.last_down
-        host.last_down = t
-        self.clock.at(t + extra, self._at_node, host, n, frame, self.broker_epoch)
-
-    def _at_node(self, host: _Host, n: int, frame: bytes, epoch: int) -> None:
-        if epoch != self.broker_epoch:
-            self._drop(BROKER, "broker.crash", host.agency, frame)
-            return
-        if not host.connected:  # not acknowledged: the session keeps it (QoS 1)
-            self._queue(host, n, frame)
-            return
-        self._node_handle(host, frame)
-
-    def _reconnect(self, host: _Host) -> None:
-        if not (host.connected and self.broker_up):
-            return
-        if host.held.serial < self.directory.serial:
-            self._send_directory(host)
-        queued, host.session = host.session, []
-        for n, frame in queued:
-            self._send_down(host, n, frame)
-
-
-def _as_list(value: str | Iterable[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _release_info(signed: bytes) -> tuple[str, str, tuple[str, ...]]:
-    """(source, message id hex, allowed) of a release, read without verifying it."""
-    try:
-        outer = unpack(signed, what="release", max_size=4096, max_items=4)
-        doc = unpack(outer[0], what="release", max_size=4096, max_items=256)
-        return (str(doc.get("source", "")), bytes(doc.get("id", b"")).hex(),
-                tuple(str(a) for a in doc.get("allowed", ())))
-    except (I24Error, TypeError, IndexError, KeyError, AttributeError):
-        return "", "", ()
