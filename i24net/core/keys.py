@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import nacl.bindings as sodium
 import nacl.exceptions
-import nacl.signing
 
 from i24net.core.errors import CryptoError, WireFormatError
 
@@ -49,7 +48,8 @@ def key_id(verify_key: bytes) -> bytes:
 
 def sign(signing_seed: bytes, domain: bytes, message: bytes) -> bytes:
     """Ed25519 signature over ``domain || message``."""
-    return nacl.signing.SigningKey(signing_seed).sign(domain + message).signature
+    _, secret = sodium.crypto_sign_seed_keypair(signing_seed)
+    return sodium.crypto_sign(domain + message, secret)[:SIG_SIZE]
 
 
 def verify(verify_key: bytes, domain: bytes, message: bytes, signature: bytes, *,
@@ -59,7 +59,8 @@ def verify(verify_key: bytes, domain: bytes, message: bytes, signature: bytes, *
         raise WireFormatError(f"{what}: signature must be {SIG_SIZE} bytes",
                               reason="wire.schema", agency=agency)
     try:
-        nacl.signing.VerifyKey(verify_key).verify(domain + message, signature)
+        # libsodium directly: a VerifyKey object per call costs more than the check itself
+        sodium.crypto_sign_open(signature + domain + message, verify_key)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError,
             TypeError) as exc:
         raise CryptoError(
@@ -78,11 +79,21 @@ class AgencyKeys:
     agency: str
     signing_seed: bytes = field(repr=False)
     encryption_secret: bytes = field(repr=False)
+    # Derived once: re-deriving the Ed25519 key pair or the X25519 public key on every use
+    # cost about as much as the signature itself.
+    _secret: bytes = field(init=False, repr=False, compare=False)
+    _verify_key: bytes = field(init=False, repr=False, compare=False)
+    _enc_public: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.signing_seed) != KEY_SIZE or len(self.encryption_secret) != KEY_SIZE:
             raise CryptoError(f"keys of {self.agency} must be {KEY_SIZE} bytes each",
                               reason="key.size", agency=self.agency)
+        public, secret = sodium.crypto_sign_seed_keypair(self.signing_seed)
+        object.__setattr__(self, "_secret", secret)
+        object.__setattr__(self, "_verify_key", public)
+        object.__setattr__(self, "_enc_public",
+                           sodium.crypto_scalarmult_base(self.encryption_secret))
 
     @classmethod
     def generate(cls, agency: str, random_bytes: object) -> AgencyKeys:
@@ -92,14 +103,14 @@ class AgencyKeys:
 
     @property
     def verify_key(self) -> bytes:
-        return bytes(nacl.signing.SigningKey(self.signing_seed).verify_key)
+        return self._verify_key
 
     @property
     def encryption_public(self) -> bytes:
-        return sodium.crypto_scalarmult_base(self.encryption_secret)
+        return self._enc_public
 
     def sign(self, domain: bytes, message: bytes) -> bytes:
-        return sign(self.signing_seed, domain, message)
+        return sodium.crypto_sign(domain + message, self._secret)[:SIG_SIZE]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AgencyKeys):
