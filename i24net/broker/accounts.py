@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from i24net.broker.errors import BrokerConfigError
+from i24net.transport.topics import topic_matches as match_valid_topic
 
 __all__ = [
     "CLIENT_ID_SEPARATOR",
@@ -109,19 +110,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     """
     if not is_valid_topic_filter(topic_filter) or not is_valid_topic_name(topic):
         return False
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    if topic.startswith("$") and filter_levels[0] in ("+", "#"):
-        return False
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            # '#' is last (validated) and also matches the parent: "a/#" matches "a".
-            return True
-        if index >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[index]:
-            return False
-    return len(filter_levels) == len(topic_levels)
+    return match_valid_topic(topic_filter, topic)
 
 
 def filter_covers(allowed: str, requested: str) -> bool:
