@@ -54,7 +54,14 @@ GAP_GRACE_MS = 1_500
 # Retries are spread, not synchronised: messages submitted together would otherwise retry
 # together, and after a router outage every wave would overrun the router's rate limit again.
 RETRY_JITTER = 0.5  # each delay is scaled by a factor in [1 - j, 1 + j]
-MAX_RETRIES_PER_TICK = 64  # the rest stay due and go on the next tick
+MAX_RETRIES_PER_TICK = 32  # the rest stay due and go on the next tick
+# Congestion control: at most this many messages sent and not yet answered by the router;
+# new messages wait in the outbox. Without it a backlog (after an outage, or a burst from
+# `i24net publish`) turns into retry waves that keep the router saturated.
+SEND_WINDOW = 64
+# Once the router has accepted a message only receipts are missing: the router holds it and
+# re-delivers on a retry, so retry less eagerly than for an unanswered submission.
+ACCEPTED_RETRY_MIN_MS = 8_000
 MAX_GAP_REQUESTS = 3  # then the missing numbers are let go: sender retries repair the rest
 OUTBOX_FINAL = ("refused", "delivered", "expired")
 
@@ -236,7 +243,9 @@ class NodeMachine:
     def tick(self, now_ms: int) -> list[NodeEvent]:
         events: list[NodeEvent] = []
         retried = 0
-        for e in self.store.outbox_active():
+        active = sorted(self.store.outbox_active(), key=lambda e: e.precedence)
+        unanswered = sum(1 for e in active if e.state == "queued" and e.attempts >= 1)
+        for e in active:
             if now_ms > e.expires_ms:
                 self.store.outbox_put(replace(e, state="expired", reason="time.expired"))
                 self._count("expired")
@@ -244,8 +253,13 @@ class NodeMachine:
                                         detail=f"{len(e.receipts)}/{len(e.recipients)} "
                                         "receipts"))
             elif now_ms >= e.next_ms and retried < MAX_RETRIES_PER_TICK:
+                if e.attempts == 0:  # never sent: only within the window
+                    if unanswered >= SEND_WINDOW:
+                        continue
+                    unanswered += 1
                 retried += 1
-                delay = self._jitter(min(RETRY_MAX_MS, RETRY_MIN_MS << min(e.attempts, 5)))
+                base = ACCEPTED_RETRY_MIN_MS if e.state == "accepted" else RETRY_MIN_MS
+                delay = self._jitter(min(RETRY_MAX_MS, base << min(e.attempts, 5)))
                 self.store.outbox_put(replace(e, attempts=e.attempts + 1,
                                               next_ms=now_ms + delay))
                 self._push(e.precedence, e.raw)

@@ -8,6 +8,7 @@ mistaken router should never have accepted.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -40,8 +41,10 @@ from i24net.core.keys import AgencyKeys
 from i24net.core.labels import Precedence
 from i24net.core.node import (
     GAP_GRACE_MS,
+    MAX_RETRIES_PER_TICK,
     RETRY_MAX_MS,
     RETRY_MIN_MS,
+    SEND_WINDOW,
     MemoryNodeStore,
     NodeEvent,
     NodeMachine,
@@ -455,9 +458,24 @@ def test_retry_delays_are_jittered_and_bounded_per_tick() -> None:
     ids = [parsed(sent_by_fr(n, ["NCB-DE"])).header.id for _ in range(100)]
     n.pop()
     events = n.tick(T0 + 2 * SECOND)
-    assert sum(e.kind == "retry" for e in events) == 64  # MAX_RETRIES_PER_TICK
-    due = sorted(store(n).outbox[i].next_ms for i in ids[:64] if store(n).outbox[i].attempts > 1)
-    assert len(due) == 64 and len(set(due)) > 10  # spread, not one synchronised wave
+    assert sum(e.kind == "retry" for e in events) == MAX_RETRIES_PER_TICK
+    due = sorted(store(n).outbox[i].next_ms for i in ids if store(n).outbox[i].attempts > 1)
+    assert len(due) == MAX_RETRIES_PER_TICK and len(set(due)) > 10  # spread, not one wave
     base = 2 * SECOND + (RETRY_MIN_MS << 1)
     assert all(base * 0.5 - 1 <= d - T0 <= base * 1.5 + 1 for d in due)
-    assert sum(e.kind == "retry" for e in n.tick(T0 + 2 * SECOND + 200)) == 36
+    assert sum(e.kind == "retry" for e in n.tick(T0 + 2 * SECOND + 200)) == MAX_RETRIES_PER_TICK
+
+
+def test_new_messages_wait_for_the_send_window() -> None:
+    """Entries written by `i24net publish` (attempts 0) go out only while fewer than
+    SEND_WINDOW sent messages await the router's answer."""
+    n = node("NCB-FR")
+    for _ in range(SEND_WINDOW):
+        sent_by_fr(n, ["NCB-DE"])  # sent now, unanswered
+    n.pop()
+    late = parsed(sent_by_fr(n, ["NCB-DE"])).header.id
+    n.pop()
+    entry = store(n).outbox[late]
+    store(n).outbox_put(replace(entry, attempts=0, next_ms=0))  # as publish leaves it
+    events = n.tick(T0 + 100)
+    assert not any(e.msg_id == late.hex() for e in events)  # held back by the window

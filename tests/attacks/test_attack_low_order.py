@@ -1,0 +1,67 @@
+"""Drill: a low-order X25519 key in a directory record. With a small-order point as an
+agency's ``enc_key`` the X25519 shared secret is all zeros, a pair key anyone could compute;
+libsodium refuses it and PyNaCl raises ``RuntimeError`` (DESIGN §3), which the core turns
+into ``key.low-order``.
+
+The directory is signed by the authority, so such a record can only come from the issuer
+(an agency that registered a bad public key). It loads; the router never does X25519 and is
+unaffected; a node that receives from that agency drops the message (``key.low-order``,
+counted, no receipt); a sender cannot seal to it - nor to any group that includes it, which
+is why an issuer must refuse such keys (docs/security.md, residual risks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from attackkit import at_router, kinds, legit_message_flows
+from fixednet import LOW_ORDER
+from netfixtures import AUTHORITY_SEED, T0, Net, build, header
+
+from i24net.core.directory import Directory, load
+from i24net.core.envelope import Body
+from i24net.core.errors import CryptoError
+from i24net.core.keys import AgencyKeys
+
+ANCHOR = AgencyKeys("authority", AUTHORITY_SEED, bytes(32)).verify_key
+
+
+def with_low_order_key(point: bytes, agency: str = "NCB-BR") -> Net:
+    net = Net()
+    d = net.directory
+    bad = dataclasses.replace(d.agency(agency), enc_key=point)
+    v2 = d.next_version(T0, agencies={**d.agencies, agency: bad})
+    loaded: Directory = load(v2.sign(AUTHORITY_SEED), ANCHOR, held=d)  # it does load
+    net.directory = loaded
+    net.router.set_directory(loaded)
+    for node in net.nodes.values():
+        node.set_directory(loaded)
+    return net
+
+
+@pytest.mark.parametrize("point", LOW_ORDER[:7], ids=lambda p: p.hex()[:8])
+def test_message_from_an_agency_with_a_low_order_key_is_dropped_by_the_recipient(
+        point: bytes) -> None:
+    net = with_low_order_key(point)
+    raw = build("NCB-BR", ["NCB-DE"], d=net.directory, lab="OFFICIAL-USE")  # BR's real keys
+    assert kinds(at_router(net, "NCB-BR", raw)) == [("accept", "ok")]  # headers only
+    net.pump()
+    de = net.nodes["NCB-DE"]
+    assert de.counters == {"drop.key.low-order": 1}
+    assert net.inbox("NCB-DE") == set()
+    legit_message_flows(net)
+
+
+@pytest.mark.parametrize("to", [["NCB-BR"], ["@AMERICAS"], ["@ALL"]])
+def test_sealing_to_an_agency_with_a_low_order_key_fails_cleanly(to: list[str]) -> None:
+    net = with_low_order_key(LOW_ORDER[2])
+    fr_node = net.nodes["NCB-FR"]
+    h = header("NCB-FR", to, d=net.directory, now=net.now, lab="OFFICIAL-USE",
+               rng=fr_node.random_bytes)
+    with pytest.raises(CryptoError) as info:
+        fr_node.submit(h, Body("to a bad key"), net.now)
+    assert info.value.reason == "key.low-order"
+    assert not isinstance(info.value, RuntimeError)
+    assert fr_node.store.outbox_get(h.id) is None and fr_node.pending() == 0
+    legit_message_flows(net)
