@@ -44,10 +44,10 @@ test-quick: install
 bench: install
 	$(BIN)/i24net bench --json bench/results.json
 
-# The chaos soak (about 10 minutes): 20,000 messages among 20 nodes on Mosquitto while the
+# The chaos soak (about 15 minutes): 20,000 messages among 20 nodes on Mosquitto while the
 # router, nodes and broker are killed and nodes frozen; exits 3 on any loss or duplicate.
 chaos: install
-	$(BIN)/i24net chaos --messages 20000 --nodes 20 --engine mosquitto --duration 240 \
+	$(BIN)/i24net chaos --messages 20000 --nodes 20 --engine mosquitto --duration 400 \
 	  --settle 600 --json bench/chaos.json
 
 lint: install
