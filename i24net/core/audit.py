@@ -157,7 +157,7 @@ class AuditEntry:
     actor: str  # the daemon: "router", "NCB-FR"...
     event: str  # "accept", "refuse", "deliver", "drop", "receipt", "checkpoint"...
     msg_id: str  # lower-case hex id of the message concerned, or ""
-    reason: str  # a reason code such as "policy.clearance", or ""
+    reason: str  # a reason code such as "clearance.recipient", or ""
     details: tuple[tuple[str, DetailValue], ...]  # sorted by key (see canonical_details)
     prev: bytes  # hash of the entry before (GENESIS for index 0)
     hash: bytes  # SHA-256 over DOMAIN_AUDIT and everything above

@@ -2,7 +2,7 @@
 
 Theory of operation: every failure a user or an operator can meet is an ``I24Error``. The
 ``reason`` is a stable dotted string (``wire.truncated``, ``sig.invalid``,
-``policy.clearance``...) documented in ``docs/protocol.md`` and used by counters, audit
+``clearance.recipient``...) documented in ``docs/protocol.md`` and used by counters, audit
 entries and exercise expectations; the message is written for a person and says what to do.
 Library exceptions (msgpack, PyNaCl, sqlite3, aiomqtt) are converted to these once, at the
 boundary where they are raised, with ``raise ... from exc``.
