@@ -76,6 +76,24 @@ BASELINE_IN, BASELINE_OUT = "bench/relay/in", "bench/relay/out"
 
 Say = Callable[[str], None]
 
+#: The stages of a FLASH probe's way, between two wall-clock timestamps (see _RouterTrace).
+FLASH_STAGES = (
+    # submit (before sealing) -> the sender daemon hands it to its transport
+    ("sender", "created", "sent"),
+    # -> the broker's PUBACK to the sender
+    ("sender_to_broker_ack", "sent", "acked"),
+    # -> the router's transport hands it over: broker queue, socket, aiomqtt's own FIFO
+    ("to_router_transport", "sent", "arrival"),
+    # -> the router starts on it: the transport's queue and the daemon's precedence queue
+    ("router_in_queues", "arrival", "handle_start"),
+    # policy check, store, audit
+    ("router_check", "handle_start", "handled"),
+    # -> stamped and taken by the send loop: the machine's outbound precedence queue
+    ("router_out_queue", "handled", "popped"),
+    # -> in the recipient's inbox: publish, broker, recipient node (verify, decrypt, store)
+    ("router_to_inbox", "popped", "inbox"),
+)
+
 
 class BenchError(I24Error):
     """A benchmark phase could not complete (a child died, a round timed out)."""
@@ -106,7 +124,7 @@ class Plan:
 
     @classmethod
     def smoke(cls) -> Plan:
-        return cls(True, 150, 2, 30, 15, 15, 0.03, 0.5, 3.0, 300, 300, 60.0)
+        return cls(True, 120, 2, 20, 15, 12, 0.03, 0.5, 3.0, 200, 200, 60.0)
 
 
 # -- small helpers -----------------------------------------------------------------------
@@ -157,7 +175,8 @@ def machine_info() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {"cpu_model": model, "cores": os.cpu_count() or 0,
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(),
+            "loadavg_start": os.getloadavg()[0]}
 
 
 def _logger(path: Path, name: str) -> logging.Logger:
@@ -289,6 +308,7 @@ class _Round:
     seconds: float
     latencies: list[float] = field(repr=False, default_factory=list)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per message, per process
+    retries: int = 0  # sends the sender's node repeated (no receipt within its timer)
 
 
 class _CpuMeter:
@@ -324,6 +344,7 @@ class LiveNet:
         self._sink: Callable[[bytes], None] = lambda payload: None
         self.flash_sent: dict[str, int] = {}
         self.flash_inbox: dict[str, int] = {}
+        self.flash_acked: dict[str, int] = {}
         self.flash_resent = 0
 
     # -- setup --------------------------------------------------------------------------
@@ -431,27 +452,28 @@ class LiveNet:
         publish = node._publish
 
         async def traced(topic: str, payload: bytes) -> None:
+            first = None
             if fr.peek_magic(payload) == fr.ENVELOPE:
                 h = Envelope.parse(payload).header
                 if h.precedence == 0:  # the first send; a retry is counted, not timed
                     if h.id_hex in self.flash_sent:
                         self.flash_resent += 1
-                    self.flash_sent.setdefault(h.id_hex, time.time_ns())
+                    else:
+                        first = h.id_hex
+                        self.flash_sent[first] = time.time_ns()
             await publish(topic, payload)
+            if first is not None:
+                self.flash_acked[first] = time.time_ns()
 
         node._publish = traced  # type: ignore[method-assign]
 
     def breakdown(self, router_trace: dict[str, dict[str, float]]) -> dict[str, Any]:
         """Median and p99 (ms) of each stage of the FLASH probes' way, wall clock."""
-        stages = (("sender", "created", "sent"), ("broker_to_router", "sent", "arrival"),
-                  ("router_in_queues", "arrival", "handle_start"),
-                  ("router_check", "handle_start", "handled"),
-                  ("router_out_queue", "handled", "popped"),
-                  ("router_to_inbox", "popped", "inbox"))
-        spans: dict[str, list[float]] = {name: [] for name, _, _ in stages}
+        spans: dict[str, list[float]] = {name: [] for name, _, _ in FLASH_STAGES}
         for msg, rec in router_trace.items():
-            rec = {**rec, "sent": self.flash_sent.get(msg), "inbox": self.flash_inbox.get(msg)}
-            for name, a, b in stages:
+            rec = {**rec, "sent": self.flash_sent.get(msg), "inbox": self.flash_inbox.get(msg),
+                   "acked": self.flash_acked.get(msg)}
+            for name, a, b in FLASH_STAGES:
                 if rec.get(a) is not None and rec.get(b) is not None:
                     spans[name].append((rec[b] - rec[a]) / 1e6)
         return {name: {"p50": percentile(v, 50), "p99": percentile(v, 99), "n": len(v)}
@@ -527,16 +549,20 @@ class LiveNet:
 
         def arrived(latency: float, precedence: int) -> None:
             lat.append(latency)
-            window.release()
             check()
 
         def delivered() -> None:
+            # The window closes on the receipt: the sender's own end of the loop. Closing it
+            # on inbox arrival would let un-receipted messages pile up past the node's 2 s
+            # retry timer, and the retries would then measure a retry storm.
             receipts[0] += 1
+            window.release()
             check()
 
         self._arrived, self._delivered = arrived, delivered
         meter = _CpuMeter({"bench (sender + recipient nodes)": os.getpid(),
                            "router": self.router.pid, "broker": self.broker_pid})
+        retries = self.nodes[SENDER].machine.counters.get("retry", 0)
         t0 = time.monotonic_ns()
         for _ in range(n):
             await window.acquire()
@@ -545,7 +571,8 @@ class LiveNet:
         self._arrived, self._delivered = (lambda lat, prec: None), (lambda: None)
         seconds = (last[0] - t0) / 1e9
         return _Round(n / seconds, percentile(lat, 50), percentile(lat, 99), seconds, lat,
-                      meter.per_message(n))
+                      meter.per_message(n),
+                      self.nodes[SENDER].machine.counters.get("retry", 0) - retries)
 
     async def _bounded(self, aw: Any, what: str) -> None:
         try:
@@ -570,7 +597,7 @@ class LiveNet:
             await asyncio.sleep(0.3)
             sec.append(await self.secured_round(plan.relay_messages, 10 + r))
             self.say(f"  round {r + 1}/{plan.relay_rounds}: baseline {base[-1].rate:,.0f} "
-                     f"msg/s, secured {sec[-1].rate:,.0f} msg/s")
+                     f"msg/s, secured {sec[-1].rate:,.0f} msg/s ({sec[-1].retries} retries)")
         relay = median([b.rate for b in base])
         secured = median([s.rate for s in sec])
         return {
@@ -582,7 +609,8 @@ class LiveNet:
             "secured_p50_ms": median([s.p50 for s in sec]),
             "secured_p99_ms": median([s.p99 for s in sec]),
             "relay_rounds": [{"baseline_msgs_per_s": b.rate, "secured_msgs_per_s": s.rate,
-                              "baseline_p99_ms": b.p99, "secured_p99_ms": s.p99}
+                              "baseline_p99_ms": b.p99, "secured_p99_ms": s.p99,
+                              "secured_retries": s.retries}
                              for b, s in zip(base, sec, strict=True)],
             "relay_messages_per_round": plan.relay_messages,
             "relay_router_rate_limit": "lifted (one sender; the default is 100/s per sender)",
@@ -652,10 +680,17 @@ class LiveNet:
         await blaster.ask("go", rate)
         await asyncio.sleep(plan.flood_warmup_s)
         during = await self.router.ask("stats")
+        pids = {"bench (FLASH sender + recipient)": os.getpid(), "router": self.router.pid,
+                "broker": self.broker_pid, "flood senders": blaster.pid,
+                f"flood recipient {FLOOD_RECIPIENT}": self.flood_node.pid}
+        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        t_probe = time.monotonic()
         self.say(f"  flooding at {rate:,.0f} msg/s offered; {n} FLASH probes")
         flooded, done = await self.probes(n, plan.flash_interval_s)
         sent = await blaster.ask("stats")
         after = await self.router.ask("stats")
+        busy = {k: (cpu_seconds(p) - cpu0[k]) / (time.monotonic() - t_probe)
+                for k, p in pids.items()}
         sink = await self.flood_node.ask("stats")
         await blaster.ask("stop")
         await self.stop_probes(done, wait)  # the stragglers: bounded, else timeouts
@@ -677,6 +712,7 @@ class LiveNet:
             "flood_offered_msgs_per_s": rate,
             "flood_senders": len(senders),
             "flood_published": sent["published"],
+            "flood_cpu_share": busy,  # CPU seconds per second of each process while probing
             "flood_router_in_frames_per_s": (after["received"] - during["received"]) / routed_s,
             "flood_recipient_received": sink["received"],
             "flood_router_queues": {"during": during, "after": after},
@@ -791,9 +827,15 @@ def sim_rate(messages: int, agencies: int | None, seed: int = 1) -> dict[str, An
 
 async def run_live(home: Any, plan: Plan, engine: str, work: Path, say: Say) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    phases = results.setdefault("phase_seconds", {})
+    t = time.monotonic()
     async with LiveNet(home, engine, work, plan, say) as net:
+        phases["live_setup"] = time.monotonic() - t
         results.update(await net.relay_phase())
+        phases["relay"] = time.monotonic() - t - phases["live_setup"]
+        t = time.monotonic()
         results.update(await net.flash_phase(results["secured_msgs_per_s"]))
+        phases["flash"] = time.monotonic() - t
         results.update(net.rss())
     return results
 
@@ -820,13 +862,21 @@ def run(plan: Plan, engine: str = "mosquitto", say: Say = lambda s: None,
         say(f"fan-out: sealing to 1, 10, 196 NCBs ({plan.seal_runs} runs each)")
         results.update(seal_bench(home, plan.seal_runs))
         results.update(asyncio.run(run_live(home, plan, engine, work, say)))
+        t = time.monotonic()
         results.update(sim_bench(plan, say))
+        results["phase_seconds"]["sim"] = time.monotonic() - t
     finally:
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("i24net.bench."):
+                for h in list(logging.getLogger(name).handlers):
+                    logging.getLogger(name).removeHandler(h)
+                    h.close()
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
         else:
             say(f"kept the work folder {work}")
     results["seconds"] = time.monotonic() - started
+    results["loadavg_end"] = os.getloadavg()[0]
     return results
 
 
@@ -899,17 +949,37 @@ def fmt(value: Any) -> str:
     return f"{value:.2f}"
 
 
+def notes(results: dict[str, Any]) -> list[str]:
+    """What a reader needs to know to trust (or not) the figures."""
+    out = []
+    if results.get("quick"):
+        out.append("QUICK smoke run: small counts, figures are not measurements.")
+    if results.get("relay_router_rate_limit"):
+        out.append("Relay phase: one sender against one publisher, so the router's per-sender "
+                   "rate limit (100/s) is lifted there; the FLASH phase runs with it, the "
+                   f"flood coming from {results.get('flood_senders', '?')} NCBs under it.")
+    if results.get("sim_note"):
+        out.append(f"Simulation: {results['sim_note']}.")
+    if results.get("flash_timeouts"):
+        out.append(f"{results['flash_timeouts']} FLASH probe(s) timed out; they count at the "
+                   "timeout in the flooded p99.")
+    return out
+
+
 def markdown(results: dict[str, Any], command: str) -> str:
-    """The results as a markdown table, with the machine and the command that made it."""
+    """The results as markdown: the figures, then where the time goes."""
     lines = [
         "# i24net benchmark results",
         "",
         f"Command: `{command}` ({'quick smoke run' if results.get('quick') else 'full run'}, "
         f"{results.get('seconds', 0):.0f} s)  ",
         f"Machine: {results.get('cpu_model')}, {results.get('cores')} cores, Python "
-        f"{results.get('python')}, {results.get('platform')}  ",
+        f"{results.get('python')}, {results.get('platform')}; load average (1 min) "
+        f"{fmt(results.get('loadavg_start'))} at the start, {fmt(results.get('loadavg_end'))} "
+        "at the end (other processes share these cores)  ",
         f"Broker: {results.get('engine')} on 127.0.0.1; stores: SQLite (WAL) as the daemons "
-        f"use; {results.get('body_bytes')}-byte bodies, window {results.get('window')}.",
+        f"use; {results.get('body_bytes')}-byte bodies; at most {results.get('window')} "
+        "messages outstanding end to end.",
         "",
         "| figure | key | value | goal | status |",
         "| --- | --- | ---: | --- | --- |",
@@ -917,12 +987,30 @@ def markdown(results: dict[str, Any], command: str) -> str:
     for fig in FIGURES:
         lines.append(f"| {fig.label} | `{fig.key}` | {fmt(results.get(fig.key))} {fig.unit} "
                      f"| {fig.goal} | {status(fig, results)} |")
-    notes = [str(results[k]) for k in ("sim_note",) if results.get(k)]
-    if results.get("flash_timeouts"):
-        notes.append(f"{results['flash_timeouts']} FLASH probe(s) timed out and count at the "
-                     "timeout in the flooded p99.")
-    if notes:
-        lines += ["", *(f"- {n}" for n in notes)]
+    lines += ["", *(f"- {n}" for n in notes(results))]
+    base, sec = results.get("relay_cpu_ms_per_msg"), results.get("secured_cpu_ms_per_msg")
+    if base and sec:
+        lines += ["", "## CPU per message (ms, median over rounds)", "",
+                  "| baseline process | ms | i24net process | ms |", "| --- | ---: | --- | ---: |"]
+        for (bk, bv), (sk, sv) in zip(base.items(), sec.items(), strict=False):
+            lines.append(f"| {bk} | {fmt(bv)} | {sk} | {fmt(sv)} |")
+    where = results.get("flash_breakdown_ms")
+    if where:
+        lines += ["", "## Where a FLASH message spends its time (ms, p50 / p99)", "",
+                  "| stage | router idle | ROUTINE flood |", "| --- | ---: | ---: |"]
+        for stage, _, _ in FLASH_STAGES:
+            i, f = where["idle"].get(stage, {}), where["flooded"].get(stage, {})
+            lines.append(f"| {stage} | {fmt(i.get('p50'))} / {fmt(i.get('p99'))} | "
+                         f"{fmt(f.get('p50'))} / {fmt(f.get('p99'))} |")
+    sim = results.get("sim_detail")
+    if sim:
+        lines += ["", "## Simulation slices", "",
+                  "| agencies | messages | delivered | build s | run s | msg/s |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in sim.values():
+            lines.append(f"| {r['agencies']:,} | {r['messages']:,} | {r['delivered']:,} | "
+                         f"{fmt(r['build_s'])} | {fmt(r['script_s'] + r['run_s'])} | "
+                         f"{fmt(r['msgs_per_s'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -995,9 +1083,13 @@ async def _worker_router(args: dict[str, Any]) -> None:
 
                 router.machine.rate_limit = None if words[1] == "off" else DEFAULT_RATE_LIMIT
                 return {"rate_limit": repr(router.machine.rate_limit)}
-            # where a backlog sits: the transport's FIFO, the daemon's priority queue, the
-            # machine's outbound queue (sampled when the router's loop is free to answer)
-            return {"received": t.received, "incoming": len(t._incoming),
+            # where a backlog sits: aiomqtt's message queue and the transport's hand-over
+            # queue (both FIFO), the daemon's priority queue, the machine's outbound queue
+            # (sampled when the router's loop is free to answer)
+            link = t._link
+            return {"received": t.received,
+                    "aiomqtt_queue": len(link.client.messages) if link is not None else 0,
+                    "incoming": len(t._incoming),
                     "inbound": router.inbound.qsize(), "outbound": router.machine.pending(),
                     "counters": dict(router.machine.counters)}
 

@@ -49,8 +49,11 @@ def bench_cmd(quick: bool, engine: str, json_path: Path | None, md_path: Path | 
         if Path(sys.argv[0]).name == "i24net" else "i24net bench" + (" --quick" if quick
                                                                      else "")
     console.print(table(results, bench))
-    for note in _notes(results):
-        console.print(f"[dim]{note}[/]")
+    console.print(f"[dim]{results['cpu_model']}, {results['cores']} cores, Python "
+                  f"{results['python']}; broker {results['engine']}; SQLite stores; "
+                  f"{results['seconds']:.0f} s[/]")
+    for note in bench.notes(results):
+        console.print(f"[dim]- {note}[/]")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(bench.to_json(results))
@@ -58,19 +61,6 @@ def bench_cmd(quick: bool, engine: str, json_path: Path | None, md_path: Path | 
     if md_path is not None:
         md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(bench.markdown(results, command))
-
-
-def _notes(results: dict[str, object]) -> list[str]:
-    notes = [f"{results['cpu_model']}, {results['cores']} cores, Python {results['python']}; "
-             f"broker {results['engine']}; SQLite stores; "
-             f"{'QUICK smoke run (small counts)' if results['quick'] else 'full run'}, "
-             f"{results['seconds']:.0f} s"]
-    if results.get("sim_note"):
-        notes.append(f"simulation: {results['sim_note']}")
-    if results.get("flash_timeouts"):
-        notes.append(f"{results['flash_timeouts']} FLASH probe(s) timed out; counted at the "
-                     "timeout")
-    return notes
 
 
 def table(results: dict[str, object], bench: object) -> Table:
