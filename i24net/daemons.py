@@ -157,7 +157,9 @@ class _Shell:
             self._wake.set()
             if self.inbound.empty():
                 self._idle()
-                await asyncio.sleep(0)
+            # Yield after every frame: a FLASH frame that arrives during a long batch joins
+            # the precedence queue (and goes first) before the batch ends, and sends flow.
+            await asyncio.sleep(0)
 
     async def _send(self) -> None:
         while True:

@@ -454,6 +454,12 @@ class MqttTransport:
         try:
             async for message in link.client.messages:
                 self._accept(message)
+                # aiomqtt's iterator costs a task and an asyncio.wait per message; take what
+                # it already holds in one go, so a saturated daemon's backlog waits in the
+                # daemon's precedence queue rather than in aiomqtt's FIFO ahead of it.
+                held = getattr(link.client, "_queue", None)
+                while held is not None and not held.empty():
+                    self._accept(held.get_nowait())
         except aiomqtt.MqttError:
             self._link_down(link)  # let publishers retry now, not after the group unwinds
             raise
