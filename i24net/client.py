@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from i24net.core.envelope import Body, Header, make_header
+from i24net.core.errors import I24Error
 from i24net.core.labels import HandlingCodes, Label, Precedence
 from i24net.core.node import NodeMachine, OutboxEntry
 from i24net.core.policy import complete_addressing
@@ -23,7 +24,11 @@ def open_store(home: Home, agency: str, *, readonly: bool = False) -> Any:
     from i24net.store import SqliteNodeStore
 
     home.directory().agency(agency)
-    return SqliteNodeStore(node_store_path(home, agency), readonly=readonly)
+    path = node_store_path(home, agency)
+    if readonly and not path.exists():
+        raise I24Error(f"{agency} has no store yet at {path}: start its node "
+                       f"('i24net node {agency}' or 'i24net up')", reason="config.store")
+    return SqliteNodeStore(path, readonly=readonly)
 
 
 def enqueue(home: Home, header: Header, body: Body, store: Any | None = None) -> OutboxEntry:

@@ -11,41 +11,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from livekit import cli, spawn, wait_ready
 
 from i24net.broker import pick_free_port
 
 pytestmark = pytest.mark.broker
 
 AGENCIES = ("GS-LYON", "NCB-FR", "NCB-DE", "EUROPOL", "NCB-US", "NCB-ZA")
-
-
-def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "i24net", *args, "--home", str(home)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _spawn(home: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
-    log = (home / "logs" / f"test-{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "i24net", *args, "--home", str(home)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_ready(home: Path, name: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    path = home / "logs" / f"test-{name}.log"
-    while time.monotonic() < deadline:
-        if what in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"{name} did not become ready:\n{path.read_text(errors='replace')}")
 
 
 @pytest.fixture(params=["embedded", "mosquitto"])
@@ -61,16 +38,16 @@ def network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     spec.write_text(text.replace('engine = "embedded"', f'engine = "{engine}"'))
     procs = []
     try:
-        b = _spawn(home, "broker", "broker", "--engine", engine)
+        b = spawn(home, "broker", "broker", "--engine", engine)
         procs.append(b)
-        _wait_ready(home, "broker", b, "ready 127.0.0.1")
-        r = _spawn(home, "router", "router")
+        wait_ready(home, "broker", b, "ready 127.0.0.1")
+        r = spawn(home, "router", "router")
         procs.append(r)
         for a in AGENCIES:
-            procs.append(_spawn(home, a, "node", a))
-        _wait_ready(home, "router", r, "ready router")
+            procs.append(spawn(home, a, "node", a))
+        wait_ready(home, "router", r, "ready router")
         for a, p in zip(AGENCIES, procs[2:], strict=True):
-            _wait_ready(home, a, p, f"ready {a}")
+            wait_ready(home, a, p, f"ready {a}")
         yield home
     finally:
         for p in reversed(procs):

@@ -15,13 +15,12 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
+from livekit import cli, spawn, wait_ready
 
 from i24net.broker import generate_tls_files, pick_free_port
 from i24net.core.errors import I24Error, TransportError
@@ -31,29 +30,6 @@ from i24net.transport.mqtt import MqttTransport
 
 AGENCIES = ("NCB-FR", "NCB-DE")
 HAVE_MOSQUITTO = bool(shutil.which("mosquitto")) or Path("/usr/sbin/mosquitto").exists()
-
-
-def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "i24net", *args, "--home", str(home)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _spawn(home: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
-    log = (home / "logs" / f"test-{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "i24net", *args, "--home", str(home)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_ready(home: Path, name: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    path = home / "logs" / f"test-{name}.log"
-    while time.monotonic() < deadline:
-        if what in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"{name} did not become ready:\n{path.read_text(errors='replace')}")
 
 
 def _init(tmp_path: Path, *, tls_in_toml: bool = False) -> Path:
@@ -81,16 +57,16 @@ def tls_network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path
     procs: list[subprocess.Popen[bytes]] = []
     try:
         flags = ["--tls"] if request.param == "flag" else []
-        b = _spawn(home, "broker", "broker", "--tls-port", "0", *flags)
+        b = spawn(home, "broker", "broker", "--tls-port", "0", *flags)
         procs.append(b)
-        _wait_ready(home, "broker", b, "ready 127.0.0.1")
-        r = _spawn(home, "router", "router")
+        wait_ready(home, "broker", b, "ready 127.0.0.1")
+        r = spawn(home, "router", "router")
         procs.append(r)
         for a in AGENCIES:
-            procs.append(_spawn(home, a, "node", a))
-        _wait_ready(home, "router", r, "ready router")
+            procs.append(spawn(home, a, "node", a))
+        wait_ready(home, "router", r, "ready router")
         for a, p in zip(AGENCIES, procs[2:], strict=True):
-            _wait_ready(home, a, p, f"ready {a}")
+            wait_ready(home, a, p, f"ready {a}")
         yield home
     finally:
         for p in reversed(procs):

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +16,9 @@ from rich.table import Table
 
 from i24net.cli import EXIT_REFUSED, cli, console, home_option
 from i24net.cli.envelope import compose, message_options
-from i24net.core.errors import I24Error, WaitTimeout
+from i24net.client import enqueue, open_store
+from i24net.core.errors import WaitTimeout
 from i24net.core.labels import Precedence
-from i24net.core.node import NodeMachine
 from i24net.home import Home, now_ms
 
 log_option = click.option("--log-level", default="INFO", show_default=True,
@@ -159,18 +157,6 @@ def node(agency: str, manual_review: bool, home: str | None, log_level: str) -> 
     asyncio.run(_until_signalled(main()))
 
 
-def _store(h: Home, agency: str, readonly: bool = False) -> Any:
-    from i24net.runtime import node_store_path
-    from i24net.store import SqliteNodeStore
-
-    h.directory().agency(agency)
-    path = node_store_path(h, agency)
-    if readonly and not path.exists():
-        raise I24Error(f"{agency} has no store yet at {path}: start its node "
-                       f"('i24net node {agency}' or 'i24net up')", reason="config.store")
-    return SqliteNodeStore(path, readonly=readonly)
-
-
 @cli.command()
 @message_options
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
@@ -185,12 +171,8 @@ def publish(wait_s: float | None, home: str | None, **o: Any) -> None:
     """
     h = Home.resolve(home)
     header, body = compose(h, o)
-    store = _store(h, header.sender)
-    machine = NodeMachine(header.sender, h.keys(header.sender), h.directory(), store,
-                          random_bytes=os.urandom)
-    machine.submit(header, body, now_ms())
-    entry = store.outbox_get(header.id)
-    store.outbox_put(replace(entry, next_ms=0))  # the node daemon sends it on its next tick
+    store = open_store(h, header.sender)
+    enqueue(h, header, body, store)  # durable; the node daemon sends it on its next tick
     console.print(f"queued {header.kind} {header.id_hex} in {header.sender}'s outbox for "
                   f"{', '.join(header.recipients)}")
     if wait_s is None:
@@ -248,7 +230,7 @@ def inbox(agency: str, as_json: bool, follow: bool, limit: int, home: str | None
     """List AGENCY's inbox: subject, sender, label, kind, time, state."""
     h = Home.resolve(home)
     d = h.directory()
-    store = _store(h, agency, readonly=True)
+    store = open_store(h, agency, readonly=True)
     items = list(reversed(store.inbox_list(limit=limit)))
     if as_json and not follow:
         click.echo(json.dumps([_item_json(i) for i in items], indent=2, default=str))
