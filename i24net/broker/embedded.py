@@ -65,7 +65,13 @@ from i24net.broker.accounts import (
 )
 from i24net.broker.errors import BrokerConfigError, BrokerError, BrokerStartError
 from i24net.broker.files import ensure_directory, write_file
-from i24net.broker.process import BrokerProcess, pick_free_port, validate_host, validate_port
+from i24net.broker.process import (
+    BrokerProcess,
+    ProcessControl,
+    pick_free_port,
+    validate_host,
+    validate_port,
+)
 
 __all__ = [
     "AccountsTopicPlugin",
@@ -571,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class EmbeddedBrokerProcess:
+class EmbeddedBrokerProcess(ProcessControl):
     """The embedded broker in a child process, controlled like ``MosquittoBroker``.
 
     Useful when the broker must be killable on its own (chaos drills) or when the caller's
@@ -621,14 +627,6 @@ class EmbeddedBrokerProcess:
     def log_path(self) -> Path:
         return self._directory / "embedded.log"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
     def start(self) -> None:
         if self.running:
             return
@@ -665,27 +663,6 @@ class EmbeddedBrokerProcess:
                     continue
                 raise
 
-    def stop(self) -> int | None:
-        return self._process.stop() if self._process is not None else None
-
-    def kill(self) -> int | None:
-        return self._process.kill() if self._process is not None else None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    async def __aenter__(self) -> EmbeddedBrokerProcess:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Facts about Mosquitto 2.0 that the settings answer:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import getpass
 import hashlib
@@ -40,13 +39,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from types import TracebackType
 from typing import Literal
 
 from i24net.broker.accounts import BrokerAccount
 from i24net.broker.errors import BrokerConfigError, BrokerNotInstalledError, BrokerStartError
 from i24net.broker.files import ensure_directory, write_file
-from i24net.broker.process import BrokerProcess, pick_free_port, validate_host, validate_port
+from i24net.broker.process import (
+    BrokerProcess,
+    ProcessControl,
+    pick_free_port,
+    validate_host,
+    validate_port,
+)
 from i24net.broker.tls import TlsFiles
 
 __all__ = [
@@ -378,7 +382,7 @@ def write_mosquitto_config(
     return config
 
 
-class MosquittoBroker:
+class MosquittoBroker(ProcessControl):
     """A Mosquitto broker for the accounts, in ``directory``; port 0 picks a free port.
 
     Use it as an async context manager (``async with MosquittoBroker(...) as broker``) or call
@@ -447,14 +451,6 @@ class MosquittoBroker:
     def log_path(self) -> Path:
         return self._directory / _LOG_NAME
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
     def _require_config(self) -> MosquittoConfig:
         if self._config is None:
             raise BrokerStartError("the Mosquitto broker has not been started yet; call start()")
@@ -513,19 +509,6 @@ class MosquittoBroker:
                     continue
                 raise
 
-    def stop(self) -> int | None:
-        """SIGTERM (Mosquitto saves its persistence), SIGKILL if it hangs; the exit status."""
-        return self._process.stop() if self._process is not None else None
-
-    def kill(self) -> int | None:
-        """SIGKILL: a crash. Messages since the last autosave are lost, as in real life."""
-        return self._process.kill() if self._process is not None else None
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports and persistence."""
-        self.stop()
-        self.start()
-
     def reload(self, accounts: Sequence[BrokerAccount] | None = None) -> None:
         """Regenerate the files (from ``accounts`` if given) and SIGHUP Mosquitto, which
         rereads its password and ACL files: how a revoked account is locked out."""
@@ -537,14 +520,3 @@ class MosquittoBroker:
         self.write_config()
         self._process.signal(signal.SIGHUP)
 
-    async def __aenter__(self) -> MosquittoBroker:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)

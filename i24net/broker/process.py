@@ -16,6 +16,7 @@ broker never outlives the program holding its ports.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -25,6 +26,8 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from i24net.broker.errors import BrokerConfigError, BrokerStartError
 
@@ -256,3 +259,42 @@ class BrokerProcess:
         if self._proc is None or self._proc.poll() is not None:
             raise BrokerStartError(f"{self.name} is not running; start it first")
         os.kill(self._proc.pid, signum)
+
+
+class ProcessControl:
+    """What a broker run as a child process offers on top of its ``start()``: status, stop,
+    kill (a crash), restart, and ``async with``. Subclasses set ``_process`` in ``start``."""
+
+    _process: BrokerProcess | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    def stop(self) -> int | None:
+        """SIGTERM (a broker saves its persistence), SIGKILL if it hangs; the exit status."""
+        return self._process.stop() if self._process is not None else None
+
+    def kill(self) -> int | None:
+        """SIGKILL: a crash. What the broker had not saved is lost, as in real life."""
+        return self._process.kill() if self._process is not None else None
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports and persistence."""
+        self.stop()
+        self.start()
+
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
