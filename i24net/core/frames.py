@@ -330,10 +330,17 @@ def verify_receipt(frame: Frame, directory: Directory) -> Receipt:
 
 @dataclass(frozen=True, slots=True)
 class GapRequest:
+    """Ask for deliveries ``first``-``last`` of one router stream again.
+
+    ``router_kid`` names the stream (the key id of the shard that numbered it); empty means
+    "the router that receives this", which is the only one when there is a single shard.
+    """
+
     agency: str
     first: int
     last: int
     at_ms: int
+    router_kid: bytes = b""
 
     def __post_init__(self) -> None:
         if not 1 <= self.first <= self.last or self.last - self.first >= MAX_GAP:
@@ -341,13 +348,17 @@ class GapRequest:
                                   reason="wire.schema")
 
     def to_doc(self) -> dict[str, Any]:
-        return {"by": self.agency, "first": self.first, "last": self.last, "at": self.at_ms}
+        doc: dict[str, Any] = {"by": self.agency, "first": self.first, "last": self.last,
+                               "at": self.at_ms}
+        if self.router_kid:
+            doc["rk"] = self.router_kid
+        return doc
 
     @classmethod
     def from_doc(cls, doc: bytes) -> GapRequest:
         f = Fields(unpack(doc, what="gap request", max_size=1024, max_items=8), "gap request")
         g = cls(f.text("by", max_len=32), f.integer("first", lo=1), f.integer("last", lo=1),
-                f.integer("at"))
+                f.integer("at"), f.blob("rk", size=k.KEY_ID_SIZE, optional=True) or b"")
         f.done()
         return g
 

@@ -25,20 +25,58 @@ from i24net.core.directory import (
 from i24net.core.errors import ConfigError, I24Error
 from i24net.core.labels import DEFAULT_LEVELS, ClassificationScale, Label
 
+BROKER_ENGINES = ("embedded", "mosquitto", "nats")
+CLUSTER_ENGINES = ("nats",)
+MEMBER_PORT_STEP = 10  # a cluster member k listens for MQTT on port + 10 * (k - 1)
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerSettings:
+    """``[broker]``: the engine and where it listens.
+
+    A clustered engine (``nats``) runs ``members`` members; member k takes MQTT on
+    ``port + 10 * (k - 1)`` (the next ports hold its cluster links). ``addresses`` lists
+    brokers run elsewhere (``"host:port"``): nodes and routers connect to those instead and
+    fail over from one to the next.
+    """
+
     engine: str = "embedded"
     host: str = "127.0.0.1"
     port: int = 18830
     tls: bool = False
+    members: int = 1
+    addresses: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.engine not in ("embedded", "mosquitto"):
-            raise ConfigError("broker.engine must be 'embedded' or 'mosquitto'",
+        if self.engine not in BROKER_ENGINES:
+            raise ConfigError(f"broker.engine must be one of {', '.join(BROKER_ENGINES)}",
                               reason="config.broker")
-        if not 0 < self.port < 65536:
-            raise ConfigError("broker.port must be 1-65535", reason="config.broker")
+        top = self.port + MEMBER_PORT_STEP * (self.members - 1)
+        if not 0 < self.port <= top < 65536:
+            raise ConfigError("broker.port must be 1-65535 (with room for every member's "
+                              "ports)", reason="config.broker")
+        if self.engine in CLUSTER_ENGINES:
+            if not 1 <= self.members <= 9:
+                raise ConfigError("broker.members must be 1-9", reason="config.broker")
+        elif self.members != 1:
+            raise ConfigError(f"broker.members applies to a clustered engine "
+                              f"({', '.join(CLUSTER_ENGINES)}), not {self.engine}",
+                              reason="config.broker")
+
+    def member_addresses(self) -> list[tuple[str, int]]:
+        """Where clients connect, in order: the explicit list, else the local members."""
+        if self.addresses:
+            return list(self.addresses)
+        return [(self.host, self.port + MEMBER_PORT_STEP * i) for i in range(self.members)]
+
+
+def parse_address(text: str, where: str = "broker address") -> tuple[str, int]:
+    """``"host:port"`` -> (host, port), with a clear error."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected host:port, got {text!r}",
+                          reason="config.broker")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +99,7 @@ class NetworkSpec:
     broker: BrokerSettings
     groups: Mapping[str, tuple[str, ...]]
     agencies: tuple[AgencySpec, ...]
+    router_shards: int = 1  # [router] shards: routers sharing the load by sender
 
     def agency_ids(self) -> list[str]:
         return [a.id for a in self.agencies]
@@ -92,10 +131,11 @@ def _str_list(table: Mapping[str, Any], key: str, path: str) -> list[str]:
 
 def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
     """Validate a parsed ``network.toml``; every error names the field at fault."""
-    known = {"network", "broker", "groups", "agency"}
+    known = {"network", "broker", "router", "groups", "agency"}
     for key in doc:
         if key not in known:
-            raise _field(str(key), "unknown table (expected network, broker, groups, agency)")
+            raise _field(str(key), "unknown table (expected network, broker, router, groups, "
+                         "agency)")
     net = _get(doc, "network", "", dict)
     name = _get(net, "name", "network.", str)
     # The limits below are the directory decoder's: a spec beyond them would issue a
@@ -126,14 +166,25 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
     if not isinstance(b, dict):
         raise _field("broker", "must be a table")
     try:
+        engine = _get(b, "engine", "broker.", str, "embedded")
         broker = BrokerSettings(
-            engine=_get(b, "engine", "broker.", str, "embedded"),
+            engine=engine,
             host=_get(b, "host", "broker.", str, "127.0.0.1"),
             port=_get(b, "port", "broker.", int, 18830),
             tls=_get(b, "tls", "broker.", bool, False),  # bool("false") would be True
+            members=_get(b, "members", "broker.", int,
+                         3 if engine in CLUSTER_ENGINES else 1),
+            addresses=tuple(parse_address(a, "broker.addresses")
+                            for a in _str_list(b, "addresses", "broker.")),
         )
     except ConfigError as exc:
         raise _field("broker", str(exc)) from exc
+    r = doc.get("router", {})
+    if not isinstance(r, dict) or set(r) - {"shards"}:
+        raise _field("router", "must be a table with at most 'shards'")
+    shards = _get(r, "shards", "router.", int, 1)
+    if not 1 <= shards <= 64:
+        raise _field("router.shards", "must be 1-64")
 
     raw_agencies = doc.get("agency", [])
     if not isinstance(raw_agencies, list) or not raw_agencies:
@@ -194,7 +245,8 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
         groups[gname] = tuple(members)
     if not any("directory-authority" in a.roles for a in agencies):
         raise _field("agency", "one agency must hold the role directory-authority")
-    return NetworkSpec(name, prefix, scale, skew, ttl, broker, groups, tuple(agencies))
+    return NetworkSpec(name, prefix, scale, skew, ttl, broker, groups, tuple(agencies),
+                       shards)
 
 
 def build_directory(

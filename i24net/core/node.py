@@ -19,9 +19,10 @@ the recipient list against the directory's expansion). The item is stored in the
 *before* the delivery receipt is queued, and a message id already in the inbox is not
 delivered twice (exactly once to the application); its receipt is simply sent again.
 
-Sequence numbers: the router numbers deliveries per recipient. A number beyond the next
-expected one opens a gap; after ``GAP_GRACE_MS`` without the missing deliveries the node
-asks the router to resend them. Senders retry until receipts arrive, so even a lost resend
+Sequence numbers: the router numbers deliveries per recipient, one stream per router key
+(each router shard signs with its own). A number beyond the next expected one opens a gap;
+after ``GAP_GRACE_MS`` without the missing deliveries the node asks for them again, naming
+the stream's key id so that the shard that numbered them answers. Senders retry until receipts arrive, so even a lost resend
 log cannot lose an accepted message.
 """
 
@@ -283,7 +284,7 @@ class NodeMachine:
                     self._gap_tries[kid] = tries + 1
                     first, end = min(missing), max(missing)
                     end = min(end, first + fr.MAX_GAP - 1)
-                    gap = fr.GapRequest(self.agency, first, end, now_ms)
+                    gap = fr.GapRequest(self.agency, first, end, now_ms, kid)
                     self._push(1, fr.make_gap(gap, self.keys))
                     self._gap_due[kid] = now_ms + GAP_GRACE_MS * 4
                     self._count("gap")

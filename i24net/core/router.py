@@ -19,6 +19,11 @@ gap to the recipient.
 - Receipt: verified, must come from the receiver's own topic and name a recipient of the
   message; forwarded unchanged to the original sender's inbox.
 - Gap request: verified, from the requester's own topic; the logged deliveries are re-sent.
+- Shards (``i24net.core.shards``): with K routers, this machine handles the submit topics of
+  its own shard's senders. A receipt about another shard's sender, or a gap request about
+  another shard's stream, is verified here and passed on to that shard's route topic; the
+  frames that arrive on this shard's route topic are handled as if from the agency that
+  signed them (only the router account may publish there).
 - Rate limit: envelopes and gap requests take a token from their sender's bucket
   (``RateLimit``) before anything else; an empty bucket refuses the envelope with
   ``rate.limited`` (the node retries later) so one flooding agency cannot delay the others.
@@ -42,6 +47,7 @@ from i24net.core.directory import Directory
 from i24net.core.envelope import Envelope
 from i24net.core.errors import ConfigError, DirectoryError, I24Error
 from i24net.core.policy import Decision, PriorMessage, decide
+from i24net.core.shards import Shard, route_index, route_topic, shard_of
 
 # Control traffic (reports, receipts, resends) goes ahead of ROUTINE and behind FLASH:
 # a sender waiting on an answer should not queue behind a flood of routine deliveries.
@@ -87,7 +93,7 @@ DEFAULT_RATE_LIMIT = RateLimit()
 class RouterEvent:
     """Something worth logging, counting and auditing."""
 
-    kind: str  # accept | refuse | duplicate | receipt | resend | drop | directory (daemon)
+    kind: str  # accept refuse duplicate receipt resend forward drop | directory (daemon)
     msg_id: str = ""
     sender: str = ""
     reason: str = ""
@@ -174,12 +180,16 @@ class RouterMachine:
     """Routing policy plus stamping, with a precedence queue of outbound frames."""
 
     def __init__(self, directory: Directory, keys: k.AgencyKeys, store: RouterStore, *,
-                 rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT) -> None:
+                 rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+                 shard: Shard | None = None) -> None:
         self.directory = directory
         self.keys = keys
         self.kid = k.key_id(keys.verify_key)
         self.store = store
         self.prefix = directory.prefix
+        self.shard = shard or Shard()
+        self.route_topic = route_topic(self.prefix, self.shard.index)
+        self._shard_kids = self._stream_owners(directory)
         self._queue: list[_Queued] = []
         self._order = itertools.count()
         self.counters: dict[str, int] = {}
@@ -200,6 +210,23 @@ class RouterMachine:
             raise DirectoryError(f"two different directories claim version {directory.serial}: "
                                  "keeping the one held", reason="directory.fork")
         self.directory = directory
+        self._shard_kids = self._stream_owners(directory)
+
+    @staticmethod
+    def _stream_owners(directory: Directory) -> dict[bytes, int]:
+        """Router key id -> shard: the directory lists shard k's key at position k - 1."""
+        return {k.key_id(key): i + 1 for i, key in enumerate(directory.router_keys)}
+
+    def owns(self, agency: str) -> bool:
+        """Whether this shard routes ``agency``'s submissions."""
+        return shard_of(agency, self.shard.count) == self.shard.index
+
+    def submit_filters(self) -> list[str]:
+        """The topic filters this shard subscribes to (besides its route topic)."""
+        if self.shard.count == 1:
+            return [f"{self.prefix}/submit/+"]
+        return [f"{self.prefix}/submit/{a}" for a in sorted(self.directory.agencies)
+                if self.owns(a)]
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -228,8 +255,16 @@ class RouterMachine:
     def handle(self, topic: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
         agency = self.submit_agency(topic)
         if agency is None:
+            if topic == self.route_topic:
+                return self._on_routed(payload)
             self._count("drop.topic")
-            return [RouterEvent("drop", reason="topic.unexpected", detail=topic)]
+            reason = "shard.misrouted" if route_index(self.prefix, topic) else "topic.unexpected"
+            return [RouterEvent("drop", reason=reason, detail=topic)]
+        if not self.owns(agency):
+            self._count("drop.shard.foreign")
+            return [RouterEvent("drop", sender=agency, reason="shard.foreign",
+                                detail=f"{agency} is routed by shard "
+                                f"{shard_of(agency, self.shard.count)}, not {self.shard}")]
         magic = fr.peek_magic(payload)
         try:
             if magic == fr.ENVELOPE:
@@ -240,7 +275,7 @@ class RouterMachine:
                 if not self._admit(agency, now_ms):
                     raise I24Error(f"{agency} is over its rate limit: gap request dropped",
                                    reason="rate.limited")
-                return self._on_gap(agency, fr.parse_frame(payload))
+                return self._on_gap(agency, payload)
             raise I24Error(f"unexpected frame kind {magic!r} from {agency}",
                            reason="wire.magic")
         except I24Error as exc:
@@ -302,11 +337,39 @@ class RouterMachine:
         self._push(priority, f"{self.prefix}/inbox/{to}",
                    payload=fr.make_report(rep, self.keys))
 
-    def _on_receipt(self, agency: str, payload: bytes) -> list[RouterEvent]:
+    def _on_routed(self, payload: bytes) -> list[RouterEvent]:
+        """A receipt or gap request another shard verified and passed on: the agency is the
+        one that signed it (only the router account may publish on route topics)."""
+        try:
+            magic = fr.peek_magic(payload)
+            if magic == fr.RECEIPT:
+                return self._on_receipt("", payload, routed=True)
+            if magic == fr.GAP:
+                return self._on_gap("", payload, routed=True)
+            raise I24Error(f"unexpected frame kind {magic!r} on {self.route_topic}",
+                           reason="wire.magic")
+        except I24Error as exc:
+            self._count(f"drop.{exc.reason}")
+            return [RouterEvent("drop", reason=exc.reason, detail=exc.message)]
+
+    def _forward(self, owner: int, payload: bytes, what: str, agency: str,
+                 msg_id: str = "") -> list[RouterEvent]:
+        self._push(CONTROL_PRIORITY, route_topic(self.prefix, owner), payload=payload)
+        self._count("forward")
+        return [RouterEvent("forward", msg_id, agency, "ok", detail=f"{what} to shard {owner}")]
+
+    def _on_receipt(self, agency: str, payload: bytes, *,
+                    routed: bool = False) -> list[RouterEvent]:
         rec = fr.verify_receipt(fr.parse_frame(payload), self.directory)
-        if rec.receiver != agency:
+        if not routed and rec.receiver != agency:
             raise I24Error(f"{agency} sent a receipt signed by {rec.receiver}",
                            reason="sender.topic")
+        owner = shard_of(rec.sender, self.shard.count)
+        if owner != self.shard.index:
+            if routed:
+                raise I24Error(f"a receipt for {rec.sender}'s message reached shard "
+                               f"{self.shard}", reason="shard.misrouted")
+            return self._forward(owner, payload, "receipt", rec.receiver, rec.msg_id.hex())
         prior = self.store.prior(rec.msg_id)
         if prior is None or rec.receiver not in prior.recipients \
                 or prior.digest != rec.digest:
@@ -328,11 +391,23 @@ class RouterMachine:
             oldest = next(iter(self._receipts))
             self._held -= len(self._receipts.pop(oldest))
 
-    def _on_gap(self, agency: str, frame: fr.Frame) -> list[RouterEvent]:
-        gap = fr.verify_gap(frame, self.directory)
-        if gap.agency != agency:
+    def _on_gap(self, agency: str, payload: bytes, *,
+                routed: bool = False) -> list[RouterEvent]:
+        gap = fr.verify_gap(fr.parse_frame(payload), self.directory)
+        if not routed and gap.agency != agency:
             raise I24Error(f"{agency} sent a gap request signed by {gap.agency}",
                            reason="sender.topic")
+        agency = gap.agency
+        if gap.router_kid and gap.router_kid != self.kid:
+            owner = self._shard_kids.get(gap.router_kid)
+            if owner is None:
+                raise I24Error(f"{agency} asked for a stream of router key "
+                               f"{gap.router_kid.hex()}, which the directory does not list",
+                               reason="gap.unknown-router")
+            if routed or owner == self.shard.index:
+                raise I24Error(f"a gap request for shard {owner}'s stream reached shard "
+                               f"{self.shard}", reason="shard.misrouted")
+            return self._forward(owner, payload, "gap request", agency)
         frames = self.store.logged(agency, gap.first, gap.last)
         for f in frames:
             self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{agency}", payload=f)
