@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-quick lint bench chaos clean
+.PHONY: install system-deps demo test test-quick test-cluster lint bench bench-scale chaos clean
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
 	  else \
 	    echo "note: mosquitto not found; broker tests against mosquitto will be skipped"; \
+	  fi; \
+	fi
+	@if ! command -v nats-server >/dev/null 2>&1 && ! [ -x /usr/sbin/nats-server ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nats-server (the clustered broker)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; \
+	  else \
+	    echo "note: nats-server not found; the cluster tests will be skipped"; \
 	  fi; \
 	fi
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -49,6 +57,18 @@ bench: install
 chaos: install
 	$(BIN)/i24net chaos --messages 20000 --nodes 20 --engine mosquitto --duration 400 \
 	  --settle 600 --json bench/chaos.json
+
+# Scale-out (issue 9): a 3-member NATS cluster on 127.0.0.1, two router shards, nodes spread
+# over the members. The tests, then a chaos soak that SIGKILLs a member and a router
+# mid-stream and keeps them down while messages flow; exits 3 on any loss or duplicate.
+test-cluster: install
+	$(BIN)/pytest -q -p no:cacheprovider -m cluster
+	$(BIN)/i24net chaos --engine nats --routers 2 --plan cluster --nodes 12 --messages 3000 \
+	  --duration 90 --settle 300 --json bench/cluster-chaos.json
+
+# Throughput with two router shards against one, alternating rounds on the NATS cluster.
+bench-scale: install
+	$(BIN)/i24net bench --scale --engine nats --routers 2 --json bench/scale.json
 
 lint: install
 	$(BIN)/ruff check i24net tests

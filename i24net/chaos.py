@@ -5,6 +5,12 @@ embedded broker), feeds N messages into the senders' outboxes at a steady rate, 
 they flow a seeded ``random.Random`` SIGKILLs the router, random nodes and the broker and
 restarts them, and "partitions" nodes by freezing them (SIGSTOP, then SIGCONT): to the
 broker and the rest of the network a frozen process is indistinguishable from one cut off.
+On a clustered broker with sharded routers the ``cluster`` plan does what a member loss and
+a router loss look like in production: mid-stream it SIGKILLs one cluster member and one
+router and keeps them down while messages keep flowing (nodes fail over to another member;
+a surviving router takes the dead router's shard over), then brings both back (the shard is
+handed back). The ``random`` plan picks members and routers among its targets.
+
 When the schedule is over it waits (bounded) for the outboxes to settle, then ``check``
 reads every history — each sender's outbox, each receiver's inbox, and each node's audit
 log of deliveries to its application — and classifies every message:
@@ -35,6 +41,8 @@ from i24net.core.labels import Label, Precedence
 from i24net.home import Home, now_ms
 from i24net.supervisor import Supervisor
 
+PLANS = ("random", "cluster")
+
 
 @dataclass
 class ChaosReport:
@@ -53,8 +61,13 @@ class ChaosReport:
     node_kills: int = 0
     elapsed_s: float = 0.0
     settle_s: float = 0.0
+    takeovers: int = 0
+    plan: str = "random"
     engine: str = ""
     nodes: int = 0
+    routers: int = 1
+    members: int = 1
+    nodes_start_member: dict[str, int] = field(default_factory=dict)
     seed: int = 0
     lost_ids: list[str] = field(default_factory=list)
     duplicated_ids: list[str] = field(default_factory=list)
@@ -64,13 +77,37 @@ class ChaosReport:
         return json.dumps(asdict(self), indent=2)
 
 
-def prepare(path: Path, nodes: int, engine: str) -> Home:
-    """A network of ``nodes`` law-enforcement agencies plus the GS and Europol."""
+def pick_port_block(span: int, host: str = "127.0.0.1") -> int:
+    """A base port whose ``span`` following ports are all free (for a cluster's members)."""
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000 - span)
+        try:
+            socks = []
+            for port in range(base, base + span):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise OSError(f"no block of {span} free ports found on {host}")
+
+
+def prepare(path: Path, nodes: int, engine: str, *, routers: int = 1) -> Home:
+    """A network of ``nodes`` law-enforcement agencies plus the GS and Europol, with
+    ``routers`` router shards."""
     from i24net.broker import pick_free_port
+    from i24net.core.netspec import CLUSTER_ENGINES
     from i24net.presets import synthetic_toml
 
     text = synthetic_toml(max(1, nodes) + 2, seed=1)  # GS-LYON, EUROPOL and the nodes
-    port = pick_free_port()
+    port = pick_port_block(40) if engine in CLUSTER_ENGINES else pick_free_port()
     lines = []
     in_broker = False
     for line in text.splitlines():
@@ -81,6 +118,8 @@ def prepare(path: Path, nodes: int, engine: str) -> Home:
         if in_broker and line.strip().startswith("engine"):
             line = f'engine = "{engine}"'
         lines.append(line)
+    if routers > 1:
+        lines.append(f"\n[router]\nshards = {routers}")
     home = Home(path)
     home.init("\n".join(lines) + "\n", force=True)
     return home
@@ -135,9 +174,51 @@ def check(home: Home, agencies: list[str]) -> ChaosReport:
     return r
 
 
+def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
+         first: int = 1) -> int:
+    """Write ``n`` messages (900-byte bodies, 80% to one recipient, 20% to three) straight
+    into random senders' outboxes, due at once; the running nodes pick them up on their next
+    tick. Returns ``n``."""
+    from dataclasses import replace
+
+    from i24net.core.node import NodeMachine
+
+    d = home.directory()
+    stores = {a: client.open_store(home, a) for a in agencies}
+    machines = {a: NodeMachine(a, home.keys(a), d, stores[a], random_bytes=os.urandom)
+                for a in agencies}
+    try:
+        for i in range(n):
+            sender = rng.choice(agencies)
+            to = rng.sample([a for a in agencies if a != sender],
+                            k=1 if rng.random() < 0.8 else 3)
+            header = make_header(d, sender=sender, addressing=to, kind="message",
+                                 label=Label("UNCLASSIFIED"), now_ms=now_ms(),
+                                 ttl_ms=6 * 3600_000, random_bytes=os.urandom,
+                                 precedence=Precedence.ROUTINE)
+            machines[sender].submit(header, Body(f"chaos-{first + i:06d}", "x" * 900),
+                                    now_ms())
+            entry = stores[sender].outbox_get(header.id)
+            assert entry is not None
+            stores[sender].outbox_put(replace(entry, next_ms=0))
+    finally:
+        for s in stores.values():
+            s.close()
+    return n
+
+
+def settled(home: Home, agencies: list[str]) -> bool:
+    """Whether every outbox is final (delivered, refused or expired)."""
+    for a in agencies:
+        with client.open_store(home, a, readonly=True) as store:
+            if store.counts().get("outbox.active", 0):
+                return False
+    return True
+
+
 class Soak:
     def __init__(self, home: Home, *, messages: int, seed: int, duration: float,
-                 engine: str, log: Callable[[str], None] = lambda _: None,
+                 engine: str, plan: str = "random", log: Callable[[str], None] = lambda _: None,
                  progress: Callable[[int, int], None] = lambda _a, _b: None) -> None:
         self.home = home
         self.sup = Supervisor(home)
@@ -149,18 +230,27 @@ class Soak:
         self.progress = progress
         d = home.directory()
         self.agencies = sorted(a for a in d.agencies if a.startswith("LEA-"))
-        self.report = ChaosReport(engine=engine, nodes=len(self.agencies), seed=seed)
+        if plan not in PLANS:
+            raise ValueError(f"unknown chaos plan {plan!r}: choose one of {', '.join(PLANS)}")
+        self.plan = plan
+        self.routers = self.sup.routers()
+        self.brokers = self.sup.brokers(engine)
+        self.report = ChaosReport(engine=engine, nodes=len(self.agencies), seed=seed,
+                                  plan=plan, routers=len(self.routers),
+                                  members=len(self.brokers))
 
     def _schedule(self) -> list[tuple[float, str, str]]:
         """(at seconds, action, target): kills and freezes spread over the feeding time."""
+        if self.plan == "cluster":
+            return self._cluster_schedule()
         events = []
         t = self.rng.uniform(2.0, 4.0)
         while t < self.duration * 0.85:
             roll = self.rng.random()
             if roll < 0.25:
-                events.append((t, "kill", "router"))
+                events.append((t, "kill", self.rng.choice(self.routers)))
             elif roll < 0.40:
-                events.append((t, "kill", "broker"))
+                events.append((t, "kill", self.rng.choice(self.brokers)))
             elif roll < 0.75:
                 events.append((t, "kill", self.rng.choice(self.agencies)))
             else:
@@ -168,19 +258,46 @@ class Soak:
             t += self.rng.uniform(2.0, 6.0)
         return events
 
+    def _cluster_schedule(self) -> list[tuple[float, str, str]]:
+        """SIGKILL one member and one router mid-stream, keep both down for a third of the
+        run while messages flow, then bring them back; random node kills around it."""
+        d = self.duration * 0.85
+        member = self.brokers[self.rng.randrange(len(self.brokers))]
+        router = self.routers[-1]
+        events = [(0.25 * d, "down", member), (0.30 * d, "down", router),
+                  (0.65 * d, "up", member), (0.70 * d, "up", router)]
+        t = self.rng.uniform(2.0, 4.0)
+        while t < d:
+            events.append((t, "kill" if self.rng.random() < 0.6 else "freeze",
+                           self.rng.choice(self.agencies)))
+            t += self.rng.uniform(4.0, 8.0)
+        return sorted(events)
+
+    def _count_kill(self, target: str) -> None:
+        self.report.kills += 1
+        if target.startswith("router"):
+            self.report.router_kills += 1
+        elif target.startswith("broker"):
+            self.report.broker_restarts += 1
+        else:
+            self.report.node_kills += 1
+
+    def _spawn(self, target: str) -> None:
+        self.sup.wait_ready([self.sup.spawn(target, self.engine
+                                            if target.startswith("broker") else None)])
+
     def _act(self, action: str, target: str) -> None:
         if action == "kill":
             if self.sup.kill(target):
-                self.report.kills += 1
-                if target == "router":
-                    self.report.router_kills += 1
-                elif target == "broker":
-                    self.report.broker_restarts += 1
-                else:
-                    self.report.node_kills += 1
+                self._count_kill(target)
             time.sleep(self.rng.uniform(0.2, 1.5))
-            self.sup.wait_ready([self.sup.spawn(target, self.engine if target == "broker"
-                                                else None)])
+            self._spawn(target)
+        elif action == "down":
+            if self.sup.kill(target):
+                self._count_kill(target)
+        elif action == "up":
+            if target not in self.sup.running():
+                self._spawn(target)
         else:
             p = self.sup.load().get(target)
             if p is None or not p.alive:
@@ -192,32 +309,8 @@ class Soak:
         self.log(f"{action} {target}")
 
     def _feed(self, n: int) -> None:
-        d = self.home.directory()
-        stores = {a: client.open_store(self.home, a) for a in self.agencies}
-        keys = {a: self.home.keys(a) for a in self.agencies}
-        from i24net.core.node import NodeMachine
-
-        machines = {a: NodeMachine(a, keys[a], d, stores[a], random_bytes=os.urandom)
-                    for a in self.agencies}
-        try:
-            for _ in range(n):
-                sender = self.rng.choice(self.agencies)
-                to = self.rng.sample([a for a in self.agencies if a != sender],
-                                     k=1 if self.rng.random() < 0.8 else 3)
-                header = make_header(d, sender=sender, addressing=to, kind="message",
-                                     label=Label("UNCLASSIFIED"), now_ms=now_ms(),
-                                     ttl_ms=6 * 3600_000, random_bytes=os.urandom,
-                                     precedence=Precedence.ROUTINE)
-                seq = self.report.sent + 1
-                machines[sender].submit(header, Body(f"chaos-{seq:06d}", "x" * 900), now_ms())
-                entry = stores[sender].outbox_get(header.id)
-                from dataclasses import replace
-
-                stores[sender].outbox_put(replace(entry, next_ms=0))
-                self.report.sent += 1
-        finally:
-            for s in stores.values():
-                s.close()
+        self.report.sent += feed(self.home, self.agencies, n, self.rng,
+                                 first=self.report.sent + 1)
 
     def run(self, settle_timeout: float = 300.0) -> ChaosReport:
         t0 = time.monotonic()
@@ -247,6 +340,7 @@ class Soak:
             self.report.settle_s = round(time.monotonic() - settle0, 1)
             time.sleep(1.0)  # let the last audit lines reach the files
         finally:
+            self._observe()
             self.sup.down()
         checked = check(self.home, self.agencies)
         for key in ("accepted", "delivered", "lost", "duplicated", "unexpected", "failed",
@@ -255,9 +349,23 @@ class Soak:
         self.report.elapsed_s = round(time.monotonic() - t0, 1)
         return self.report
 
+    def _observe(self) -> None:
+        """What the logs say: shard takeovers, and which member each node was on."""
+        logs = self.home.logs_dir
+        for name in self.routers:
+            path = logs / f"{name}.log"
+            if path.exists():
+                self.report.takeovers += path.read_text(errors="replace").count(
+                    "taking it over")
+        if len(self.brokers) > 1:
+            from i24net.runtime import endpoint, start_index
+
+            members = endpoint(self.home).members
+            spread: Counter[str] = Counter()
+            for a in self.agencies:
+                host, port = members[start_index(a, len(members))]
+                spread[f"{host}:{port}"] += 1
+            self.report.nodes_start_member = dict(sorted(spread.items()))
+
     def _settled(self) -> bool:
-        for a in self.agencies:
-            with client.open_store(self.home, a, readonly=True) as store:
-                if store.counts().get("outbox.active", 0):
-                    return False
-        return True
+        return settled(self.home, self.agencies)

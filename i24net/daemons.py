@@ -242,16 +242,40 @@ class RouterDaemon(_Shell):
         super().__init__(transport, **kw)
         self.machine = machine
         self.audit = audit
+        self._subscribed: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.prune_every_s = prune_every_s
         self.anchor = directory_anchor
         if directory_anchor is not None:
             self.directory_topic = f"{machine.prefix}/directory"
 
     def _subscriptions(self) -> list[str]:
-        subs = [f"{self.machine.prefix}/submit/+"]
+        """The shard's submit topics (``submit/+`` for a single router), its route topic
+        and the directory."""
+        subs = [*self.machine.submit_filters(), self.machine.route_topic]
         if self.directory_topic is not None:
             subs.append(self.directory_topic)
+        self._subscribed = set(subs)
         return subs
+
+    def _follow_agencies(self) -> None:
+        """After a new directory: subscribe to the submit topics of new agencies of this
+        shard (with one router, ``submit/+`` already covers them)."""
+        new = [f for f in self.machine.submit_filters() if f not in self._subscribed]
+        if not new:
+            return
+        self._subscribed.update(new)
+
+        async def subscribe() -> None:
+            try:
+                await self.transport.subscribe(*new)
+            except I24Error as exc:
+                self.log.error("could not subscribe to %d new submit topic(s): %s",
+                               len(new), exc)
+
+        task = asyncio.get_running_loop().create_task(subscribe(), name="router-subscribe")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _handle(self, topic: str, payload: bytes, now: int) -> list[RouterEvent]:
         if topic == self.directory_topic:
@@ -271,6 +295,7 @@ class RouterDaemon(_Shell):
             self.machine.set_directory(d)
         except I24Error as exc:
             return [RouterEvent("drop", reason=exc.reason, detail=f"directory: {exc.message}")]
+        self._follow_agencies()
         return [RouterEvent("directory", reason="ok",
                             detail=f"version {held.serial} -> {d.serial}")]
 

@@ -31,6 +31,7 @@ from i24net.core.directory import Directory
 from i24net.core.errors import ConfigError, DirectoryError
 from i24net.core.keys import AgencyKeys
 from i24net.core.netspec import NetworkSpec, build_directory, parse_spec
+from i24net.core.shards import router_key_name
 
 ENV_HOME = "I24NET_HOME"
 DEFAULT_HOME = ".i24net"
@@ -138,7 +139,6 @@ class Home:
         self.anchor_file.write_text(anchor.hex() + "\n")
         for a in spec.agencies:
             self.write_keys(AgencyKeys.generate(a.id, os.urandom))
-        self.write_keys(AgencyKeys.generate(ROUTER_ACCOUNT, os.urandom))
         passwords = {a.id: secrets.token_urlsafe(24) for a in spec.agencies}
         passwords[ROUTER_ACCOUNT] = secrets.token_urlsafe(24)
         _write_private(self.keys_dir / "broker.toml",
@@ -148,7 +148,7 @@ class Home:
             held.unlink()
         self._directory = None
         d = build_directory(spec, self.public_keys(spec), authority_key=anchor, serial=1,
-                            issued_ms=now_ms(), router_keys=(self.router_keys().verify_key,))
+                            issued_ms=now_ms(), router_keys=self._shard_keys(spec))
         self.publish_directory(d)
         return d
 
@@ -178,9 +178,19 @@ class Home:
                           _unhex(data.get("encryption_secret"),
                                  f"{path}: encryption_secret"))
 
-    def router_keys(self) -> AgencyKeys:
-        """The router's signing key (routing stamps, reports); listed in the directory."""
-        return self.keys(ROUTER_ACCOUNT)
+    def router_keys(self, shard: int = 1) -> AgencyKeys:
+        """Router shard ``shard``'s signing key (routing stamps, reports); the directory
+        lists shard k's at position k - 1."""
+        return self.keys(router_key_name(shard))
+
+    def _shard_keys(self, spec: NetworkSpec) -> tuple[bytes, ...]:
+        """One signing key per router shard (``[router] shards``), generated when missing."""
+        out = []
+        for shard in range(1, spec.router_shards + 1):
+            if not self.key_file(router_key_name(shard)).exists():
+                self.write_keys(AgencyKeys.generate(router_key_name(shard), os.urandom))
+            out.append(self.router_keys(shard).verify_key)
+        return tuple(out)
 
     def authority_seed(self) -> bytes:
         path = self.keys_dir / "authority.key"
@@ -271,7 +281,7 @@ class Home:
         prev = self.directory()
         nd = build_directory(spec, self.public_keys(spec), authority_key=self.anchor(),
                              serial=prev.serial + 1, issued_ms=now_ms(), previous=prev,
-                             router_keys=prev.router_keys)
+                             router_keys=self._shard_keys(spec))
         self.publish_directory(nd)
         return nd
 

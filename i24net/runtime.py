@@ -6,10 +6,11 @@ daemon started by hand and one started by ``i24net up`` are configured the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from i24net.broker import (
     start_broker,
 )
 from i24net.core.errors import ConfigError
+from i24net.core.netspec import CLUSTER_ENGINES, parse_address
 from i24net.core.node import NodeMachine
 from i24net.core.router import RouterMachine
+from i24net.core.shards import Shard
 from i24net.daemons import AuditLog, NodeDaemon, RouterDaemon
 from i24net.home import ROUTER_ACCOUNT, Home
 from i24net.store import SqliteNodeStore, SqliteRouterStore
@@ -32,16 +35,41 @@ from i24net.transport.mqtt import MqttTransport
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where the network's broker listens (written by ``i24net broker`` when it starts)."""
+    """Where the network's broker listens (written by ``i24net broker`` when it starts).
+
+    ``addresses`` lists every member of a clustered broker (or several brokers given with
+    ``--broker``); clients start at one and fail over to the next. Empty: just host:port.
+    """
 
     engine: str
     host: str
     port: int
     tls_ca: str | None = None
+    addresses: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def members(self) -> list[tuple[str, int]]:
+        return list(self.addresses) or [(self.host, self.port)]
 
     def to_json(self) -> str:
         return json.dumps({"engine": self.engine, "host": self.host, "port": self.port,
-                           "tls_ca": self.tls_ca})
+                           "tls_ca": self.tls_ca,
+                           "addresses": [f"{h}:{p}" for h, p in self.addresses]})
+
+    def with_addresses(self, addresses: list[tuple[str, int]]) -> Endpoint:
+        """The same broker reached through ``addresses`` (``--broker`` on the command line)."""
+        if not addresses:
+            return self
+        return replace(self, host=addresses[0][0], port=addresses[0][1],
+                       addresses=tuple(addresses))
+
+
+def start_index(name: str, members: int) -> int:
+    """Which member a client starts at: a stable spread of the agencies over the members."""
+    if members <= 1:
+        return 0
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big") \
+        % members
 
 
 def endpoint_file(home: Home) -> Path:
@@ -51,10 +79,14 @@ def endpoint_file(home: Home) -> Path:
 def endpoint(home: Home) -> Endpoint:
     """The running broker's endpoint, else the one network.toml asks for."""
     path = endpoint_file(home)
+    b = home.spec().broker
     if path.exists():
         data = json.loads(path.read_text())
-        return Endpoint(data["engine"], data["host"], int(data["port"]), data.get("tls_ca"))
-    b = home.spec().broker
+        return Endpoint(data["engine"], data["host"], int(data["port"]), data.get("tls_ca"),
+                        tuple(parse_address(a) for a in data.get("addresses", [])))
+    if b.addresses or b.members > 1:
+        host, port = b.member_addresses()[0]
+        return Endpoint(b.engine, host, port, addresses=tuple(b.member_addresses()))
     if b.tls:
         return Endpoint(b.engine, b.host, default_tls_port(b.port),
                         str(tls_dir(home) / "ca.crt"))
@@ -94,11 +126,15 @@ def broker_tls_files(home: Home, *, min_days_left: int = 1) -> TlsFiles:
 
 def make_broker(home: Home, engine: str | None = None, port: int | None = None,
                 logger: logging.Logger | None = None, *, tls: bool | None = None,
-                tls_port: int | None = None) -> Any:
+                tls_port: int | None = None, member: int | None = None) -> Any:
     """The network's broker (not started). ``tls`` (default: network.toml's ``broker.tls``)
     adds a TLS listener with the home's CA (``broker_tls_files``) on ``tls_port`` (default
     ``default_tls_port``); Mosquitto keeps its plain listener on 127.0.0.1 as well, which
-    i24net's clients do not use. Only the mosquitto engine offers TLS."""
+    i24net's clients do not use. Only the mosquitto engine offers TLS.
+
+    A clustered engine (``nats``) starts all ``broker.members`` members, or only member
+    ``member`` (the supervisor runs each member as its own process, so one can die alone).
+    """
     spec = home.spec()
     d = home.directory()
     accounts = accounts_for(sorted(d.agencies), home.broker_passwords(), prefix=d.prefix)
@@ -111,6 +147,12 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
             raise BrokerConfigError(f"the {engine} broker has no TLS listener: use --engine "
                                     "mosquitto for TLS (or set tls = false in network.toml)")
         files = broker_tls_files(home)
+    if engine in CLUSTER_ENGINES:
+        members = spec.broker.members if spec.broker.engine == engine else 3
+        return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,
+                            port=port, logger=logger, member=member, members=members)
+    if member is not None:
+        raise BrokerConfigError(f"--member applies to a clustered engine, not {engine}")
     return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,
                         port=port, logger=logger, tls=files,
                         tls_port=default_tls_port(port) if tls_port is None else tls_port)
@@ -120,13 +162,17 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
                    logger: logging.Logger | None = None, will: Will | None = None,
                    ep: Endpoint | None = None,
                    connect_timeout: float = 30.0) -> MqttTransport:
+    """A transport for broker ``account``; with several broker members it starts at one
+    picked by its client id (so the agencies spread over the members) and fails over."""
     ep = ep or endpoint(home)
     passwords = home.broker_passwords()
     if account not in passwords:
         raise ConfigError(f"no broker account for {account}", reason="config.broker",
                           agency=account)
     client_id = account + (f":{client_suffix}" if client_suffix else "")
-    return MqttTransport(ep.host, ep.port, client_id=client_id, username=account,
+    members = ep.members
+    return MqttTransport(addresses=members, start=start_index(client_id, len(members)),
+                         client_id=client_id, username=account,
                          password=passwords[account], clean_session=False,
                          tls_ca=ep.tls_ca, logger=logger, will=will,
                          connect_timeout=connect_timeout)
@@ -136,12 +182,25 @@ def node_store_path(home: Home, agency: str) -> Path:
     return home.state_dir / f"node-{agency}.sqlite"
 
 
-def router_store_path(home: Home) -> Path:
-    return home.state_dir / "router.sqlite"
+def router_store_path(home: Home, shard: int = 1) -> Path:
+    """Shard 1 keeps the single router's file name, so a network can grow shards."""
+    return home.state_dir / ("router.sqlite" if shard == 1 else f"router-{shard}.sqlite")
+
+
+def router_audit_path(home: Home, shard: int = 1) -> Path:
+    return home.logs_dir / ("audit-router.jsonl" if shard == 1 else
+                            f"audit-router-{shard}.jsonl")
+
+
+def router_client_suffix(shard: Shard) -> str:
+    """The broker session of a shard: one per shard and layout (``i24-router:shard-2of3``),
+    so a router that takes a shard over resumes its queued messages. One router: none."""
+    return "" if shard.count == 1 else f"shard-{shard.index}of{shard.count}"
 
 
 def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
-              transport: Any = None, auto_review: bool = True) -> NodeDaemon:
+              transport: Any = None, auto_review: bool = True,
+              ep: Endpoint | None = None) -> NodeDaemon:
     d = home.directory()
     d.agency(agency)
     store = SqliteNodeStore(node_store_path(home, agency))
@@ -154,25 +213,38 @@ def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
     install_lifecycle(machine, auto_review=auto_review, store=desk_store_for(home, agency))
     prefix = d.prefix
     will = Will(f"{prefix}/presence/{agency}", b"offline", True)
-    t = transport or make_transport(home, agency, logger=logger, will=will)
+    t = transport or make_transport(home, agency, logger=logger, will=will, ep=ep)
     audit = AuditLog(home.logs_dir / f"audit-{agency}.jsonl", agency)
     return NodeDaemon(machine, t, audit=audit, logger=logger,
                       directory_anchor=home.anchor())
 
 
 def make_router(home: Home, *, logger: logging.Logger | None = None,
-                transport: Any = None) -> RouterDaemon:
+                transport: Any = None, shard: Shard | None = None,
+                ep: Endpoint | None = None) -> RouterDaemon:
+    """The router daemon of ``shard`` (default: the only one): its key, store, audit log and
+    broker session are the shard's, whichever process serves it."""
     d = home.directory()
-    store = SqliteRouterStore(router_store_path(home))
-    machine = RouterMachine(d, home.router_keys(), store)
-    t = transport or make_transport(home, ROUTER_ACCOUNT, logger=logger)
-    audit = AuditLog(home.logs_dir / "audit-router.jsonl", "router")
+    shard = shard or Shard(1, home.spec().router_shards)
+    if len(d.router_keys) < shard.count:
+        raise ConfigError(f"the directory lists {len(d.router_keys)} router key(s), not "
+                          f"{shard.count}: set [router] shards = {shard.count} in "
+                          "network.toml and run 'i24net directory issue'",
+                          reason="config.shard")
+    keys = home.router_keys(shard.index)
+    store = SqliteRouterStore(router_store_path(home, shard.index))
+    machine = RouterMachine(d, keys, store, shard=shard)
+    t = transport or make_transport(home, ROUTER_ACCOUNT, logger=logger, ep=ep,
+                                    client_suffix=router_client_suffix(shard))
+    actor = "router" if shard.index == 1 else f"router-{shard.index}"
+    audit = AuditLog(router_audit_path(home, shard.index), actor)
     return RouterDaemon(machine, t, audit=audit, logger=logger,
                         directory_anchor=home.anchor())
 
 
 async def publish_directory(home: Home, *, ep: Endpoint | None = None, timeout: float = 3.0,
-                            logger: logging.Logger | None = None) -> Endpoint:
+                            logger: logging.Logger | None = None,
+                            client_suffix: str = "directory") -> Endpoint:
     """Publish the home's signed directory, retained, on ``<prefix>/directory`` with the
     router's account, so running nodes and the router adopt it (each verifies it against the
     trust anchor and refuses a rollback or a fork). Returns where it went; raises
@@ -185,7 +257,7 @@ async def publish_directory(home: Home, *, ep: Endpoint | None = None, timeout: 
     ep = ep or endpoint(home)
     signed = home.signed_directory()
     topic = f"{home.directory().prefix}/directory"
-    t = make_transport(home, ROUTER_ACCOUNT, client_suffix="directory", ep=ep,
+    t = make_transport(home, ROUTER_ACCOUNT, client_suffix=client_suffix, ep=ep,
                        connect_timeout=timeout, logger=logger)
     async with t:
         try:

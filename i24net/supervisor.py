@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from i24net.core.errors import I24Error, WaitTimeout
+from i24net.core.netspec import CLUSTER_ENGINES
 from i24net.home import Home
 
 READY_TIMEOUT_S = 60.0
@@ -81,14 +82,41 @@ class Supervisor:
     def running(self) -> dict[str, Proc]:
         return {n: p for n, p in self.load().items() if p.alive}
 
+    # -- naming ---------------------------------------------------------------------------
+    def brokers(self, engine: str | None = None) -> list[str]:
+        """The broker processes: ``broker``, or ``broker-1..n`` for a clustered engine (one
+        process per member, so a member can die alone)."""
+        b = self.home.spec().broker
+        engine = engine or b.engine
+        if engine not in CLUSTER_ENGINES:
+            return ["broker"]
+        members = b.members if b.engine == engine else 3
+        return [f"broker-{k}" for k in range(1, members + 1)]
+
+    def routers(self) -> list[str]:
+        """``router``, or ``router-1..K`` with ``[router] shards = K``."""
+        count = self.home.spec().router_shards
+        return ["router"] if count == 1 else [f"router-{k}" for k in range(1, count + 1)]
+
+    @staticmethod
+    def is_infra(name: str) -> bool:
+        """Brokers and routers (agency ids are upper case, so they never clash)."""
+        return name in ("broker", "router") or name.startswith(("broker-", "router-"))
+
     # -- starting -------------------------------------------------------------------------
     def _argv(self, name: str, engine: str | None) -> tuple[str, ...]:
         home = str(self.home.path)
-        if name == "broker":
+        if name == "broker" or name.startswith("broker-"):
             extra = ("--engine", engine) if engine else ()
+            if name.startswith("broker-"):
+                extra = ("--engine", engine or self.home.spec().broker.engine,
+                         "--member", name.split("-", 1)[1])
             return ("-m", "i24net", "broker", *extra, "--home", home)
         if name == "router":
             return ("-m", "i24net", "router", "--home", home)
+        if name.startswith("router-"):
+            shard = f"{name.split('-', 1)[1]}/{self.home.spec().router_shards}"
+            return ("-m", "i24net", "router", "--shard", shard, "--home", home)
         return ("-m", "i24net", "node", name, "--home", home)
 
     def spawn(self, name: str, engine: str | None = None) -> Proc:
@@ -141,16 +169,16 @@ class Supervisor:
         self.home.require()
         d = self.home.directory()
         running = self.running()
-        names = ["broker", "router", *(agencies or sorted(
+        brokers, routers = self.brokers(engine), self.routers()
+        names = [*brokers, *routers, *(agencies or sorted(
             a.id for a in d.agencies.values() if a.active))]
         missing = [n for n in names if n not in running]
         if not missing:
             return []
-        if "broker" in missing:
-            self.wait_ready([self.spawn("broker", engine)], on_ready=on_ready)
-        if "router" in missing:
-            self.wait_ready([self.spawn("router")], on_ready=on_ready)
-        nodes = [self.spawn(n) for n in missing if n not in ("broker", "router")]
+        self.wait_ready([self.spawn(n, engine) for n in brokers if n in missing],
+                        on_ready=on_ready)
+        self.wait_ready([self.spawn(n) for n in routers if n in missing], on_ready=on_ready)
+        nodes = [self.spawn(n) for n in missing if not self.is_infra(n)]
         self.wait_ready(nodes, on_ready=on_ready)
         return missing
 
@@ -168,10 +196,11 @@ class Supervisor:
     def down(self, timeout: float = STOP_TIMEOUT_S) -> list[str]:
         """Stop nodes, then the router, then the broker; SIGKILL what outlives ``timeout``."""
         procs = self.running()
-        order = [p for n, p in procs.items() if n not in ("router", "broker")]
-        order += [procs[n] for n in ("router", "broker") if n in procs]
+        nodes = [p for n, p in procs.items() if not self.is_infra(n)]
+        routers = [p for n, p in procs.items() if n.startswith("router")]
+        brokers = [p for n, p in procs.items() if n.startswith("broker")]
         stopped = []
-        for group in (order[:-2] if len(order) > 2 else [], order[-2:]):
+        for group in (nodes, routers, brokers):
             for p in group:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGTERM)

@@ -292,8 +292,9 @@ def accounts_for(
 
     Agency ``A`` may publish only ``{prefix}/submit/A`` and ``{prefix}/presence/A`` and
     subscribe only ``{prefix}/inbox/A``, ``{prefix}/directory`` and ``{prefix}/presence/+``. The
-    router subscribes ``submit/+``, ``directory`` and ``presence/+`` and publishes ``inbox/+``,
-    ``directory`` and ``presence/+`` (DESIGN §6). ``passwords`` maps each username, the
+    router subscribes ``submit/+``, ``directory``, ``presence/+`` and ``route/+`` and publishes
+    ``inbox/+``, ``directory``, ``presence/+`` and ``route/+`` (DESIGN §6; ``route/<k>`` carries
+    frames between router shards). ``passwords`` maps each username, the
     router's (``ROUTER_USERNAME``) included, to its plaintext password.
     """
     _check_prefix(prefix)
@@ -328,9 +329,12 @@ def accounts_for(
         BrokerAccount(
             username=ROUTER_USERNAME,
             password=passwords[ROUTER_USERNAME],
-            publish=(f"{prefix}/inbox/+", f"{prefix}/directory", f"{prefix}/presence/+"),
-            # directory: the router adopts a newer signed version while running, as nodes do
-            subscribe=(f"{prefix}/submit/+", f"{prefix}/directory", f"{prefix}/presence/+"),
+            publish=(f"{prefix}/inbox/+", f"{prefix}/directory", f"{prefix}/presence/+",
+                     f"{prefix}/route/+"),
+            # directory: the router adopts a newer signed version while running, as nodes do;
+            # route/<k>: router shards pass receipts and gap requests to each other
+            subscribe=(f"{prefix}/submit/+", f"{prefix}/directory", f"{prefix}/presence/+",
+                       f"{prefix}/route/+"),
         )
     )
     return accounts

@@ -15,9 +15,21 @@ from i24net.cli import cli, console, err_console
 @cli.command("bench")
 @click.option("--quick", is_flag=True,
               help="Small counts, well under a minute: a smoke test, not a measurement.")
-@click.option("--engine", type=click.Choice(["mosquitto", "embedded"]), default="mosquitto",
-              show_default=True, help="Broker for the live phases (embedded: amqtt in a "
-              "child process).")
+@click.option("--engine", type=click.Choice(["mosquitto", "embedded", "nats"]),
+              default=None, help="Broker for the live phases (embedded: amqtt in a child "
+              "process; nats: a local 3-member NATS cluster, --scale only). Default: "
+              "mosquitto, or nats with --scale.")
+@click.option("--scale", is_flag=True,
+              help="Instead: end-to-end throughput with --routers router shards against one "
+              "router, alternating rounds on the same broker (medians and their ratio).")
+@click.option("--routers", type=click.IntRange(2, 8), default=2, show_default=True,
+              help="--scale: router shards to compare with one router.")
+@click.option("--nodes", type=click.IntRange(2, 64), default=8, show_default=True,
+              help="--scale: agencies sending and receiving.")
+@click.option("--messages", type=click.IntRange(10, 100_000), default=None,
+              help="--scale: messages per round (default 1500, 200 with --quick).")
+@click.option("--repeats", type=click.IntRange(1, 9), default=None,
+              help="--scale: rounds per layout (default 3, 1 with --quick).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, metavar="FILE", help="Write every figure as JSON; a markdown "
               "table goes next to it (FILE with .md) unless --markdown says otherwise.")
@@ -26,8 +38,9 @@ from i24net.cli import cli, console, err_console
 @click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR", help="Keep the run's home, stores and logs "
               "under DIR (for investigation).")
-def bench_cmd(quick: bool, engine: str, json_path: Path | None, md_path: Path | None,
-              keep: Path | None) -> None:
+def bench_cmd(quick: bool, engine: str | None, scale: bool, routers: int, nodes: int,
+              messages: int | None, repeats: int | None, json_path: Path | None,
+              md_path: Path | None, keep: Path | None) -> None:
     """Measure i24net against a plain MQTT relay on the same broker, in one run.
 
     Relay throughput and latency (baseline vs. the full sealed, routed, receipted
@@ -37,13 +50,20 @@ def bench_cmd(quick: bool, engine: str, json_path: Path | None, md_path: Path | 
     """
     from i24net import bench
 
-    plan = bench.Plan.smoke() if quick else bench.Plan.full()
-
     def say(text: str) -> None:
         err_console.print(f"[dim]{text}[/]", markup=True, highlight=False)
 
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
+    if scale:
+        _scale(engine or "nats", routers, nodes, messages or (200 if quick else 1500),
+               repeats or (1 if quick else 3), json_path, keep, say)
+        return
+    if engine == "nats":
+        raise click.UsageError("--engine nats applies to --scale; the other phases compare "
+                               "with a single broker")
+    engine = engine or "mosquitto"
+    plan = bench.Plan.smoke() if quick else bench.Plan.full()
     results = bench.run(plan, engine, say, keep=keep)
     command = "i24net " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if Path(sys.argv[0]).name == "i24net" else "i24net bench" + (" --quick" if quick
@@ -61,6 +81,32 @@ def bench_cmd(quick: bool, engine: str, json_path: Path | None, md_path: Path | 
     if md_path is not None:
         md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(bench.markdown(results, command))
+
+
+def _scale(engine: str, routers: int, nodes: int, messages: int, repeats: int,
+           json_path: Path | None, keep: Path | None, say: object) -> None:
+    import json
+
+    from i24net.scale import run_scale
+
+    r = run_scale(engine, shards=routers, nodes=nodes, messages=messages, repeats=repeats,
+                  say=say, keep=keep)  # type: ignore[arg-type]
+    t = Table(title=f"router shards: {routers} against 1 ({engine}, {nodes} nodes, "
+              f"{messages} messages a round, {repeats} round(s) each)", title_justify="left")
+    for col in ("routers", "round", "seconds", "msg/s", "router CPU s", "accepted per shard"):
+        t.add_column(col)
+    for i, rd in enumerate(r["rounds"]):
+        t.add_row(str(rd["routers"]), str(i // 2 + 1), f"{rd['seconds']:.1f}",
+                  f"{rd['rate']:.0f}",
+                  " ".join(f"{v:.1f}" for v in rd["router_cpu_s"].values()),
+                  " ".join(str(v) for v in rd["accepted"].values()))
+    console.print(t)
+    console.print(f"median: 1 router {r['rate_1_router']:.0f} msg/s, {routers} routers "
+                  f"{r[f'rate_{routers}_routers']:.0f} msg/s, ratio {r['ratio']:.2f} "
+                  f"({r['cpu_model']}, {r['cores']} cores, {r['seconds']:.0f} s)")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(r, indent=2))
 
 
 def table(results: dict[str, object], bench: object) -> Table:

@@ -53,9 +53,16 @@ async def _until_signalled(main: Any) -> None:
 
 
 @cli.command()
-@click.option("--engine", type=click.Choice(["embedded", "mosquitto"]), default=None,
-              help="Broker engine (default from network.toml).")
-@click.option("--port", type=int, default=None, help="Port (default from network.toml).")
+@click.option("--engine", type=click.Choice(["embedded", "mosquitto", "nats"]), default=None,
+              help="Broker engine (default from network.toml): embedded (amqtt), mosquitto, "
+              "or nats (a local NATS cluster with MQTT and JetStream, [broker] members "
+              "members, default 3; see brokers/README.md).")
+@click.option("--member", type=int, default=None, metavar="K",
+              help="nats only: run member K of the cluster alone (i24net up runs each member "
+              "as its own process). Default: every member.")
+@click.option("--port", type=int, default=None,
+              help="Port (default from network.toml); for nats, member 1's MQTT port, "
+              "member k's is port + 10(k-1).")
 @click.option("--tls/--no-tls", default=None,
               help="Serve MQTT over TLS with a CA generated into the home (broker/tls/ca.crt)"
               "; clients verify the broker against it. Mosquitto only. Default: tls in "
@@ -64,8 +71,8 @@ async def _until_signalled(main: Any) -> None:
               help="TLS port (default: the plain port + 1; 0 picks a free one).")
 @home_option
 @log_option
-def broker(engine: str | None, port: int | None, tls: bool | None, tls_port: int | None,
-           home: str | None, log_level: str) -> None:
+def broker(engine: str | None, member: int | None, port: int | None, tls: bool | None,
+           tls_port: int | None, home: str | None, log_level: str) -> None:
     """Run the network's MQTT broker on 127.0.0.1 with per-agency accounts and topic ACLs.
 
     With TLS, the endpoint file points every i24net client at the TLS listener and its CA;
@@ -75,26 +82,31 @@ def broker(engine: str | None, port: int | None, tls: bool | None, tls_port: int
     from i24net.runtime import Endpoint, endpoint_file, make_broker, publish_directory
 
     h = Home.resolve(home)
-    log = _logging(log_level, "broker")
+    log = _logging(log_level, "broker" if member is None else f"broker-{member}")
     use_tls = h.spec().broker.tls if tls is None else tls
+    name = engine or h.spec().broker.engine
+    if member is not None:
+        _broker_member(h, name, member, port, log)
+        return
 
     async def main() -> None:
         async with make_broker(h, engine, port, logger=log, tls=use_tls,
                                tls_port=tls_port) as b:
-            name = engine or h.spec().broker.engine
+            addresses = tuple(getattr(b, "addresses", ()))
             if use_tls:
                 from i24net.runtime import tls_dir
 
                 ep = Endpoint(name, b.host, b.tls_port, str(tls_dir(h) / "ca.crt"))
             else:
-                ep = Endpoint(name, b.host, b.port)
+                ep = Endpoint(name, b.host, b.port, addresses=addresses)
             endpoint_file(h).write_text(ep.to_json())
             # The directory is retained on its topic so every node finds the current one.
             await publish_directory(h, ep=ep, timeout=30.0, logger=log)
             how = f" over TLS (CA {ep.tls_ca}; plain listener {b.port} unused)" \
                 if ep.tls_ca else ""
-            log.info("broker ready on %s:%d (%s)%s", ep.host, ep.port, ep.engine, how)
-            console.print(f"ready {ep.host}:{ep.port}{' TLS' if ep.tls_ca else ''}")
+            where = " ".join(f"{h_}:{p_}" for h_, p_ in ep.members)
+            log.info("broker ready on %s (%s)%s", where, ep.engine, how)
+            console.print(f"ready {where}{' TLS' if ep.tls_ca else ''}")
             try:
                 await asyncio.Event().wait()
             finally:
@@ -104,23 +116,88 @@ def broker(engine: str | None, port: int | None, tls: bool | None, tls_port: int
     asyncio.run(_until_signalled(main()))
 
 
-@cli.command()
-@home_option
-@log_option
-def router(home: str | None, log_level: str) -> None:
-    """Run the router: check, stamp and forward every submitted message."""
-    from i24net.runtime import make_router
-
-    h = Home.resolve(home)
-    log = _logging(log_level, "router")
+def _broker_member(h: Home, engine: str, member: int, port: int | None,
+                   log: logging.Logger) -> None:
+    """One member of a clustered broker, in this process (``i24net broker --member K``)."""
+    from i24net.core.errors import TransportError
+    from i24net.runtime import make_broker, publish_directory
 
     async def main() -> None:
-        d = make_router(h, logger=log)
-        async with d.transport, d:
-            log.info("router ready (directory v%d, %d agencies)", d.machine.directory.serial,
-                     len(d.machine.directory.agencies))
-            console.print("ready router")
-            await d.serve_forever()
+        async with make_broker(h, engine, port, logger=log, member=member) as b:
+            log.info("cluster member %d ready on %s:%d", member, b.host, b.port)
+            console.print(f"ready {b.host}:{b.port} member {member}")
+            # The retained directory lives in the cluster: publish it once a quorum of
+            # members is up (every member tries; the copies are the same bytes).
+            for _ in range(60):
+                try:
+                    await publish_directory(h, timeout=5.0, logger=log,
+                                            client_suffix=f"directory-{member}")
+                    break
+                except TransportError:
+                    await asyncio.sleep(1.0)
+            else:
+                log.warning("could not publish the directory: the cluster has no quorum")
+            await asyncio.Event().wait()
+
+    asyncio.run(_until_signalled(main()))
+
+
+def _brokers(addresses: tuple[str, ...]) -> list[tuple[str, int]]:
+    from i24net.core.netspec import parse_address
+
+    return [parse_address(a, "--broker") for a in addresses]
+
+
+broker_list_option = click.option(
+    "--broker", "brokers", multiple=True, metavar="HOST:PORT",
+    help="A broker (cluster member) to connect to; repeat for several: the daemon starts at "
+    "one and fails over to the next. Default: the running broker, else network.toml.")
+
+
+@cli.command()
+@click.option("--shard", "shard_text", default=None, metavar="k/K",
+              help="Serve shard k of K (1-based): this router handles the senders whose id "
+              "hashes to k, and takes over the shard of any router of the K that dies, "
+              "until it is back. K must match [router] shards in network.toml. Default: "
+              "1/K (the only router when K is 1).")
+@click.option("--takeover/--no-takeover", default=True, show_default=True,
+              help="Take over the shards of routers that died.")
+@broker_list_option
+@home_option
+@log_option
+def router(shard_text: str | None, takeover: bool, brokers: tuple[str, ...],
+           home: str | None, log_level: str) -> None:
+    """Run a router: check, stamp and forward every submitted message of its shard."""
+    from i24net.core.errors import ConfigError
+    from i24net.core.shards import Shard
+    from i24net.runtime import endpoint, make_router
+    from i24net.shard_host import ShardHost
+
+    h = Home.resolve(home)
+    count = h.spec().router_shards
+    shard = Shard.parse(shard_text) if shard_text else Shard(1, count)
+    if shard.count != count:
+        raise ConfigError(f"--shard {shard} does not match this network's {count} router "
+                          f"shard(s) ([router] shards in network.toml)", reason="config.shard")
+    if shard_text is None and count > 1:
+        raise ConfigError(f"this network has {count} router shards: start one router per "
+                          "shard with --shard k/K", reason="config.shard")
+    log = _logging(log_level, "router" if count == 1 else f"router-{shard.index}")
+    ep = endpoint(h).with_addresses(_brokers(brokers))
+
+    async def main() -> None:
+        host = ShardHost(h, shard, lambda s: make_router(h, logger=log, shard=s, ep=ep),
+                         takeover=takeover, logger=log)
+        runner = asyncio.ensure_future(host.run())
+        ready = asyncio.ensure_future(host.ready.wait())
+        await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            ready.cancel()
+            runner.result()
+            return
+        log.info("router ready (shard %s)", shard)
+        console.print(f"ready router {shard}")
+        await runner
 
     asyncio.run(_until_signalled(main()))
 
@@ -131,22 +208,25 @@ def router(home: str | None, log_level: str) -> None:
               help="Notice authority only: leave screened notice requests under review "
               "for 'i24net notice review' instead of publishing them at once (also "
               "$I24NET_MANUAL_REVIEW=1, which 'i24net up' passes on).")
+@broker_list_option
 @home_option
 @log_option
-def node(agency: str, manual_review: bool, home: str | None, log_level: str) -> None:
+def node(agency: str, manual_review: bool, brokers: tuple[str, ...], home: str | None,
+         log_level: str) -> None:
     """Run AGENCY's node daemon: outbox, inbox, receipts, retries.
 
     On the notice authority (GS) it also runs the notice desk, whose register is kept in
     state/notices-AGENCY.sqlite: requests are screened (Article 3) and, unless
     --manual-review, published at once.
     """
-    from i24net.runtime import make_node
+    from i24net.runtime import endpoint, make_node
 
     h = Home.resolve(home)
     log = _logging(log_level, f"node-{agency}")
+    ep = endpoint(h).with_addresses(_brokers(brokers))
 
     async def main() -> None:
-        d = make_node(h, agency, logger=log, auto_review=not manual_review)
+        d = make_node(h, agency, logger=log, auto_review=not manual_review, ep=ep)
         async with d.transport, d:
             await d.transport.publish(f"{d.machine.prefix}/presence/{agency}", b"online",
                                       retain=True)

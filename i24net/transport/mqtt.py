@@ -11,6 +11,15 @@ exponential backoff (jitter from the injected ``rng``). A fresh ``aiomqtt.Client
 for every attempt: after an unexpected disconnect aiomqtt 2.5 leaves the old client's
 ``_connected`` future resolved, so re-entering it would not wait for the next CONNACK.
 
+The broker may be a cluster: the transport takes an ordered list of member addresses and a
+``start`` index (callers spread nodes over the members with it). :class:`MemberRotation`,
+which does no I/O, decides where the next attempt goes and how long to wait first: every
+failed attempt or lost link moves on to the next member, round robin, after only the
+shortest delay, so a node leaves a dead member within about a second; once a whole round
+of members has failed, the delay grows as :func:`backoff_delay` says. The cluster holds the
+session, so the CONNACK on the new member may say it is present; when it does not (separate
+brokers, or the cluster lost it) the subscriptions are restored as after any reconnect.
+
 Publishers never talk to the supervisor: they wait for a live link, publish at QoS 1 and
 race the PUBACK against the link's ``lost`` future, because aiomqtt would otherwise wait
 for the full timeout on a dead link. A publish cut off by a disconnect is sent again on the
@@ -31,7 +40,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -45,7 +54,10 @@ from i24net.transport.base import Delivery, Will
 from i24net.transport.topics import validate_filter, validate_topic
 from i24net.transport.waiting import DeliveryQueue, LinkSignal, deadline
 
-__all__ = ["MAX_PAYLOAD_BYTES", "MqttTransport", "backoff_delay"]
+__all__ = ["MAX_PAYLOAD_BYTES", "Address", "MemberRotation", "MqttTransport", "backoff_delay"]
+
+#: A broker member: host and TCP port.
+Address = tuple[str, int]
 
 #: The MQTT remaining-length field tops out at 268,435,455 bytes for the whole PUBLISH
 #: packet (topic, packet id and payload); paho raises a bare ValueError beyond it.
@@ -77,6 +89,55 @@ def backoff_delay(failures: int, *, minimum: float, maximum: float, rng: random.
     return rng.uniform(ceiling / 2.0, ceiling)
 
 
+@dataclass(slots=True)
+class MemberRotation:
+    """Which broker member the next connection attempt goes to, and how far to back off.
+
+    No I/O and no clock: the supervisor reports how each attempt ended and gets back the
+    ``failures`` argument for :func:`backoff_delay`. Within a round (fewer than one failure
+    per member since the last link came up) that is 0, the shortest delay, so a node fails
+    over quickly; after each full round it grows by one, as the reconnects to a single
+    broker always did. A lost link counts as the round's first failure: that member was
+    just tried and is gone.
+
+    Args:
+        members: the broker members, in the order to try them.
+        start: index of the first member to try, taken modulo the number of members.
+    """
+
+    members: tuple[Address, ...]
+    start: int = 0
+    #: index into ``members`` of the member to try next (or the one in use).
+    index: int = field(init=False)
+    #: consecutive failures since the last link came up, the lost link included.
+    failures: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.start, int):
+            raise ConfigError(f"start must be an integer member index, not {self.start!r}")
+        if not self.members:
+            raise ConfigError("at least one broker address is required")
+        self.index = self.start % len(self.members)
+
+    @property
+    def current(self) -> Address:
+        """The member to try next, or the one the live link goes to."""
+        return self.members[self.index]
+
+    @property
+    def first_round(self) -> bool:
+        """Whether each member has failed at most once since the last link was up."""
+        return self.failures <= len(self.members)
+
+    def failed(self, *, was_up: bool) -> int:
+        """Record that the link to :attr:`current` was lost (``was_up``) or could not be
+        made, move on to the next member, and return the backoff step for the wait."""
+        self.failures = 1 if was_up else self.failures + 1
+        self.index = (self.index + 1) % len(self.members)
+        rounds, within = divmod(self.failures, len(self.members))
+        return 0 if within else rounds - 1
+
+
 class _LinkLost(Exception):
     """Internal: the link died before the operation was acknowledged; retry on the next."""
 
@@ -94,6 +155,7 @@ class _Link:
 
     client: aiomqtt.Client
     connack: _Connack
+    address: Address
     lost: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -104,8 +166,14 @@ class MqttTransport:
     """A :class:`~i24net.transport.base.Transport` over an MQTT 3.1.1 broker.
 
     Args:
-        host: broker address (i24net's own brokers listen on 127.0.0.1).
-        port: broker port.
+        host: broker address (i24net's own brokers listen on 127.0.0.1), for a single
+            broker; give ``addresses`` instead for a cluster.
+        port: broker port, with ``host``.
+        addresses: the members of a clustered broker as ``(host, port)`` pairs, in the
+            order to try them; the transport fails over to the next one when its member
+            dies or cannot be reached. Same credentials, client id and TLS CA for all.
+        start: index of the member to try first (modulo their number), to spread nodes
+            over the members.
         client_id: fixed MQTT client id; the broker keys the persistent session on it, and
             a second connection with the same id takes the session over.
         username: broker account (``None`` for anonymous).
@@ -129,9 +197,11 @@ class MqttTransport:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str | None = None,
+        port: int | None = None,
         *,
+        addresses: Sequence[Address] | None = None,
+        start: int = 0,
         client_id: str,
         username: str | None = None,
         password: str | None = None,
@@ -158,8 +228,11 @@ class MqttTransport:
             )
         if keepalive < 1:
             raise ConfigError(f"keepalive must be at least 1 second, not {keepalive}")
-        self.host = host
-        self.port = port
+        self._rotation = MemberRotation(_members(host, port, addresses), start)
+        #: the broker members, in the order they are tried.
+        self.addresses = self._rotation.members
+        #: the member of the live link, or of the last one (before any: the first to try).
+        self.host, self.port = self._rotation.current
         self.client_id = client_id
         self._username = username
         self._password = password
@@ -196,6 +269,8 @@ class MqttTransport:
         self.received = 0
         #: successful connections after the first.
         self.reconnects = 0
+        #: moves to another broker member after a failed attempt or a lost link.
+        self.failovers = 0
         #: publishes sent again because a disconnect cut them off.
         self.retried = 0
         #: the most publishes ever in flight at once (never above ``max_inflight``).
@@ -244,10 +319,13 @@ class MqttTransport:
         except TimeoutError as exc:
             await self._stop()
             last = "none" if self.last_error is None else _describe(self.last_error)
+            if len(self.addresses) == 1:
+                where = f"the MQTT broker at {self.host}:{self.port}"
+            else:
+                where = "any MQTT broker member (" + ", ".join(map(_show, self.addresses)) + ")"
             raise TransportError(
-                f"could not connect to the MQTT broker at {self.host}:{self.port} as "
-                f"{self.client_id!r} within {self._connect_timeout} s (last error: {last}); "
-                "is the broker running?",
+                f"could not connect to {where} as {self.client_id!r} within "
+                f"{self._connect_timeout} s (last error: {last}); is the broker running?",
                 reason="transport.connect",
             ) from exc
         except BaseException:
@@ -327,51 +405,55 @@ class MqttTransport:
     # -- the supervisor ----------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        """Connect, serve, and reconnect with backoff until cancelled or refused."""
-        failures = 0
+        """Connect, serve, and reconnect (failing over between members) with backoff until
+        cancelled or refused."""
+        rotation = self._rotation
         try:
             while True:
-                error, was_up = await self._serve_link()
+                address = rotation.current
+                error, was_up = await self._serve_link(address)
                 self.last_error = error
-                self._log.debug("%s: link ended: %s", self.client_id, _describe(error))
+                self._log.debug(
+                    "%s: link to %s ended: %s", self.client_id, _show(address), _describe(error)
+                )
                 if self._closing:
                     # The clean disconnect on the way out failed; there is nothing to redo.
                     return
-                if isinstance(error, MqttConnectError) and self._links_up == 0:
-                    # Refused before we ever got in: wrong credentials or client id. Retrying
-                    # would only hide the mistake, so fail the caller of `async with`.
+                if isinstance(error, MqttConnectError) and self._links_up == 0 \
+                        and not _server_unavailable(error):
+                    # Refused before we ever got in: wrong credentials or client id, which
+                    # the other members of a cluster share. Retrying would only hide the
+                    # mistake, so fail the caller of `async with`. "Server unavailable" is
+                    # different: a cluster member that is starting (or has lost its quorum)
+                    # says so, and another member, or the same one later, will take us.
                     self._fail(
                         TransportError(
-                            f"the MQTT broker at {self.host}:{self.port} refused "
+                            f"the MQTT broker at {_show(address)} refused "
                             f"{self.client_id!r}: {error}; check the username, password "
                             "and ACL",
                             reason="transport.refused",
                         )
                     )
                     return
-                if was_up:
-                    failures = 0
                 delay = backoff_delay(
-                    failures,
+                    rotation.failed(was_up=was_up),
                     minimum=self._reconnect_min,
                     maximum=self._reconnect_max,
                     rng=self._rng,
                 )
                 if was_up:
                     self._log.warning(
-                        "%s: lost the link to %s:%d (%s); reconnecting in %.2f s",
+                        "%s: lost the link to %s (%s); reconnecting in %.2f s",
                         self.client_id,
-                        self.host,
-                        self.port,
+                        _show(address),
                         _describe(error),
                         delay,
                     )
-                elif failures == 0:
+                elif rotation.failures == 1:
                     self._log.warning(
-                        "%s: cannot connect to %s:%d (%s); retrying in %.2f s",
+                        "%s: cannot connect to %s (%s); retrying in %.2f s",
                         self.client_id,
-                        self.host,
-                        self.port,
+                        _show(address),
                         _describe(error),
                         delay,
                     )
@@ -379,11 +461,21 @@ class MqttTransport:
                     self._log.debug(
                         "%s: connect attempt %d failed (%s); retrying in %.2f s",
                         self.client_id,
-                        failures + 1,
+                        rotation.failures,
                         _describe(error),
                         delay,
                     )
-                failures += 1
+                if rotation.current != address:
+                    self.failovers += 1
+                    # Once every member has failed this is an outage, not a failover: the
+                    # warning above has said so, and a line per attempt would flood the log.
+                    self._log.log(
+                        logging.INFO if rotation.first_round else logging.DEBUG,
+                        "%s: broker member %s unreachable, failing over to %s",
+                        self.client_id,
+                        _show(address),
+                        _show(rotation.current),
+                    )
                 await asyncio.sleep(delay)
         except Exception as exc:
             # Not a network fault (those are MqttError): a bug. Stop loudly rather than
@@ -397,16 +489,16 @@ class MqttTransport:
             )
             raise
 
-    async def _serve_link(self) -> tuple[aiomqtt.MqttError, bool]:
-        """Run one connection from connect to loss; return why it ended and whether it
-        was ever up."""
+    async def _serve_link(self, address: Address) -> tuple[aiomqtt.MqttError, bool]:
+        """Run one connection to ``address`` from connect to loss; return why it ended and
+        whether it was ever up."""
         connack = _Connack()
-        client = self._new_client(connack)
+        client = self._new_client(connack, address)
         link: _Link | None = None
         failure: aiomqtt.MqttError | None = None
         try:
             async with client:
-                link = _Link(client=client, connack=connack)
+                link = _Link(client=client, connack=connack, address=address)
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._pump(link), name=f"mqtt-pump:{self.client_id}")
                     group.create_task(self._restore(link), name=f"mqtt-subscribe:{self.client_id}")
@@ -421,12 +513,13 @@ class MqttTransport:
             failure = aiomqtt.MqttError("link ended without an error")
         return failure, link is not None and link.up
 
-    def _new_client(self, connack: _Connack) -> aiomqtt.Client:
+    def _new_client(self, connack: _Connack, address: Address) -> aiomqtt.Client:
         """A fresh aiomqtt client for one connection attempt (see the module docstring)."""
         will = self._will
+        host, port = address
         client = aiomqtt.Client(
-            self.host,
-            self.port,
+            host,
+            port,
             username=self._username,
             password=self._password,
             logger=self._log.getChild("paho"),
@@ -509,6 +602,7 @@ class MqttTransport:
             return
         link.up = True
         self._link = link
+        self.host, self.port = link.address
         self._links_up += 1
         if self._links_up > 1:
             self.reconnects += 1
@@ -673,6 +767,52 @@ def _hook_session_present(client: aiomqtt.Client, connack: _Connack) -> None:
         inner(paho_client, userdata, flags, reason_code, properties)
 
     inner_client.on_connect = on_connect
+
+
+def _server_unavailable(error: MqttConnectError) -> bool:
+    """CONNACK return code 3 (MQTT 3.1.1), which paho 2.x reports as reason code 136."""
+    rc = getattr(error, "rc", None)
+    value = getattr(rc, "value", rc)
+    return value in (3, 136) or "unavailable" in str(rc).lower()
+
+
+def _members(
+    host: str | None, port: int | None, addresses: Sequence[Address] | None
+) -> tuple[Address, ...]:
+    """The broker members as a checked tuple, from ``host``/``port`` or ``addresses``."""
+    if addresses is None:
+        if host is None or port is None:
+            raise ConfigError("give the broker as host and port, or as addresses=[(host, port)]")
+        candidates: list[object] = [(host, port)]
+    elif host is not None or port is not None:
+        raise ConfigError("give the broker as host and port or as addresses, not both")
+    elif isinstance(addresses, str | bytes):
+        raise ConfigError(f"addresses must be (host, port) pairs, not the string {addresses!r}")
+    else:
+        candidates = list(addresses)
+    if not candidates:
+        raise ConfigError("at least one broker address is required")
+    members: list[Address] = []
+    for candidate in candidates:
+        pair = tuple(candidate) if isinstance(candidate, list | tuple) else ()
+        if len(pair) != 2:
+            raise ConfigError(f"a broker address is a (host, port) pair, not {candidate!r}")
+        member_host, member_port = pair
+        if not isinstance(member_host, str) or not member_host:
+            raise ConfigError(f"broker host must be a non-empty string, not {member_host!r}")
+        if (
+            not isinstance(member_port, int)
+            or isinstance(member_port, bool)
+            or not 0 < member_port < 65536
+        ):
+            raise ConfigError(f"broker port must be 1 to 65535, not {member_port!r}")
+        members.append((member_host, member_port))
+    return tuple(members)
+
+
+def _show(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _describe(error: BaseException) -> str:

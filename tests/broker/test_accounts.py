@@ -227,8 +227,10 @@ def test_accounts_for_builds_the_design_grants() -> None:
     assert router == BrokerAccount(
         ROUTER_USERNAME,
         "pw-router-01234",
-        publish=("i24/v1/inbox/+", "i24/v1/directory", "i24/v1/presence/+"),
-        subscribe=("i24/v1/submit/+", "i24/v1/directory", "i24/v1/presence/+"),
+        publish=("i24/v1/inbox/+", "i24/v1/directory", "i24/v1/presence/+",
+                 "i24/v1/route/+"),
+        subscribe=("i24/v1/submit/+", "i24/v1/directory", "i24/v1/presence/+",
+                   "i24/v1/route/+"),
     )
 
 
@@ -236,7 +238,8 @@ def test_accounts_for_uses_the_prefix() -> None:
     passwords = {"GS-LYON": "pw-gs-0123456789", ROUTER_USERNAME: "pw-router-01234"}
     gs, router = accounts_for(["GS-LYON"], passwords, prefix="drill/7")
     assert gs.publish == ("drill/7/submit/GS-LYON", "drill/7/presence/GS-LYON")
-    assert router.subscribe == ("drill/7/submit/+", "drill/7/directory", "drill/7/presence/+")
+    assert router.subscribe == ("drill/7/submit/+", "drill/7/directory", "drill/7/presence/+",
+                                "drill/7/route/+")
 
 
 @pytest.mark.parametrize(
