@@ -104,24 +104,13 @@ def prepare(path: Path, nodes: int, engine: str, *, routers: int = 1) -> Home:
     ``routers`` router shards."""
     from i24net.broker import pick_free_port
     from i24net.core.netspec import CLUSTER_ENGINES
-    from i24net.presets import synthetic_toml
+    from i24net.presets import configure, synthetic_toml
 
     text = synthetic_toml(max(1, nodes) + 2, seed=1)  # GS-LYON, EUROPOL and the nodes
     port = pick_port_block(40) if engine in CLUSTER_ENGINES else pick_free_port()
-    lines = []
-    in_broker = False
-    for line in text.splitlines():
-        if line.strip().startswith("["):
-            in_broker = line.strip() == "[broker]"
-        if in_broker and line.strip().startswith("port"):
-            line = f"port = {port}"
-        if in_broker and line.strip().startswith("engine"):
-            line = f'engine = "{engine}"'
-        lines.append(line)
-    if routers > 1:
-        lines.append(f"\n[router]\nshards = {routers}")
+    text = configure(text, engine=engine, port=port, routers=routers)
     home = Home(path)
-    home.init("\n".join(lines) + "\n", force=True)
+    home.init(text, force=True)
     return home
 
 

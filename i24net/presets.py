@@ -417,7 +417,10 @@ def _render(spec: _Spec) -> str:
         "#   [network]   the network's name, its MQTT topic prefix, the classification levels",
         "#               (lowest first), the caveats, the accepted clock skew and the default",
         "#               message lifetime.",
-        "#   [broker]    the MQTT broker: engine 'embedded' (in-process) or 'mosquitto'.",
+        "#   [broker]    the MQTT broker: engine 'embedded' (in-process), 'mosquitto', or",
+        "#               'nats' (a local cluster of 'members' members, MQTT on port,",
+        "#               port + 10, ...); 'addresses' lists brokers run elsewhere.",
+        "#   [router]    'shards': routers sharing the load by sender (one key each).",
         "#   [groups]    explicit groups, addressed as @NAME; members are agency ids defined",
         "#               below. The derived groups @ALL, @NCB and one per region",
         f"#               ({regions})",
@@ -611,3 +614,32 @@ def synthetic_toml(n_agencies: int, *, seed: int = 0) -> str:
         agencies=[_GS_LYON, _EUROPOL, *leas],
     )
     return _render(spec)
+
+
+def configure(text: str, *, engine: str | None = None, port: int | None = None,
+              routers: int | None = None) -> str:
+    """``text`` (a network.toml) with ``[broker]`` engine and port and ``[router]`` shards
+    set; everything else, comments included, stays as it is."""
+    lines: list[str] = []
+    table = ""
+    if (engine is not None or port is not None) and not any(
+            line.strip() == "[broker]" for line in text.splitlines()):
+        text += "\n[broker]\n" + (f"engine = {_toml_str(engine)}\n" if engine else "") \
+            + (f"port = {port}\n" if port else "")
+        engine = port = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = stripped
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if table == "[broker]" and key == "engine" and engine is not None:
+            line = f"engine = {_toml_str(engine)}"
+        elif table == "[broker]" and key == "port" and port is not None:
+            line = f"port = {port}"
+        elif table == "[router]" and key == "shards" and routers is not None:
+            line = f"shards = {routers}"
+            routers = None
+        lines.append(line)
+    if routers is not None and routers != 1:
+        lines += ["", "[router]", f"shards = {routers}"]
+    return "\n".join(lines) + "\n"

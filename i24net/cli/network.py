@@ -25,11 +25,21 @@ from i24net.presets import PRESETS, preset_toml
 @click.option("--spec", "spec_file", type=click.Path(exists=True, dir_okay=False),
               help="Use this network.toml instead of a preset.")
 @click.option("--force", is_flag=True, help="Replace an existing network in the home.")
+@click.option("--engine", type=click.Choice(["embedded", "mosquitto", "nats"]), default=None,
+              help="Set [broker] engine (nats: a local 3-member cluster; see brokers/).")
+@click.option("--port", type=click.IntRange(1, 65_000), default=None,
+              help="Set [broker] port (for nats, member 1's MQTT port).")
+@click.option("--routers", type=click.IntRange(1, 64), default=None,
+              help="Set [router] shards: routers sharing the load by sender.")
 @home_option
-def init(preset: str, spec_file: str | None, force: bool, home: str | None) -> None:
+def init(preset: str, spec_file: str | None, force: bool, engine: str | None,
+         port: int | None, routers: int | None, home: str | None) -> None:
     """Create a network home: network.toml, keys (mode 0600) and a signed directory."""
+    from i24net.presets import configure
+
     h = Home.resolve(home)
     text = Path(spec_file).read_text() if spec_file else preset_toml(preset)
+    text = configure(text, engine=engine, port=port, routers=routers)
     d = h.init(text, force=force)
     console.print(f"created network [bold]{escape(d.network)}[/] in {escape(str(h.path))}")
     console.print(f"  {len(d.agencies)} agencies, directory version {d.serial}, "
