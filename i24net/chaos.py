@@ -350,9 +350,10 @@ class Soak:
             from i24net.runtime import endpoint, start_index
 
             members = endpoint(self.home).members
+            order = sorted(self.home.directory().agencies)
             spread: Counter[str] = Counter()
             for a in self.agencies:
-                host, port = members[start_index(a, len(members))]
+                host, port = members[start_index(a, len(members), order)]
                 spread[f"{host}:{port}"] += 1
             self.report.nodes_start_member = dict(sorted(spread.items()))
 

@@ -64,10 +64,14 @@ class Endpoint:
                        addresses=tuple(addresses))
 
 
-def start_index(name: str, members: int) -> int:
-    """Which member a client starts at: a stable spread of the agencies over the members."""
+def start_index(name: str, members: int, order: list[str] | None = None) -> int:
+    """Which member a client starts at: agencies in turn over the members by their place in
+    ``order`` (the directory's sorted ids, so N agencies split as evenly as N allows), and
+    any other name by a stable hash."""
     if members <= 1:
         return 0
+    if order and name in order:
+        return order.index(name) % members
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big") \
         % members
 
@@ -171,7 +175,13 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
                           agency=account)
     client_id = account + (f":{client_suffix}" if client_suffix else "")
     members = ep.members
-    return MqttTransport(addresses=members, start=start_index(client_id, len(members)),
+    order = sorted(home.directory().agencies) if len(members) > 1 else None
+    if account == ROUTER_ACCOUNT and client_suffix.startswith("shard-"):
+        # shard k starts at member k (mod n), so the routers too sit on different members
+        start = int(client_suffix[6:].split("of", 1)[0]) - 1
+    else:
+        start = start_index(account, len(members), order)
+    return MqttTransport(addresses=members, start=start,
                          client_id=client_id, username=account,
                          password=passwords[account], clean_session=False,
                          tls_ca=ep.tls_ca, logger=logger, will=will,

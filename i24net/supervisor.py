@@ -177,10 +177,23 @@ class Supervisor:
             return []
         self.wait_ready([self.spawn(n, engine) for n in brokers if n in missing],
                         on_ready=on_ready)
+        if len(brokers) > 1:
+            self._write_cluster_endpoint(engine, len(brokers))
         self.wait_ready([self.spawn(n) for n in routers if n in missing], on_ready=on_ready)
         nodes = [self.spawn(n) for n in missing if not self.is_infra(n)]
         self.wait_ready(nodes, on_ready=on_ready)
         return missing
+
+    def _write_cluster_endpoint(self, engine: str | None, members: int) -> None:
+        """Point every client at all the members (each member process runs alone and does
+        not know it is one of several)."""
+        from i24net.core.netspec import MEMBER_PORT_STEP
+        from i24net.runtime import Endpoint, endpoint_file
+
+        b = self.home.spec().broker
+        addresses = tuple((b.host, b.port + MEMBER_PORT_STEP * i) for i in range(members))
+        ep = Endpoint(engine or b.engine, b.host, b.port, addresses=addresses)
+        endpoint_file(self.home).write_text(ep.to_json())
 
     # -- stopping -------------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> bool:

@@ -154,3 +154,36 @@ async def test_messages_flow_across_shards_while_one_router_is_down(home: Home) 
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def test_the_supervisor_runs_one_process_per_member_and_per_shard(home: Home) -> None:
+    from i24net.supervisor import Supervisor
+
+    sup = Supervisor(home)
+    assert sup.brokers() == ["broker"]  # the demo spec's engine is embedded
+    assert sup.brokers("nats") == ["broker-1", "broker-2", "broker-3"]
+    assert sup.routers() == ["router-1", "router-2"]
+    assert sup._argv("broker-2", "nats")[2:] == ("broker", "--engine", "nats", "--member", "2",
+                                                 "--home", str(home.path))
+    assert sup._argv("router-2", None)[2:] == ("router", "--shard", "2/2", "--home",
+                                               str(home.path))
+    assert all(sup.is_infra(n) for n in ("broker", "broker-3", "router", "router-1"))
+    assert not any(sup.is_infra(a) for a in home.directory().agencies)
+
+
+def test_agencies_start_on_members_in_turn_and_shards_on_their_own_member(home: Home) -> None:
+    from collections import Counter
+
+    from i24net.runtime import Endpoint, make_transport, start_index
+
+    order = sorted(home.directory().agencies)
+    spread = Counter(start_index(a, 3, order) for a in order)
+    assert max(spread.values()) - min(spread.values()) <= 1
+    ep = Endpoint("nats", "127.0.0.1", 30_000,
+                  addresses=(("127.0.0.1", 30_000), ("127.0.0.1", 30_010),
+                             ("127.0.0.1", 30_020)))
+    starts = [make_transport(home, "i24-router", client_suffix=f"shard-{k}of2", ep=ep).port
+              for k in (1, 2)]
+    assert starts == [30_000, 30_010]
+    t = make_transport(home, order[4], ep=ep)
+    assert (t.host, t.port) == ep.members[4 % 3] and t.addresses == ep.addresses
