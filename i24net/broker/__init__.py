@@ -1,4 +1,5 @@
-"""The broker layer: accounts and topic rules, Mosquitto and the embedded amqtt broker.
+"""The broker layer: accounts and topic rules, Mosquitto, a NATS cluster, and the embedded
+amqtt broker.
 
 ``start_broker(engine, ...)`` returns a broker to use as ``async with``; every engine is
 generated from the same ``BrokerAccount`` list (``accounts_for`` builds the network's), so
@@ -47,6 +48,16 @@ from i24net.broker.mosquitto import (
     find_mosquitto,
     write_mosquitto_config,
 )
+from i24net.broker.nats import (
+    NatsCluster,
+    NatsLimits,
+    NatsMember,
+    NatsPorts,
+    find_nats_server,
+    member_addresses,
+    nats_ports,
+    write_nats_config,
+)
 from i24net.broker.process import pick_free_port
 from i24net.broker.tls import TlsFiles, generate_tls_files
 
@@ -68,12 +79,17 @@ __all__ = [
     "MosquittoBroker",
     "MosquittoConfig",
     "MosquittoLimits",
+    "NatsCluster",
+    "NatsLimits",
+    "NatsMember",
+    "NatsPorts",
     "TlsFiles",
     "TopicGrants",
     "accounts_for",
     "client_id_allowed",
     "filter_covers",
     "find_mosquitto",
+    "find_nats_server",
     "generate_password",
     "generate_tls_files",
     "is_valid_topic_filter",
@@ -81,15 +97,19 @@ __all__ = [
     "may_publish",
     "may_receive",
     "may_subscribe",
+    "member_addresses",
+    "nats_ports",
     "pick_free_port",
     "start_broker",
     "topic_matches",
     "write_mosquitto_config",
+    "write_nats_config",
 ]
 
-ENGINES: tuple[str, ...] = ("embedded", "embedded-process", "mosquitto")
+ENGINES: tuple[str, ...] = ("embedded", "embedded-process", "mosquitto", "nats")
 """``embedded``: amqtt in this process (the default, nothing to install); ``embedded-process``:
-amqtt in a child process (killable on its own); ``mosquitto``: Eclipse Mosquitto."""
+amqtt in a child process (killable on its own); ``mosquitto``: Eclipse Mosquitto; ``nats``: a
+cluster of nats-server members with the MQTT gateway and replicated JetStream."""
 
 _LAZY = {"EmbeddedBroker", "EmbeddedBrokerProcess"}
 
@@ -110,17 +130,44 @@ def start_broker(
     tls: TlsFiles | None = None,
     tls_port: int = 0,
     logger: logging.Logger | None = None,
-) -> EmbeddedBroker | EmbeddedBrokerProcess | MosquittoBroker:
+    member: int | None = None,
+    members: int = 3,
+) -> EmbeddedBroker | EmbeddedBrokerProcess | MosquittoBroker | NatsCluster | NatsMember:
     """A broker of the chosen ``engine`` for ``accounts``, files under ``directory``.
 
     The broker starts when entered (``async with start_broker(...) as broker``) and stops on
     exit; ``broker.host`` and ``broker.port`` say where clients connect. Port 0 picks a free
     port. A TLS listener (``tls``) is offered by the ``mosquitto`` engine only.
+
+    ``nats`` runs ``members`` members from the base port ``port`` (member k's MQTT port is
+    ``port + 10*(k-1)``, see ``nats_ports``): the whole cluster (a ``NatsCluster``) when
+    ``member`` is ``None``, else only member ``member`` (a ``NatsMember``, which needs a
+    real base port so that it finds the others). ``member``/``members`` apply to nats only.
     """
     if engine not in ENGINES:
         raise BrokerConfigError(
             f"unknown broker engine {engine!r}: choose one of {', '.join(ENGINES)}"
         )
+    if engine == "nats":
+        if tls is not None:
+            raise BrokerConfigError(
+                "the nats engine has no TLS listener; use --engine mosquitto for TLS"
+            )
+        if member is None:
+            return NatsCluster(
+                directory, accounts, members=members, host=host, port=port, logger=logger
+            )
+        if not port:
+            raise BrokerConfigError(
+                f"NATS member {member} needs the cluster's base port (0 would pick one that "
+                "the other members do not know); pass --port"
+            )
+        return NatsMember(
+            directory, accounts, member=member, members=members, host=host, port=port,
+            logger=logger,
+        )
+    if member is not None:
+        raise BrokerConfigError(f"the {engine} engine has no members; member= is for nats")
     if engine == "mosquitto":
         return MosquittoBroker(
             directory, accounts, host=host, port=port, tls=tls, tls_port=tls_port, logger=logger

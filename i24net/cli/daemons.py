@@ -120,18 +120,22 @@ def _broker_member(h: Home, engine: str, member: int, port: int | None,
                    log: logging.Logger) -> None:
     """One member of a clustered broker, in this process (``i24net broker --member K``)."""
     from i24net.core.errors import TransportError
-    from i24net.runtime import make_broker, publish_directory
+    from i24net.runtime import Endpoint, make_broker, publish_directory
 
     async def main() -> None:
         async with make_broker(h, engine, port, logger=log, member=member) as b:
             log.info("cluster member %d ready on %s:%d", member, b.host, b.port)
             console.print(f"ready {b.host}:{b.port} member {member}")
-            # The retained directory lives in the cluster: publish it once a quorum of
-            # members is up (every member tries; the copies are the same bytes).
+            # The retained directory lives in the cluster: publish it through this member
+            # once a quorum of members is up (every member does; the copies are the same
+            # bytes). The first MQTT login on a member also sets its MQTT state up, which
+            # would otherwise wait for the first client after the next member death.
+            here = Endpoint(engine, b.host, b.port)
             for _ in range(60):
                 try:
-                    await publish_directory(h, timeout=5.0, logger=log,
+                    await publish_directory(h, timeout=5.0, logger=log, ep=here,
                                             client_suffix=f"directory-{member}")
+                    log.info("published the directory through member %d", member)
                     break
                 except TransportError:
                     await asyncio.sleep(1.0)

@@ -13,15 +13,20 @@ from i24net.supervisor import Supervisor, agency_status
 
 
 @cli.command()
-@click.option("--engine", type=click.Choice(["embedded", "mosquitto"]), default=None,
-              help="Broker engine (default from network.toml).")
+@click.option("--engine", type=click.Choice(["embedded", "mosquitto", "nats"]), default=None,
+              help="Broker engine (default from network.toml); nats runs each member of a "
+              "local cluster as its own process (broker-1, broker-2, ...).")
 @home_option
 def up(engine: str | None, home: str | None) -> None:
-    """Start the broker, the router and one node per agency; return when all are ready."""
+    """Start the broker, the router and one node per agency; return when all are ready.
+
+    With [router] shards = K in network.toml, K routers (router-1 .. router-K) run, each
+    serving its shard and taking over the shard of one that dies.
+    """
     h = Home.resolve(home)
     sup = Supervisor(h)
     running = sup.running()
-    if running and "broker" in running:
+    if running and any(n in running for n in sup.brokers(engine)):
         started = sup.up(engine)
         if not started:
             console.print(f"network at {h.path} is already up ({len(running)} processes); "
@@ -31,8 +36,10 @@ def up(engine: str | None, home: str | None) -> None:
         return
     with console.status("starting the network...") as status:
         started = sup.up(engine, on_ready=lambda n: status.update(f"{n} ready"))
-    console.print(f"[green]up[/]: broker, router and {len(started) - 2} node(s); logs in "
-                  f"{h.logs_dir}")
+    infra = sum(1 for n in started if sup.is_infra(n))
+    brokers, routers = len(sup.brokers(engine)), len(sup.routers())
+    console.print(f"[green]up[/]: {brokers} broker process(es), {routers} router(s) and "
+                  f"{len(started) - infra} node(s); logs in {h.logs_dir}")
 
 
 @cli.command()

@@ -105,3 +105,16 @@ async def messages_within(
     except TimeoutError:
         pass
     return received
+
+
+def _nats_server_binary() -> str | None:
+    return shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+    )
+
+
+NATS_SERVER = _nats_server_binary()
+requires_nats = pytest.mark.skipif(
+    NATS_SERVER is None,
+    reason="nats-server is not installed (Debian: apt-get install nats-server)",
+)
