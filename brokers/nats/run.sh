@@ -3,15 +3,7 @@
 # signed directory: MQTT on the base port + 10*(k-1) for member k.
 # Usage: brokers/nats/run.sh [--home DIR] [--port N] [--log-level LEVEL]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-if command -v i24net >/dev/null 2>&1; then
-  i24net=(i24net)
-elif [ -x "$root/.venv/bin/i24net" ]; then
-  i24net=("$root/.venv/bin/i24net")
-else
-  echo "ERROR: i24net is not installed; run 'make install' in $root" >&2
-  exit 1
-fi
+. "$(dirname "$0")/../i24net.sh"
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
   echo "ERROR: nats-server is not installed (Debian: apt-get install nats-server)" >&2
   exit 1
