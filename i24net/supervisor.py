@@ -170,8 +170,8 @@ class Supervisor:
         d = self.home.directory()
         running = self.running()
         brokers, routers = self.brokers(engine), self.routers()
-        names = [*brokers, *routers, *(agencies or sorted(
-            a.id for a in d.agencies.values() if a.active))]
+        names = [*brokers, *routers, *(sorted(a.id for a in d.agencies.values() if a.active)
+                                       if agencies is None else agencies)]
         missing = [n for n in names if n not in running]
         if not missing:
             return []

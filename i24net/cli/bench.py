@@ -91,19 +91,21 @@ def _scale(engine: str, routers: int, nodes: int, messages: int, repeats: int,
 
     r = run_scale(engine, shards=routers, nodes=nodes, messages=messages, repeats=repeats,
                   say=say, keep=keep)  # type: ignore[arg-type]
-    t = Table(title=f"router shards: {routers} against 1 ({engine}, {nodes} nodes, "
-              f"{messages} messages a round, {repeats} round(s) each)", title_justify="left")
-    for col in ("routers", "round", "seconds", "msg/s", "router CPU s", "accepted per shard"):
-        t.add_column(col)
-    for i, rd in enumerate(r["rounds"]):
-        t.add_row(str(rd["routers"]), str(i // 2 + 1), f"{rd['seconds']:.1f}",
-                  f"{rd['rate']:.0f}",
-                  " ".join(f"{v:.1f}" for v in rd["router_cpu_s"].values()),
-                  " ".join(str(v) for v in rd["accepted"].values()))
-    console.print(t)
-    console.print(f"median: 1 router {r['rate_1_router']:.0f} msg/s, {routers} routers "
-                  f"{r[f'rate_{routers}_routers']:.0f} msg/s, ratio {r['ratio']:.2f} "
-                  f"({r['cpu_model']}, {r['cores']} cores, {r['seconds']:.0f} s)")
+    for key, what in (("pipeline", f"full pipeline, {nodes} node daemons"),
+                      ("routers_only", f"routers alone, {r['bound_agencies']} senders")):
+        part = r[key]
+        t = Table(title=f"{routers} router shards against 1: {what} ({engine}, {messages} "
+                  f"messages a round)", title_justify="left")
+        for col in ("routers", "seconds", "msg/s", "router CPU s"):
+            t.add_column(col)
+        for rd in part["rounds"]:
+            t.add_row(str(rd["routers"]), f"{rd['seconds']:.1f}", f"{rd['rate']:.0f}",
+                      " ".join(f"{v:.1f}" for v in rd["router_cpu_s"].values()))
+        console.print(t)
+        console.print(f"median: 1 router {part['rate_1_router']:.0f} msg/s, {routers} routers "
+                      f"{part[f'rate_{routers}_routers']:.0f} msg/s, ratio "
+                      f"{part['ratio']:.2f}")
+    console.print(f"[dim]{r['cpu_model']}, {r['cores']} cores, {r['seconds']:.0f} s[/]")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(r, indent=2))
