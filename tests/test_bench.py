@@ -49,3 +49,25 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
     assert math.isnan(percentile([], 50))
+
+
+@pytest.mark.timeout(300)
+def test_scale_bench_compares_two_router_shards_with_one(tmp_path: Path) -> None:
+    """``i24net bench --scale --quick``: both layouts run both ways, every message is
+    counted, and each shard accepted a share of the senders' messages."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run([sys.executable, "-m", "i24net", "bench", "--scale", "--quick",
+                           "--engine", _engine(), "--nodes", "3", "--messages", "60",
+                           "--json", str(out)], capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = json.loads(out.read_text())
+    for part in ("pipeline", "routers_only"):
+        summary = r[part]
+        assert summary["rate_1_router"] > 0 and summary["rate_2_routers"] > 0
+        assert summary["ratio"] == pytest.approx(
+            summary["rate_2_routers"] / summary["rate_1_router"], rel=0.02)
+        assert [rd["routers"] for rd in summary["rounds"]] == [1, 2]
+        assert all(rd["messages"] == 60 for rd in summary["rounds"])
+    two = r["pipeline"]["rounds"][1]
+    assert sum(two["accepted"].values()) == 60 and set(two["router_cpu_s"]) == {
+        "router-1", "router-2"}
