@@ -179,8 +179,8 @@ def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
     try:
         for i in range(n):
             sender = rng.choice(agencies)
-            to = rng.sample([a for a in agencies if a != sender],
-                            k=1 if rng.random() < 0.8 else 3)
+            others = [a for a in agencies if a != sender]
+            to = rng.sample(others, k=1 if rng.random() < 0.8 else min(3, len(others)))
             header = make_header(d, sender=sender, addressing=to, kind="message",
                                  label=Label("UNCLASSIFIED"), now_ms=now_ms(),
                                  ttl_ms=6 * 3600_000, random_bytes=os.urandom,
