@@ -290,9 +290,11 @@ def accounts_for(
 ) -> list[BrokerAccount]:
     """The broker accounts of a network: one per agency, then the router's.
 
-    Agency ``A`` may publish only ``{prefix}/submit/A`` and ``{prefix}/presence/A`` and
+    Agency ``A`` may publish only ``{prefix}/submit/A``, ``{prefix}/submit/A/to/+`` (to a
+    router shard) and ``{prefix}/presence/A`` and
     subscribe only ``{prefix}/inbox/A``, ``{prefix}/directory`` and ``{prefix}/presence/+``. The
-    router subscribes ``submit/+``, ``directory``, ``presence/+`` and ``route/+`` and publishes
+    router subscribes ``submit/+``, ``submit/+/to/+``, ``directory``, ``presence/+`` and
+    ``route/+`` and publishes
     ``inbox/+``, ``directory``, ``presence/+`` and ``route/+`` (DESIGN §6; ``route/<k>`` carries
     frames between router shards). ``passwords`` maps each username, the
     router's (``ROUTER_USERNAME``) included, to its plaintext password.
@@ -320,7 +322,9 @@ def accounts_for(
         BrokerAccount(
             username=agency,
             password=passwords[agency],
-            publish=(f"{prefix}/submit/{agency}", f"{prefix}/presence/{agency}"),
+            # submit/A/to/<k>: receipts and gap requests aimed at router shard k
+            publish=(f"{prefix}/submit/{agency}", f"{prefix}/submit/{agency}/to/+",
+                     f"{prefix}/presence/{agency}"),
             subscribe=(f"{prefix}/inbox/{agency}", f"{prefix}/directory", f"{prefix}/presence/+"),
         )
         for agency in agency_ids
@@ -333,8 +337,8 @@ def accounts_for(
                      f"{prefix}/route/+"),
             # directory: the router adopts a newer signed version while running, as nodes do;
             # route/<k>: router shards pass receipts and gap requests to each other
-            subscribe=(f"{prefix}/submit/+", f"{prefix}/directory", f"{prefix}/presence/+",
-                       f"{prefix}/route/+"),
+            subscribe=(f"{prefix}/submit/+", f"{prefix}/submit/+/to/+", f"{prefix}/directory",
+                       f"{prefix}/presence/+", f"{prefix}/route/+"),
         )
     )
     return accounts

@@ -22,8 +22,11 @@ delivered twice (exactly once to the application); its receipt is simply sent ag
 Sequence numbers: the router numbers deliveries per recipient, one stream per router key
 (each router shard signs with its own). A number beyond the next expected one opens a gap;
 after ``GAP_GRACE_MS`` without the missing deliveries the node asks for them again, naming
-the stream's key id so that the shard that numbered them answers. Senders retry until receipts arrive, so even a lost resend
-log cannot lose an accepted message.
+the stream's key id so that the shard that numbered them answers. Senders retry until
+receipts arrive, so even a lost resend log cannot lose an accepted message.
+
+With several router shards, receipts and gap requests go to ``submit/<AGENCY>/to/<k>``: k is
+the shard of the message's sender (receipts) or of the stream's key (gap requests).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from i24net.core.envelope import (
 )
 from i24net.core.errors import DirectoryError, I24Error
 from i24net.core.policy import AUTHORITY_KINDS, TRANSIENT_REASONS
+from i24net.core.shards import shard_count, shard_of, to_shard_topic
 
 RETRY_MIN_MS = 2_000
 RETRY_MAX_MS = 60_000
@@ -196,8 +200,21 @@ class NodeMachine:
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
-    def _push(self, priority: int, payload: bytes) -> None:
-        heapq.heappush(self._queue, (priority, next(self._order), self.submit_topic, payload))
+    def _push(self, priority: int, payload: bytes, topic: str | None = None) -> None:
+        heapq.heappush(self._queue, (priority, next(self._order), topic or self.submit_topic,
+                                     payload))
+
+    def _to_shard(self, index: int) -> str:
+        """The topic that reaches router shard ``index`` (see ``core.shards``)."""
+        return to_shard_topic(self.submit_topic, index,
+                              shard_count(self.directory.router_keys))
+
+    def _stream_shard(self, kid: bytes) -> int:
+        """The shard whose key numbered a stream (1 when the key is not listed)."""
+        for i, key in enumerate(self.directory.router_keys):
+            if k.key_id(key) == kid:
+                return i + 1
+        return 1
 
     def pending(self) -> int:
         return len(self._queue)
@@ -285,7 +302,8 @@ class NodeMachine:
                     first, end = min(missing), max(missing)
                     end = min(end, first + fr.MAX_GAP - 1)
                     gap = fr.GapRequest(self.agency, first, end, now_ms, kid)
-                    self._push(1, fr.make_gap(gap, self.keys))
+                    self._push(1, fr.make_gap(gap, self.keys),
+                               self._to_shard(self._stream_shard(kid)))
                     self._gap_due[kid] = now_ms + GAP_GRACE_MS * 4
                     self._count("gap")
                     events.append(NodeEvent("gap", detail=f"asked for {first}-{end}"))
@@ -330,7 +348,9 @@ class NodeMachine:
                  precedence: int) -> None:
         h = env.header
         rec = fr.Receipt(h.id, env.digest, h.sender, self.agency, status, reason, now_ms)
-        self._push(min(1, precedence), fr.make_receipt(rec, self.keys))
+        count = shard_count(self.directory.router_keys)
+        self._push(min(1, precedence), fr.make_receipt(rec, self.keys),
+                   self._to_shard(shard_of(h.sender, count)))
 
     def _on_delivery(self, frame: fr.Frame, now_ms: int) -> list[NodeEvent]:
         stamp = fr.verify_delivery(frame, self.directory, self.agency)

@@ -20,8 +20,10 @@ gap to the recipient.
   message; forwarded unchanged to the original sender's inbox.
 - Gap request: verified, from the requester's own topic; the logged deliveries are re-sent.
 - Shards (``i24net.core.shards``): with K routers, this machine handles the submit topics of
-  its own shard's senders. A receipt about another shard's sender, or a gap request about
-  another shard's stream, is verified here and passed on to that shard's route topic; the
+  its own shard's senders, and ``submit/<A>/to/<k>`` of every agency A for its own k, where
+  nodes put the receipts and gap requests that concern this shard (envelopes are refused
+  there). A receipt about another shard's sender, or a gap request about another shard's
+  stream, that still lands here is verified and passed on to that shard's route topic; the
   frames that arrive on this shard's route topic are handled as if from the agency that
   signed them (only the router account may publish there).
 - Rate limit: envelopes and gap requests take a token from their sender's bucket
@@ -225,8 +227,8 @@ class RouterMachine:
         """The topic filters this shard subscribes to (besides its route topic)."""
         if self.shard.count == 1:
             return [f"{self.prefix}/submit/+"]
-        return [f"{self.prefix}/submit/{a}" for a in sorted(self.directory.agencies)
-                if self.owns(a)]
+        return [*(f"{self.prefix}/submit/{a}" for a in sorted(self.directory.agencies)
+                  if self.owns(a)), f"{self.prefix}/submit/+/to/{self.shard.index}"]
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -252,13 +254,27 @@ class RouterMachine:
         agency = topic[len(head):]
         return agency if agency and "/" not in agency else None
 
+    def _to_shard(self, topic: str) -> tuple[str, int] | None:
+        """``submit/<A>/to/<k>`` -> (A, k), else None."""
+        head = f"{self.prefix}/submit/"
+        if not topic.startswith(head):
+            return None
+        agency, sep, index = topic[len(head):].partition("/to/")
+        if not sep or not agency or "/" in agency or not index.isdigit() or len(index) > 3:
+            return None
+        return agency, int(index)
+
     def handle(self, topic: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
         agency = self.submit_agency(topic)
         if agency is None:
             if topic == self.route_topic:
                 return self._on_routed(payload)
+            aimed = self._to_shard(topic)
+            if aimed is not None and aimed[1] == self.shard.index:
+                return self._on_aimed(aimed[0], payload, now_ms)
             self._count("drop.topic")
-            reason = "shard.misrouted" if route_index(self.prefix, topic) else "topic.unexpected"
+            reason = "shard.misrouted" if route_index(self.prefix, topic) or aimed \
+                else "topic.unexpected"
             return [RouterEvent("drop", reason=reason, detail=topic)]
         if not self.owns(agency):
             self._count("drop.shard.foreign")
@@ -336,6 +352,24 @@ class RouterMachine:
             priority = min(CONTROL_PRIORITY, int(h.precedence))
         self._push(priority, f"{self.prefix}/inbox/{to}",
                    payload=fr.make_report(rep, self.keys))
+
+    def _on_aimed(self, agency: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
+        """A receipt or gap request that ``agency`` sent to this shard directly."""
+        try:
+            magic = fr.peek_magic(payload)
+            if magic == fr.RECEIPT:
+                return self._on_receipt(agency, payload)
+            if magic == fr.GAP:
+                if not self._admit(agency, now_ms):
+                    raise I24Error(f"{agency} is over its rate limit: gap request dropped",
+                                   reason="rate.limited")
+                return self._on_gap(agency, payload)
+            raise I24Error(f"unexpected frame kind {magic!r} from {agency} on a shard topic "
+                           "(envelopes go on the agency's own submit topic)",
+                           reason="wire.magic")
+        except I24Error as exc:
+            self._count(f"drop.{exc.reason}")
+            return [RouterEvent("drop", sender=agency, reason=exc.reason, detail=exc.message)]
 
     def _on_routed(self, payload: bytes) -> list[RouterEvent]:
         """A receipt or gap request another shard verified and passed on: the agency is the

@@ -13,10 +13,13 @@ session (client id ``<router account>:shard-<k>``). A router process serves its 
 and takes over the shard of a router that died (see ``i24net.shards``), continuing the same
 stream from the same state.
 
-Two kinds of frame arrive on the "wrong" shard and are passed on over
-``<prefix>/route/<k>`` (a topic only the router account may use): a receipt, which the
-receiver publishes on its own submit topic but which the sender's shard must record and
-forward; and a gap request, which names the stream (router key id) it is about.
+Two kinds of frame concern a shard other than the publisher's own: a receipt, which the
+sender's shard must record and forward, and a gap request, which names the stream (router
+key id) it is about. A node publishes them on ``<prefix>/submit/<AGENCY>/to/<k>`` (its own
+topic, so the router still learns the agency from the topic), straight to shard k, which
+reads ``submit/+/to/<k>``. One that still lands on another shard (a node holding a directory
+with another shard count) is verified there and passed on over ``<prefix>/route/<k>``, a
+topic only the router account may use.
 """
 
 from __future__ import annotations
@@ -67,6 +70,17 @@ def shard_of(agency: str, count: int) -> int:
         return 1
     digest = hashlib.blake2b(agency.encode(), digest_size=8, person=b"i24net-shard").digest()
     return int.from_bytes(digest, "big") % count + 1
+
+
+def shard_count(router_keys: tuple[bytes, ...]) -> int:
+    """The shards of a directory: one per listed router key (at least one)."""
+    return max(1, len(router_keys))
+
+
+def to_shard_topic(submit_topic: str, index: int, count: int) -> str:
+    """Where a node publishes a receipt or gap request for shard ``index``: its own submit
+    topic with one router, else ``<submit topic>/to/<index>``."""
+    return submit_topic if count <= 1 else f"{submit_topic}/to/{index}"
 
 
 def route_topic(prefix: str, index: int) -> str:

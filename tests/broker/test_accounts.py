@@ -220,7 +220,7 @@ def test_accounts_for_builds_the_design_grants() -> None:
     assert fr == BrokerAccount(
         "NCB-FR",
         "pw-fr-0123456789",
-        publish=("i24/v1/submit/NCB-FR", "i24/v1/presence/NCB-FR"),
+        publish=("i24/v1/submit/NCB-FR", "i24/v1/submit/NCB-FR/to/+", "i24/v1/presence/NCB-FR"),
         subscribe=("i24/v1/inbox/NCB-FR", "i24/v1/directory", "i24/v1/presence/+"),
     )
     assert de.username == "NCB-DE"
@@ -229,17 +229,18 @@ def test_accounts_for_builds_the_design_grants() -> None:
         "pw-router-01234",
         publish=("i24/v1/inbox/+", "i24/v1/directory", "i24/v1/presence/+",
                  "i24/v1/route/+"),
-        subscribe=("i24/v1/submit/+", "i24/v1/directory", "i24/v1/presence/+",
-                   "i24/v1/route/+"),
+        subscribe=("i24/v1/submit/+", "i24/v1/submit/+/to/+", "i24/v1/directory",
+                   "i24/v1/presence/+", "i24/v1/route/+"),
     )
 
 
 def test_accounts_for_uses_the_prefix() -> None:
     passwords = {"GS-LYON": "pw-gs-0123456789", ROUTER_USERNAME: "pw-router-01234"}
     gs, router = accounts_for(["GS-LYON"], passwords, prefix="drill/7")
-    assert gs.publish == ("drill/7/submit/GS-LYON", "drill/7/presence/GS-LYON")
-    assert router.subscribe == ("drill/7/submit/+", "drill/7/directory", "drill/7/presence/+",
-                                "drill/7/route/+")
+    assert gs.publish == ("drill/7/submit/GS-LYON", "drill/7/submit/GS-LYON/to/+",
+                          "drill/7/presence/GS-LYON")
+    assert router.subscribe == ("drill/7/submit/+", "drill/7/submit/+/to/+", "drill/7/directory",
+                                "drill/7/presence/+", "drill/7/route/+")
 
 
 @pytest.mark.parametrize(

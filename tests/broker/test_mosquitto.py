@@ -82,6 +82,7 @@ def test_acl_lists_each_accounts_topics(network: Network) -> None:
         "",
         f"user {FR}",
         f"topic write {PREFIX}/submit/{FR}",
+        f"topic write {PREFIX}/submit/{FR}/to/+",
         f"topic write {PREFIX}/presence/{FR}",
         f"topic read {PREFIX}/inbox/{FR}",
         f"topic read {PREFIX}/directory",

@@ -183,7 +183,8 @@ def test_translation_grants_exactly_what_mqtt_grants(
 
 def test_permissions_of_an_agency_and_the_router(network: Network) -> None:
     assert nats_permissions(network.account(FR)) == {
-        "publish": {"allow": ["i24.v1.submit.NCB-FR", "i24.v1.presence.NCB-FR"]},
+        "publish": {"allow": ["i24.v1.submit.NCB-FR", "i24.v1.submit.NCB-FR.to.*",
+                              "i24.v1.presence.NCB-FR"]},
         "subscribe": {
             "allow": [
                 "i24.v1.inbox.NCB-FR",
@@ -196,6 +197,7 @@ def test_permissions_of_an_agency_and_the_router(network: Network) -> None:
     router = nats_permissions(network.account(ROUTER_USERNAME))
     assert "i24.v1.inbox.*" in router["publish"]["allow"]
     assert "i24.v1.submit.*" in router["subscribe"]["allow"]
+    assert "i24.v1.submit.*.to.*" in router["subscribe"]["allow"]
     # The router's shard links (route/<k>) are covered by its own grants.
     for account in network.accounts:
         for grant in account.publish + account.subscribe:

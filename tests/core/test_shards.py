@@ -104,7 +104,9 @@ class ShardedNet:
 
     def deliver(self, topic: str, payload: bytes) -> None:
         head, _, tail = topic.rpartition("/")
-        if head.endswith("/submit"):
+        if head.endswith("/to"):  # submit/<A>/to/<k>: straight to shard k
+            self.events[int(tail)] += self.routers[int(tail)].handle(topic, payload, self.now)
+        elif head.endswith("/submit"):
             i = shard_of(tail, 2)
             self.events[i] += self.routers[i].handle(topic, payload, self.now)
         elif head.endswith("/route"):
@@ -121,11 +123,48 @@ def test_a_message_across_shards_is_delivered_and_its_receipt_reaches_the_sender
     entry = net.nodes["NCB-US"].store.outbox_get(mid)
     assert entry is not None and entry.state == "delivered"
     assert entry.receipts == {"NCB-FR": "delivered"}
-    # shard 1 holds the message and recorded the receipt; shard 2 only passed it on
+    # shard 1 holds the message and recorded the receipt, which NCB-FR sent straight to it
+    # on submit/NCB-FR/to/1; shard 2 saw nothing of this message
     assert net.stores[1].prior(mid) is not None and net.stores[1].receipted(mid) == {"NCB-FR"}
     assert net.stores[2].prior(mid) is None
-    assert [e.kind for e in net.events[2]] == ["forward"]
-    assert "receipt to shard 1" in net.events[2][0].detail
+    assert net.events[2] == []
+
+
+def test_a_receipt_on_the_plain_submit_topic_is_passed_on_to_the_senders_shard() -> None:
+    """A node with a directory that lists one router key publishes its receipts on its own
+    submit topic; the shard that reads it forwards them over the route topic."""
+    net = ShardedNet()
+    mid = net.send("NCB-US", ["NCB-FR"])
+    net.pump()
+    env = Envelope.parse(net.nodes["NCB-US"].store.outbox_get(mid).raw)  # type: ignore[union-attr]
+    rec = fr.make_receipt(fr.Receipt(mid, env.digest, "NCB-US", "NCB-FR", "read", "", T0),
+                          keys_for("NCB-FR"))
+    events = net.routers[2].handle(f"{PREFIX}/submit/NCB-FR", rec, T0)
+    assert [e.kind for e in events] == ["forward"]
+    assert "receipt to shard 1" in events[0].detail
+    (topic, payload, _), = net.routers[2].pop(T0)
+    assert topic == route_topic(PREFIX, 1)
+    assert [e.kind for e in net.routers[1].handle(topic, payload, T0)] == ["receipt"]
+
+
+def test_what_a_node_sends_to_a_shard_and_what_the_shard_refuses_there() -> None:
+    net = ShardedNet()
+    mid = net.send("NCB-US", ["NCB-FR"])
+    net.pump()
+    env = Envelope.parse(net.nodes["NCB-US"].store.outbox_get(mid).raw)  # type: ignore[union-attr]
+    rec = fr.make_receipt(fr.Receipt(mid, env.digest, "NCB-US", "NCB-FR", "read", "", T0),
+                          keys_for("NCB-FR"))
+    # another agency's receipt on NCB-DE's shard topic: the topic names the publisher
+    events = net.routers[1].handle(f"{PREFIX}/submit/NCB-DE/to/1", rec, T0)
+    assert [(e.kind, e.reason) for e in events] == [("drop", "sender.topic")]
+    # an envelope belongs on the agency's own submit topic, not on a shard topic
+    net.send("NCB-FR", ["NCB-US"])
+    (_, raw, _), = net.nodes["NCB-FR"].pop()
+    events = net.routers[1].handle(f"{PREFIX}/submit/NCB-FR/to/1", raw, T0)
+    assert [(e.kind, e.reason) for e in events] == [("drop", "wire.magic")]
+    # a shard topic of another shard is not this shard's
+    events = net.routers[1].handle(f"{PREFIX}/submit/NCB-FR/to/2", rec, T0)
+    assert [(e.kind, e.reason) for e in events] == [("drop", "shard.misrouted")]
 
 
 def test_each_shard_numbers_its_own_stream_and_per_sender_order_holds() -> None:
@@ -236,8 +275,11 @@ def test_subscriptions_cover_exactly_the_shards_agencies() -> None:
     net = ShardedNet()
     one = net.routers[1].submit_filters()
     two = net.routers[2].submit_filters()
-    assert {f.rsplit("/", 1)[1] for f in one} == {"GS-LYON", "NCB-BR", "NCB-US", "NCB-ZA"}
-    assert {f.rsplit("/", 1)[1] for f in two} == {"EUROPOL", "NCB-DE", "NCB-FR", "NCB-JP"}
+    assert one[-1] == f"{PREFIX}/submit/+/to/1" and two[-1] == f"{PREFIX}/submit/+/to/2"
+    assert {f.rsplit("/", 1)[1] for f in one[:-1]} == {"GS-LYON", "NCB-BR", "NCB-US",
+                                                       "NCB-ZA"}
+    assert {f.rsplit("/", 1)[1] for f in two[:-1]} == {"EUROPOL", "NCB-DE", "NCB-FR",
+                                                       "NCB-JP"}
     single = RouterMachine(D, R1, MemoryRouterStore())
     assert single.submit_filters() == [f"{PREFIX}/submit/+"]
     assert single.route_topic == route_topic(PREFIX, 1)
@@ -259,3 +301,18 @@ def test_property_any_sender_and_recipients_settle_across_shards(group: list[str
         assert held == set(entry.recipients) == set(entry.receipts)
     else:
         assert held == set()
+
+
+def test_a_nodes_gap_request_goes_to_the_shard_of_the_stream() -> None:
+    net = ShardedNet()
+    node = net.nodes["NCB-FR"]
+    for router_keys, index in ((R1, 1), (R2, 2)):
+        kid = k.key_id(router_keys.verify_key)
+        node._track_seq(kid, 3, T0)  # 1 and 2 missing from shard index's stream
+        node.tick(T0 + 60_000)
+        (topic, payload, _), = node.pop()
+        assert topic == f"{PREFIX}/submit/NCB-FR/to/{index}"
+        gap = fr.GapRequest.from_doc(fr.parse_frame(payload).doc)
+        assert (gap.router_kid, gap.first, gap.last) == (kid, 1, 2)
+        events = net.routers[index].handle(topic, payload, T0)
+        assert [e.kind for e in events] == ["resend"]
