@@ -152,9 +152,9 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
                                     "mosquitto for TLS (or set tls = false in network.toml)")
         files = broker_tls_files(home)
     if engine in CLUSTER_ENGINES:
-        members = spec.broker.members if spec.broker.engine == engine else 3
         return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,
-                            port=port, logger=logger, member=member, members=members)
+                            port=port, logger=logger, member=member,
+                            members=spec.broker.for_engine(engine).members)
     if member is not None:
         raise BrokerConfigError(f"--member applies to a clustered engine, not {engine}")
     return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,

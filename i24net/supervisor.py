@@ -86,12 +86,10 @@ class Supervisor:
     def brokers(self, engine: str | None = None) -> list[str]:
         """The broker processes: ``broker``, or ``broker-1..n`` for a clustered engine (one
         process per member, so a member can die alone)."""
-        b = self.home.spec().broker
-        engine = engine or b.engine
-        if engine not in CLUSTER_ENGINES:
+        b = self.home.spec().broker.for_engine(engine)
+        if b.engine not in CLUSTER_ENGINES:
             return ["broker"]
-        members = b.members if b.engine == engine else 3
-        return [f"broker-{k}" for k in range(1, members + 1)]
+        return [f"broker-{k}" for k in range(1, b.members + 1)]
 
     def routers(self) -> list[str]:
         """``router``, or ``router-1..K`` with ``[router] shards = K``."""
@@ -178,21 +176,19 @@ class Supervisor:
         self.wait_ready([self.spawn(n, engine) for n in brokers if n in missing],
                         on_ready=on_ready)
         if len(brokers) > 1:
-            self._write_cluster_endpoint(engine, len(brokers))
+            self._write_cluster_endpoint(engine)
         self.wait_ready([self.spawn(n) for n in routers if n in missing], on_ready=on_ready)
         nodes = [self.spawn(n) for n in missing if not self.is_infra(n)]
         self.wait_ready(nodes, on_ready=on_ready)
         return missing
 
-    def _write_cluster_endpoint(self, engine: str | None, members: int) -> None:
+    def _write_cluster_endpoint(self, engine: str | None) -> None:
         """Point every client at all the members (each member process runs alone and does
         not know it is one of several)."""
-        from i24net.core.netspec import MEMBER_PORT_STEP
         from i24net.runtime import Endpoint, endpoint_file
 
-        b = self.home.spec().broker
-        addresses = tuple((b.host, b.port + MEMBER_PORT_STEP * i) for i in range(members))
-        ep = Endpoint(engine or b.engine, b.host, b.port, addresses=addresses)
+        b = self.home.spec().broker.for_engine(engine)
+        ep = Endpoint(b.engine, b.host, b.port, addresses=tuple(b.member_addresses()))
         endpoint_file(self.home).write_text(ep.to_json())
 
     # -- stopping -------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -29,3 +33,32 @@ def wait_ready(home: Path, name: str, proc: subprocess.Popen[bytes], what: str) 
             break
         time.sleep(0.1)
     raise AssertionError(f"{name} did not become ready:\n{path.read_text(errors='replace')}")
+
+
+@contextlib.contextmanager
+def running_network(home: Path, agencies: Iterable[str],
+                    *broker_args: str) -> Iterator[Path]:
+    """The broker (``i24net broker *broker_args``), the router and a node per agency as
+    processes, each ready before this yields; all stopped (SIGTERM, then SIGKILL) after."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        b = spawn(home, "broker", "broker", *broker_args)
+        procs.append(b)
+        wait_ready(home, "broker", b, "ready 127.0.0.1")
+        r = spawn(home, "router", "router")
+        procs.append(r)
+        nodes = [(a, spawn(home, a, "node", a)) for a in agencies]
+        procs += [p for _, p in nodes]
+        wait_ready(home, "router", r, "ready router")
+        for a, p in nodes:
+            wait_ready(home, a, p, f"ready {a}")
+        yield home
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)

@@ -7,16 +7,13 @@ once on Mosquitto (skipped if it is not installed).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from livekit import cli, spawn, wait_ready
+from livekit import cli, running_network
 
 from i24net.broker import pick_free_port
 
@@ -36,28 +33,8 @@ def network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     spec = home / "network.toml"
     text = spec.read_text().replace("port = 18830", f"port = {pick_free_port()}")
     spec.write_text(text.replace('engine = "embedded"', f'engine = "{engine}"'))
-    procs = []
-    try:
-        b = spawn(home, "broker", "broker", "--engine", engine)
-        procs.append(b)
-        wait_ready(home, "broker", b, "ready 127.0.0.1")
-        r = spawn(home, "router", "router")
-        procs.append(r)
-        for a in AGENCIES:
-            procs.append(spawn(home, a, "node", a))
-        wait_ready(home, "router", r, "ready router")
-        for a, p in zip(AGENCIES, procs[2:], strict=True):
-            wait_ready(home, a, p, f"ready {a}")
+    with running_network(home, AGENCIES, "--engine", engine):
         yield home
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
 
 
 def test_diffusion_end_to_end_and_clearance_refusal(network: Path) -> None:

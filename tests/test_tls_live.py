@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
-from livekit import cli, spawn, wait_ready
+from livekit import cli, running_network
 
 from i24net.broker import generate_tls_files, pick_free_port
 from i24net.core.errors import I24Error, TransportError
@@ -54,29 +51,9 @@ def tls_network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path
     if not HAVE_MOSQUITTO:
         pytest.skip("mosquitto is not installed (make install installs it)")
     home = _init(tmp_path, tls_in_toml=request.param == "toml")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        flags = ["--tls"] if request.param == "flag" else []
-        b = spawn(home, "broker", "broker", "--tls-port", "0", *flags)
-        procs.append(b)
-        wait_ready(home, "broker", b, "ready 127.0.0.1")
-        r = spawn(home, "router", "router")
-        procs.append(r)
-        for a in AGENCIES:
-            procs.append(spawn(home, a, "node", a))
-        wait_ready(home, "router", r, "ready router")
-        for a, p in zip(AGENCIES, procs[2:], strict=True):
-            wait_ready(home, a, p, f"ready {a}")
+    flags = ["--tls"] if request.param == "flag" else []
+    with running_network(home, AGENCIES, "--tls-port", "0", *flags):
         yield home
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
 
 
 @pytest.mark.broker

@@ -84,6 +84,7 @@ from i24net.broker.process import (
     validate_host,
     validate_port,
 )
+from i24net.core.netspec import MEMBER_PORT_STEP
 
 __all__ = [
     "MEMBER_PORT_STEP",
@@ -105,8 +106,8 @@ __all__ = [
     "write_nats_config",
 ]
 
-MEMBER_PORT_STEP = 10
-"""Member k's ports start at base + 10 * (k - 1): MQTT, NATS client, cluster route, monitor."""
+# Member k's ports start at base + 10 * (k - 1): MQTT, NATS client, cluster route, monitor
+# (one constant with the network spec, which tells clients where the members are).
 
 MAX_MEMBERS = 9
 DELIVERY_SUBJECTS = "$MQTT.sub.>"

@@ -10,7 +10,7 @@ ready for the authority to sign.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from i24net.core.directory import (
@@ -62,6 +62,14 @@ class BrokerSettings:
             raise ConfigError(f"broker.members applies to a clustered engine "
                               f"({', '.join(CLUSTER_ENGINES)}), not {self.engine}",
                               reason="config.broker")
+
+    def for_engine(self, engine: str | None) -> BrokerSettings:
+        """These settings run on ``engine`` (``i24net up --engine ...``): the spec's own when
+        it names that engine, else with that engine's default member count."""
+        if engine is None or engine == self.engine:
+            return self
+        return replace(self, engine=engine, members=3 if engine in CLUSTER_ENGINES else 1,
+                       addresses=())
 
     def member_addresses(self) -> list[tuple[str, int]]:
         """Where clients connect, in order: the explicit list, else the local members."""

@@ -268,10 +268,10 @@ class RouterMachine:
         agency = self.submit_agency(topic)
         if agency is None:
             if topic == self.route_topic:
-                return self._on_routed(payload)
+                return self._dispatch("", payload, now_ms, via="route")
             aimed = self._to_shard(topic)
             if aimed is not None and aimed[1] == self.shard.index:
-                return self._on_aimed(aimed[0], payload, now_ms)
+                return self._dispatch(aimed[0], payload, now_ms, via="shard")
             self._count("drop.topic")
             reason = "shard.misrouted" if route_index(self.prefix, topic) or aimed \
                 else "topic.unexpected"
@@ -281,19 +281,34 @@ class RouterMachine:
             return [RouterEvent("drop", sender=agency, reason="shard.foreign",
                                 detail=f"{agency} is routed by shard "
                                 f"{shard_of(agency, self.shard.count)}, not {self.shard}")]
-        magic = fr.peek_magic(payload)
+        return self._dispatch(agency, payload, now_ms, via="submit")
+
+    def _dispatch(self, agency: str, payload: bytes, now_ms: int, *,
+                  via: str) -> list[RouterEvent]:
+        """Hand a frame to its handler by kind. ``via`` says where it came from:
+
+        - ``submit``: the agency's own submit topic, where envelopes go too;
+        - ``shard``: ``submit/<agency>/to/<k>``, receipts and gap requests only;
+        - ``route``: another shard verified it and passed it on; ``agency`` is empty and the
+          signer is the agency (only the router account may publish there), whose rate-limit
+          token the first shard already took.
+        """
+        routed = via == "route"
         try:
-            if magic == fr.ENVELOPE:
+            magic = fr.peek_magic(payload)
+            if magic == fr.ENVELOPE and via == "submit":
                 return self._on_envelope(agency, payload, now_ms)
             if magic == fr.RECEIPT:
-                return self._on_receipt(agency, payload)
+                return self._on_receipt(agency, payload, routed=routed)
             if magic == fr.GAP:
-                if not self._admit(agency, now_ms):
+                if not routed and not self._admit(agency, now_ms):
                     raise I24Error(f"{agency} is over its rate limit: gap request dropped",
                                    reason="rate.limited")
-                return self._on_gap(agency, payload)
-            raise I24Error(f"unexpected frame kind {magic!r} from {agency}",
-                           reason="wire.magic")
+                return self._on_gap(agency, payload, routed=routed)
+            where = {"submit": "", "shard": " on a shard topic (envelopes go on the "
+                     "agency's own submit topic)", "route": f" on {self.route_topic}"}[via]
+            raise I24Error(f"unexpected frame kind {magic!r} from {agency or 'a shard'}"
+                           f"{where}", reason="wire.magic")
         except I24Error as exc:
             self._count(f"drop.{exc.reason}")
             return [RouterEvent("drop", sender=agency, reason=exc.reason, detail=exc.message)]
@@ -352,39 +367,6 @@ class RouterMachine:
             priority = min(CONTROL_PRIORITY, int(h.precedence))
         self._push(priority, f"{self.prefix}/inbox/{to}",
                    payload=fr.make_report(rep, self.keys))
-
-    def _on_aimed(self, agency: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
-        """A receipt or gap request that ``agency`` sent to this shard directly."""
-        try:
-            magic = fr.peek_magic(payload)
-            if magic == fr.RECEIPT:
-                return self._on_receipt(agency, payload)
-            if magic == fr.GAP:
-                if not self._admit(agency, now_ms):
-                    raise I24Error(f"{agency} is over its rate limit: gap request dropped",
-                                   reason="rate.limited")
-                return self._on_gap(agency, payload)
-            raise I24Error(f"unexpected frame kind {magic!r} from {agency} on a shard topic "
-                           "(envelopes go on the agency's own submit topic)",
-                           reason="wire.magic")
-        except I24Error as exc:
-            self._count(f"drop.{exc.reason}")
-            return [RouterEvent("drop", sender=agency, reason=exc.reason, detail=exc.message)]
-
-    def _on_routed(self, payload: bytes) -> list[RouterEvent]:
-        """A receipt or gap request another shard verified and passed on: the agency is the
-        one that signed it (only the router account may publish on route topics)."""
-        try:
-            magic = fr.peek_magic(payload)
-            if magic == fr.RECEIPT:
-                return self._on_receipt("", payload, routed=True)
-            if magic == fr.GAP:
-                return self._on_gap("", payload, routed=True)
-            raise I24Error(f"unexpected frame kind {magic!r} on {self.route_topic}",
-                           reason="wire.magic")
-        except I24Error as exc:
-            self._count(f"drop.{exc.reason}")
-            return [RouterEvent("drop", reason=exc.reason, detail=exc.message)]
 
     def _forward(self, owner: int, payload: bytes, what: str, agency: str,
                  msg_id: str = "") -> list[RouterEvent]:

@@ -534,21 +534,32 @@ class Engine:
         if host.partitioned:
             self._drop("link", "partition", host.agency, payload)
             return
+        t = self._over_link(host, payload, "up", None)
+        if t is not None:
+            self.clock.at(t, self._at_broker, host, payload, self.broker_epoch)
+
+    def _over_link(self, host: Host, frame: bytes, way: str, dest: str | None) -> int | None:
+        """When ``frame`` comes out of ``host``'s link going ``way`` ("up" to the broker,
+        "down" to the node), or None when a filter or the link's loss drops it. Frames keep
+        their order on each direction of a link."""
         extra = 0
         if self.conditions.filters:
-            dropped, extra = self._filters(payload, "up", None)
+            dropped, extra = self._filters(frame, way, dest)
             if dropped is not None:
-                self._drop("link", f"filter:{dropped}", host.agency, payload)
-                return
+                self._drop("link", f"filter:{dropped}", host.agency, frame)
+                return None
         link = host.link
         if link.loss and self.rng.random() < link.loss:
-            self._drop("link", "loss", host.agency, payload)
-            return
+            self._drop("link", "loss", host.agency, frame)
+            return None
         t = self.clock.now_us + link.delay_us(self.rng)
-        if t < host.last_up:
-            t = host.last_up
-        host.last_up = t
-        self.clock.at(t + extra, self._at_broker, host, payload, self.broker_epoch)
+        last = host.last_up if way == "up" else host.last_down
+        t = max(t, last)
+        if way == "up":
+            host.last_up = t
+        else:
+            host.last_down = t
+        return t + extra
 
     def _at_broker(self, host: Host, payload: bytes, epoch: int) -> None:
         if epoch != self.broker_epoch:
@@ -701,21 +712,9 @@ class Engine:
         bisect.insort(host.session, (n, frame), key=lambda x: x[0])
 
     def _send_down(self, host: Host, n: int, frame: bytes) -> None:
-        extra = 0
-        if self.conditions.filters:
-            dropped, extra = self._filters(frame, "down", host.agency)
-            if dropped is not None:
-                self._drop("link", f"filter:{dropped}", host.agency, frame)
-                return
-        link = host.link
-        if link.loss and self.rng.random() < link.loss:
-            self._drop("link", "loss", host.agency, frame)
-            return
-        t = self.clock.now_us + link.delay_us(self.rng)
-        if t < host.last_down:
-            t = host.last_down
-        host.last_down = t
-        self.clock.at(t + extra, self._at_node, host, n, frame, self.broker_epoch)
+        t = self._over_link(host, frame, "down", host.agency)
+        if t is not None:
+            self.clock.at(t, self._at_node, host, n, frame, self.broker_epoch)
 
     def _at_node(self, host: Host, n: int, frame: bytes, epoch: int) -> None:
         if epoch != self.broker_epoch:
