@@ -50,7 +50,6 @@ and checked by ``tests/broker/test_nats.py``):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -65,8 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from i24net.broker.accounts import (
     CLIENT_ID_SEPARATOR,
@@ -78,6 +76,7 @@ from i24net.broker.errors import BrokerConfigError, BrokerNotInstalledError, Bro
 from i24net.broker.files import ensure_directory, write_file
 from i24net.broker.mosquitto import _check_unique
 from i24net.broker.process import (
+    BlockingStartStop,
     BrokerProcess,
     ProcessControl,
     pick_free_port,
@@ -774,7 +773,7 @@ def _probe_account(accounts: Sequence[BrokerAccount]) -> BrokerAccount:
     return accounts[0]
 
 
-class NatsCluster:
+class NatsCluster(BlockingStartStop):
     """``members`` NATS members on one host, started and stopped together.
 
     ``start()`` returns once every member listens, JetStream has a meta leader and an MQTT
@@ -1032,15 +1031,3 @@ class NatsCluster:
                     + "; ".join(f"member {k}: {state}" for k, state in health.items())
                 )
             time.sleep(_HEALTH_POLL_INTERVAL)
-
-    async def __aenter__(self) -> Self:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)

@@ -261,7 +261,25 @@ class BrokerProcess:
         os.kill(self._proc.pid, signum)
 
 
-class ProcessControl:
+class BlockingStartStop:
+    """``async with`` for a broker whose blocking ``start()`` and ``stop()`` run in a thread."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> int | None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+class ProcessControl(BlockingStartStop):
     """What a broker run as a child process offers on top of its ``start()``: status, stop,
     kill (a crash), restart, and ``async with``. Subclasses set ``_process`` in ``start``."""
 
@@ -290,11 +308,3 @@ class ProcessControl:
         """Stop and start again on the same ports and persistence."""
         self.stop()
         self.start()
-
-    async def __aenter__(self) -> Self:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await asyncio.to_thread(self.stop)
