@@ -12,7 +12,8 @@ in a ``TaskGroup`` over one ``Transport``:
   and not in the transport's FIFO.
 
 The node daemon also runs ``tick`` (retries, gap requests, expiry, and pick-up of messages
-that ``i24net publish`` wrote straight into the node's store).
+that ``i24net publish`` wrote straight into the node's store) when the machine's next
+deadline comes or ``wake`` says the outbox changed; it never polls.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from i24net.core.router import CONTROL_PRIORITY, RouterEvent, RouterMachine
 from i24net.transport.base import Delivery, Transport
 
 Clock = Callable[[], int]
+AUDIT_BUFFER_BYTES = 64 * 1024  # then the audit lines are written without waiting for idle
+MIN_TICK_GAP_S = 0.005  # between back-to-back ticks when more work is due at once
 
 
 def wall_ms() -> int:
@@ -67,7 +70,9 @@ class AuditLog:
         self.chain = AuditChain()
         if path.exists():
             self.chain = self._resume(path)
-        self._fh = path.open("ab")
+        self._fh = path.open("ab", buffering=0)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     @staticmethod
     def _resume(path: Path) -> AuditChain:
@@ -90,12 +95,30 @@ class AuditLog:
                details: dict[str, Any] | None = None) -> None:
         entry = self.chain.append(at_ms=at_ms, actor=self.actor, event=event, msg_id=msg_id,
                                   reason=reason, details=details or {})
-        self._fh.write(self.chain.encode_line(entry) + b"\n")
+        line = self.chain.encode_line(entry) + b"\n"
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if self._pending_bytes >= AUDIT_BUFFER_BYTES:
+            self.flush()
 
     def flush(self) -> None:
-        self._fh.flush()
+        """Write the buffered lines (whole lines, in one write)."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            view = memoryview(data)
+            while view:
+                view = view[self._fh.write(view):]
 
     def close(self) -> None:
+        self.flush()
+        self._fh.close()
+
+    def abandon(self) -> None:
+        """Close without writing what is buffered, as a crash would (``stop --kill``)."""
+        self._pending.clear()
+        self._pending_bytes = 0
         self._fh.close()
 
 
@@ -120,6 +143,7 @@ class _Shell:
         self.on_event = on_event
         self.ready = asyncio.Event()
         self.publish_errors = 0
+        self._closed = False
 
     # -- machine hooks (overridden) -------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, now: int) -> list[Any]:
@@ -155,6 +179,7 @@ class _Shell:
             for ev in events:
                 self._record(ev, now)
             self._wake.set()
+            self._after_frames()
             if self.inbound.empty():
                 self._idle()
             # Yield after every frame: a FLASH frame that arrives during a long batch joins
@@ -184,6 +209,9 @@ class _Shell:
                              topic, exc.reason)
         finally:
             self.window.release()
+
+    def _after_frames(self) -> None:
+        pass
 
     def _idle(self) -> None:
         """The inbound queue ran dry: make what was decided visible (audit lines)."""
@@ -225,7 +253,20 @@ class _Shell:
                 await self._runner
         self._close()
 
-    def _close(self) -> None:
+    async def abort(self) -> None:
+        """Stop as a crash would: the broker connection dropped without DISCONNECT (if the
+        transport can), the loops cancelled, buffered audit lines discarded. What the store
+        committed stays; the next start resumes from it."""
+        drop = getattr(self.transport, "abort", None)
+        if drop is not None:
+            await drop()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        self._close(flush=False)
+
+    def _close(self, *, flush: bool = True) -> None:
         pass
 
     async def serve_forever(self) -> None:
@@ -330,9 +371,14 @@ class RouterDaemon(_Shell):
     async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
         tg.create_task(self._prune(), name="router-prune")
 
-    def _close(self) -> None:
-        if self.audit:
+    def _close(self, *, flush: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.audit and flush:
             self.audit.close()
+        elif self.audit:
+            self.audit.abandon()
         close = getattr(self.machine.store, "close", None)
         if close is not None:
             close()
@@ -342,7 +388,7 @@ class NodeDaemon(_Shell):
     name = "node"
 
     def __init__(self, machine: NodeMachine, transport: Transport, *,
-                 audit: AuditLog | None = None, tick_s: float = 0.2,
+                 audit: AuditLog | None = None, tick_s: float = 1.0,
                  directory_anchor: bytes | None = None, **kw: Any) -> None:
         super().__init__(transport, **kw)
         self.name = f"node-{machine.agency}"
@@ -350,6 +396,8 @@ class NodeDaemon(_Shell):
         self.audit = audit
         self.tick_s = tick_s
         self.anchor = directory_anchor
+        self._tick_wake = asyncio.Event()
+        self._sleeping_until: int | None = None
         if directory_anchor is not None:
             self.directory_topic = f"{machine.prefix}/directory"
 
@@ -389,14 +437,39 @@ class NodeDaemon(_Shell):
         if self.on_event:
             self.on_event(ev)
 
+    def wake(self) -> None:
+        """The outbox was written from outside (``i24net publish``): tick now."""
+        self.machine.outbox_changed()
+        self._tick_wake.set()
+
+    def _after_frames(self) -> None:
+        # A frame can bring the machine's next deadline forward (a gap to ask about, a
+        # report that frees the send window): wake the timer if it sleeps past it.
+        due = self.machine.next_deadline()
+        if due is not None and (self._sleeping_until is None or due < self._sleeping_until):
+            self._tick_wake.set()
+
     async def _tick(self) -> None:
+        """Run the machine's timers when they are due, and not otherwise: the deadline
+        comes from the machine, and a submit or a frame that brings it forward wakes the
+        loop early. An idle node does no work at all."""
         while True:
-            await asyncio.sleep(self.tick_s)
+            due = self.machine.next_deadline()
+            now = self.clock()
+            if due is None or due > now:
+                self._sleeping_until = due
+                timeout = None if due is None else (due - now) / 1000
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._tick_wake.wait()
+                self._sleeping_until = None
+            self._tick_wake.clear()
             now = self.clock()
             try:
                 events = self.machine.tick(now)
             except Exception:
                 self.log.exception("internal error in tick")
+                await asyncio.sleep(self.tick_s)  # do not spin on a broken store
                 continue
             for ev in events:
                 self._record(ev, now)
@@ -404,13 +477,21 @@ class NodeDaemon(_Shell):
                 self._wake.set()
             if self.audit:
                 self.audit.flush()
+            due = self.machine.next_deadline()
+            if due is not None and due <= self.clock():
+                await asyncio.sleep(MIN_TICK_GAP_S)  # more due at once: let frames flow
 
     async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
         tg.create_task(self._tick(), name=f"{self.name}-tick")
 
-    def _close(self) -> None:
-        if self.audit:
+    def _close(self, *, flush: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.audit and flush:
             self.audit.close()
+        elif self.audit:
+            self.audit.abandon()
         close = getattr(self.machine.store, "close", None)
         if close is not None:
             close()

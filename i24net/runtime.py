@@ -165,14 +165,18 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
 def make_transport(home: Home, account: str, *, client_suffix: str = "",
                    logger: logging.Logger | None = None, will: Will | None = None,
                    ep: Endpoint | None = None,
-                   connect_timeout: float = 30.0) -> MqttTransport:
+                   connect_timeout: float = 30.0,
+                   password: str | None = None) -> MqttTransport:
     """A transport for broker ``account``; with several broker members it starts at one
-    picked by its client id (so the agencies spread over the members) and fails over."""
+    picked by its client id (so the agencies spread over the members) and fails over.
+    ``password`` saves reading keys/broker.toml again (a host starting many agencies)."""
     ep = ep or endpoint(home)
-    passwords = home.broker_passwords()
-    if account not in passwords:
-        raise ConfigError(f"no broker account for {account}", reason="config.broker",
-                          agency=account)
+    if password is None:
+        passwords = home.broker_passwords()
+        if account not in passwords:
+            raise ConfigError(f"no broker account for {account}", reason="config.broker",
+                              agency=account)
+        password = passwords[account]
     client_id = account + (f":{client_suffix}" if client_suffix else "")
     members = ep.members
     order = sorted(home.directory().agencies) if len(members) > 1 else None
@@ -183,7 +187,7 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
         start = start_index(account, len(members), order)
     return MqttTransport(addresses=members, start=start,
                          client_id=client_id, username=account,
-                         password=passwords[account], clean_session=False,
+                         password=password, clean_session=False,
                          tls_ca=ep.tls_ca, logger=logger, will=will,
                          connect_timeout=connect_timeout)
 
@@ -210,11 +214,12 @@ def router_client_suffix(shard: Shard) -> str:
 
 def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
               transport: Any = None, auto_review: bool = True,
-              ep: Endpoint | None = None) -> NodeDaemon:
+              ep: Endpoint | None = None, password: str | None = None) -> NodeDaemon:
     d = home.directory()
     d.agency(agency)
+    keys = home.keys(agency)
     store = SqliteNodeStore(node_store_path(home, agency))
-    machine = NodeMachine(agency, home.keys(agency), d, store, random_bytes=os.urandom)
+    machine = NodeMachine(agency, keys, d, store, random_bytes=os.urandom)
     from i24net.core.lifecycle import install_lifecycle
     from i24net.notice_store import desk_store_for
 
@@ -223,7 +228,8 @@ def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
     install_lifecycle(machine, auto_review=auto_review, store=desk_store_for(home, agency))
     prefix = d.prefix
     will = Will(f"{prefix}/presence/{agency}", b"offline", True)
-    t = transport or make_transport(home, agency, logger=logger, will=will, ep=ep)
+    t = transport or make_transport(home, agency, logger=logger, will=will, ep=ep,
+                                    password=password)
     audit = AuditLog(home.logs_dir / f"audit-{agency}.jsonl", agency)
     return NodeDaemon(machine, t, audit=audit, logger=logger,
                       directory_anchor=home.anchor())

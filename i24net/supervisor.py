@@ -1,18 +1,30 @@
-"""The local supervisor: start, watch and stop a whole network as separate OS processes.
+"""The local supervisor: start, watch and stop a whole network as OS processes.
 
-``up`` starts the broker, then the router, then one node daemon per agency, each in its own
-session (so a signal to the supervisor's terminal does not reach them by accident), with its
-output in ``logs/<name>.log``; it returns once every process has printed its ``ready`` line.
-The pids go to ``state/processes.json``; ``status`` and ``down`` read it back and check that
-each pid still runs the command recorded for it, so a recycled pid is never signalled.
+``up`` starts the broker, then the router(s), then the agencies: by default on a few node
+hosts (``i24net host``, many agencies per process, see ``i24net.host``), as many as the
+machine has cores and the network needs, never more processes in all than
+``MAX_PROCESSES``; agencies named in ``isolate`` get a process of their own
+(``i24net node``), so a drill can SIGKILL a real process, and ``per_process`` gives every
+agency its own. Each process runs in its own session (a signal to the supervisor's terminal
+does not reach it by accident), with its output in ``logs/<name>.log``.
+
+``up`` is all or nothing: it returns once every process has printed its ``ready`` line;
+on any failure, timeout or interruption it stops everything it started and raises, naming
+the process (and, for a host, the agency) with the tail of its log.
+
+The pids and each process's agencies go to ``state/processes.json``; ``status``, ``stop``,
+``start`` and ``down`` read it back and check that each pid still runs the command recorded
+for it, so a recycled pid is never signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,21 +32,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from i24net.core.errors import I24Error, WaitTimeout
+from i24net.core.errors import ConfigError, I24Error, WaitTimeout
 from i24net.core.netspec import CLUSTER_ENGINES
 from i24net.home import Home
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+MAX_PROCESSES = 16  # brokers, routers, hosts and isolated agencies together (default layout)
+AGENCIES_PER_HOST = 64  # below this many, one host fewer
 
 
 @dataclass(frozen=True, slots=True)
 class Proc:
-    name: str  # "broker", "router" or an agency id
+    name: str  # "broker", "router", "host-k" or an agency id (an agency's own process)
     pid: int
     argv: tuple[str, ...]
     log: str
     started: float
+    agencies: tuple[str, ...] = ()  # the agencies it runs (a host's, or its own)
 
     @property
     def alive(self) -> bool:
@@ -70,7 +85,8 @@ class Supervisor:
         if not self.state_file.exists():
             return {}
         data = json.loads(self.state_file.read_text())
-        return {n: Proc(n, p["pid"], tuple(p["argv"]), p["log"], p["started"])
+        return {n: Proc(n, p["pid"], tuple(p["argv"]), p["log"], p["started"],
+                        tuple(p.get("agencies", ())))
                 for n, p in data.items()}
 
     def _save(self, procs: dict[str, Proc]) -> None:
@@ -101,8 +117,51 @@ class Supervisor:
         """Brokers and routers (agency ids are upper case, so they never clash)."""
         return name in ("broker", "router") or name.startswith(("broker-", "router-"))
 
+    @staticmethod
+    def is_host(name: str) -> bool:
+        return name.startswith("host-")
+
+    def placement(self, agencies: list[str], *, isolate: Iterable[str] = (),
+                  per_process: bool = False, hosts: int | None = None,
+                  engine: str | None = None) -> dict[str, tuple[str, ...]]:
+        """Which process runs which agencies: ``host-1..n`` (the agencies dealt out in
+        turn) plus one process per isolated agency, named after it."""
+        isolated = sorted(set(isolate) & set(agencies)) if not per_process else agencies
+        unknown = sorted(set(isolate) - set(agencies))
+        if unknown:
+            raise ConfigError(f"cannot isolate {', '.join(unknown)}: not an active agency "
+                              "of this network", reason="config.agency")
+        out: dict[str, tuple[str, ...]] = {a: (a,) for a in isolated}
+        rest = [a for a in agencies if a not in out]
+        if not rest:
+            return out
+        if hosts is None:
+            infra = len(self.brokers(engine)) + len(self.routers())
+            room = max(1, MAX_PROCESSES - infra - len(out))
+            hosts = min(os.cpu_count() or 1, math.ceil(len(rest) / AGENCIES_PER_HOST), room)
+        hosts = max(1, min(hosts, len(rest)))
+        for k in range(hosts):
+            out[f"host-{k + 1}"] = tuple(rest[k::hosts])
+        return out
+
+    def where(self, agency: str) -> Proc | None:
+        """The process (running or not) recorded as running ``agency``."""
+        for p in self.load().values():
+            if agency in p.agencies:
+                return p
+        return None
+
+    def control_path(self, agency: str) -> Path:
+        """The control socket of the process that runs ``agency`` (``i24net node`` started
+        by hand listens on ``state/ctl/AGENCY.sock``)."""
+        from i24net.control import ctl_path
+
+        p = self.where(agency)
+        return ctl_path(self.home, p.name if p is not None else agency)
+
     # -- starting -------------------------------------------------------------------------
-    def _argv(self, name: str, engine: str | None) -> tuple[str, ...]:
+    def _argv(self, name: str, engine: str | None,
+              agencies: tuple[str, ...] = ()) -> tuple[str, ...]:
         home = str(self.home.path)
         if name == "broker" or name.startswith("broker-"):
             extra = ("--engine", engine) if engine else ()
@@ -115,12 +174,28 @@ class Supervisor:
         if name.startswith("router-"):
             shard = f"{name.split('-', 1)[1]}/{self.home.spec().router_shards}"
             return ("-m", "i24net", "router", "--shard", shard, "--home", home)
+        if self.is_host(name):
+            if not agencies:
+                raise ConfigError(f"{name} has no agencies recorded: run 'i24net up'",
+                                  reason="config.host")
+            return ("-m", "i24net", "host", name, "--agencies", ",".join(agencies),
+                    "--home", home)
         return ("-m", "i24net", "node", name, "--home", home)
 
-    def spawn(self, name: str, engine: str | None = None) -> Proc:
+    def spawn(self, name: str, engine: str | None = None,
+              agencies: Iterable[str] | None = None) -> Proc:
+        """Start process ``name``; a host runs ``agencies`` (default: those recorded for
+        it), an agency's own process runs that agency."""
         self.home.logs_dir.mkdir(parents=True, exist_ok=True)
         log = self.home.logs_dir / f"{name}.log"
-        argv = self._argv(name, engine)
+        if agencies is not None:
+            runs = tuple(agencies)
+        elif self.is_host(name):
+            old = self.load().get(name)
+            runs = old.agencies if old is not None else ()
+        else:
+            runs = () if self.is_infra(name) else (name,)
+        argv = self._argv(name, engine, runs)
         with log.open("ab") as fh:
             fh.write(f"--- starting {name} at {time.strftime('%H:%M:%S')}\n".encode())
             fh.flush()
@@ -128,26 +203,39 @@ class Supervisor:
                                  stdin=subprocess.DEVNULL, start_new_session=True,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._children[p.pid] = p
-        proc = Proc(name, p.pid, argv, str(log), time.time())
+        proc = Proc(name, p.pid, argv, str(log), time.time(), runs)
         procs = self.load()
         procs[name] = proc
         self._save(procs)
         return proc
 
     def wait_ready(self, procs: Iterable[Proc], timeout: float = READY_TIMEOUT_S,
-                   on_ready: Callable[[str], None] | None = None) -> None:
+                   on_ready: Callable[[str], None] | None = None,
+                   on_agency: Callable[[str], None] | None = None) -> None:
+        """Wait until each process has printed its ``ready`` line; ``on_agency`` hears of
+        each agency a host reports up on the way. Raises if one exits first (with the tail
+        of its log) or on timeout (naming what is not ready)."""
         pending = {p.name: p for p in procs}
         offsets = {n: _last_start_offset(Path(p.log)) for n, p in pending.items()}
+        seen: dict[str, int] = dict.fromkeys(pending, 0)
         deadline = time.monotonic() + timeout
         while pending:
             for name, p in list(pending.items()):
                 text = Path(p.log).read_bytes()[offsets[name]:].decode(errors="replace")
-                if "\nready " in "\n" + text or text.startswith("ready "):
+                lines = text.splitlines()
+                if on_agency is not None:
+                    ups = [ln.split()[1] for ln in lines if ln.startswith("up ")
+                           and len(ln.split()) > 1]
+                    for agency in ups[seen[name]:]:
+                        on_agency(agency)
+                    seen[name] = len(ups)
+                if any(ln.startswith("ready ") for ln in lines):
                     del pending[name]
                     if on_ready:
                         on_ready(name)
                 elif not self._started_alive(p):
-                    tail = "\n".join(text.strip().splitlines()[-5:])
+                    tail = "\n".join(ln for ln in text.strip().splitlines()[-6:]
+                                     if not ln.startswith("--- starting"))
                     raise I24Error(f"{name} exited while starting (see {p.log}):\n{tail}",
                                    reason="supervisor.start")
             if pending and time.monotonic() > deadline:
@@ -162,25 +250,71 @@ class Supervisor:
         return child.poll() is None if child is not None else p.alive
 
     def up(self, engine: str | None = None, *, on_ready: Callable[[str], None] | None = None,
-           agencies: Iterable[str] | None = None) -> list[str]:
-        """Start what is not running; returns the names started (empty if all were up)."""
+           on_agency: Callable[[str], None] | None = None,
+           agencies: Iterable[str] | None = None, isolate: Iterable[str] = (),
+           per_process: bool = False, hosts: int | None = None,
+           timeout: float = READY_TIMEOUT_S) -> list[str]:
+        """Start what is not running; returns the process names started (empty if all
+        were up). All or nothing: if anything fails, or the caller is interrupted
+        (KeyboardInterrupt, SystemExit), every process this call started is stopped
+        before the error goes on."""
         self.home.require()
         d = self.home.directory()
         running = self.running()
         brokers, routers = self.brokers(engine), self.routers()
-        names = [*brokers, *routers, *(sorted(a.id for a in d.agencies.values() if a.active)
-                                       if agencies is None else agencies)]
-        missing = [n for n in names if n not in running]
+        wanted = sorted(a.id for a in d.agencies.values() if a.active) \
+            if agencies is None else list(agencies)
+        recorded = {n: p.agencies for n, p in self.load().items() if not self.is_infra(n)}
+        if recorded and not per_process and not tuple(isolate) and hosts is None \
+                and agencies is None:
+            layout = recorded  # a restart keeps the placement processes.json records
+            placed = {a for runs in layout.values() for a in runs}
+            layout.update(self.placement([a for a in wanted if a not in placed],
+                                         hosts=1, engine=engine)
+                          if set(wanted) - placed else {})
+        else:
+            layout = self.placement(wanted, isolate=isolate, per_process=per_process,
+                                    hosts=hosts, engine=engine)
+        missing = [n for n in [*brokers, *routers, *layout] if n not in running]
         if not missing:
             return []
-        self.wait_ready([self.spawn(n, engine) for n in brokers if n in missing],
-                        on_ready=on_ready)
-        if len(brokers) > 1:
-            self._write_cluster_endpoint(engine)
-        self.wait_ready([self.spawn(n) for n in routers if n in missing], on_ready=on_ready)
-        nodes = [self.spawn(n) for n in missing if not self.is_infra(n)]
-        self.wait_ready(nodes, on_ready=on_ready)
+        if not any(n in running for n in brokers):
+            self.check_ports(engine)
+        started: list[Proc] = []
+        try:
+            group = [self.spawn(n, engine) for n in brokers if n in missing]
+            started += group
+            self.wait_ready(group, on_ready=on_ready, timeout=timeout)
+            if len(brokers) > 1:
+                self._write_cluster_endpoint(engine)
+            group = [self.spawn(n) for n in routers if n in missing]
+            started += group
+            self.wait_ready(group, on_ready=on_ready, timeout=timeout)
+            group = [self.spawn(n, agencies=layout[n]) for n in layout if n in missing]
+            started += group
+            self.wait_ready(group, on_ready=on_ready, on_agency=on_agency, timeout=timeout)
+        except BaseException:
+            self.stop_processes(started)
+            raise
         return missing
+
+    def check_ports(self, engine: str | None = None) -> None:
+        """Refuse to start a broker on a port something else holds, with the fix."""
+        b = self.home.spec().broker.for_engine(engine)
+        if b.addresses:
+            return  # brokers run elsewhere
+        for host, port in b.member_addresses():
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    raise ConfigError(
+                        f"port {port} on {host} is taken (another broker or network?): "
+                        f"stop it, or give this network another port with 'i24net init "
+                        f"--force --port N --home {self.home.path}' (recreates its keys) or "
+                        f"by editing [broker] port in {self.home.spec_file}",
+                        reason="config.port") from None
 
     def _write_cluster_endpoint(self, engine: str | None) -> None:
         """Point every client at all the members (each member process runs alone and does
@@ -199,42 +333,162 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, sig)
         if sig == signal.SIGKILL:
-            _wait_gone([p], 5.0)
+            _wait_gone([p], 5.0, self._children)
         return True
+
+    def stop_processes(self, procs: Iterable[Proc], timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM ``procs`` (nodes first, then routers, then brokers); SIGKILL what
+        outlives ``timeout``; forget them in processes.json."""
+        procs = list(procs)
+        order = ([p for p in procs if not self.is_infra(p.name)],
+                 [p for p in procs if p.name.startswith("router")],
+                 [p for p in procs if p.name.startswith("broker")])
+        for group in order:
+            self._terminate(group, timeout)
+        names = {p.name for p in procs}
+        left = {n: p for n, p in self.load().items() if n not in names}
+        if left:
+            self._save(left)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.state_file.unlink()
+        if any(p.name.startswith("broker") for p in procs):
+            with contextlib.suppress(FileNotFoundError):
+                (self.home.broker_dir / "endpoint.json").unlink()
+
+    def _terminate(self, group: list[Proc], timeout: float) -> None:
+        for p in group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        left = [p for p in _wait_gone(group, timeout, self._children)]
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        _wait_gone(left, 5.0, self._children)
+
+    # -- agencies inside their processes ----------------------------------------------------
+    def _group(self, agencies: Iterable[str]) -> dict[str, list[str]]:
+        d = self.home.directory()
+        out: dict[str, list[str]] = {}
+        for a in agencies:
+            d.agency(a)  # an unknown id: a clear error
+            p = self.where(a)
+            if p is None:
+                raise I24Error(f"{a} is not placed in any process of this network: run "
+                               "'i24net up'", reason="supervisor.unplaced", agency=a)
+            out.setdefault(p.name, []).append(a)
+        return out
+
+    def stop_agencies(self, agencies: Iterable[str], *, kill: bool = False) -> list[str]:
+        """Stop agencies: inside their host (gracefully, or with ``kill`` as a crash: the
+        connection dropped, nothing flushed), or their own process (SIGTERM, or
+        SIGKILL). Returns the agencies that were running."""
+        from i24net.control import ControlError, request
+
+        stopped = []
+        procs = self.load()
+        for name, names in self._group(agencies).items():
+            p = procs[name]
+            if not p.alive:
+                continue
+            if not self.is_host(name):
+                if kill:
+                    self.kill(name)
+                else:
+                    self._terminate([p], STOP_TIMEOUT_S)
+                stopped += names
+                continue
+            try:
+                answer = request(self.control_path(names[0]),
+                                 {"op": "stop", "agencies": names, "kill": kill})
+            except ControlError:
+                continue  # the host is gone: so are its agencies
+            stopped += [a for a in names if a in answer.get("agencies", {})]
+        return stopped
+
+    def start_agencies(self, agencies: Iterable[str],
+                       on_ready: Callable[[str], None] | None = None) -> dict[str, str]:
+        """Start agencies in their process: inside their host, or by starting their own
+        process (or their host, if it died). Returns each agency's state."""
+        from i24net.control import ControlError, request
+
+        out: dict[str, str] = {}
+        procs = self.load()
+        for name, names in self._group(agencies).items():
+            p = procs[name]
+            if not p.alive:
+                self.wait_ready([self.spawn(name)], on_ready=on_ready)
+                out.update(dict.fromkeys(names, "up"))
+                continue
+            if not self.is_host(name):
+                out.update(dict.fromkeys(names, "up"))
+                continue
+            try:
+                answer = request(self.control_path(names[0]),
+                                 {"op": "start", "agencies": names}, timeout=60.0)
+            except ControlError as exc:
+                out.update(dict.fromkeys(names, f"failed ({exc.reason})"))
+                continue
+            for a, st in answer.get("agencies", {}).items():
+                out[a] = st["state"] if st["state"] == "up" else \
+                    f"{st['state']} ({st.get('reason', '')}: {st.get('error', '')})"
+        return out
+
+    def agency_states(self) -> dict[str, tuple[str, str, str]]:
+        """Every placed agency: (state, process, detail). An agency is up only if its
+        process runs and (for a host) the host reports it up."""
+        from i24net.control import ControlError, ctl_path, request
+
+        out: dict[str, tuple[str, str, str]] = {}
+        for name, p in self.load().items():
+            if not p.agencies:
+                continue
+            if not p.alive:
+                out.update({a: ("down", name, "process not running") for a in p.agencies})
+                continue
+            try:
+                answer = request(ctl_path(self.home, name), {"op": "status"}, timeout=5.0)
+            except (ControlError, I24Error) as exc:
+                out.update({a: ("down", name, f"no answer ({exc.reason})")
+                            for a in p.agencies})
+                continue
+            states = answer.get("agencies", {})
+            for a in p.agencies:
+                st = states.get(a, {"state": "unknown"})
+                detail = f"{st.get('reason', '')}: {st.get('error', '')}" \
+                    if st.get("reason") else ""
+                if st.get("state") == "up" and st.get("connected") is False:
+                    detail = "reconnecting to the broker"
+                out[a] = (str(st.get("state")), name, detail)
+        return out
 
     def down(self, timeout: float = STOP_TIMEOUT_S) -> list[str]:
         """Stop nodes, then the router, then the broker; SIGKILL what outlives ``timeout``."""
         procs = self.running()
-        nodes = [p for n, p in procs.items() if not self.is_infra(n)]
-        routers = [p for n, p in procs.items() if n.startswith("router")]
-        brokers = [p for n, p in procs.items() if n.startswith("broker")]
-        stopped = []
-        for group in (nodes, routers, brokers):
-            for p in group:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-            left = _wait_gone(group, timeout)
-            for p in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-            _wait_gone(left, 5.0)
-            stopped += [p.name for p in group]
+        self.stop_processes(procs.values(), timeout)
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.home.broker_dir / "endpoint.json").unlink()
-        return stopped
+        return list(procs)
 
 
-def _wait_gone(procs: list[Proc], timeout: float) -> list[Proc]:
+def _wait_gone(procs: list[Proc], timeout: float,
+               children: dict[int, subprocess.Popen[bytes]] | None = None) -> list[Proc]:
+    def alive(p: Proc) -> bool:
+        child = (children or {}).get(p.pid)
+        if child is not None:  # our own child: its handle knows, and reaps it
+            return child.poll() is None
+        return p.alive
+
     deadline = time.monotonic() + timeout
-    left = [p for p in procs if p.alive]
+    left = [p for p in procs if alive(p)]
     while left and time.monotonic() < deadline:
         for p in left:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(p.pid, os.WNOHANG)  # reap our own children
-        time.sleep(0.05)
-        left = [p for p in left if p.alive]
+        time.sleep(0.02)
+        left = [p for p in left if alive(p)]
     return left
 
 

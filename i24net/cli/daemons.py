@@ -223,22 +223,81 @@ def node(agency: str, manual_review: bool, brokers: tuple[str, ...], home: str |
     state/notices-AGENCY.sqlite: requests are screened (Article 3) and, unless
     --manual-review, published at once.
     """
-    from i24net.runtime import endpoint, make_node
-
     h = Home.resolve(home)
     log = _logging(log_level, f"node-{agency}")
+    _run_host(h, agency, [agency], manual_review, brokers, log,
+              ready_line=f"ready {agency}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--agencies", "agency_list", required=True, metavar="A,B,...",
+              help="The agencies this host runs, comma-separated.")
+@click.option("--manual-review", is_flag=True, envvar="I24NET_MANUAL_REVIEW",
+              help="As for 'i24net node': the notice desk leaves screened requests for "
+              "'i24net notice review'.")
+@broker_list_option
+@home_option
+@log_option
+def host(name: str, agency_list: str, manual_review: bool, brokers: tuple[str, ...],
+         home: str | None, log_level: str) -> None:
+    """Run the nodes of many agencies in one process (what 'i24net up' starts).
+
+    Each agency keeps its own broker connection and account, store, audit chain and keys;
+    the host prints 'up AGENCY' as each starts and 'ready NAME N agencies' when all are.
+    If one cannot start, the host stops the others and exits 1 naming it. Its control
+    socket (state/ctl/NAME.sock) serves 'i24net stop/start/status' and 'publish'.
+    """
+    h = Home.resolve(home)
+    agencies = [a.strip() for a in agency_list.split(",") if a.strip()]
+    log = _logging(log_level, name)
+    _run_host(h, name, agencies, manual_review, brokers, log, ready_line=None)
+
+
+def _run_host(h: Home, name: str, agencies: list[str], manual_review: bool,
+              brokers: tuple[str, ...], log: logging.Logger, *,
+              ready_line: str | None) -> None:
+    from i24net.host import HostStartError, NodeHost
+    from i24net.runtime import endpoint, make_node
+
     ep = endpoint(h).with_addresses(_brokers(brokers))
+    d = h.directory()
+    unknown = [a for a in agencies if a not in d.agencies]
+    if unknown:
+        from i24net.core.errors import ConfigError
+
+        raise ConfigError(f"not agencies of this network: {', '.join(unknown)}",
+                          reason="config.agency")
+    passwords = h.broker_passwords()
+
+    def make(agency: str) -> Any:
+        return make_node(h, agency, logger=logging.getLogger(f"i24net.node-{agency}"),
+                         auto_review=not manual_review, ep=ep,
+                         password=passwords.get(agency))
+
+    def say(line: str) -> None:
+        if ready_line is None or not line.startswith(("up ", "ready ")):
+            click.echo(line)
 
     async def main() -> None:
-        d = make_node(h, agency, logger=log, auto_review=not manual_review, ep=ep)
-        async with d.transport, d:
-            await d.transport.publish(f"{d.machine.prefix}/presence/{agency}", b"online",
-                                      retain=True)
-            log.info("node %s ready", agency)
-            console.print(f"ready {agency}")
-            await d.serve_forever()
+        node_host = NodeHost(h, name, agencies, make, logger=log, say=say)
+        runner = asyncio.ensure_future(node_host.run())
+        ready = asyncio.ensure_future(node_host.ready.wait())
+        await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            ready.cancel()
+            runner.result()
+            return
+        log.info("%s ready with %d agencies", name, len(agencies))
+        if ready_line:
+            click.echo(ready_line)
+        await runner
 
-    asyncio.run(_until_signalled(main()))
+    try:
+        asyncio.run(_until_signalled(main()))
+    except HostStartError as exc:
+        click.echo(f"failed {exc.agency}: {exc.message}")
+        raise SystemExit(1) from None
 
 
 @cli.command()
@@ -256,40 +315,117 @@ def publish(wait_s: float | None, home: str | None, **o: Any) -> None:
     h = Home.resolve(home)
     header, body = compose(h, o)
     store = open_store(h, header.sender)
-    enqueue(h, header, body, store)  # durable; the node daemon sends it on its next tick
+    enqueue(h, header, body, store)  # durable before anything else happens
     console.print(f"queued {header.kind} {header.id_hex} in {header.sender}'s outbox for "
                   f"{', '.join(header.recipients)}")
+    from i24net.control import ControlError, request, watch
+    from i24net.supervisor import Supervisor
+
+    ctl = Supervisor(h).control_path(header.sender)
+    deadline = time.monotonic() + (wait_s or 0.0)
+    waiting = _Waiting(h, header, store)
+    told = False
+    while True:
+        try:
+            # Watch before waking the node: no event can slip between the two.
+            events = watch(ctl, header.sender, header.id_hex, deadline) if wait_s else None
+            if events is not None and waiting.show(next(events)):
+                return
+            request(ctl, {"op": "wake", "agency": header.sender})
+        except (ControlError, StopIteration):
+            if not told:
+                console.print(f"[yellow]{header.sender}'s node is not running[/]: the message "
+                              f"waits in its outbox and goes when it starts ('i24net up' or "
+                              f"'i24net start {header.sender}')")
+                told = True
+            if wait_s is None or time.monotonic() >= deadline:
+                break
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0)))  # until it starts
+            continue
+        if events is None:
+            return
+        for event in events:
+            if waiting.show(event):
+                return
+        if time.monotonic() >= deadline:
+            break
     if wait_s is None:
         return
-    deadline = time.monotonic() + wait_s
-    reported = False
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        e = store.outbox_get(header.id)
-        if e.state == "refused":
-            from i24net.core.envelope import Envelope
-            from i24net.core.policy import REASONS, decide
-
-            why = decide(Envelope.parse(e.raw), h.directory(), now_ms())
-            detail = why.message if why.reason == e.reason else REASONS.get(e.reason, "")
-            console.print(f"[red]refused[/] ({e.reason}): {detail}", soft_wrap=True)
-            raise click.exceptions.Exit(EXIT_REFUSED)
-        if e.state in ("accepted", "delivered") and not reported:
-            console.print("[green]accepted[/] by the router")
-            reported = True
-        for r, status in sorted(e.receipts.items()):
-            if r not in seen:
-                seen.add(r)
-                console.print(f"  receipt: {r} {status}")
-        if e.state == "delivered":
-            console.print(f"delivered to {len(e.receipts)} recipient(s)")
-            return
-        time.sleep(0.1)
-    missing = sorted(set(header.recipients) - seen)
-    raise WaitTimeout(f"no {'receipt' if reported else 'answer from the router'} within "
-                      f"{wait_s:g}s (waiting on {', '.join(missing) or 'the router'}); the "
-                      f"message stays in the outbox and the node keeps retrying. Is the "
+    missing = sorted(set(header.recipients) - waiting.seen)
+    raise WaitTimeout(f"no {'receipt' if waiting.accepted else 'answer from the router'} "
+                      f"within {wait_s:g}s (waiting on {', '.join(missing) or 'the router'});"
+                      f" the message stays in the outbox and the node keeps retrying. Is the "
                       f"network up? ('i24net status')", reason="timeout")
+
+
+class _Waiting:
+    """What ``publish --wait`` has heard of its message, from the node's events."""
+
+    def __init__(self, h: Home, header: Any, store: Any) -> None:
+        self.h, self.header, self.store = h, header, store
+        self.accepted = False
+        self.seen: set[str] = set()
+
+    def show(self, event: dict[str, Any]) -> bool:
+        """Print what is new; True once the message is final (delivered, or refused)."""
+        kind = event.get("event")
+        if kind == "state":
+            state = event.get("state")
+            if state in ("accepted", "delivered"):
+                self._accepted()
+            for r, status in sorted(event.get("receipts", {}).items()):
+                self._receipt(r, status)
+            if state == "refused":
+                self._refused(str(event.get("reason", "")))
+            if state == "expired":
+                raise WaitTimeout("the message expired before every recipient receipted",
+                                  reason="time.expired")
+            if state == "delivered":
+                return self._delivered()
+            return False
+        if kind == "accepted":
+            self._accepted()
+        elif kind == "receipt":
+            self._receipt(str(event.get("peer")), str(event.get("status")))
+        elif kind == "refused":
+            self._refused(str(event.get("reason", "")))
+        elif kind == "deferred":
+            console.print(f"  deferred by the router ({event.get('reason')}); the node "
+                          "retries")
+        elif kind == "expired":
+            raise WaitTimeout("the message expired before every recipient receipted",
+                              reason="time.expired")
+        elif kind == "delivered":
+            return self._delivered()
+        return False
+
+    def _accepted(self) -> None:
+        if not self.accepted:
+            console.print("[green]accepted[/] by the router")
+            self.accepted = True
+
+    def _receipt(self, receiver: str, status: str) -> None:
+        if receiver not in self.seen:
+            self.seen.add(receiver)
+            console.print(f"  receipt: {receiver} {status}")
+
+    def _delivered(self) -> bool:
+        self._accepted()
+        e = self.store.outbox_get(self.header.id)
+        for r, status in sorted(e.receipts.items()):
+            self._receipt(r, status)
+        console.print(f"delivered to {len(e.receipts)} recipient(s)")
+        return True
+
+    def _refused(self, reason: str) -> None:
+        from i24net.core.envelope import Envelope
+        from i24net.core.policy import REASONS, decide
+
+        e = self.store.outbox_get(self.header.id)
+        why = decide(Envelope.parse(e.raw), self.h.directory(), now_ms())
+        detail = why.message if why.reason == e.reason else REASONS.get(e.reason, "")
+        console.print(f"[red]refused[/] ({e.reason or reason}): {detail}", soft_wrap=True)
+        raise click.exceptions.Exit(EXIT_REFUSED)
 
 
 def _item_json(i: Any) -> dict[str, Any]:

@@ -54,7 +54,8 @@ def message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ttl", "ttl_hours", type=float, default=None, metavar="HOURS",
                      help="Lifetime (default from network.toml)."),
         click.option("--subject", required=True),
-        click.option("--text", default=None),
+        click.option("--text", default=None,
+                     help="The message text (default: none, the subject says it all)."),
         click.option("--body-file", type=click.Path(exists=True, dir_okay=False), default=None),
         click.option("--data", "data", multiple=True, metavar="KEY=VALUE",
                      help="Structured field (repeatable), e.g. --data colour=red."),
@@ -77,9 +78,12 @@ def _read_text(path: str) -> str:
 def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
     """Build the header and body that the message options describe."""
     d = h.directory()
-    if (o["text"] is None) == (o["body_file"] is None):
-        raise click.UsageError("give exactly one of --text or --body-file")
-    text = o["text"] if o["text"] is not None else _read_text(o["body_file"])
+    if o["text"] is not None and o["body_file"] is not None:
+        raise click.UsageError("give --text or --body-file, not both")
+    if o["body_file"] is not None:
+        text = _read_text(o["body_file"])
+    else:
+        text = o["text"] or ""  # a subject-only message (a short alert) is fine
     data: dict[str, str] = {}
     for item in o["data"]:
         key, sep, value = item.partition("=")

@@ -195,6 +195,10 @@ class NodeMachine:
         self._gap_due: dict[bytes, int] = {}
         self._gap_tries: dict[bytes, int] = {}
         self.retry_jitter = RETRY_JITTER
+        # When ``tick`` next has outbox work (ms): 0 until the first tick, which picks up
+        # whatever was stored while no driver ran; None when nothing is scheduled.
+        self._outbox_due: int | None = 0
+        self._window_blocked = False
 
     # -- plumbing -------------------------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -218,6 +222,22 @@ class NodeMachine:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def next_deadline(self) -> int | None:
+        """The earliest time (ms) at which ``tick`` has work: a retry, an expiry, a gap
+        request, or a message held back by the send window once a report freed a place.
+        None when nothing is scheduled, so a driver can sleep until something arrives
+        (a frame, a ``submit``, or ``outbox_changed``) instead of polling."""
+        due = [d for d in (self._outbox_due, *self._gap_due.values()) if d is not None]
+        return min(due, default=None)
+
+    def outbox_changed(self) -> None:
+        """The store's outbox was written by someone else (``i24net publish`` enqueues
+        straight into it): the next ``tick`` is due now."""
+        self._outbox_due = 0
+
+    def _due(self, at_ms: int) -> None:
+        self._outbox_due = at_ms if self._outbox_due is None else min(self._outbox_due, at_ms)
 
     def pop(self, limit: int = 64) -> list[tuple[str, bytes, int]]:
         out: list[tuple[str, bytes, int]] = []
@@ -248,6 +268,7 @@ class NodeMachine:
                             next_ms=now_ms + RETRY_MIN_MS, subject=body.subject)
         self.store.outbox_put(entry)
         self._push(int(header.precedence), raw)
+        self._due(min(entry.next_ms, entry.expires_ms + 1))
         self._count("submit")
         return raw, NodeEvent("submit", header.id_hex, ",".join(header.recipients[:5]),
                               precedence=int(header.precedence), detail=body.subject)
@@ -263,6 +284,8 @@ class NodeMachine:
         retried = 0
         active = sorted(self.store.outbox_active(), key=lambda e: e.precedence)
         unanswered = sum(1 for e in active if e.state == "queued" and e.attempts >= 1)
+        due: int | None = None
+        blocked = False
         for e in active:
             if now_ms > e.expires_ms:
                 self.store.outbox_put(replace(e, state="expired", reason="time.expired"))
@@ -270,20 +293,31 @@ class NodeMachine:
                 events.append(NodeEvent("expired", e.msg_id.hex(), reason="time.expired",
                                         detail=f"{len(e.receipts)}/{len(e.recipients)} "
                                         "receipts"))
-            elif now_ms >= e.next_ms and retried < MAX_RETRIES_PER_TICK:
-                if e.attempts == 0:  # never sent: only within the window
-                    if unanswered >= SEND_WINDOW:
-                        continue
-                    unanswered += 1
-                retried += 1
-                base = ACCEPTED_RETRY_MIN_MS if e.state == "accepted" else RETRY_MIN_MS
-                delay = self._jitter(min(RETRY_MAX_MS, base << min(e.attempts, 5)))
-                self.store.outbox_put(replace(e, attempts=e.attempts + 1,
-                                              next_ms=now_ms + delay))
-                self._push(e.precedence, e.raw)
-                self._count("retry")
-                events.append(NodeEvent("retry", e.msg_id.hex(), detail=f"attempt "
-                                        f"{e.attempts + 1}", precedence=e.precedence))
+                continue
+            next_ms = e.next_ms
+            if now_ms >= e.next_ms and retried < MAX_RETRIES_PER_TICK:
+                if e.attempts == 0 and unanswered >= SEND_WINDOW:
+                    blocked = True  # never sent: only within the window (see _on_report)
+                    next_ms = e.expires_ms + 1
+                else:
+                    if e.attempts == 0:
+                        unanswered += 1
+                    retried += 1
+                    base = ACCEPTED_RETRY_MIN_MS if e.state == "accepted" else RETRY_MIN_MS
+                    delay = self._jitter(min(RETRY_MAX_MS, base << min(e.attempts, 5)))
+                    next_ms = now_ms + delay
+                    self.store.outbox_put(replace(e, attempts=e.attempts + 1,
+                                                  next_ms=next_ms))
+                    self._push(e.precedence, e.raw)
+                    self._count("retry")
+                    events.append(NodeEvent("retry", e.msg_id.hex(), detail=f"attempt "
+                                            f"{e.attempts + 1}", precedence=e.precedence))
+            elif now_ms >= e.next_ms:
+                next_ms = now_ms  # over this tick's retry budget: the next tick, at once
+            at = min(next_ms, e.expires_ms + 1)
+            due = at if due is None else min(due, at)
+        self._outbox_due = due
+        self._window_blocked = blocked
         for kid, due in list(self._gap_due.items()):
             if now_ms >= due:
                 del self._gap_due[kid]
@@ -410,6 +444,8 @@ class NodeMachine:
                            reason="report.unknown", msg_id=rep.msg_id.hex())
         if entry.final and not (entry.state == "refused" and rep.accepted):
             return []
+        if self._window_blocked:
+            self._due(0)  # an answer frees a place in the send window
         if not rep.accepted and rep.reason in TRANSIENT_REASONS:
             # "not now" (rate.limited): keep the entry and its retry schedule; backpressure
             self._count(f"deferred.{rep.reason}")

@@ -37,9 +37,12 @@ is left in it when a link ends is drained too rather than thrown away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -341,6 +344,21 @@ class MqttTransport:
     ) -> None:
         """Disconnect cleanly (the broker discards the will) and end :meth:`deliveries`."""
         await self._stop()
+
+    async def abort(self) -> None:
+        """Drop the connection as a crash would: no DISCONNECT, so the broker publishes
+        the will and keeps the session (with what it queues meanwhile) for the next
+        connection with this client id. Ends :meth:`deliveries` like ``__aexit__``."""
+        link = self._link
+        if link is not None:
+            _drop_socket(link.client)
+        await self._stop()
+        if link is not None:
+            # aiomqtt records the dropped link as an exception on its ``_disconnected``
+            # future, which nobody awaits after an abort: retrieve it, it is expected.
+            lost = getattr(link.client, "_disconnected", None)
+            if isinstance(lost, asyncio.Future) and lost.done() and not lost.cancelled():
+                lost.exception()
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1; return once the broker sent PUBACK.
@@ -767,6 +785,21 @@ def _hook_session_present(client: aiomqtt.Client, connack: _Connack) -> None:
         inner(paho_client, userdata, flags, reason_code, properties)
 
     inner_client.on_connect = on_connect
+
+
+def _drop_socket(client: aiomqtt.Client) -> None:
+    """End the client's TCP connection at once, so nothing more leaves it: not the
+    DISCONNECT its ``async with`` sends on the way out, nor anything queued. ``shutdown``
+    makes every later send fail; with SO_LINGER 0 paho's own close then resets the link.
+    Reaches paho's socket through aiomqtt's ``_client``, as ``_hook_session_present`` does."""
+    inner_client = getattr(client, "_client", None)
+    sock = inner_client.socket() if isinstance(inner_client, paho.Client) else None
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # shutdown makes every later send fail; the close that follows resets the link
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _server_unavailable(error: MqttConnectError) -> bool:

@@ -138,7 +138,7 @@ def test_text_and_body_file_together_is_a_usage_error(run: Run, home: Path,
     body.write_text("x")
     result = publish(run, home, "--body-file", body)
     assert result.exit_code == 2
-    assert "exactly one of --text or --body-file" in result.stderr
+    assert "--text or --body-file, not both" in result.stderr
 
 
 def test_publish_refused_locally_before_anything_is_queued(run: Run, home: Path) -> None:
