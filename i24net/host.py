@@ -334,7 +334,7 @@ class NodeHost:
             nonlocal done
             slot = await self.start(agency)
             if slot.state != "up":
-                raise HostStartError(f"{agency} could not start ({slot.reason}): {slot.error}",
+                raise HostStartError(f"{slot.error} ({slot.reason})",
                                      reason=slot.reason or "host.start", agency=agency)
             done += 1
             self.say(f"up {agency} ({done}/{total})")

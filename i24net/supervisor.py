@@ -42,6 +42,16 @@ MAX_PROCESSES = 16  # brokers, routers, hosts and isolated agencies together (de
 AGENCIES_PER_HOST = 64  # below this many, one host fewer
 
 
+class StartError(I24Error):
+    """A process of the network exited while starting; ``tail`` is the end of its log."""
+
+    def __init__(self, message: str, *, reason: str, component: str,
+                 agency: str | None = None, tail: list[str] | None = None) -> None:
+        super().__init__(message, reason=reason, agency=agency)
+        self.component = component
+        self.tail = tail or []
+
+
 @dataclass(frozen=True, slots=True)
 class Proc:
     name: str  # "broker", "router", "host-k" or an agency id (an agency's own process)
@@ -234,10 +244,14 @@ class Supervisor:
                     if on_ready:
                         on_ready(name)
                 elif not self._started_alive(p):
-                    tail = "\n".join(ln for ln in text.strip().splitlines()[-6:]
-                                     if not ln.startswith("--- starting"))
-                    raise I24Error(f"{name} exited while starting (see {p.log}):\n{tail}",
-                                   reason="supervisor.start")
+                    tail = [ln for ln in lines[-8:] if not ln.startswith("--- starting")]
+                    failed = [ln.split(None, 2) for ln in lines
+                              if ln.startswith("failed ") and len(ln.split()) > 2]
+                    agency = failed[0][1].rstrip(":") if failed else None
+                    what = f"{agency} could not start in {name}: {failed[0][2]}" if failed \
+                        else f"{name} exited while starting"
+                    raise StartError(f"{what} (log: {p.log})", reason="supervisor.start",
+                                     component=name, agency=agency, tail=tail)
             if pending and time.monotonic() > deadline:
                 raise WaitTimeout(f"{', '.join(sorted(pending))} not ready after {timeout:g}s"
                                   f" (logs in {self.home.logs_dir})", reason="timeout")

@@ -4,9 +4,14 @@ Theory of operation: amqtt is configured only through its ``plugins`` table (whi
 its defaults, among them the anonymous plugin that admits any client giving a username and
 the ``0.0.0.0`` listener). Three checks come from the broker accounts:
 
-1. Passwords: amqtt's own ``FileAuthPlugin`` reads ``passwd`` (``user:argon2-hash`` lines,
-   mode 0600). A client without a username gets no answer from it, and amqtt refuses a
-   connection nobody answered, so anonymous clients are refused.
+1. Passwords: ``PasswordAuthPlugin`` reads ``passwd`` (mode 0600, rewritten at every start),
+   one ``user:blake2b$<salt>$<digest>`` line per account: a salted BLAKE2b digest of the
+   password, compared in constant time. amqtt verifies passwords synchronously on its event
+   loop, so a slow hash (amqtt's argon2 ``FileAuthPlugin``) would cost ~10 ms per CONNECT and
+   ~10 s per 1,000 logins. It would protect nothing either: broker passwords are 192-bit random
+   strings (``generate_password``), which no one can guess from a leaked digest however fast
+   the hash, so a single salted hash suffices and the file never holds a plaintext password.
+   A client without a username, an unknown user and a wrong password are all refused.
 2. Client ids: ``ClientIdBindingPlugin`` admits account ``U`` only with client id ``U`` or
    ``U:<suffix>``. Without it, amqtt hands a persistent session (its subscriptions and the
    messages queued in it) to whichever authenticated client presents that client id next.
@@ -34,11 +39,16 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import hashlib
+import hmac
 import json
 import logging
+import os
+import re
 import signal
+import stat
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -54,7 +64,6 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
-from pwdlib.hashers.argon2 import Argon2Hasher
 
 from i24net.broker.accounts import (
     BrokerAccount,
@@ -79,9 +88,11 @@ __all__ = [
     "ClientIdPolicy",
     "EmbeddedBroker",
     "EmbeddedBrokerProcess",
+    "PasswordAuthPlugin",
     "amqtt_config",
     "main",
     "quiet_amqtt_logging",
+    "read_amqtt_password_file",
     "read_embedded_config_file",
     "render_amqtt_password_file",
     "write_embedded_config_file",
@@ -89,12 +100,18 @@ __all__ = [
 
 ClientIdPolicy = Literal["bound", "any"]
 
-# amqtt verifies passwords synchronously on its event loop: argon2's defaults (64 MiB, t=3)
-# take ~0.2 s per CONNECT and would stall every client while a network of nodes logs in.
-# Passwords are 192-bit random strings, so a slow hash protects nothing; these parameters
-# take ~10 ms and remain valid argon2id hashes that amqtt's FileAuthPlugin verifies.
-_ARGON2 = Argon2Hasher(time_cost=1, memory_cost=8192, parallelism=1)
 _PASSWORD_FILE = "passwd"
+# Password digests: BLAKE2b-256 over the UTF-8 password with a random 16-byte salt per account
+# (BLAKE2b's own salt parameter) and a fixed personalisation that ties the digests to this use.
+# One fast hash is enough because the passwords carry 192 random bits (see the module doc).
+_PASSWORD_SCHEME = "blake2b"
+_SALT_BYTES = 16
+_DIGEST_BYTES = 32
+_PERSON = b"i24net.broker.pw"
+_PASSWORD_LINE = re.compile(
+    rf"(?P<user>[A-Za-z0-9_.-]{{1,128}}):{_PASSWORD_SCHEME}"
+    rf"\$(?P<salt>[0-9a-f]{{{2 * _SALT_BYTES}}})\$(?P<digest>[0-9a-f]{{{2 * _DIGEST_BYTES}}})"
+)
 _PORT_RETRIES = 3
 _AMQTT_LOGGERS = ("amqtt", "transitions")
 # amqtt imports plugins by dotted path; spelled out so it also holds under ``python -m``.
@@ -113,13 +130,82 @@ def quiet_amqtt_logging(level: int = logging.WARNING) -> None:
             logger.setLevel(level)
 
 
-def render_amqtt_password_file(accounts: Sequence[BrokerAccount]) -> str:
-    """``username:$argon2id$...`` lines: the format amqtt 0.12's FileAuthPlugin verifies
-    (argon2 via pwdlib; it also reads legacy ``$6$`` sha512-crypt, which Python 3.13 drops)."""
+def _password_digest(password: str | bytes, salt: bytes) -> bytes:
+    secret = password.encode("utf-8") if isinstance(password, str) else bytes(password)
+    return hashlib.blake2b(
+        secret, digest_size=_DIGEST_BYTES, salt=salt, person=_PERSON
+    ).digest()
+
+
+def render_amqtt_password_file(
+    accounts: Sequence[BrokerAccount],
+    *,
+    rng_bytes: Callable[[int], bytes] = os.urandom,
+) -> str:
+    """The password file ``PasswordAuthPlugin`` reads: one
+    ``username:blake2b$<salt hex>$<digest hex>`` line per account, with a fresh random salt
+    from ``rng_bytes`` for each (about a microsecond per account)."""
     names = [a.username for a in accounts]
     if len(set(names)) != len(names):
         raise BrokerConfigError("broker accounts listed twice; each username must be unique")
-    return "".join(f"{a.username}:{_ARGON2.hash(a.password)}\n" for a in accounts)
+    lines = []
+    for account in accounts:
+        salt = rng_bytes(_SALT_BYTES)
+        if not isinstance(salt, bytes | bytearray) or len(salt) != _SALT_BYTES:
+            raise BrokerConfigError(
+                f"the random source did not return {_SALT_BYTES} bytes; pass os.urandom"
+            )
+        digest = _password_digest(account.password, bytes(salt))
+        lines.append(f"{account.username}:{_PASSWORD_SCHEME}${salt.hex()}${digest.hex()}\n")
+    return "".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredPassword:
+    salt: bytes
+    digest: bytes
+
+
+def read_amqtt_password_file(path: Path) -> dict[str, _StoredPassword]:
+    """Parse a file written by ``render_amqtt_password_file``, strictly.
+
+    Every line must be a well-formed entry and every username unique; anything else is a
+    ``BrokerConfigError`` naming the line, so a damaged file stops the broker at start instead
+    of silently locking an agency out. The file must not be readable by group or others.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BrokerConfigError(f"cannot read password file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise BrokerConfigError(f"password file {path} is not UTF-8 text") from exc
+    if stat.S_IMODE(mode) & 0o077:
+        raise BrokerConfigError(
+            f"password file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+            "it must be 0600"
+        )
+    if text and not text.endswith("\n"):
+        raise BrokerConfigError(f"password file {path} does not end with a newline (truncated?)")
+    users: dict[str, _StoredPassword] = {}
+    for number, line in enumerate(text.split("\n")[:-1], start=1):
+        entry = _PASSWORD_LINE.fullmatch(line)
+        if entry is None:
+            raise BrokerConfigError(
+                f"password file {path}, line {number}: expected "
+                f"'username:{_PASSWORD_SCHEME}$<{2 * _SALT_BYTES} hex digits>"
+                f"$<{2 * _DIGEST_BYTES} hex digits>'"
+            )
+        user = entry["user"]
+        if user in users:
+            raise BrokerConfigError(f"password file {path}, line {number}: {user!r} listed twice")
+        users[user] = _StoredPassword(bytes.fromhex(entry["salt"]), bytes.fromhex(entry["digest"]))
+    if not users:
+        raise BrokerConfigError(
+            f"password file {path} holds no accounts: a broker nobody can log in to is useless"
+        )
+    return users
 
 
 SHUTDOWN_TIMEOUT_S = 3.0  # amqtt shutdown can hang on Python 3.11 (see EmbeddedBroker.stop)
@@ -193,6 +279,57 @@ class AccountsTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
                 session.client_id,
             )
         return allowed
+
+
+class PasswordAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """amqtt auth plugin: the CONNECT's password must match its account's digest in the file.
+
+    The file is read once, when amqtt loads the plugin; a malformed file fails the start. A
+    login costs one BLAKE2b digest and a constant-time comparison. A client without a username
+    is refused outright (False), not left to amqtt's rule that a connection no plugin answered
+    is refused, so anonymous clients stay out whatever other plugins are loaded. An unknown
+    user is refused after the same work as a wrong password.
+    """
+
+    @dataclass
+    class Config:
+        """Where the password file is (amqtt hands the plugin's config over as a dict)."""
+
+        password_file: str = ""
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        config = context.config
+        if not isinstance(config, PasswordAuthPlugin.Config) or not config.password_file:
+            raise BrokerConfigError(
+                "PasswordAuthPlugin needs 'password_file' in amqtt's plugins table"
+            )
+        self._users = read_amqtt_password_file(Path(config.password_file))
+        # Unknown users are checked against this, so they cost what a wrong password costs.
+        self._nobody = _StoredPassword(os.urandom(_SALT_BYTES), os.urandom(_DIGEST_BYTES))
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        if session is None or not session.username:
+            return False
+        stored = self._users.get(session.username)
+        known = stored is not None
+        if stored is None:
+            stored = self._nobody
+        password = session.password if session.password is not None else ""
+        try:
+            digest = _password_digest(password, stored.salt)
+        except (TypeError, UnicodeEncodeError):
+            digest = b""
+        matches = hmac.compare_digest(digest, stored.digest)
+        if known and matches:
+            return True
+        self.context.logger.warning(
+            "refused %s: %s (client %s)",
+            session.username,
+            "wrong password" if known else "no such account",
+            session.client_id,
+        )
+        return False
 
 
 class ClientIdBindingPlugin(BaseAuthPlugin):  # type: ignore[misc]
@@ -333,7 +470,7 @@ def amqtt_config(
 ) -> dict[str, Any]:
     """The amqtt broker config dict: one loopback TCP listener and only our plugins."""
     plugins: dict[str, Any] = {
-        "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(password_file)},
+        f"{_MODULE}.PasswordAuthPlugin": {"password_file": str(password_file)},
         f"{_MODULE}.AccountsTopicPlugin": {
             "publish": {a.username: list(a.publish) for a in accounts},
             "subscribe": {a.username: list(a.subscribe) for a in accounts},
@@ -347,6 +484,16 @@ def amqtt_config(
         "session_expiry_interval": None,
         "plugins": plugins,
     }
+
+
+def _config_error_in(exc: BaseException) -> BrokerConfigError | None:
+    """The ``BrokerConfigError`` a plugin raised, from under amqtt's ``PluginInitError``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BrokerConfigError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_address_in_use(exc: BaseException) -> bool:
@@ -410,8 +557,7 @@ class EmbeddedBroker:
             return
         quiet_amqtt_logging()
         ensure_directory(self._data_dir)
-        text = await asyncio.to_thread(render_amqtt_password_file, self._accounts)
-        write_file(self.password_file, text, private=True)
+        write_file(self.password_file, render_amqtt_password_file(self._accounts), private=True)
         for attempt in range(_PORT_RETRIES):
             port = self._port or self._requested_port or pick_free_port(self._host)
             config = amqtt_config(
@@ -437,6 +583,9 @@ class EmbeddedBroker:
                     "choose another port or stop what is using it"
                 ) from exc
             except Exception as exc:  # amqtt wraps plugin and config failures in many types
+                config_error = _config_error_in(exc)
+                if config_error is not None:
+                    raise config_error from exc
                 raise BrokerStartError(f"the embedded broker failed to start: {exc}") from exc
             self._broker = broker
             self._port = port

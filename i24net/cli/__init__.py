@@ -37,7 +37,7 @@ def exit_code_for(exc: I24Error) -> int:
     return EXIT_ERROR
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
     """``text`` as one line of literal output. Messages quote untrusted input (agency ids,
     field names from a hostile file): unescaped, rich swallows "[...]" as a style tag or
     raises MarkupError on a stray "[/]", and a newline or ESC would forge more output."""
@@ -51,12 +51,12 @@ class I24Group(click.Group):
         try:
             return super().invoke(ctx)
         except I24Error as exc:
-            err_console.print(f"[bold red]ERROR:[/] {_plain(exc.message)} "
-                              f"[dim]({_plain(exc.reason)})[/]", soft_wrap=True, markup=True)
+            err_console.print(f"[bold red]ERROR:[/] {plain_text(exc.message)} "
+                              f"[dim]({plain_text(exc.reason)})[/]", soft_wrap=True, markup=True)
             ctx.exit(exit_code_for(exc))
         except OSError as exc:  # e.g. "-o missing/dir/file": a message, not a traceback
             what = f"{exc.filename}: " if exc.filename else ""
-            err_console.print(f"[bold red]ERROR:[/] {_plain(what + (exc.strerror or str(exc)))}"
+            err_console.print(f"[bold red]ERROR:[/] {plain_text(what + (exc.strerror or str(exc)))}"
                               " [dim](io)[/]", soft_wrap=True, markup=True)
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:

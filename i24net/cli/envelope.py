@@ -80,10 +80,8 @@ def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
     d = h.directory()
     if o["text"] is not None and o["body_file"] is not None:
         raise click.UsageError("give --text or --body-file, not both")
-    if o["body_file"] is not None:
-        text = _read_text(o["body_file"])
-    else:
-        text = o["text"] or ""  # a subject-only message (a short alert) is fine
+    # no text at all is fine: a short alert says it in its subject
+    text = _read_text(o["body_file"]) if o["body_file"] is not None else o["text"] or ""
     data: dict[str, str] = {}
     for item in o["data"]:
         key, sep, value = item.partition("=")

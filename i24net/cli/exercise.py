@@ -12,12 +12,12 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from i24net.cli import EXIT_REFUSED, EXIT_USAGE, _plain, cli, console, err_console
+from i24net.cli import EXIT_REFUSED, EXIT_USAGE, cli, console, err_console, plain_text
 from i24net.exercise import model as m
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]ERROR:[/] {_plain(message)}", soft_wrap=True, markup=True)
+    err_console.print(f"[bold red]ERROR:[/] {plain_text(message)}", soft_wrap=True, markup=True)
     raise SystemExit(EXIT_USAGE)
 
 
@@ -55,7 +55,7 @@ def validate(files: tuple[str, ...]) -> None:
     """Check exercise FILEs: 'ok: NAME, N injects, M expectations' or one ERROR line."""
     for f in files:
         ex = _load(f)
-        console.print(f"ok: {_plain(ex.name)}, {len(ex.injects)} injects, "
+        console.print(f"ok: {plain_text(ex.name)}, {len(ex.injects)} injects, "
                       f"{len(ex.expectations)} expectations", soft_wrap=True)
 
 
@@ -109,11 +109,11 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
     if quiet:
         verdict = "PASSED" if result.passed else "FAILED: " + ", ".join(
             f"#{o.index} {o.description}" for o in result.failed)
-        console.print(f"{_plain(ex.name)}: {_plain(verdict)}", soft_wrap=True)
+        console.print(f"{plain_text(ex.name)}: {plain_text(verdict)}", soft_wrap=True)
     else:
         print_report(result, console)
         for what, path in (("JSON", json_path), ("HTML report", report_path)):
             if path:
-                console.print(f"[dim]{what}: {_plain(path)}[/]")
+                console.print(f"[dim]{what}: {plain_text(path)}[/]")
     if not result.passed:
         raise SystemExit(EXIT_REFUSED)

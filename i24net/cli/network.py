@@ -24,6 +24,11 @@ from i24net.presets import PRESETS, preset_toml
               help="Built-in network to create.")
 @click.option("--spec", "spec_file", type=click.Path(exists=True, dir_okay=False),
               help="Use this network.toml instead of a preset.")
+@click.option("--agencies", "n_agencies", type=click.IntRange(2, 20_000), default=None,
+              metavar="N", help="Instead of a preset: a synthetic network of N agencies "
+              "(seeded, so the same N gives the same network), e.g. 1000.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="With --agencies: the synthetic network's seed.")
 @click.option("--force", is_flag=True, help="Replace an existing network in the home.")
 @click.option("--engine", type=click.Choice(["embedded", "mosquitto", "nats"]), default=None,
               help="Set [broker] engine (nats: a local 3-member cluster; see brokers/).")
@@ -32,13 +37,18 @@ from i24net.presets import PRESETS, preset_toml
 @click.option("--routers", type=click.IntRange(1, 64), default=None,
               help="Set [router] shards: routers sharing the load by sender.")
 @home_option
-def init(preset: str, spec_file: str | None, force: bool, engine: str | None,
-         port: int | None, routers: int | None, home: str | None) -> None:
+def init(preset: str, n_agencies: int | None, seed: int, spec_file: str | None, force: bool,
+         engine: str | None, port: int | None, routers: int | None, home: str | None) -> None:
     """Create a network home: network.toml, keys (mode 0600) and a signed directory."""
-    from i24net.presets import configure
+    from i24net.presets import configure, synthetic_toml
 
     h = Home.resolve(home)
-    text = Path(spec_file).read_text() if spec_file else preset_toml(preset)
+    if n_agencies is not None and spec_file:
+        raise click.UsageError("give --agencies or --spec, not both")
+    if n_agencies is not None:
+        text = synthetic_toml(n_agencies, seed=seed)
+    else:
+        text = Path(spec_file).read_text() if spec_file else preset_toml(preset)
     text = configure(text, engine=engine, port=port, routers=routers)
     d = h.init(text, force=force)
     console.print(f"created network [bold]{escape(d.network)}[/] in {escape(str(h.path))}")

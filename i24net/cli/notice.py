@@ -26,7 +26,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from i24net.cli import EXIT_REFUSED, _plain, cli, console, err_console, home_option
+from i24net.cli import EXIT_REFUSED, cli, console, err_console, home_option, plain_text
 from i24net.core.directory import Directory
 from i24net.core.envelope import Body, Header, make_header
 from i24net.core.errors import ConfigError, StateError, WaitTimeout, WireFormatError
@@ -56,7 +56,7 @@ _CODE = re.compile(r"^[a-z0-9][a-z0-9.+_-]{0,63}$")  # the register's reason-cod
 
 def _refused(message: str, reason: str) -> NoReturn:
     """Print ``ERROR: message (reason)`` and exit 3: the network's rules said no."""
-    err_console.print(f"[bold red]ERROR:[/] {_plain(message)} [dim]({_plain(reason)})[/]",
+    err_console.print(f"[bold red]ERROR:[/] {plain_text(message)} [dim]({plain_text(reason)})[/]",
                       soft_wrap=True)
     raise click.exceptions.Exit(EXIT_REFUSED)
 
@@ -236,7 +236,7 @@ def notice_request(agency: str, colour: str, subject: str, offence: str, warrant
                 draft = request(request_id=header.id_hex, requester=agency, colour=c,
                                 fields=fields, now_ms=0)
                 err_console.print(f"[yellow]note:[/] {authority} will refuse it: "
-                                  f"{_plain(explain(draft, flag))} ({flag})", soft_wrap=True)
+                                  f"{plain_text(explain(draft, flag))} ({flag})", soft_wrap=True)
         if wait_s is not None:
             _wait_decision(store, header, authority, wait_s, quiet)
     finally:

@@ -10,10 +10,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from i24net.cli import cli, console, home_option
+from i24net.cli import cli, console, err_console, home_option, plain_text
 from i24net.core.errors import ConfigError
 from i24net.home import Home
-from i24net.supervisor import Supervisor, agency_status
+from i24net.supervisor import StartError, Supervisor, agency_status
 
 
 def _agency_list(text: str | None, option: str) -> list[str]:
@@ -91,6 +91,13 @@ def up(engine: str | None, isolate_text: str | None, process_per_agency: bool,
     except _Interrupted:
         console.print("[red]interrupted[/]: stopped everything 'up' had started")
         raise SystemExit(130) from None
+    except StartError as exc:
+        err_console.print(f"[bold red]ERROR:[/] {plain_text(exc.message)} [dim]({exc.reason})[/]",
+                          soft_wrap=True)
+        for line in exc.tail:
+            err_console.print(f"  [dim]|[/] {plain_text(line)}", soft_wrap=True)
+        err_console.print("everything 'up' had started is stopped")
+        raise SystemExit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     procs = sup.load()

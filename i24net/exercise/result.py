@@ -191,7 +191,7 @@ class Result:
             "per_agency": self.per_agency(),
             "notices": self.notices(),
             "flowcheck": {"ran": self.obs.flowcheck_ran,
-                          "violations": [_plain(v) for v in self.obs.violations]},
+                          "violations": [plain_text(v) for v in self.obs.violations]},
             "timeline": self.timeline(),
         }
 
@@ -199,12 +199,12 @@ class Result:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def _plain(v: Any) -> Any:
+def plain_text(v: Any) -> Any:
     """A JSON-safe, sorted copy (violations come from the checker as dicts)."""
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): plain_text(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
     if isinstance(v, list | tuple | set | frozenset):
-        items = [_plain(x) for x in v]
+        items = [plain_text(x) for x in v]
         return sorted(items, key=str) if isinstance(v, set | frozenset) else items
     if isinstance(v, bytes):
         return v.hex()

@@ -134,12 +134,12 @@ values = st.recursive(
     max_leaves=14)
 
 
-def _plain(value: Any) -> Any:
+def plain_text(value: Any) -> Any:
     """What a value looks like after a msgpack round trip (tuples become lists)."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_text(v) for v in value]
     if isinstance(value, dict):
-        return {kk: _plain(v) for kk, v in value.items()}
+        return {kk: plain_text(v) for kk, v in value.items()}
     return value
 
 
@@ -155,11 +155,11 @@ def test_seal_accepts_exactly_what_open_accepts(net: FixedNet, data: dict[Any, A
         if exc.reason == "wire.encode":
             return  # msgpack cannot encode it at all (an int beyond 64 bits...)
         assert exc.reason in ("wire.schema", "wire.oversized"), exc
-        encoded = pack({"subject": "s", "text": "t", "data": _plain(data)})
+        encoded = pack({"subject": "s", "text": "t", "data": plain_text(data)})
         assert refused(env.Body.decode, encoded) is not None, \
             f"seal refused ({exc.message}) what the decoder accepts"
         return
-    assert open_as_reader(net, raw).body.data == _plain(data)
+    assert open_as_reader(net, raw).body.data == plain_text(data)
 
 
 # -- header ---------------------------------------------------------------------------------
