@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from i24net import client
 from i24net.core.envelope import Body, make_header
@@ -58,7 +59,11 @@ class ChaosReport:
     freezes: int = 0
     broker_restarts: int = 0
     router_kills: int = 0
-    node_kills: int = 0
+    node_kills: int = 0  # SIGKILLs of an agency's own process
+    host_kills: int = 0  # SIGKILLs of a node host: all its agencies at once
+    agency_crashes: int = 0  # agencies stopped abruptly inside their host
+    hosts: int = 0
+    isolated: int = 0
     elapsed_s: float = 0.0
     settle_s: float = 0.0
     takeovers: int = 0
@@ -99,14 +104,17 @@ def pick_port_block(span: int, host: str = "127.0.0.1") -> int:
     raise OSError(f"no block of {span} free ports found on {host}")
 
 
-def prepare(path: Path, nodes: int, engine: str, *, routers: int = 1) -> Home:
-    """A network of ``nodes`` law-enforcement agencies plus the GS and Europol, with
-    ``routers`` router shards."""
+def prepare(path: Path, nodes: int, engine: str, *, routers: int = 1,
+            preset: str | None = None) -> Home:
+    """A network of ``nodes`` law-enforcement agencies plus the GS and Europol, or the
+    built-in network ``preset`` (every agency of it sends and receives), with ``routers``
+    router shards."""
     from i24net.broker import pick_free_port
     from i24net.core.netspec import CLUSTER_ENGINES
-    from i24net.presets import configure, synthetic_toml
+    from i24net.presets import configure, preset_toml, synthetic_toml
 
-    text = synthetic_toml(max(1, nodes) + 2, seed=1)  # GS-LYON, EUROPOL and the nodes
+    text = preset_toml(preset) if preset else \
+        synthetic_toml(max(1, nodes) + 2, seed=1)  # GS-LYON, EUROPOL and the nodes
     port = pick_port_block(40) if engine in CLUSTER_ENGINES else pick_free_port()
     text = configure(text, engine=engine, port=port, routers=routers)
     home = Home(path)
@@ -166,26 +174,34 @@ def check(home: Home, agencies: list[str]) -> ChaosReport:
 def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
          first: int = 1) -> int:
     """Write ``n`` messages (900-byte bodies, 80% to one recipient, 20% to three) straight
-    into random senders' outboxes, due at once; the running nodes pick them up on their next
-    tick. Returns ``n``."""
+    into random senders' outboxes, due at once, and wake the senders' nodes. Returns
+    ``n``."""
     from dataclasses import replace
 
     from i24net.core.node import NodeMachine
 
     d = home.directory()
-    stores = {a: client.open_store(home, a) for a in agencies}
-    machines = {a: NodeMachine(a, home.keys(a), d, stores[a], random_bytes=os.urandom)
-                for a in agencies}
+    stores: dict[str, Any] = {}
+    machines: dict[str, NodeMachine] = {}
+
+    def machine(a: str) -> NodeMachine:  # opened for the senders drawn only
+        if a not in machines:
+            stores[a] = client.open_store(home, a)
+            machines[a] = NodeMachine(a, home.keys(a), d, stores[a], random_bytes=os.urandom)
+        return machines[a]
+
+    woken: set[str] = set()
     try:
         for i in range(n):
             sender = rng.choice(agencies)
+            woken.add(sender)
             others = [a for a in agencies if a != sender]
             to = rng.sample(others, k=1 if rng.random() < 0.8 else min(3, len(others)))
             header = make_header(d, sender=sender, addressing=to, kind="message",
                                  label=Label("UNCLASSIFIED"), now_ms=now_ms(),
                                  ttl_ms=6 * 3600_000, random_bytes=os.urandom,
                                  precedence=Precedence.ROUTINE)
-            machines[sender].submit(header, Body(f"chaos-{first + i:06d}", "x" * 900),
+            machine(sender).submit(header, Body(f"chaos-{first + i:06d}", "x" * 900),
                                     now_ms())
             entry = stores[sender].outbox_get(header.id)
             assert entry is not None
@@ -193,6 +209,8 @@ def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
     finally:
         for s in stores.values():
             s.close()
+    for a in sorted(woken):
+        client.wake(home, a, timeout=1.0)  # a frozen host answers when it thaws
     return n
 
 
@@ -207,7 +225,8 @@ def settled(home: Home, agencies: list[str]) -> bool:
 
 class Soak:
     def __init__(self, home: Home, *, messages: int, seed: int, duration: float,
-                 engine: str, plan: str = "random", log: Callable[[str], None] = lambda _: None,
+                 engine: str, plan: str = "random", isolate: int = 4,
+                 log: Callable[[str], None] = lambda _: None,
                  progress: Callable[[int, int], None] = lambda _a, _b: None) -> None:
         self.home = home
         self.sup = Supervisor(home)
@@ -218,32 +237,47 @@ class Soak:
         self.log = log
         self.progress = progress
         d = home.directory()
-        self.agencies = sorted(a for a in d.agencies if a.startswith("LEA-"))
+        # the synthetic network's law-enforcement agencies, or every agency of a preset
+        self.agencies = sorted(a for a in d.agencies if a.startswith("LEA-")) or \
+            sorted(a.id for a in d.agencies.values() if a.active)
         if plan not in PLANS:
             raise ValueError(f"unknown chaos plan {plan!r}: choose one of {', '.join(PLANS)}")
         self.plan = plan
         self.routers = self.sup.routers()
         self.brokers = self.sup.brokers(engine)
+        # A few agencies get their own process, so SIGKILL hits a real agency process;
+        # the rest share node hosts, which get SIGKILLed whole.
+        k = min(isolate, max(1, len(self.agencies) // 5)) if isolate else 0
+        self.isolated = sorted(self.rng.sample(self.agencies, k))
+        self.hosts: list[str] = []
+        self.hosted = [a for a in self.agencies if a not in self.isolated]
         self.report = ChaosReport(engine=engine, nodes=len(self.agencies), seed=seed,
                                   plan=plan, routers=len(self.routers),
-                                  members=len(self.brokers))
+                                  members=len(self.brokers), isolated=len(self.isolated))
 
     def _schedule(self) -> list[tuple[float, str, str]]:
-        """(at seconds, action, target): kills and freezes spread over the feeding time."""
+        """(at seconds, action, target): kills, crashes and freezes spread over the feeding
+        time. A node target is an isolated agency's process or a whole host (SIGKILL), or
+        an agency inside its host ("crash": its connection dropped, nothing flushed)."""
         if self.plan == "cluster":
             return self._cluster_schedule()
         events = []
+        procs = self.isolated + self.hosts
         t = self.rng.uniform(2.0, 4.0)
         while t < self.duration * 0.85:
             roll = self.rng.random()
-            if roll < 0.25:
+            if roll < 0.2:
                 events.append((t, "kill", self.rng.choice(self.routers)))
-            elif roll < 0.40:
+            elif roll < 0.32:
                 events.append((t, "kill", self.rng.choice(self.brokers)))
-            elif roll < 0.75:
-                events.append((t, "kill", self.rng.choice(self.agencies)))
+            elif roll < 0.47 and self.isolated:
+                events.append((t, "kill", self.rng.choice(self.isolated)))
+            elif roll < 0.57 and self.hosts:
+                events.append((t, "kill", self.rng.choice(self.hosts)))
+            elif roll < 0.8 and self.hosted:
+                events.append((t, "crash", self.rng.choice(self.hosted)))
             else:
-                events.append((t, "freeze", self.rng.choice(self.agencies)))
+                events.append((t, "freeze", self.rng.choice(procs)))
             t += self.rng.uniform(2.0, 6.0)
         return events
 
@@ -257,8 +291,12 @@ class Soak:
                   (0.65 * d, "up", member), (0.70 * d, "up", router)]
         t = self.rng.uniform(2.0, 4.0)
         while t < d:
-            events.append((t, "kill" if self.rng.random() < 0.6 else "freeze",
-                           self.rng.choice(self.agencies)))
+            roll = self.rng.random()
+            if roll < 0.3 and self.hosted:
+                events.append((t, "crash", self.rng.choice(self.hosted)))
+            else:
+                events.append((t, "kill" if roll < 0.7 else "freeze",
+                               self.rng.choice(self.isolated + self.hosts)))
             t += self.rng.uniform(4.0, 8.0)
         return sorted(events)
 
@@ -268,6 +306,8 @@ class Soak:
             self.report.router_kills += 1
         elif target.startswith("broker"):
             self.report.broker_restarts += 1
+        elif self.sup.is_host(target):
+            self.report.host_kills += 1
         else:
             self.report.node_kills += 1
 
@@ -276,7 +316,13 @@ class Soak:
                                             if target.startswith("broker") else None)])
 
     def _act(self, action: str, target: str) -> None:
-        if action == "kill":
+        if action == "crash":
+            if self.sup.stop_agencies([target], kill=True):
+                self.report.kills += 1
+                self.report.agency_crashes += 1
+            time.sleep(self.rng.uniform(0.2, 1.5))
+            self.sup.start_agencies([target])
+        elif action == "kill":
             if self.sup.kill(target):
                 self._count_kill(target)
             time.sleep(self.rng.uniform(0.2, 1.5))
@@ -303,7 +349,9 @@ class Soak:
 
     def run(self, settle_timeout: float = 300.0) -> ChaosReport:
         t0 = time.monotonic()
-        self.sup.up(self.engine)
+        self.sup.up(self.engine, isolate=self.isolated)
+        self.hosts = sorted(n for n in self.sup.load() if self.sup.is_host(n))
+        self.report.hosts = len(self.hosts)
         try:
             schedule = self._schedule()
             rate = self.messages / max(1.0, self.duration * 0.85)
@@ -321,6 +369,10 @@ class Soak:
                 else:
                     time.sleep(0.05)
             self.sup.up(self.engine)  # anything the schedule left down comes back
+            down = [a for a, (state, _, _) in self.sup.agency_states().items()
+                    if state != "up"]
+            if down:
+                self.sup.start_agencies(down)
             settle0 = time.monotonic()
             while time.monotonic() - settle0 < settle_timeout:
                 if self._settled():

@@ -1,8 +1,9 @@
 """Sending through a node from outside its daemon: the path ``publish`` and scripts use.
 
 The message is sealed and written to the agency's outbox (SQLite, committed) with its next
-attempt due now; the running node daemon picks it up on its next tick, sends it, and retries
-until every receipt arrives. So a message is durable before the caller is told it was sent.
+attempt due now, then the agency's running node is woken over its control socket
+(``i24net.control``); it sends the message and retries until every receipt arrives. So a
+message is durable before the caller is told it was sent.
 """
 
 from __future__ import annotations
@@ -31,8 +32,25 @@ def open_store(home: Home, agency: str, *, readonly: bool = False) -> Any:
     return SqliteNodeStore(path, readonly=readonly)
 
 
-def enqueue(home: Home, header: Header, body: Body, store: Any | None = None) -> OutboxEntry:
-    """Seal ``body`` under ``header`` into the sender's outbox, due for sending now."""
+def wake(home: Home, agency: str, *, timeout: float = 5.0) -> bool:
+    """Tell ``agency``'s running node that its outbox changed, so it sends now (nodes do
+    not poll their store). False if no node of that agency answers: the message then
+    goes when it starts."""
+    from i24net.control import ControlError, request
+    from i24net.supervisor import Supervisor
+
+    try:
+        answer = request(Supervisor(home).control_path(agency),
+                         {"op": "wake", "agency": agency}, timeout=timeout)
+    except ControlError:
+        return False
+    return answer.get("state") == "up"
+
+
+def enqueue(home: Home, header: Header, body: Body, store: Any | None = None, *,
+            notify: bool = True) -> OutboxEntry:
+    """Seal ``body`` under ``header`` into the sender's outbox, due for sending now, and
+    (``notify``) wake the sender's node."""
     own = store is None
     store = store or open_store(home, header.sender)
     try:
@@ -42,10 +60,12 @@ def enqueue(home: Home, header: Header, body: Body, store: Any | None = None) ->
         # attempts=0: nothing was sent yet; the daemon's first send is attempt 1
         entry: OutboxEntry = replace(store.outbox_get(header.id), next_ms=0, attempts=0)
         store.outbox_put(entry)
-        return entry
     finally:
         if own:
             store.close()
+    if notify:
+        wake(home, header.sender)
+    return entry
 
 
 def send(home: Home, sender: str, to: list[str], *, kind: str = "message",

@@ -106,12 +106,11 @@ class Monitor:
 
     def snapshot(self) -> Snapshot:
         s = Snapshot()
-        procs = self.sup.load()
+        states = self.sup.agency_states()
         self._read_drops()
         s.dropped = Counter(self._drops)
         for a in self.agencies:
-            p = procs.get(a)
-            s.online[a] = bool(p and p.alive)
+            s.online[a] = states.get(a, ("down", "", ""))[0] == "up"
             try:
                 store = client.open_store(self.home, a, readonly=True)
             except Exception:  # not created yet: the node has not started

@@ -16,7 +16,11 @@ from i24net.cli import EXIT_REFUSED, cli, console
 @cli.command()
 @click.option("--messages", type=int, default=2000, show_default=True,
               help="Messages to send.")
-@click.option("--nodes", type=int, default=10, show_default=True, help="Agencies (nodes).")
+@click.option("--nodes", type=int, default=10, show_default=True,
+              help="Agencies (nodes) of a synthetic network.")
+@click.option("--preset", type=click.Choice(["interpol"]), default=None,
+              help="Run among every agency of this built-in network instead (interpol: "
+              "198 agencies), most of them on node hosts.")
 @click.option("--engine", type=click.Choice(["mosquitto", "embedded", "nats"]),
               default="mosquitto", show_default=True,
               help="nats: a local 3-member NATS cluster, one process per member.")
@@ -35,14 +39,17 @@ from i24net.cli import EXIT_REFUSED, cli, console
 @click.option("--home", "home", default=None, metavar="DIR",
               help="Where to create the network (default: a temporary folder).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None)
-def chaos(messages: int, nodes: int, engine: str, routers: int, plan: str, duration: float,
-          seed: int, settle: float, home: str | None, json_file: str | None) -> None:
+def chaos(messages: int, nodes: int, preset: str | None, engine: str, routers: int, plan: str,
+          duration: float, seed: int, settle: float, home: str | None,
+          json_file: str | None) -> None:
     """Send MESSAGES among NODES while killing the router, nodes and the broker and freezing
     nodes; then classify every message. Exit 3 if anything was lost, duplicated or
     unexpected, or if no fault was injected."""
     with tempfile.TemporaryDirectory(prefix="i24net-chaos-") as tmp:
         h = prepare(Path(home) if home else Path(tmp) / "home", nodes, engine,
-                    routers=routers)
+                    routers=routers, preset=preset)
+        if preset:
+            nodes = sum(1 for a in h.directory().agencies.values() if a.active)
         console.print(f"chaos: {messages} messages among {nodes} nodes on {engine} with "
                       f"{routers} router(s), plan {plan}, {duration:g}s of faults, seed "
                       f"{seed} ({h.path})")
@@ -57,7 +64,8 @@ def chaos(messages: int, nodes: int, engine: str, routers: int, plan: str, durat
     t.add_column("measure")
     t.add_column("value", justify="right")
     for key in ("sent", "accepted", "delivered", "lost", "duplicated", "unexpected", "failed",
-                "pending", "kills", "router_kills", "node_kills", "broker_restarts", "freezes",
+                "pending", "kills", "router_kills", "node_kills", "host_kills",
+                "agency_crashes", "broker_restarts", "freezes", "hosts", "isolated",
                 "takeovers", "elapsed_s", "settle_s"):
         t.add_row(key, str(getattr(report, key)))
     if report.nodes_start_member:

@@ -315,7 +315,7 @@ def publish(wait_s: float | None, home: str | None, **o: Any) -> None:
     h = Home.resolve(home)
     header, body = compose(h, o)
     store = open_store(h, header.sender)
-    enqueue(h, header, body, store)  # durable before anything else happens
+    enqueue(h, header, body, store, notify=False)  # durable before anything else happens
     console.print(f"queued {header.kind} {header.id_hex} in {header.sender}'s outbox for "
                   f"{', '.join(header.recipients)}")
     from i24net.control import ControlError, request, watch

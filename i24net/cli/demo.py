@@ -131,7 +131,8 @@ def _network(home: Home, engine: str, log: Console) -> Iterator[Supervisor]:
     sup = Supervisor(home)
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        sup.up(engine, on_ready=lambda n: log.print(f"  {n} ready"))
+        # NCB-JP runs in its own process: the catch-up step SIGKILLs it for real.
+        sup.up(engine, on_ready=lambda n: log.print(f"  {n} ready"), isolate=["NCB-JP"])
         yield sup
     finally:
         sup.down()

@@ -102,13 +102,19 @@ def _fmt_ms(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _release(store: SqliteNodeStore, events: list[NodeEvent]) -> None:
-    """Due now: the node daemon sends every message just queued on its next tick."""
+def _release(h: Home, agency: str, store: SqliteNodeStore, events: list[NodeEvent]) -> None:
+    """Due now: the node daemon (woken here) sends every message just queued."""
+    from i24net.client import wake
+
+    queued = False
     for ev in events:
         if ev.kind == "submit":
             entry = store.outbox_get(bytes.fromhex(ev.msg_id))
             if entry is not None:
                 store.outbox_put(replace(entry, next_ms=0))
+                queued = True
+    if queued:
+        wake(h, agency)
 
 
 def _queue(h: Home, header: Header, body: Body) -> SqliteNodeStore:
@@ -117,7 +123,7 @@ def _queue(h: Home, header: Header, body: Body) -> SqliteNodeStore:
     machine = NodeMachine(header.sender, h.keys(header.sender), h.directory(), store,
                           random_bytes=os.urandom)
     _, ev = machine.submit(header, body, now_ms())
-    _release(store, [ev])
+    _release(h, header.sender, store, [ev])
     return store
 
 
@@ -140,7 +146,7 @@ def _resolve(desk: NoticeDesk, text: str, param: str, diffusion: bool = False) -
         raise click.BadParameter(exc.message, param_hint=param) from None
 
 
-def _run(store: SqliteNodeStore, action: Any) -> list[NodeEvent]:
+def _run(h: Home, m: NodeMachine, store: SqliteNodeStore, action: Any) -> list[NodeEvent]:
     """Run a desk action; a refusal by the rules exits 3, what it queued is sent now."""
     try:
         events: list[NodeEvent] = action()
@@ -148,7 +154,7 @@ def _run(store: SqliteNodeStore, action: Any) -> list[NodeEvent]:
         _refused(exc.message, exc.reason)
     except WireFormatError as exc:  # a reason code the register will not keep
         raise click.UsageError(exc.message) from None
-    _release(store, events)
+    _release(h, m.agency, store, events)
     return events
 
 
@@ -365,7 +371,7 @@ def notice_review(agency: str, request_id: str, approve: bool, refuse_reason: st
     reason = _code(refuse_reason, "--refuse") if refuse_reason is not None else ""
     with _desk(h, agency, "review notice requests") as (desk, m, store):
         rid = _resolve(desk, request_id, "ID")
-        events = _run(store, lambda: desk.approve(m, rid, now_ms()) if approve
+        events = _run(h, m, store, lambda: desk.approve(m, rid, now_ms()) if approve
                       else desk.refuse(m, rid, now_ms(), reason))
     _report(events)
 
@@ -395,7 +401,7 @@ def notice_cancel(agency: str, target: str, reason: str, level: str | None,
     if _is_authority(d, agency):
         with _desk(h, agency, "cancel notices") as (desk, m, store):
             rid = _resolve(desk, target, "NUMBER|ID")
-            events = _run(store, lambda: desk.cancel(m, rid, now_ms(), code))
+            events = _run(h, m, store, lambda: desk.cancel(m, rid, now_ms(), code))
         _report(events)
         return
     authority = _authorities(d)[0]
@@ -495,5 +501,5 @@ def diffusion_non_compliant(agency: str, diffusion_id: str, reason: str,
     code = _code(reason, "--reason")
     with _desk(h, agency, "order the deletion of diffusions") as (desk, m, store):
         did = _resolve(desk, diffusion_id, "ID", diffusion=True)
-        events = _run(store, lambda: desk.order_deletion(m, did, now_ms(), code))
+        events = _run(h, m, store, lambda: desk.order_deletion(m, did, now_ms(), code))
     _report(events)

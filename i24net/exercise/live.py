@@ -46,7 +46,7 @@ from i24net.exercise.result import Result
 from i24net.home import Home, now_ms
 
 # One OS process per agency: beyond this a laptop spends the exercise starting Python.
-MAX_LIVE_AGENCIES = 40
+MAX_LIVE_AGENCIES = 40  # live drills beyond this size are not verified yet: --virtual
 POLL_S = 0.5
 
 Progress = Callable[[float, float, str], None]
@@ -102,9 +102,8 @@ class LiveRun:
         spec = network_spec(self.ex.network)
         if len(spec.agencies) > MAX_LIVE_AGENCIES:
             raise m.NotSupportedLive(
-                f"live mode runs one process per agency; network {spec.name} has "
-                f"{len(spec.agencies)} agencies (at most {MAX_LIVE_AGENCIES}): run it "
-                "--virtual")
+                f"live mode runs at most {MAX_LIVE_AGENCIES} agencies; network {spec.name} has "
+                f"{len(spec.agencies)} agencies: run it --virtual")
         tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
         sup = None
         saved_env = os.environ.get("I24NET_MANUAL_REVIEW")
@@ -120,7 +119,10 @@ class LiveRun:
                 os.environ["I24NET_MANUAL_REVIEW"] = "1"
             sup = Supervisor(home)
             self.progress(0.0, self.ex.duration, "starting the network")
-            sup.up()
+            # Crash injects SIGKILL a real process: their targets run on their own.
+            crashed = sorted({i.who for i in self.ex.injects if isinstance(i, m.Crash)}
+                             & set(d.agencies))
+            sup.up(isolate=crashed)
             self.sup = sup
             self.start_ms = now_ms()
             self.t0 = time.monotonic()
@@ -259,6 +261,7 @@ class LiveRun:
                     entry = store.outbox_get(bytes.fromhex(ev.msg_id))
                     if entry is not None:
                         store.outbox_put(replace(entry, next_ms=0))
+        client.wake(h, gs)
         return ", ".join(ev.kind for ev in events if ev.kind != "submit")
 
     # -- observing ------------------------------------------------------------------------

@@ -248,8 +248,11 @@ def test_markup_in_the_subject_is_printed_literally(run: Run, home: Path,
 
 
 def test_usage_errors_exit_2(run: Run, home: Path, tmp_path: Path) -> None:
+    body = tmp_path / "body.txt"
+    body.write_text("b")
     result = run("envelope", "seal", "--home", home, "--as", "NCB-FR", "--to", "NCB-DE",
-                 "--classification", "RESTRICTED", "--subject", "s", "-o", tmp_path / "m")
+                 "--classification", "RESTRICTED", "--subject", "s", "--text", "t",
+                 "--body-file", body, "-o", tmp_path / "m")
     assert result.exit_code == 2 and "--text" in result.output
     assert run("envelope", "open", "--home", home, tmp_path / "missing").exit_code == 2
 

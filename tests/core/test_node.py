@@ -479,3 +479,72 @@ def test_new_messages_wait_for_the_send_window() -> None:
     store(n).outbox_put(replace(entry, attempts=0, next_ms=0))  # as publish leaves it
     events = n.tick(T0 + 100)
     assert not any(e.msg_id == late.hex() for e in events)  # held back by the window
+
+
+# -- deadlines: what a driver sleeps until --------------------------------------------------
+
+def test_a_fresh_machine_is_due_at_once_then_idle() -> None:
+    """The first tick picks up what was stored while no driver ran; after it, a machine
+    with nothing to do has no deadline at all (its driver sleeps until a frame comes)."""
+    n = node("NCB-DE")
+    assert n.next_deadline() == 0
+    assert n.tick(T0) == []
+    assert n.next_deadline() is None
+
+
+def test_the_deadline_follows_the_retry_schedule_and_expiry() -> None:
+    n = node("NCB-FR")
+    n.retry_jitter = 0.0
+    n.tick(T0)
+    ttl = 200 * SECOND
+    raw = sent_by_fr(n, ["NCB-DE"], ttl=ttl)
+    n.pop()
+    assert n.next_deadline() == T0 + RETRY_MIN_MS
+    t = T0
+    seen = []
+    while (due := n.next_deadline()) is not None:
+        assert due > t  # never a deadline in the past after a tick: no busy loop
+        t = due
+        seen += [e.kind for e in n.tick(t)]
+        n.pop()
+    assert seen.count("retry") == 7 and seen[-1] == "expired"
+    assert t == parsed(raw).header.expires_ms + 1
+
+
+def test_a_retry_budget_left_over_is_due_at_once() -> None:
+    n = node("NCB-FR")
+    n.tick(T0)
+    for _ in range(MAX_RETRIES_PER_TICK + 5):
+        sent_by_fr(n, ["NCB-DE"])
+    n.pop()
+    t = T0 + 3 * RETRY_MIN_MS
+    assert sum(e.kind == "retry" for e in n.tick(t)) == MAX_RETRIES_PER_TICK
+    assert n.next_deadline() == t  # the other 5 go on the next tick, not in 2 s
+
+
+def test_a_report_wakes_what_waits_for_the_send_window() -> None:
+    n = node("NCB-FR")
+    n.tick(T0)
+    first = [sent_by_fr(n, ["NCB-DE"]) for _ in range(SEND_WINDOW)]
+    n.pop()
+    late = parsed(sent_by_fr(n, ["NCB-DE"])).header.id
+    n.pop()
+    store(n).outbox_put(replace(store(n).outbox[late], attempts=0, next_ms=0))
+    n.outbox_changed()
+    assert n.next_deadline() == 0
+    assert n.tick(T0 + 100) == []  # the window is full: held back
+    held = n.next_deadline()
+    assert held is not None and held > T0 + 100
+    deliver(n, _report(first[0]))  # one answer frees a place
+    assert n.next_deadline() == 0
+    assert [e.kind for e in n.tick(T0 + 200)] == ["retry"]
+    assert store(n).outbox[late].attempts == 1
+
+
+def test_a_gap_brings_the_deadline_forward() -> None:
+    n = node("NCB-DE")
+    n.tick(T0)
+    _seq(n, 1, T0)
+    assert n.next_deadline() is None
+    _seq(n, 3, T0)
+    assert n.next_deadline() == T0 + GAP_GRACE_MS
