@@ -20,7 +20,9 @@ client side (blocking, for the CLI); ``i24net.host`` serves it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -46,11 +48,30 @@ def ctl_path(home: Home, process: str) -> Path:
     return ctl_dir(home) / f"{process}.sock"
 
 
+MAX_SUN_PATH = 100  # a Unix socket address holds about 108 bytes
+
+
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address for the socket at ``path`` that fits a Unix socket address however deep
+    the home is: a long path is reached through an O_PATH descriptor of its folder
+    (``/proc/self/fd/N/NAME``), held open while the address is in use."""
+    if len(os.fsencode(path)) <= MAX_SUN_PATH:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 def _connect(path: Path, timeout: float) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(str(path))
+        with socket_address(path) as address:
+            s.connect(address)
     except OSError as exc:
         s.close()
         raise ControlError(f"no process answers on {path} ({exc.strerror or exc})",

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from i24net.control import ctl_dir, ctl_path
+from i24net.control import ControlError, ctl_dir, ctl_path, request, socket_address
 from i24net.core.errors import I24Error
 from i24net.core.node import NodeEvent
 from i24net.daemons import NodeDaemon
@@ -308,12 +308,16 @@ class NodeHost:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         path = ctl_path(self.home, self.name)
-        if len(os.fsencode(path)) > 100:
-            raise I24Error(f"the control socket path {path} is too long for a Unix socket "
-                           "(over 100 bytes): use a shorter --home", reason="config.home")
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by a process that was killed
-        self._server = await asyncio.start_unix_server(self._serve_client, path=str(path))
+        if path.exists():
+            try:
+                request(path, {"op": "status"}, timeout=2.0)
+            except ControlError:
+                path.unlink()  # left by a process that was killed
+            else:
+                raise I24Error(f"{self.name} is already running (its control socket {path} "
+                               "answers): 'i24net status' shows it", reason="config.running")
+        with socket_address(path) as address:
+            self._server = await asyncio.start_unix_server(self._serve_client, path=address)
         os.chmod(path, 0o600)
         try:
             await self._start_all()

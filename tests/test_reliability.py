@@ -11,7 +11,7 @@ twice.
 
 The messages are not sent with 500 ``i24net publish`` processes (too slow): the test writes
 them into NCB-FR's outbox as ``publish`` does (``NodeMachine.submit`` on the node's SQLite
-store, then ``next_ms=0``) while the NCB-FR daemon runs and picks them up on its next tick,
+store, then ``next_ms=0``, then a wake on its control socket) while the NCB-FR daemon runs,
 at a steady rate so the stream lasts through all three faults.
 
 Runs on Mosquitto (persistence on; skipped if it is not installed) and, marked slow, on the
@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 
 from i24net.broker import pick_free_port
+from i24net.client import wake
 from i24net.core.envelope import Body, make_header
 from i24net.core.labels import Label
 from i24net.core.node import NodeMachine
@@ -189,7 +190,8 @@ def enqueue(home: Path, count: int, rate: float,
                            now_ms())
             entry = store.outbox_get(header.id)
             assert entry is not None
-            store.outbox_put(replace(entry, next_ms=0))  # the daemon sends it next tick
+            store.outbox_put(replace(entry, next_ms=0))
+            wake(h, SENDER)  # as 'i24net publish' does: the daemon sends it now
             if on_progress is not None:
                 on_progress(i)
             ahead = t0 + i / rate - time.monotonic()

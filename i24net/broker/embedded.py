@@ -24,7 +24,10 @@ Two amqtt 0.12 flaws need more than a plugin, so ``_IsolatingBroker`` (a ``Broke
 subclass) fixes them: amqtt looks up, and for a clean session deletes, the stored session of a
 CONNECT's client id *before* checking the password (any local client without credentials could
 wipe an agency's queued inbox), and on connect it sends every retained message matching *any*
-client's subscription, unchecked. Both are pinned by tests that fail without the fix.
+client's subscription, unchecked. Both are pinned by tests that fail without the fix. The same
+subclass removes amqtt's scans over every subscribed filter, once per message and once per
+CONNECT (O(accounts) each with one inbox filter per agency), and listens with a deep backlog,
+so a 1,000-agency network logs in and routes in seconds (tests/broker/test_embedded_scale.py).
 
 Sessions live in memory: a restart of the embedded broker loses them (use Mosquitto for
 broker-restart drills), and amqtt drops in-flight QoS 1 state when a client disconnects
@@ -39,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -46,6 +50,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -56,14 +61,17 @@ from typing import Any, Literal
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action, BaseContext
+from amqtt.contexts import Action, BaseContext, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.errors import BrokerError as AmqttBrokerError
+from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
+from transitions import MachineError
 
 from i24net.broker.accounts import (
     BrokerAccount,
@@ -113,6 +121,8 @@ _PASSWORD_LINE = re.compile(
     rf"\$(?P<salt>[0-9a-f]{{{2 * _SALT_BYTES}}})\$(?P<digest>[0-9a-f]{{{2 * _DIGEST_BYTES}}})"
 )
 _PORT_RETRIES = 3
+_SUBSCRIBE_FAILURE = 0x80  # SUBACK return code
+_LISTEN_BACKLOG = 4096  # pending connections the kernel queues (capped by net.core.somaxconn)
 _AMQTT_LOGGERS = ("amqtt", "transitions")
 # amqtt imports plugins by dotted path; spelled out so it also holds under ``python -m``.
 _MODULE = "i24net.broker.embedded"
@@ -176,7 +186,7 @@ def read_amqtt_password_file(path: Path) -> dict[str, _StoredPassword]:
     path = Path(path)
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # bytes: no newline translation
     except OSError as exc:
         raise BrokerConfigError(f"cannot read password file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -335,8 +345,9 @@ class PasswordAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 class ClientIdBindingPlugin(BaseAuthPlugin):  # type: ignore[misc]
     """amqtt auth plugin: account ``U`` may use only client id ``U`` or ``U:<suffix>``.
 
-    It answers None (no opinion) without a username, so the password plugin decides; amqtt
-    refuses the connection when no plugin says True.
+    It answers None (no opinion) without a username and leaves that client to
+    ``PasswordAuthPlugin``, which refuses it; amqtt admits a connection only if every plugin
+    that answered said True, and at least one answered.
     """
 
     @dataclass
@@ -358,8 +369,66 @@ class ClientIdBindingPlugin(BaseAuthPlugin):  # type: ignore[misc]
         return allowed
 
 
+def _is_wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter
+
+
+class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
+    """amqtt's subscription dict (filter -> [(session, qos)]) that also knows its wildcard keys.
+
+    amqtt matches every message against every filter, O(accounts) per message with one inbox
+    filter per agency; ``_IsolatingBroker`` looks a topic's exact filter up instead and matches
+    only the wildcard filters, which this table keeps in step with its keys whoever changes
+    them. Its repr is short: amqtt logs ``repr(subscriptions)`` after every SUBSCRIBE, built
+    even when debug logging is off, and the full repr lists every subscribed session.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wildcards: dict[str, None] = {}  # an ordered set of the wildcard keys
+
+    def __setitem__(self, key: str, value: list[tuple[Session, int]]) -> None:
+        super().__setitem__(key, value)
+        if _is_wildcard(key):
+            self.wildcards[key] = None
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.wildcards.pop(key, None)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.wildcards.pop(key, None)
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, list[tuple[Session, int]]]:
+        key, value = super().popitem()
+        self.wildcards.pop(key, None)
+        return key, value
+
+    def clear(self) -> None:
+        super().clear()
+        self.wildcards.clear()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _SubscriptionTable:  # type: ignore[override, misc]
+        self.update(other)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} subscription filters>"
+
+
 class _IsolatingBroker(Broker):  # type: ignore[misc]
-    """amqtt 0.12's Broker with two isolation flaws fixed.
+    """amqtt 0.12's Broker with two isolation flaws fixed, and its per-message and
+    per-connection scans over all subscriptions replaced by lookups.
 
     1. Authenticate before touching sessions. amqtt looks up the stored session of the
        CONNECT's client id, and for a clean-session CONNECT deletes it, *before* it checks the
@@ -370,15 +439,29 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
        ``_initialize_client_session`` is amqtt's own, unchanged.
     2. Retained messages on connect. amqtt sends a connecting client every retained message
        matching *any* client's subscription, unchecked; a retained message on
-       ``inbox/NCB-FR`` would reach NCB-DE. Here only filters the account may subscribe are
-       used. That check is synchronous on purpose: amqtt calls it while iterating its live
-       subscription dict, and an extra ``await`` would let another client change the dict
-       mid-iteration (amqtt then raises RuntimeError).
+       ``inbox/NCB-FR`` would reach NCB-DE. Here a connecting client gets the retained
+       messages of its own session's subscriptions (a resumed session has some, a new one
+       none), and only of filters its account may subscribe.
+    3. Scale. amqtt matched each message against every subscribed filter and, on each
+       CONNECT, walked every client's filters: O(accounts) per message and per login. Here
+       a message's exact filter is a dict lookup and only wildcard filters are matched
+       (``_SubscriptionTable``); a CONNECT walks only its session's filters (kept per client
+       id as subscriptions come and go); a retained message for an exact filter is a lookup.
+       The filters and subscribers a message goes to are copied before the first ``await``,
+       so a client subscribing or leaving meanwhile cannot make the loop raise RuntimeError
+       ("dictionary changed size") or skip another subscriber, as amqtt's loops could.
     """
 
     def __init__(self, config: dict[str, Any], grants: Mapping[str, _Grants]) -> None:
         super().__init__(config)
         self._i24_grants = dict(grants)
+        self._subscriptions: _SubscriptionTable = _SubscriptionTable()
+        # client id -> the filters its session holds (an ordered set), for the CONNECT path.
+        self._i24_filters_of: dict[str, dict[str, None]] = {}
+
+    async def start(self) -> None:
+        self._i24_filters_of.clear()  # amqtt's start() clears sessions and subscriptions
+        await super().start()
 
     async def _initialize_client_session(
         self,
@@ -432,16 +515,192 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
             client_session.keep_alive += timeout_disconnect_delay
         return handler, client_session
 
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        # amqtt listens with asyncio's default backlog of 100: when a network's nodes all
+        # connect at once (start-up, after a broker restart) the kernel drops the excess SYNs
+        # and those clients wait a 1 s (then 3 s) retransmit. A deep backlog lets them queue.
+        if listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        return await asyncio.start_server(
+            functools.partial(self.stream_connected, listener_name=listener_name),
+            address,
+            port,
+            reuse_address=True,
+            ssl=ssl_context,
+            backlog=_LISTEN_BACKLOG,
+        )
+
+    async def _handle_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        server: Any,
+        listener_name: str,
+    ) -> None:
+        # amqtt 0.12.1 Broker._handle_client_session, unchanged but for the marked loop.
+        authenticated = await self._authenticate(
+            client_session, self.listeners_config[listener_name]
+        )
+        if client_session.client_id is None:
+            raise AmqttBrokerError("Client ID was not correctly created/set.")
+        while True:
+            try:
+                client_session.transitions.connect()
+                break
+            except (MachineError, ValueError):
+                if client_session.transitions.is_connected():
+                    self.logger.warning(
+                        f"Client {client_session.client_id} is already connected, "
+                        "performing take-over."
+                    )
+                    old_session = self._sessions[client_session.client_id]
+                    await old_session[1].handle_connection_closed()
+                    await old_session[1].stop()
+                    break
+                self.logger.warning(
+                    f"Client {client_session.client_id} is reconnecting too quickly, make it wait"
+                )
+                await asyncio.sleep(1)
+        handler.attach(client_session, reader, writer)
+        self._sessions[client_session.client_id] = (client_session, handler)
+        await handler.mqtt_connack_authorize(authenticated)
+        if not authenticated:
+            await writer.close()
+            return
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_CONNECTED,
+            client_id=client_session.client_id,
+            client_session=client_session,
+        )
+        await handler.start()
+        await self._publish_session_retained_messages(client_session)
+        # Changed: the session's own filters (a copy), not every filter of every client.
+        for topic_filter in list(self._i24_filters_of.get(client_session.client_id, ())):
+            await self._publish_retained_messages_for_subscription(
+                (topic_filter, QOS_0), client_session
+            )
+        await self._client_message_loop(client_session, handler)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        granted: int = await super().add_subscription(subscription, session)
+        if granted != _SUBSCRIBE_FAILURE and session.client_id:
+            self._i24_filters_of.setdefault(session.client_id, {})[subscription[0]] = None
+        return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        deleted: int = super()._del_subscription(a_filter, session)
+        if deleted:
+            own = self._i24_filters_of.get(session.client_id or "")
+            if own is not None:
+                own.pop(a_filter, None)
+                if not own:
+                    del self._i24_filters_of[session.client_id]
+        return deleted
+
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
-        grants = self._i24_grants.get(session.username or "")
-        if grants is None or not may_subscribe(grants, subscription[0]):
+        topic_filter, qos = subscription
+        if not self._retained_messages:
             return
-        await super()._publish_retained_messages_for_subscription(subscription, session)
+        grants = self._i24_grants.get(session.username or "")
+        if grants is None or not may_subscribe(grants, topic_filter):
+            return
+        if _is_wildcard(topic_filter):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+            return
+        # An exact filter matches one topic: look it up rather than match every retained one.
+        retained = self._retained_messages.get(topic_filter)
+        handler = self._get_handler(session)
+        if retained is None or handler is None:
+            return
+        await asyncio.wait(
+            [
+                asyncio.ensure_future(
+                    handler.mqtt_publish(
+                        retained.topic,
+                        retained.data,
+                        min(qos, retained.qos or qos),
+                        retain=True,
+                    )
+                )
+            ]
+        )
+
+    def _filters_matching(self, topic: Any) -> list[str]:
+        """The subscribed filters that match ``topic``, as amqtt's ``_matches`` decides."""
+        table = self._subscriptions
+        if not isinstance(topic, str):
+            return []
+        if _is_wildcard(topic):  # not a valid topic name: amqtt's full scan, no shortcut
+            return [f for f in table if self._matches(topic, f)]
+        exact = [topic] if topic in table else []
+        return exact + [f for f in table.wildcards if self._matches(topic, f)]
+
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        # amqtt 0.12.1 Broker._run_broadcast, but the matching filters come from a lookup and
+        # the filters and subscriber lists are copied before the first await.
+        broadcast = await self._broadcast_queue.get()
+        topic = broadcast["topic"]
+        targets = [
+            list(self._subscriptions.get(topic_filter, ()))
+            for topic_filter in self._filters_matching(topic)
+        ]
+        for subscriptions in targets:
+            for target_session, sub_qos in subscriptions:
+                qos = broadcast.get("qos", sub_qos)
+                sendable = await self._topic_filtering(
+                    target_session, topic=topic, action=Action.RECEIVE
+                )
+                if not sendable:
+                    self.logger.info(
+                        f"{target_session.client_id} not allowed to receive messages from "
+                        f"TOPIC {topic}."
+                    )
+                    continue
+                # Keep what a disconnected persistent session is owed (QoS 1 and 2).
+                if (
+                    target_session.transitions.state != "connected"
+                    and not target_session.clean_session
+                    and qos in (QOS_1, QOS_2)
+                    and not target_session.is_anonymous
+                ):
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if target_session.transitions.state != "connected":
+                    continue
+                handler = self._get_handler(target_session)
+                if handler:
+                    running_tasks.append(
+                        asyncio.ensure_future(
+                            handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
+                        )
+                    )
 
 
-_OVERRIDDEN = ("_initialize_client_session", "_publish_retained_messages_for_subscription")
+_OVERRIDDEN = (
+    "_create_server_instance",
+    "_initialize_client_session",
+    "_handle_client_session",
+    "_publish_retained_messages_for_subscription",
+    "_run_broadcast",
+    "_matches",
+    "_get_handler",
+    "add_subscription",
+    "_del_subscription",
+    "_retain_broadcast_message",
+)
 if not all(hasattr(Broker, name) for name in _OVERRIDDEN):  # pragma: no cover
     raise ImportError(
         "this amqtt version changed Broker internals that i24net patches for isolation "
