@@ -47,28 +47,35 @@ test: install
 test-quick: install
 	$(BIN)/pytest -q -x -m "not broker and not slow"
 
-# The full benchmark (several minutes): baseline and i24net side by side in one run (issue 7).
+# The full benchmark (several minutes): baseline and i24net side by side in one run.
 # Writes bench/results.json and the table bench/results.md.
 bench: install
 	$(BIN)/i24net bench --json bench/results.json
 
-# The chaos soak (about 15 minutes): 20,000 messages among 20 nodes on Mosquitto while the
-# router, nodes and broker are killed and nodes frozen; exits 3 on any loss or duplicate.
+# The chaos soak (about 15 minutes): 20,000 messages among the 198 agencies of the interpol
+# preset on Mosquitto while the router, the broker, isolated agencies and whole node hosts are
+# SIGKILLed, agencies crash inside their hosts and processes are frozen; exits 3 on any loss
+# or duplicate. Writes bench/out/chaos.json (ignored by git).
 chaos: install
-	$(BIN)/i24net chaos --messages 20000 --nodes 20 --engine mosquitto --duration 400 \
-	  --settle 600 --json bench/chaos.json
+	$(BIN)/i24net chaos --messages 20000 --preset interpol --engine mosquitto --duration 400 \
+	  --settle 600 --json bench/out/chaos.json
 
-# Scale-out (issue 9): a 3-member NATS cluster on 127.0.0.1, two router shards, nodes spread
+# Scale-out: a 3-member NATS cluster on 127.0.0.1, two router shards, nodes spread
 # over the members. The tests, then a chaos soak that SIGKILLs a member and a router
 # mid-stream and keeps them down while messages flow; exits 3 on any loss or duplicate.
 test-cluster: install
 	$(BIN)/pytest -q -p no:cacheprovider -m cluster
 	$(BIN)/i24net chaos --engine nats --routers 2 --plan cluster --nodes 12 --messages 3000 \
-	  --duration 90 --settle 300 --json bench/cluster-chaos.json
+	  --duration 90 --settle 300 --json bench/out/cluster-chaos.json
 
-# Throughput with two router shards against one, alternating rounds on the NATS cluster.
+# Scale (several minutes): the whole network live, side by side (interpol on the embedded
+# broker and on Mosquitto, 1,000 agencies on the embedded broker): up, processes, RSS, @ALL,
+# idle CPU, down, against the targets; then two router shards against one, alternating rounds
+# on the NATS cluster. Writes under bench/out/ (ignored by git).
 bench-scale: install
-	$(BIN)/i24net bench --scale --engine nats --routers 2 --json bench/scale.json
+	$(BIN)/i24net bench --network --json bench/out/scale-network.json \
+	  --table bench/out/scale-network.md
+	$(BIN)/i24net bench --scale --engine nats --routers 2 --json bench/out/scale.json
 
 lint: install
 	$(BIN)/ruff check i24net tests

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
-from i24net.cli import cli, console, err_console
+from i24net.cli import EXIT_ERROR, cli, console, err_console, plain_text
 
 
 @cli.command("bench")
 @click.option("--quick", is_flag=True,
-              help="Small counts, well under a minute: a smoke test, not a measurement.")
+              help="Small counts, well under a minute: a smoke test, not a measurement "
+              "(--network: the interpol cases only, idle window 5 s).")
 @click.option("--engine", type=click.Choice(["mosquitto", "embedded", "nats"]),
               default=None, help="Broker for the live phases (embedded: amqtt in a child "
               "process; nats: a local 3-member NATS cluster, --scale only). Default: "
@@ -22,6 +25,17 @@ from i24net.cli import cli, console, err_console
 @click.option("--scale", is_flag=True,
               help="Instead: end-to-end throughput with --routers router shards against one "
               "router, alternating rounds on the same broker (medians and their ratio).")
+@click.option("--network", is_flag=True,
+              help="Instead: the whole network live, case by case side by side (a fresh "
+              "home each): i24net up, processes and RSS, an @ALL broadcast until every "
+              "receipt, idle CPU, i24net down; next to the targets.")
+@click.option("--cases", default=None, metavar="CASE,...",
+              help="--network: NETWORK-ENGINE cases, NETWORK 'interpol' or a number of "
+              "agencies, ENGINE embedded or mosquitto (default interpol-embedded,"
+              "interpol-mosquitto,1000-embedded; the first two with --quick).")
+@click.option("--idle", "idle_s", type=click.FloatRange(1, 600), default=None,
+              metavar="SECONDS", help="--network: length of the idle CPU window (default "
+              "30, 5 with --quick).")
 @click.option("--routers", type=click.IntRange(2, 8), default=2, show_default=True,
               help="--scale: router shards to compare with one router.")
 @click.option("--nodes", type=click.IntRange(2, 64), default=8, show_default=True,
@@ -33,12 +47,14 @@ from i24net.cli import cli, console, err_console
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, metavar="FILE", help="Write every figure as JSON; a markdown "
               "table goes next to it (FILE with .md) unless --markdown says otherwise.")
-@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, metavar="FILE", help="Write the markdown table here.")
+@click.option("--markdown", "--table", "md_path",
+              type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write the markdown table here.")
 @click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR", help="Keep the run's home, stores and logs "
               "under DIR (for investigation).")
-def bench_cmd(quick: bool, engine: str | None, scale: bool, routers: int, nodes: int,
+def bench_cmd(quick: bool, engine: str | None, scale: bool, network: bool,
+              cases: str | None, idle_s: float | None, routers: int, nodes: int,
               messages: int | None, repeats: int | None, json_path: Path | None,
               md_path: Path | None, keep: Path | None) -> None:
     """Measure i24net against a plain MQTT relay on the same broker, in one run.
@@ -46,7 +62,10 @@ def bench_cmd(quick: bool, engine: str | None, scale: bool, routers: int, nodes:
     Relay throughput and latency (baseline vs. the full sealed, routed, receipted
     pipeline on SQLite), fan-out cost of sealing, FLASH latency under a ROUTINE flood,
     virtual-time simulation speed, and peak memory at 198 agencies. Prints a table;
-    --json writes the figures (see 'issues show 7' for the keys).
+    --json writes the figures (bench/README.md explains each key).
+
+    --network measures the whole network live instead, and --scale router shards; both
+    are described in bench/README.md.
     """
     from i24net import bench
 
@@ -55,6 +74,15 @@ def bench_cmd(quick: bool, engine: str | None, scale: bool, routers: int, nodes:
 
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
+    if network:
+        if scale:
+            raise click.UsageError("--network and --scale are two different runs")
+        if engine is not None:
+            raise click.UsageError("--network takes its engines from --cases")
+        _network(quick, cases, idle_s, json_path, md_path, keep, say)
+        return
+    if cases is not None or idle_s is not None:
+        raise click.UsageError("--cases and --idle apply to --network")
     if scale:
         _scale(engine or "nats", routers, nodes, messages or (200 if quick else 1500),
                repeats or (1 if quick else 3), json_path, keep, say)
@@ -109,6 +137,79 @@ def _scale(engine: str, routers: int, nodes: int, messages: int, repeats: int,
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(r, indent=2))
+
+
+def _network(quick: bool, cases: str | None, idle_s: float | None, json_path: Path | None,
+             md_path: Path | None, keep: Path | None, say: Callable[[str], None]) -> None:
+    from i24net import netscale
+
+    chosen = [c.strip() for c in cases.split(",") if c.strip()] if cases is not None \
+        else list(netscale.QUICK_CASES if quick else netscale.CASES)
+    if not chosen:
+        raise click.UsageError("--cases: name at least one case")
+    for case in chosen:
+        try:
+            netscale.parse_case(case)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    idle = idle_s if idle_s is not None else (netscale.QUICK_IDLE_S if quick
+                                              else netscale.IDLE_S)
+    results = netscale.run(chosen, idle_s=idle, quick=quick, keep=keep,
+                           say=lambda text: say(plain_text(text)))  # "[case] ..." literally
+    console.print(network_table(results))
+    console.print(f"[dim]{results['cpu_model']}, {results['cores']} cores, load average "
+                  f"{' '.join(f'{x:.2f}' for x in results['loadavg'])} at the start, "
+                  f"{' '.join(f'{x:.2f}' for x in results['loadavg_end'])} at the end; "
+                  f"{results['seconds']:.0f} s[/]")
+    for line in netscale.targets_text():
+        console.print(f"[dim]- target {line}[/]")
+    for s in results["skipped"]:
+        console.print(f"[yellow]skipped {s['case']}[/]: {s['reason']}")
+    failed = [c for c in results["cases"] if c["error"]]
+    for c in failed:
+        err_console.print(f"[bold red]{c['case']} failed:[/] {plain_text(c['error'])}",
+                          soft_wrap=True)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(netscale.to_json(results))
+        md_path = md_path or json_path.with_suffix(".md")
+    if md_path is not None:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(netscale.markdown(results, _command("i24net bench --network")))
+    if failed:
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
+def _command(default: str) -> str:
+    """The command line this run was started with, as shown in a markdown table."""
+    if Path(sys.argv[0]).name == "i24net":
+        return "i24net " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return default
+
+
+def network_table(results: dict[str, Any]) -> Table:
+    """Figures down, cases across (``network`` over ``engine``), the targets beside them."""
+    from i24net.netscale import FIGURES, cell, target_cell, targets_for
+
+    cases = results["cases"]
+    networks = list(dict.fromkeys(c["network"] for c in cases if targets_for(c["network"])))
+    t = Table(title=f"i24net bench --network (idle window {results['idle_s']:g} s)",
+              title_justify="left")
+    t.add_column("figure")
+    if networks:
+        t.add_column("target\n" + " / ".join(networks), justify="right", style="dim")
+    for c in cases:
+        t.add_column(f"{c['network']}\n{c['engine']}", justify="right")
+    styles = {"met": "green", "MISSED": "bold red"}
+    for fig in FIGURES:
+        row = [f"{fig.label} ({fig.unit})" if fig.unit else fig.label]
+        if networks:
+            row.append(target_cell(networks, fig))
+        for c in cases:
+            text, st = cell(c, fig, target=False)
+            row.append(f"{text} [{styles[st]}]{st}[/]" if st in styles else text)
+        t.add_row(*row)
+    return t
 
 
 def table(results: dict[str, object], bench: object) -> Table:
