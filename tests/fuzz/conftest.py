@@ -1,4 +1,4 @@
-"""Fuzzers (issue 8): Hypothesis over structured mutations of valid objects.
+"""Fuzzers: Hypothesis over structured mutations of valid objects.
 
 The contract under test (DESIGN §2.8): hostile bytes give an ``I24Error`` (a typed reason),
 never another exception, and never hang. The routing-core fixtures (``tests/core``) supply
