@@ -1,7 +1,7 @@
 """``i24net bench --quick`` as a smoke test: it runs, and the JSON holds every figure.
 
 No thresholds: CI machines are shared and noisy. The full run (``make bench``) is where
-the figures are judged against their goals (issue 7).
+the figures are judged against their goals.
 """
 
 from __future__ import annotations

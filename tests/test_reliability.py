@@ -5,7 +5,7 @@ stream is flowing: the receiving node is SIGKILLed after about 100 deliveries an
 the broker is stopped (SIGTERM) and started again on the same port, and the router is
 SIGKILLed after about 300 deliveries and restarted. Afterwards every outbox entry at NCB-FR
 must be ``delivered`` with NCB-DE's receipt, and NCB-DE's inbox must hold each subject
-exactly once: no duplicates, nothing missing, nothing unexpected (DESIGN section 3). The
+exactly once: no duplicates, nothing missing, nothing unexpected. The
 audit chains must still verify, and NCB-DE's chain must not record any message as received
 twice.
 

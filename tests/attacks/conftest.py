@@ -1,4 +1,4 @@
-"""Attack drills (issue 8): one module per threat, run against the real machines.
+"""Attack drills: one module per threat, run against the real machines.
 
 The drills reuse the routing-core fixtures (``tests/core/netfixtures.py``: the demo network
 with fixed keys, an in-memory ``Net`` of one router and eight nodes) and, for the broker

@@ -3,7 +3,7 @@ credentials) sends a message that claims to come from NCB-FR.
 
 The claim is the header's ``from``; only NCB-FR's Ed25519 key can sign for it, and the router
 and every recipient verify that signature over the received bytes with the key the directory
-lists (DESIGN §2.1). Covered elsewhere, not repeated: every header field's tampering
+lists. Covered elsewhere, not repeated: every header field's tampering
 (tests/core/test_envelope.py), the policy table (tests/core/test_policy.py).
 """
 

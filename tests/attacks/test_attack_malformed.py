@@ -3,7 +3,7 @@ and the nodes consume: ``submit/<AGENCY>`` (envelopes, receipts, gap requests),
 ``inbox/<AGENCY>`` (deliveries, reports, forwarded receipts) and ``directory`` (the signed
 directory, read by the daemons through ``directory.load``).
 
-Each hostile frame is dropped with a ``wire.*`` reason (DESIGN §2.8: explicit size and depth
+Each hostile frame is dropped with a ``wire.*`` reason (explicit size and depth
 limits, a typed error, counted), nothing is published in answer (there is no trustworthy id
 to answer), and a legitimate message goes through afterwards. The strict decoder itself is
 tested in tests/core/test_wire.py; here every consumer is fed.

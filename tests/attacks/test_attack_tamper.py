@@ -2,7 +2,7 @@
 broker, a man in the middle without TLS) or between the router and a node edits a valid
 envelope: a header field, a key wrap, the encrypted body, the signature.
 
-The signature covers the header bytes, every wrap and the ciphertext (DESIGN §2.1), and the
+The signature covers the header bytes, every wrap and the ciphertext, and the
 router checks it before anything else: every edit is ``sig.invalid`` (or a parse failure,
 dropped). A node re-verifies even what the router stamped. Every single-field edit of the
 header and every bit flip are already covered at the envelope level

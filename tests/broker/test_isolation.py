@@ -1,4 +1,4 @@
-"""Broker isolation (DESIGN §2.7) on both engines, through a real MQTT client (aiomqtt).
+"""Broker isolation on both engines, through a real MQTT client (aiomqtt).
 
 Negative checks carry a positive control sent right after the forbidden one on the same
 path: the test waits for the control message, so "nothing arrived" means the broker refused

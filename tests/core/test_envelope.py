@@ -1,6 +1,6 @@
 """envelope: seal/open round trips, tamper resistance of every signed byte, hostile input.
 
-Properties under test (DESIGN §2): 1 authenticity (every byte is signed), 2 confidentiality
+Properties under test: 1 authenticity (every byte is signed), 2 confidentiality
 (only recipients open), 3 binding (header, wraps and ciphertext cannot be recombined), 5
 freshness, 6 revocation and rotation, 8 bad input yields a typed error.
 """

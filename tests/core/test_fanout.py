@@ -1,4 +1,4 @@
-"""Fan-out cost (DESIGN §2.2): a broadcast to 196 NCBs costs little more than one message.
+"""Fan-out cost: a broadcast to 196 NCBs costs little more than one message.
 
 The body is encrypted once; each recipient adds one 32-byte XChaCha20-Poly1305 wrap under a
 cached pair key, not a public-key operation. With a warm ``PairKeyCache`` the per-recipient

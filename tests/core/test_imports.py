@@ -1,6 +1,6 @@
 """The core is sans-IO: no event loop, network, database, terminal, clock or randomness.
 
-STYLE.md point 1 and DESIGN §4: ``i24net/core`` takes the clock and the random source as
+``i24net/core`` takes the clock and the random source as
 arguments. This test reads every core module's imports with ``ast`` (nothing is executed),
 including imports nested in functions and ``if TYPE_CHECKING`` blocks.
 """
