@@ -22,7 +22,10 @@ Concurrency: the daemon owns the file; WAL lets a CLI read it at the same time
 adding to a running node's outbox) waits up to ``busy_timeout_ms`` for the write lock.
 
 Schema: created on first open, recorded in ``schema_version`` (store kind and version). A
-file written by a newer i24net is refused rather than misread. Changing ``OutboxEntry``,
+file written by a newer i24net is refused rather than misread; an older one is migrated by
+its writer (``MIGRATIONS``, one version a step) and refused by readers until then. The node
+store's ``handovers`` log (v2) records every message handed to the application, a repeat
+included, for consumers that follow it by sequence number. Changing ``OutboxEntry``,
 ``InboxItem`` or ``PriorMessage`` means a new schema version and a migration here. Lists,
 sets and maps are stored as msgpack (``wire.pack``); sets are stored sorted.
 """
@@ -35,7 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import msgpack
 
@@ -45,7 +48,7 @@ from i24net.core.node import OUTBOX_FINAL, InboxItem, OutboxEntry
 from i24net.core.policy import PriorMessage
 from i24net.core.wire import pack
 
-__all__ = ["SCHEMA_VERSION", "SqliteNodeStore", "SqliteRouterStore", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "Handover", "SqliteNodeStore", "SqliteRouterStore", "StoreError"]
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +60,16 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
 # Outbox states every status view shows, even at zero (the final ones come from the node).
 OUTBOX_STATES = ("queued", "accepted", *OUTBOX_FINAL)
+
+
+class Handover(NamedTuple):
+    """One message handed to the node's application (``SqliteNodeStore.handovers``)."""
+
+    seq: int
+    msg_id: bytes
+    sender: str
+    subject: str
+    received_ms: int
 
 
 class StoreError(I24Error):
@@ -95,6 +108,9 @@ class _SqliteStore:
 
     KIND: ClassVar[str]
     SCHEMA: ClassVar[tuple[str, ...]]
+    VERSION: ClassVar[int] = SCHEMA_VERSION
+    # version -> the statements that bring a store of that version to the next one
+    MIGRATIONS: ClassVar[dict[int, tuple[str, ...]]] = {}
 
     def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False,
                  synchronous: str = "NORMAL",
@@ -168,6 +184,8 @@ class _SqliteStore:
         tables = self._rows("SELECT name FROM sqlite_master WHERE type = 'table'")
         if tables or self.readonly:
             self._check_version(tables)
+            if not self.readonly:
+                self._migrate()
             return
         with self._tx("creating the schema") as conn:
             # Again under the lock: another process may have created it meanwhile.
@@ -179,9 +197,25 @@ class _SqliteStore:
                 conn.execute("CREATE TABLE schema_version (kind TEXT NOT NULL, "
                              "version INTEGER NOT NULL)")
                 conn.execute("INSERT INTO schema_version (kind, version) VALUES (?, ?)",
-                             (self.KIND, SCHEMA_VERSION))
+                             (self.KIND, self.VERSION))
             else:
                 self._check_version(tables)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older store up to ``VERSION``, one step per transaction."""
+        while True:
+            version = int(self._rows("SELECT version FROM schema_version")[0][0])
+            if version >= self.VERSION:
+                return
+            with self._tx(f"migrating the schema from v{version}") as conn:
+                # under the write lock: another process may have migrated it meanwhile
+                if conn.execute("SELECT version FROM schema_version").fetchone()[0] \
+                        != version:
+                    continue
+                for statement in self.MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
 
     def _check_version(self, tables: list[Any]) -> None:
         if "schema_version" not in {t[0] for t in tables}:
@@ -197,13 +231,18 @@ class _SqliteStore:
         if kind != self.KIND:
             raise StoreError(f"{self.path} is a {kind} store, not a {self.KIND} store",
                              reason="store.schema")
-        if version > SCHEMA_VERSION:
+        if version > self.VERSION:
             raise StoreError(f"{self.path} was written by a newer i24net ({self.KIND} store "
-                             f"schema v{version}; this version reads v{SCHEMA_VERSION}): "
+                             f"schema v{version}; this version reads v{self.VERSION}): "
                              "upgrade i24net", reason="store.schema")
-        if version < SCHEMA_VERSION:
+        if version < self.VERSION and any(v not in self.MIGRATIONS
+                                          for v in range(version, self.VERSION)):
             raise StoreError(f"{self.path} has {self.KIND} store schema v{version}, which "
-                             f"this version cannot migrate to v{SCHEMA_VERSION}",
+                             f"this version cannot migrate to v{self.VERSION}",
+                             reason="store.schema")
+        if version < self.VERSION and self.readonly:
+            raise StoreError(f"{self.path} has {self.KIND} store schema v{version}: start "
+                             f"its {self.KIND} once to migrate it to v{self.VERSION}",
                              reason="store.schema")
 
     # -- the boundary: every SQLite call goes through these --------------------------------
@@ -466,7 +505,22 @@ class SqliteNodeStore(_SqliteStore):
             kid BLOB PRIMARY KEY,
             last INTEGER NOT NULL,
             missing BLOB NOT NULL) WITHOUT ROWID  -- msgpack list, sorted""",
+        # Every hand-over of a message to the application, in order, duplicates included
+        # (the inbox keeps one row per message): what an application consumer follows.
+        """CREATE TABLE handovers (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            msg_id BLOB NOT NULL,
+            sender TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            received_ms INTEGER NOT NULL)""",
     )
+    VERSION = 2
+    MIGRATIONS: ClassVar[dict[int, tuple[str, ...]]] = {1: ("""CREATE TABLE handovers (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            msg_id BLOB NOT NULL,
+            sender TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            received_ms INTEGER NOT NULL)""",)}
     _OUTBOX_PUT = _upsert("outbox", _OUTBOX_COLUMNS, "msg_id")
     _OUTBOX_SELECT = f"SELECT {', '.join(_OUTBOX_COLUMNS)} FROM outbox"
     _INBOX_PUT = _upsert("inbox", _INBOX_COLUMNS, "msg_id")
@@ -497,8 +551,19 @@ class SqliteNodeStore(_SqliteStore):
         return bool(self._rows("SELECT 1 FROM inbox WHERE msg_id = ?", (msg_id,)))
 
     def inbox_put(self, item: InboxItem) -> None:
+        """Store the item and log its hand-over, in one transaction."""
         with self._tx("saving an inbox item") as conn:
             conn.execute(self._INBOX_PUT, _inbox_row(item))
+            conn.execute("INSERT INTO handovers (msg_id, sender, subject, received_ms) "
+                         "VALUES (?, ?, ?, ?)",
+                         (item.msg_id, item.sender, item.subject, item.received_ms))
+
+    def handovers(self, after: int = 0, limit: int = 1000) -> list[Handover]:
+        """Hand-overs to the application with a sequence number above ``after``, oldest
+        first: a consumer keeps the last ``seq`` it saw and asks again from there."""
+        rows = self._rows("SELECT seq, msg_id, sender, subject, received_ms FROM handovers "
+                          "WHERE seq > ? ORDER BY seq LIMIT ?", (after, max(limit, 0)))
+        return [Handover(*r) for r in rows]
 
     def inbox_get(self, msg_id: bytes) -> InboxItem | None:
         rows = self._rows(f"{self._INBOX_SELECT} WHERE msg_id = ?", (msg_id,))

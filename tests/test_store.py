@@ -408,12 +408,50 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "node.sqlite"
     SqliteNodeStore(path).close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 2")
+        conn.execute("UPDATE schema_version SET version = ?", (SqliteNodeStore.VERSION + 1,))
     conn.close()
     for readonly in (False, True):
         with pytest.raises(StoreError, match="newer i24net") as info:
             SqliteNodeStore(path, readonly=readonly)
         assert info.value.reason == "store.schema"
+
+
+def test_a_v1_node_store_is_migrated_by_its_writer(tmp_path: Path) -> None:
+    """A store from before the hand-over log: its node migrates it, a reader says how."""
+    path = tmp_path / "node.sqlite"
+    with SqliteNodeStore(path) as store:
+        store.inbox_put(InboxItem(b"m" * 16, "NCB-FR", "message", "UNCLASSIFIED", 3, "s", "",
+                                  {}, 1, 2))
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE handovers")
+        conn.execute("UPDATE schema_version SET version = 1")
+    conn.close()
+    with pytest.raises(StoreError, match="start its node once") as info:
+        SqliteNodeStore(path, readonly=True)
+    assert info.value.reason == "store.schema"
+    with SqliteNodeStore(path) as store:  # migrates, keeping the inbox
+        assert store.inbox_has(b"m" * 16) and store.handovers() == []
+    with SqliteNodeStore(path, readonly=True) as store:
+        assert store.handovers() == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+    conn.close()
+
+
+def test_every_hand_over_is_logged_even_a_repeated_one(tmp_path: Path) -> None:
+    """The inbox keeps one row per message; the hand-over log keeps every hand-over, so an
+    application consumer can see a message handed over twice."""
+    with SqliteNodeStore(tmp_path / "node.sqlite") as store:
+        items = [InboxItem(bytes([i]) * 16, "NCB-FR", "message", "UNCLASSIFIED", 3, f"s{i}",
+                           "", {}, 1, 10 + i) for i in range(3)]
+        for item in (*items, items[1]):
+            store.inbox_put(item)
+        log = store.handovers()
+        assert [(h.seq, h.msg_id, h.subject, h.received_ms) for h in log] == [
+            (1, items[0].msg_id, "s0", 10), (2, items[1].msg_id, "s1", 11),
+            (3, items[2].msg_id, "s2", 12), (4, items[1].msg_id, "s1", 11)]
+        assert store.handovers(after=2, limit=1) == [log[2]]
+        assert store.counts()["inbox.total"] == 3
 
 
 @pytest.mark.parametrize("make", [
