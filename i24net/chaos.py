@@ -11,23 +11,22 @@ router and keeps them down while messages keep flowing (nodes fail over to anoth
 a surviving router takes the dead router's shard over), then brings both back (the shard is
 handed back). The ``random`` plan picks members and routers among its targets.
 
-When the schedule is over it waits (bounded) for the outboxes to settle, then ``check``
-reads every history — each sender's outbox, each receiver's inbox, and each node's audit
-log of deliveries to its application — and classifies every message:
-
-- delivered: accepted and in every recipient's inbox;
-- lost: accepted but missing from some recipient's inbox;
-- duplicated: handed to some recipient's application more than once (audit ``received``);
-- unexpected: in an inbox but never sent by anyone;
-- failed: reported to its sender as refused or expired.
+The verdict comes from an outside history (``i24net.history``), never from the daemons'
+own buffered audit: the feeder records each submit once it returned (fsync'd before the
+message counts as sent), the application consumer of every agency records each hand-over
+from its node's hand-over log, and at the end the senders' outcomes are recorded. When the
+schedule is over the soak waits (bounded) for the outboxes to settle; ``i24net.checker``
+then classifies every submitted message (delivered once, duplicated, misdelivered, refused
+with its reason, expired, lost, pending) and fails the run unless each one was delivered
+once: a refusal is a failure, since the soak sends nothing the policy should refuse.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections import Counter
@@ -37,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from i24net import client
+from i24net.checker import Allowance, Verdict
 from i24net.core.envelope import Body, make_header
 from i24net.core.labels import Label, Precedence
+from i24net.history import Consumers, History, judge, record_outcomes
 from i24net.home import Home, now_ms
 from i24net.supervisor import Supervisor
 
@@ -47,14 +48,21 @@ PLANS = ("random", "cluster")
 
 @dataclass
 class ChaosReport:
-    sent: int = 0
-    accepted: int = 0
+    sent: int = 0  # submits in the history
+    accepted: int = 0  # neither refused nor expired
     delivered: int = 0
     lost: int = 0
     duplicated: int = 0
     unexpected: int = 0
-    failed: int = 0
+    misdelivered: int = 0
+    refused: int = 0
+    refused_unexpected: int = 0
+    expired: int = 0
+    failed: int = 0  # refused or expired
     pending: int = 0
+    ok: bool = False  # the checker's verdict
+    failures: list[str] = field(default_factory=list)
+    history: str = ""
     kills: int = 0
     freezes: int = 0
     broker_restarts: int = 0
@@ -72,7 +80,11 @@ class ChaosReport:
     nodes: int = 0
     routers: int = 1
     members: int = 1
-    nodes_start_member: dict[str, int] = field(default_factory=dict)
+    # on a cluster, from the connections the nodes' logs show they made: agencies that
+    # connected to each member, and delivered messages whose sender and recipient never
+    # shared a member (so the cluster carried them between members)
+    nodes_per_member: dict[str, int] = field(default_factory=dict)
+    crossed_members: int = 0
     seed: int = 0
     lost_ids: list[str] = field(default_factory=list)
     duplicated_ids: list[str] = field(default_factory=list)
@@ -80,6 +92,23 @@ class ChaosReport:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def take(self, v: Verdict) -> None:
+        """The checker's classification of the history."""
+        c = v.counts
+        self.sent = v.submitted
+        self.delivered, self.lost, self.duplicated = c["delivered"], c["lost"], c["duplicated"]
+        self.misdelivered, self.refused, self.expired = (c["misdelivered"], c["refused"],
+                                                         c["expired"])
+        self.pending, self.unexpected = c["pending"], v.unexpected
+        self.refused_unexpected = v.refused_unexpected
+        self.failed = self.refused + self.expired
+        self.accepted = self.sent - self.failed
+        self.ok, self.failures = v.ok, list(v.failures)
+        self.lost_ids, self.duplicated_ids = v.ids["lost"], v.ids["duplicated"]
+        self.failed_reasons = dict(v.refusal_reasons)
+        if self.expired:
+            self.failed_reasons["expired"] = self.expired
 
 
 def pick_port_block(span: int, host: str = "127.0.0.1") -> int:
@@ -105,15 +134,15 @@ def pick_port_block(span: int, host: str = "127.0.0.1") -> int:
 
 
 def prepare(path: Path, nodes: int, engine: str, *, routers: int = 1,
-            preset: str | None = None) -> Home:
+            preset: str | None = None, spec: str | None = None) -> Home:
     """A network of ``nodes`` law-enforcement agencies plus the GS and Europol, or the
-    built-in network ``preset`` (every agency of it sends and receives), with ``routers``
-    router shards."""
+    built-in network ``preset``, or the network ``spec`` (a network.toml's text; in those
+    two every active agency sends and receives), with ``routers`` router shards."""
     from i24net.broker import pick_free_port
     from i24net.core.netspec import CLUSTER_ENGINES
     from i24net.presets import configure, preset_toml, synthetic_toml
 
-    text = preset_toml(preset) if preset else \
+    text = spec if spec is not None else preset_toml(preset) if preset else \
         synthetic_toml(max(1, nodes) + 2, seed=1)  # GS-LYON, EUROPOL and the nodes
     port = pick_port_block(40) if engine in CLUSTER_ENGINES else pick_free_port()
     text = configure(text, engine=engine, port=port, routers=routers)
@@ -122,60 +151,13 @@ def prepare(path: Path, nodes: int, engine: str, *, routers: int = 1,
     return home
 
 
-def check(home: Home, agencies: list[str]) -> ChaosReport:
-    """Classify every message from the senders' and receivers' histories."""
-    from i24net.runtime import node_store_path
-
-    r = ChaosReport()
-    agencies = [a for a in agencies if node_store_path(home, a).exists()]
-    sent: dict[bytes, tuple[str, tuple[str, ...]]] = {}
-    accepted: set[bytes] = set()
-    for a in agencies:
-        with client.open_store(home, a, readonly=True) as store:
-            for e in store.outbox_list(limit=None):
-                sent[e.msg_id] = (a, e.recipients)
-                if e.state in ("refused", "expired"):
-                    r.failed += 1
-                    r.failed_reasons[e.reason] = r.failed_reasons.get(e.reason, 0) + 1
-                else:
-                    accepted.add(e.msg_id)
-                    if e.state != "delivered":
-                        r.pending += 1
-    holders: dict[bytes, set[str]] = {}
-    for a in agencies:
-        with client.open_store(home, a, readonly=True) as store:
-            for i in store.inbox_list(limit=None):
-                holders.setdefault(i.msg_id, set()).add(a)
-        handed: Counter[str] = Counter()
-        audit = home.logs_dir / f"audit-{a}.jsonl"
-        if audit.exists():
-            for line in audit.read_bytes().splitlines():
-                with contextlib.suppress(ValueError):
-                    entry = json.loads(line)
-                    if entry.get("event") == "received":
-                        handed[str(entry.get("msg_id", ""))] += 1
-        for mid, n in handed.items():
-            if n > 1:
-                r.duplicated += 1
-                r.duplicated_ids.append(f"{mid}@{a}")
-    r.sent = len(sent)
-    r.accepted = len(accepted)
-    r.unexpected = sum(1 for mid in holders if mid not in sent)
-    for mid in accepted:
-        _, recipients = sent[mid]
-        if set(recipients) <= holders.get(mid, set()):
-            r.delivered += 1
-        else:
-            r.lost += 1
-            r.lost_ids.append(mid.hex())
-    return r
-
-
 def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
-         first: int = 1) -> int:
+         first: int = 1, history: History | None = None,
+         label: Label = Label("UNCLASSIFIED")) -> int:
     """Write ``n`` messages (900-byte bodies, 80% to one recipient, 20% to three) straight
-    into random senders' outboxes, due at once, and wake the senders' nodes. Returns
-    ``n``."""
+    into random senders' outboxes, due at once, as ``NodeMachine.submit`` does for
+    ``publish``; record each submit in ``history`` (fsync'd before this returns) and wake
+    the senders' nodes. Returns ``n``."""
     from dataclasses import replace
 
     from i24net.core.node import NodeMachine
@@ -198,7 +180,7 @@ def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
             others = [a for a in agencies if a != sender]
             to = rng.sample(others, k=1 if rng.random() < 0.8 else min(3, len(others)))
             header = make_header(d, sender=sender, addressing=to, kind="message",
-                                 label=Label("UNCLASSIFIED"), now_ms=now_ms(),
+                                 label=label, now_ms=now_ms(),
                                  ttl_ms=6 * 3600_000, random_bytes=os.urandom,
                                  precedence=Precedence.ROUTINE)
             machine(sender).submit(header, Body(f"chaos-{first + i:06d}", "x" * 900),
@@ -206,11 +188,43 @@ def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
             entry = stores[sender].outbox_get(header.id)
             assert entry is not None
             stores[sender].outbox_put(replace(entry, next_ms=0))
+            if history is not None:
+                history.submit(header.id, sender, to, subject=f"chaos-{first + i:06d}")
     finally:
         for s in stores.values():
             s.close()
+        if history is not None:
+            history.flush()  # on disk before the caller counts these as sent
     for a in sorted(woken):
         client.wake(home, a, timeout=1.0)  # a frozen host answers when it thaws
+    return n
+
+
+_CONNECTED = re.compile(r" ([A-Za-z0-9-]+): connected to ([0-9.]+:[0-9]+) ")
+
+
+def connections(logs: Path, agencies: list[str]) -> dict[str, set[str]]:
+    """The broker members (``host:port``) each agency's node connected to, from what the
+    transports logged in the daemons' logs."""
+    wanted = set(agencies)
+    found: dict[str, set[str]] = {}
+    for path in sorted(logs.glob("*.log")):
+        for m in _CONNECTED.finditer(path.read_text(errors="replace")):
+            if m[1] in wanted:
+                found.setdefault(m[1], set()).add(m[2])
+    return found
+
+
+def crossed(history: Path, members_of: dict[str, set[str]]) -> int:
+    """Deliveries in ``history`` between a sender and a recipient that never connected to
+    the same member: the cluster must have carried them from one member to another."""
+    records = [json.loads(line) for line in history.read_bytes().splitlines()]
+    senders = {r["id"]: r["sender"] for r in records if r["op"] == "submit"}
+    n = 0
+    for r in records:
+        if r["op"] == "deliver" and r["id"] in senders:
+            a, b = members_of.get(senders[r["id"]]), members_of.get(r["agency"])
+            n += bool(a and b and not a & b)
     return n
 
 
@@ -226,10 +240,16 @@ def settled(home: Home, agencies: list[str]) -> bool:
 class Soak:
     def __init__(self, home: Home, *, messages: int, seed: int, duration: float,
                  engine: str, plan: str = "random", isolate: int = 4,
+                 label: Label = Label("UNCLASSIFIED"),
+                 history: str | os.PathLike[str] | None = None,
                  log: Callable[[str], None] = lambda _: None,
                  progress: Callable[[int, int], None] = lambda _a, _b: None) -> None:
         self.home = home
         self.sup = Supervisor(home)
+        self.label = label
+        self.history_path = Path(history) if history else home.path / "history.jsonl"
+        self.history: History | None = None
+        self.members_of: dict[str, set[str]] = {}
         self.messages = messages
         self.rng = random.Random(seed)
         self.duration = duration
@@ -345,50 +365,66 @@ class Soak:
 
     def _feed(self, n: int) -> None:
         self.report.sent += feed(self.home, self.agencies, n, self.rng,
-                                 first=self.report.sent + 1)
+                                 first=self.report.sent + 1, history=self.history,
+                                 label=self.label)
 
     def run(self, settle_timeout: float = 300.0) -> ChaosReport:
+        """Start the network, feed and hurt it, let it settle, judge the history."""
         t0 = time.monotonic()
-        self.sup.up(self.engine, isolate=self.isolated)
-        self.hosts = sorted(n for n in self.sup.load() if self.sup.is_host(n))
-        self.report.hosts = len(self.hosts)
+        self.report.history = str(self.history_path)
+        self.history = History(self.history_path, "chaos", plan=self.plan,
+                               engine=self.engine, seed=self.report.seed,
+                               agencies=len(self.agencies))
+        consumers = Consumers(self.home, self.agencies, self.history,
+                              interval=max(0.25, len(self.agencies) / 400))
         try:
-            schedule = self._schedule()
-            rate = self.messages / max(1.0, self.duration * 0.85)
-            fed = 0
-            while fed < self.messages or schedule:
-                elapsed = time.monotonic() - t0
-                due = min(self.messages, int(elapsed * rate) + 1)
-                if due > fed:
-                    self._feed(due - fed)
-                    fed = due
-                    self.progress(fed, self.messages)
-                if schedule and schedule[0][0] <= elapsed:
-                    _, action, target = schedule.pop(0)
-                    self._act(action, target)
-                else:
-                    time.sleep(0.05)
-            self.sup.up(self.engine)  # anything the schedule left down comes back
-            down = [a for a, (state, _, _) in self.sup.agency_states().items()
-                    if state != "up"]
-            if down:
-                self.sup.start_agencies(down)
-            settle0 = time.monotonic()
-            while time.monotonic() - settle0 < settle_timeout:
-                if self._settled():
-                    break
-                time.sleep(1.0)
-            self.report.settle_s = round(time.monotonic() - settle0, 1)
-            time.sleep(1.0)  # let the last audit lines reach the files
+            self.sup.up(self.engine, isolate=self.isolated)
+            consumers.start()
+            self._run(t0, settle_timeout)
         finally:
-            self._observe()
-            self.sup.down()
-        checked = check(self.home, self.agencies)
-        for key in ("accepted", "delivered", "lost", "duplicated", "unexpected", "failed",
-                    "pending", "lost_ids", "duplicated_ids", "failed_reasons"):
-            setattr(self.report, key, getattr(checked, key))
+            try:
+                self._observe()
+                consumers.stop()  # a last look at every hand-over log
+                record_outcomes(self.home, self.agencies, self.history)
+            finally:
+                self.history.close()
+                self.sup.down()
+        self.report.take(judge(self.history_path, Allowance()))
+        if self.members_of:
+            self.report.crossed_members = crossed(self.history_path, self.members_of)
         self.report.elapsed_s = round(time.monotonic() - t0, 1)
         return self.report
+
+    def _run(self, t0: float, settle_timeout: float) -> None:
+        self.hosts = sorted(n for n in self.sup.load() if self.sup.is_host(n))
+        self.report.hosts = len(self.hosts)
+        schedule = self._schedule()
+        rate = self.messages / max(1.0, self.duration * 0.85)
+        fed = 0
+        while fed < self.messages or schedule:
+            elapsed = time.monotonic() - t0
+            due = min(self.messages, int(elapsed * rate) + 1)
+            if due > fed:
+                self._feed(due - fed)
+                fed = due
+                self.progress(fed, self.messages)
+            if schedule and schedule[0][0] <= elapsed:
+                _, action, target = schedule.pop(0)
+                self._act(action, target)
+            else:
+                time.sleep(0.05)
+        self.sup.up(self.engine)  # anything the schedule left down comes back
+        down = [a for a, (state, _, _) in self.sup.agency_states().items()
+                if state != "up"]
+        if down:
+            self.sup.start_agencies(down)
+        settle0 = time.monotonic()
+        while time.monotonic() - settle0 < settle_timeout:
+            if self._settled():
+                break
+            time.sleep(1.0)
+        self.report.settle_s = round(time.monotonic() - settle0, 1)
+        time.sleep(1.0)  # a late re-delivery would show as a duplicate
 
     def _observe(self) -> None:
         """What the logs say: shard takeovers, and which member each node was on."""
@@ -399,15 +435,9 @@ class Soak:
                 self.report.takeovers += path.read_text(errors="replace").count(
                     "taking it over")
         if len(self.brokers) > 1:
-            from i24net.runtime import endpoint, start_index
-
-            members = endpoint(self.home).members
-            order = sorted(self.home.directory().agencies)
-            spread: Counter[str] = Counter()
-            for a in self.agencies:
-                host, port = members[start_index(a, len(members), order)]
-                spread[f"{host}:{port}"] += 1
-            self.report.nodes_start_member = dict(sorted(spread.items()))
+            self.members_of = connections(logs, self.agencies)
+            spread: Counter[str] = Counter(m for ms in self.members_of.values() for m in ms)
+            self.report.nodes_per_member = dict(sorted(spread.items()))
 
     def _settled(self) -> bool:
         return settled(self.home, self.agencies)

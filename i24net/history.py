@@ -164,12 +164,22 @@ class Consumers:
         self.cursors.update(seen)  # only once the records are on disk
         return found
 
+    def _close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+
     def _run(self) -> None:
+        # SQLite connections belong to the thread that opened them: this thread opens,
+        # polls and closes them, the last look included.
         try:
             while not self._stop.wait(self.interval):
                 self.poll()
+            self.poll()
         except BaseException as exc:  # reported by stop()
             self.error = exc
+        finally:
+            self._close()
 
     def start(self) -> Consumers:
         self._thread = threading.Thread(target=self._run, name="consumers", daemon=True)
@@ -177,17 +187,17 @@ class Consumers:
         return self
 
     def stop(self) -> None:
-        """Stop the thread, take a last look, close the stores; re-raise a thread error."""
+        """Take a last look at every log, close the stores; re-raise a thread's error."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        try:
-            if self.error is None:
+        if self._thread is None:
+            try:
                 self.poll()
-        finally:
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
+            finally:
+                self._close()
+        else:
+            self._thread.join(timeout=120)
+            if self._thread.is_alive():
+                raise RuntimeError("the consumers did not stop within 120 s")
         if self.error is not None:
             raise RuntimeError(f"the consumers failed: {self.error}") from self.error
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import time
 import tomllib
 from pathlib import Path
@@ -124,12 +125,16 @@ class Home:
 
     # -- creation -------------------------------------------------------------------------
     def init(self, spec_text: str, *, force: bool = False) -> Directory:
-        """Write the spec, generate every key, and issue directory version 1."""
+        """Write the spec, generate every key, and issue directory version 1. ``force``
+        replaces a network already there: its keys, stores, broker files and logs go (they
+        belong to the old keys), the rest of the folder stays."""
         if self.spec_file.exists() and not force:
             raise ConfigError(f"a network already exists at {self.path} (use --force to "
                               "replace it)", reason="config.home")
         spec = parse_spec(_parse_toml(spec_text, "network.toml"))
         for sub in ("keys", "state", "broker", "logs"):
+            if force and (self.path / sub).is_dir():
+                shutil.rmtree(self.path / sub)
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.keys_dir, 0o700)
         self.spec_file.write_text(spec_text)

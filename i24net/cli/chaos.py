@@ -1,4 +1,5 @@
-"""``i24net chaos``: a live soak under kills and partitions, then a loss checker."""
+"""``i24net chaos``: a live soak under kills and partitions, judged from an outside history;
+``i24net check``: the same checker over a history file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from i24net.chaos import PLANS, Soak, prepare
+from i24net.checker import CLASSES, Allowance
 from i24net.cli import EXIT_REFUSED, cli, console
+from i24net.core.errors import I24Error
+from i24net.core.labels import Label
+from i24net.home import Home
 
 
 @cli.command()
@@ -21,6 +26,13 @@ from i24net.cli import EXIT_REFUSED, cli, console
 @click.option("--preset", type=click.Choice(["interpol"]), default=None,
               help="Run among every agency of this built-in network instead (interpol: "
               "198 agencies), most of them on node hosts.")
+@click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, metavar="FILE",
+              help="Run among every active agency of this network.toml instead (its broker "
+              "engine and port are replaced).")
+@click.option("--label", default="UNCLASSIFIED", show_default=True, metavar="MARKING",
+              help="The label every message carries; a message the policy refuses fails "
+              "the run.")
 @click.option("--engine", type=click.Choice(["mosquitto", "embedded", "nats"]),
               default="mosquitto", show_default=True,
               help="nats: a local 3-member NATS cluster, one process per member.")
@@ -38,17 +50,27 @@ from i24net.cli import EXIT_REFUSED, cli, console
               help="At most this long to wait for every outbox to settle afterwards.")
 @click.option("--home", "home", default=None, metavar="DIR",
               help="Where to create the network (default: a temporary folder).")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None)
-def chaos(messages: int, nodes: int, preset: str | None, engine: str, routers: int, plan: str,
-          duration: float, seed: int, settle: float, home: str | None,
-          json_file: str | None) -> None:
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the report here.")
+@click.option("--history", "history_file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Keep the outside history here (default: history.jsonl "
+              "in the home, so it is gone with a temporary home); 'i24net check FILE' "
+              "judges it again.")
+def chaos(messages: int, nodes: int, preset: str | None, network_file: str | None,
+          label: str, engine: str, routers: int, plan: str, duration: float, seed: int,
+          settle: float, home: str | None, json_file: str | None,
+          history_file: str | None) -> None:
     """Send MESSAGES among NODES while killing the router, nodes and the broker and freezing
-    nodes; then classify every message. Exit 3 if anything was lost, duplicated or
-    unexpected, or if no fault was injected."""
+    nodes; then classify every message from the outside history (what the senders were
+    told, what each agency's application consumer saw). Exit 3 unless every message was
+    delivered exactly once to each of its recipients (a refusal, an expiry, a loss, a
+    duplicate, a message still pending or one delivered where it must not be fails the
+    run), or if no fault was injected."""
+    spec = Path(network_file).read_text() if network_file else None
     with tempfile.TemporaryDirectory(prefix="i24net-chaos-") as tmp:
         h = prepare(Path(home) if home else Path(tmp) / "home", nodes, engine,
-                    routers=routers, preset=preset)
-        if preset:
+                    routers=routers, preset=preset, spec=spec)
+        if preset or spec is not None:
             nodes = sum(1 for a in h.directory().agencies.values() if a.active)
         console.print(f"chaos: {messages} messages among {nodes} nodes on {engine} with "
                       f"{routers} router(s), plan {plan}, {duration:g}s of faults, seed "
@@ -56,30 +78,80 @@ def chaos(messages: int, nodes: int, preset: str | None, engine: str, routers: i
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("feeding", total=messages)
             soak = Soak(h, messages=messages, seed=seed, duration=duration, engine=engine,
-                        plan=plan,
+                        plan=plan, label=_label(h, label), history=history_file,
                         log=lambda m: progress.console.print(f"  fault: {m}"),
                         progress=lambda n, _t: progress.update(task, completed=n))
             report = soak.run(settle_timeout=settle)
     t = Table(title="chaos checker")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    for key in ("sent", "accepted", "delivered", "lost", "duplicated", "unexpected", "failed",
-                "pending", "kills", "router_kills", "node_kills", "host_kills",
+    for key in ("sent", "accepted", "delivered", "lost", "duplicated", "misdelivered",
+                "unexpected", "refused", "refused_unexpected", "expired", "pending", "kills", "router_kills", "node_kills", "host_kills",
                 "agency_crashes", "broker_restarts", "freezes", "hosts", "isolated",
                 "takeovers", "elapsed_s", "settle_s"):
         t.add_row(key, str(getattr(report, key)))
-    if report.nodes_start_member:
-        t.add_row("nodes per member (start)", ", ".join(
-            f"{m} {n}" for m, n in report.nodes_start_member.items()))
+    if report.nodes_per_member:
+        t.add_row("nodes per member (connected)", ", ".join(
+            f"{m} {n}" for m, n in report.nodes_per_member.items()))
+        t.add_row("delivered across members", str(report.crossed_members))
     console.print(t)
     if report.failed_reasons:
         console.print(f"failed by reason: {report.failed_reasons}")
     if json_file:
         Path(json_file).parent.mkdir(parents=True, exist_ok=True)
         Path(json_file).write_text(report.to_json())
-    bad = report.lost or report.duplicated or report.unexpected or not report.kills
-    if bad:
-        console.print(f"[red]FAILED[/]: lost {report.lost}, duplicated {report.duplicated}, "
-                      f"unexpected {report.unexpected}, kills {report.kills}")
+    if history_file:
+        console.print(f"history: {history_file}")
+    if not report.ok or not report.kills:
+        for failure in report.failures:
+            console.print(f"[red]FAILED[/]: {failure}", highlight=False)
+        if not report.kills:
+            console.print("[red]FAILED[/]: no fault was injected (run it for longer)")
         raise click.exceptions.Exit(EXIT_REFUSED)
-    console.print("[green]no message lost, duplicated or unexpected[/]")
+    console.print(f"[green]PASS[/]: all {report.sent} messages delivered exactly once to "
+                  "each of their recipients")
+
+
+def _label(home: Home, marking: str) -> Label:
+    try:
+        return home.directory().scale.validate(Label.parse(marking))
+    except I24Error as exc:
+        raise click.BadParameter(str(exc), param_hint="--label") from exc
+
+
+@cli.command("check")
+@click.argument("history", type=click.Path(exists=True, dir_okay=False))
+@click.option("--allow", "allowed", multiple=True, type=click.Choice(CLASSES),
+              help="Also accept messages in this class (repeatable), e.g. pending for a "
+              "history judged before the run settled.")
+@click.option("--allow-refusal", "refusals", multiple=True, metavar="REASON",
+              help="Accept refusals with this reason code for any message (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def check_cmd(history: str, allowed: tuple[str, ...], refusals: tuple[str, ...],
+              as_json: bool) -> None:
+    """Judge the outside history HISTORY of a soak (chaos, a live exercise) again: classify
+    every submitted message as delivered, duplicated, misdelivered, refused, expired, lost
+    or pending. Exit 3 unless each is in a class the run allows."""
+    import json
+
+    from i24net.history import judge
+
+    v = judge(history, Allowance(frozenset(allowed), frozenset(refusals)))
+    if as_json:
+        console.print_json(json.dumps(v.summary()))
+    else:
+        t = Table(title=f"checker: {history}")
+        t.add_column("class")
+        t.add_column("messages", justify="right")
+        t.add_row("submitted", str(v.submitted))
+        for cls in CLASSES:
+            t.add_row(cls, str(v.counts[cls]))
+        t.add_row("refused (unexpected)", str(v.refused_unexpected))
+        t.add_row("unexpected deliveries", str(v.unexpected))
+        console.print(t)
+        for failure in v.failures:
+            console.print(f"[red]FAILED[/]: {failure}", highlight=False)
+        if v.ok:
+            console.print("[green]PASS[/]")
+    if not v.ok:
+        raise click.exceptions.Exit(EXIT_REFUSED)

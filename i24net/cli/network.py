@@ -50,6 +50,15 @@ def init(preset: str, n_agencies: int | None, seed: int, spec_file: str | None, 
     else:
         text = Path(spec_file).read_text() if spec_file else preset_toml(preset)
     text = configure(text, engine=engine, port=port, routers=routers)
+    if force and h.spec_file.exists():
+        from i24net.supervisor import Supervisor
+
+        running = Supervisor(h).running()
+        if running:
+            raise click.ClickException(
+                f"the network at {h.path} is running ({', '.join(sorted(running)[:5])}"
+                f"{', ...' if len(running) > 5 else ''}): run 'i24net down' first, then "
+                "init --force replaces it (its keys, stores and logs)")
     d = h.init(text, force=force)
     console.print(f"created network [bold]{escape(d.network)}[/] in {escape(str(h.path))}")
     console.print(f"  {len(d.agencies)} agencies, directory version {d.serial}, "

@@ -60,8 +60,16 @@ def test_init_refuses_to_overwrite(run: Run, home: Path) -> None:
     before = (home / "authority.pub").read_text()
     clean_error(run("init", "--home", home), 1, "already exists", "(config.home)")
     assert (home / "authority.pub").read_text() == before
+    stale = [home / "state" / "nodes" / "NCB-FR.sqlite", home / "logs" / "audit-NCB-FR.jsonl",
+             home / "keys" / "LEA-GONE.key"]
+    for path in stale:  # what the old network left: it belongs to the old keys
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("old")
+    (home / "notes.txt").write_text("mine")
     assert run("init", "--home", home, "--force").exit_code == 0
     assert (home / "authority.pub").read_text() != before
+    assert not any(p.exists() for p in stale)
+    assert (home / "notes.txt").read_text() == "mine"
 
 
 def test_init_interpol(run: Run, tmp_path: Path) -> None:
