@@ -24,7 +24,8 @@ adding to a running node's outbox) waits up to ``busy_timeout_ms`` for the write
 Schema: created on first open, recorded in ``schema_version`` (store kind and version). A
 file written by a newer i24net is refused rather than misread; an older one is migrated by
 its writer (``MIGRATIONS``, one version a step) and refused by readers until then. The node
-store's ``handovers`` log (v2) records every message handed to the application, a repeat
+store's v2 adds the router's decision time to the outbox (``decided_ms``) and the
+``handovers`` log, which records every message handed to the application, a repeat
 included, for consumers that follow it by sequence number. Changing ``OutboxEntry``,
 ``InboxItem`` or ``PriorMessage`` means a new schema version and a migration here. Lists,
 sets and maps are stored as msgpack (``wire.pack``); sets are stored sorted.
@@ -432,7 +433,7 @@ class SqliteRouterStore(_SqliteStore):
 # Column order puts the small, filtered columns ahead of the large ones (raw, text, data).
 _OUTBOX_COLUMNS = ("msg_id", "kind", "precedence", "recipients", "created_ms", "expires_ms",
                    "state", "reason", "receipts", "attempts", "next_ms", "subject", "active",
-                   "raw")
+                   "raw", "decided_ms")
 _INBOX_COLUMNS = ("msg_id", "sender", "kind", "label", "precedence", "state", "created_ms",
                   "received_ms", "ref", "subject", "text", "data")
 
@@ -440,15 +441,15 @@ _INBOX_COLUMNS = ("msg_id", "sender", "kind", "label", "precedence", "state", "c
 def _outbox_row(e: OutboxEntry) -> tuple[Any, ...]:
     return (e.msg_id, e.kind, e.precedence, pack(list(e.recipients)), e.created_ms,
             e.expires_ms, e.state, e.reason, pack(e.receipts), e.attempts, e.next_ms,
-            e.subject, int(not e.final), e.raw)
+            e.subject, int(not e.final), e.raw, e.decided_ms)
 
 
 def _outbox_entry(row: Sequence[Any]) -> OutboxEntry:
     (msg_id, kind, precedence, recipients, created_ms, expires_ms, state, reason, receipts,
-     attempts, next_ms, subject, _, raw) = row
+     attempts, next_ms, subject, _, raw, decided_ms) = row
     return OutboxEntry(msg_id, raw, kind, precedence, tuple(_unpack(recipients)), created_ms,
                        expires_ms, state, reason, _unpack(receipts), attempts, next_ms,
-                       subject)
+                       subject, decided_ms)
 
 
 def _inbox_row(i: InboxItem) -> tuple[Any, ...]:
@@ -483,7 +484,8 @@ class SqliteNodeStore(_SqliteStore):
             subject TEXT NOT NULL,
             active INTEGER NOT NULL,    -- not OutboxEntry.final, so the node alone says
                                         -- which states are final
-            raw BLOB NOT NULL)""",
+            raw BLOB NOT NULL,
+            decided_ms INTEGER NOT NULL DEFAULT 0)  -- the router's report time; 0: none""",
         # outbox_active (every tick) reads active = 1; counts() groups by state.
         "CREATE INDEX outbox_by_active ON outbox (active, state)",
         """CREATE TABLE inbox (
@@ -515,7 +517,8 @@ class SqliteNodeStore(_SqliteStore):
             received_ms INTEGER NOT NULL)""",
     )
     VERSION = 2
-    MIGRATIONS: ClassVar[dict[int, tuple[str, ...]]] = {1: ("""CREATE TABLE handovers (
+    MIGRATIONS: ClassVar[dict[int, tuple[str, ...]]] = {1: (
+        "ALTER TABLE outbox ADD COLUMN decided_ms INTEGER NOT NULL DEFAULT 0", """CREATE TABLE handovers (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             msg_id BLOB NOT NULL,
             sender TEXT NOT NULL,

@@ -140,6 +140,17 @@ def test_an_expiry_fails_unless_expected() -> None:
     assert check(history(*good(1), submit(2, expect="expired"), outcome(2, "expired"))).ok
 
 
+def test_expect_any_leaves_the_fate_to_the_scenario_but_not_duplicates_or_losses() -> None:
+    body = [submit(1, expect="any"), outcome(1, "refused", "r"), submit(2, expect="any"),
+            outcome(2, "sent"), submit(3, expect="any"), deliver(3), outcome(3)]
+    assert check(history(*body)).ok
+    for bad, cls in (([deliver(1)], "misdelivered"), ([deliver(3, seq=2)], "duplicated")):
+        v = check(history(*body, *bad))
+        assert not v.ok and v.counts[cls] == 1, v.failures
+    v = check(history(submit(4, expect="any"), outcome(4)))
+    assert not v.ok and v.counts["lost"] == 1
+
+
 def test_an_empty_run_fails() -> None:
     v = check(history())
     assert not v.ok and any(f.startswith("nothing submitted") for f in v.failures)

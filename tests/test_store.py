@@ -422,15 +422,20 @@ def test_a_v1_node_store_is_migrated_by_its_writer(tmp_path: Path) -> None:
     with SqliteNodeStore(path) as store:
         store.inbox_put(InboxItem(b"m" * 16, "NCB-FR", "message", "UNCLASSIFIED", 3, "s", "",
                                   {}, 1, 2))
+        store.outbox_put(OutboxEntry(b"o" * 16, b"raw", "message", 3, ("NCB-DE",), 1, 9,
+                                     decided_ms=5))
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE handovers")
+        conn.execute("ALTER TABLE outbox DROP COLUMN decided_ms")
         conn.execute("UPDATE schema_version SET version = 1")
     conn.close()
     with pytest.raises(StoreError, match="start its node once") as info:
         SqliteNodeStore(path, readonly=True)
     assert info.value.reason == "store.schema"
-    with SqliteNodeStore(path) as store:  # migrates, keeping the inbox
+    with SqliteNodeStore(path) as store:  # migrates, keeping the inbox and the outbox
         assert store.inbox_has(b"m" * 16) and store.handovers() == []
+        entry = store.outbox_get(b"o" * 16)
+        assert entry is not None and entry.decided_ms == 0  # not recorded before v2
     with SqliteNodeStore(path, readonly=True) as store:
         assert store.handovers() == []
     with sqlite3.connect(path) as conn:

@@ -86,6 +86,7 @@ class OutboxEntry:
     attempts: int = 1
     next_ms: int = 0
     subject: str = ""
+    decided_ms: int = 0  # when the router accepted or refused it (its report); 0: not yet
 
     @property
     def final(self) -> bool:
@@ -453,11 +454,13 @@ class NodeMachine:
                               detail=rep.message, precedence=entry.precedence)]
         if rep.accepted:
             state = "delivered" if set(entry.receipts) >= set(entry.recipients) else "accepted"
-            self.store.outbox_put(replace(entry, state=state, reason=""))
+            self.store.outbox_put(replace(entry, state=state, reason="",
+                                          decided_ms=rep.router_ms))
             self._count("accepted")
             return [NodeEvent("accepted", rep.msg_id.hex(), detail=rep.message,
                               precedence=entry.precedence)]
-        self.store.outbox_put(replace(entry, state="refused", reason=rep.reason))
+        self.store.outbox_put(replace(entry, state="refused", reason=rep.reason,
+                                      decided_ms=rep.router_ms))
         self._count(f"refused.{rep.reason}")
         return [NodeEvent("refused", rep.msg_id.hex(), reason=rep.reason, detail=rep.message,
                           precedence=entry.precedence)]

@@ -10,6 +10,13 @@ them into ``Observations`` and stops as soon as every expectation is met, or whe
 exercise's duration is up. The processes are always stopped (``Supervisor.down`` in a
 ``finally``), also on Ctrl-C.
 
+Beside the expectations, the run keeps an outside history (``i24net.history``): each submit
+once it returned, every hand-over each agency's application consumer saw, the messages the
+daemons originated themselves (notices the desk issues) and every sender's last outcome.
+``i24net.checker`` judges it: a duplicate, a message delivered where it must not be, a
+message lost, or a delivery nobody sent fails the run, whatever the expectations say;
+refusals, expiries and messages still in flight are the expectations' to judge.
+
 Not every action has a live form yet (partitions and link conditions need a fault proxy;
 key compromise and revocation need the directory pushed to running daemons):
 ``check_live`` names the first one a file uses.
@@ -29,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from i24net import client
+from i24net.checker import CLASSES
 from i24net.core.errors import I24Error
 from i24net.core.labels import Label, Precedence
 from i24net.exercise import model as m
+from i24net.exercise.expect import Outcome
 from i24net.exercise.observe import (
     FLOOD,
     INJECT,
@@ -43,6 +52,7 @@ from i24net.exercise.observe import (
     Observations,
 )
 from i24net.exercise.result import Result
+from i24net.history import Consumers, History, judge, record_outcomes
 from i24net.home import Home, now_ms
 
 # One OS process per agency: beyond this a laptop spends the exercise starting Python.
@@ -92,6 +102,7 @@ class LiveRun:
         self.notices: dict[str, NoticeObs] = {}
         self.played: list[InjectObs] = []
         self.authority = ""
+        self.history: History | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> Result:
@@ -122,7 +133,10 @@ class LiveRun:
             # Crash injects SIGKILL a real process: their targets run on their own.
             crashed = sorted({i.who for i in self.ex.injects if isinstance(i, m.Crash)}
                              & set(d.agencies))
+            self.history = History(tmp / "history.jsonl", "exercise", name=self.ex.name)
+            consumers = Consumers(home, d.agencies, self.history)
             sup.up(isolate=crashed)
+            consumers.start()
             self.sup = sup
             self.start_ms = now_ms()
             self.t0 = time.monotonic()
@@ -139,8 +153,11 @@ class LiveRun:
                 obs = self._observe()
             obs.duration = round(self._elapsed(), 3)
             self.progress(self.ex.duration, self.ex.duration, "done")
-            return Result.build(self.ex, "live", self.ex.seed, obs,
-                                wall_seconds=time.monotonic() - wall)
+            consumers.stop()
+            result = Result.build(self.ex, "live", self.ex.seed, obs,
+                                  wall_seconds=time.monotonic() - wall)
+            self._judge_history(result)
+            return result
         finally:
             if saved_env is None:
                 os.environ.pop("I24NET_MANUAL_REVIEW", None)
@@ -150,6 +167,28 @@ class LiveRun:
                 sup.down()
             if not self.keep:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def _judge_history(self, result: Result) -> None:
+        """Close the history with what the daemons originated and what every sender was
+        told, and add the checker's verdict to ``result``."""
+        assert self.home is not None and self.history is not None
+        h, agencies = self.history, sorted(self.home.directory().agencies)
+        submitted = set(self.names)
+        for a in agencies:  # e.g. a notice the desk issued on its own: not an attacker's
+            for e in self._outbox(a):
+                if e.msg_id.hex() not in submitted:
+                    h.submit(e.msg_id, a, e.recipients, t=e.created_ms, expect="any",
+                             origin="node")
+        record_outcomes(self.home, agencies, h)
+        h.close()
+        v = judge(h.path)  # every message is "any": the expectations judge its fate
+        result.extra["history"] = {k: v.summary()[k] for k in (
+            "ok", "submitted", *CLASSES, "unexpected", "deliveries", "failures")}
+        result.outcomes.append(Outcome(
+            len(result.outcomes), "history", "every message delivered at most once, only "
+            "to its recipients, none lost (outside history)", v.ok,
+            "; ".join(v.failures) or f"{v.submitted} messages, {v.deliveries} hand-overs "
+            f"checked"))
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -177,7 +216,14 @@ class LiveRun:
         assert self.home is not None
         h = client.send(self.home, sender, to, **kw)
         self.labels[h.id_hex] = kw.get("label", "UNCLASSIFIED")
+        self._record(h.id, sender, h.recipients)
         return h.id_hex
+
+    def _record(self, msg_id: bytes, sender: str, recipients: tuple[str, ...]) -> None:
+        """A submit the API acknowledged, on disk before the run goes on."""
+        assert self.history is not None
+        self.history.submit(msg_id, sender, recipients, expect="any")
+        self.history.flush()
 
     def _act(self, inj: m.Inject) -> str:
         assert self.home is not None
@@ -261,6 +307,8 @@ class LiveRun:
                     entry = store.outbox_get(bytes.fromhex(ev.msg_id))
                     if entry is not None:
                         store.outbox_put(replace(entry, next_ms=0))
+                        self._record(entry.msg_id, gs, entry.recipients)
+                        self.names.setdefault(entry.msg_id.hex(), ("", LIFECYCLE))
         client.wake(h, gs)
         return ", ".join(ev.kind for ev in events if ev.kind != "submit")
 
@@ -302,8 +350,10 @@ class LiveRun:
                     id=mid, sender=a, kind=e.kind, label=self.labels.get(mid, ""),
                     precedence=Precedence(e.precedence).name, recipients=e.recipients,
                     sent=self._t(e.created_ms), name=name, origin=origin, state=state,
-                    reason=e.reason, decided=None if state == "queued" else self._t(
-                        e.created_ms),
+                    reason=e.reason,
+                    # the router's time in its signed report; a message delivered before
+                    # its report came back was decided by its first delivery, below
+                    decided=self._t(e.decided_ms) if e.decided_ms else None,
                     refused_by={r: "refused" for r, s in e.receipts.items() if s == "refused"})
         for a, items in inboxes.items():
             for i in items:
@@ -312,8 +362,8 @@ class LiveRun:
                     continue
                 msg.delivered.setdefault(a, self._t(i.received_ms))
                 msg.label = msg.label or i.label
-                if msg.decided is None:
-                    msg.decided = msg.sent
+                if msg.decided is None or msg.decided > msg.delivered[a]:
+                    msg.decided = msg.delivered[a]
                 if msg.ref == "" and i.ref:
                     msg.ref = i.ref.hex()
         obs.messages = sorted(msgs.values(), key=lambda x: (x.sent, x.id))

@@ -193,6 +193,7 @@ class Result:
             "flowcheck": {"ran": self.obs.flowcheck_ran,
                           "violations": [plain_text(v) for v in self.obs.violations]},
             "timeline": self.timeline(),
+            **{k: plain_text(v) for k, v in sorted(self.extra.items())},
         }
 
     def to_json(self) -> str:

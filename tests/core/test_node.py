@@ -102,10 +102,10 @@ def test_submit_persists_then_queues_the_sealed_envelope() -> None:
 
 
 def _report(raw: bytes, *, accepted: bool = True, reason: str = "ok",
-            signer: AgencyKeys = ROUTER) -> bytes:
+            signer: AgencyKeys = ROUTER, at: int = T0) -> bytes:
     env = parsed(raw)
     rep = fr.Report(env.header.id, env.digest, env.header.sender, accepted, reason, "m",
-                    env.header.recipients if accepted else (), T0, kid(signer))
+                    env.header.recipients if accepted else (), at, kid(signer))
     return fr.make_report(rep, signer)
 
 
@@ -119,8 +119,9 @@ def test_reports_and_receipts_drive_the_outbox_to_delivered() -> None:
     n = node("NCB-FR")
     raw = sent_by_fr(n, ["@EU"])
     mid = parsed(raw).header.id
-    assert kinds(deliver(n, _report(raw))) == [("accepted", "")]
+    assert kinds(deliver(n, _report(raw, at=T0 + 40))) == [("accepted", "")]
     assert store(n).outbox[mid].state == "accepted"
+    assert store(n).outbox[mid].decided_ms == T0 + 40
     assert kinds(deliver(n, _receipt(raw, "NCB-DE"))) == [("receipt", "")]
     assert store(n).outbox[mid].state == "accepted"
     events = deliver(n, _receipt(raw, "EUROPOL"))
@@ -159,10 +160,13 @@ def test_refused_report_ends_the_entry() -> None:
     n = node("NCB-FR")
     raw = sent_by_fr(n, ["NCB-DE"])
     n.pop()
-    events = deliver(n, _report(raw, accepted=False, reason="clearance.recipient"))
+    assert store(n).outbox[parsed(raw).header.id].decided_ms == 0
+    events = deliver(n, _report(raw, accepted=False, reason="clearance.recipient",
+                                at=T0 + 250))
     assert kinds(events) == [("refused", "clearance.recipient")]
     entry = store(n).outbox[parsed(raw).header.id]
     assert (entry.state, entry.reason) == ("refused", "clearance.recipient")
+    assert entry.decided_ms == T0 + 250  # the router's time, signed in its report
     assert n.tick(T0 + HOUR // 2) == []
     assert n.pop() == []
 

@@ -1,5 +1,5 @@
-"""A live exercise: real processes on the embedded broker, judged from the SQLite stores,
-and nothing left running afterwards."""
+"""A live exercise: real processes on the embedded broker, judged from the SQLite stores and
+from the outside history, and nothing left running afterwards."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def test_live_smoke_passes_on_the_embedded_broker(tmp_path: Path) -> None:
     by_kind = {o["kind"]: o for o in d["expectations"]}
     assert "time-to-withdraw" in by_kind["cancelled-everywhere"]["detail"]
     assert d["refusals"] == {"clearance.recipient": 1}
+    # the refusal's time is the router's, from its report: after the send, never 0
+    assert by_kind["refused"]["passed"] and by_kind["refused"]["measured_s"] > 0
+    # the outside history: every submit, every hand-over the consumers saw
+    h = d["history"]
+    assert h["ok"] and by_kind["history"]["passed"], h
+    assert (h["submitted"], h["deliveries"], h["refused"]) == (10, 21, 1), h
+    assert h["duplicated"] == h["misdelivered"] == h["lost"] == h["unexpected"] == 0
     assert d["notices"]["red1"]["holders"] == 7 and d["notices"]["red1"]["withdrawn"] == 7
     played = [t for t in d["timeline"] if t["type"] == "inject"]
     assert len(played) == 11 and not any("error" in t for t in played)
