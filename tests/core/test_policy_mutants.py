@@ -32,7 +32,15 @@ from test_policy import (
 from i24net.core import keys as k
 from i24net.core.errors import CryptoError, DirectoryError, WireFormatError
 from i24net.core.labels import Precedence
-from i24net.core.policy import MESSAGE_TTL_MS, Decision, Release, complete_addressing, decide
+from i24net.core.policy import (
+    MESSAGE_TTL_MS,
+    REASONS,
+    Decision,
+    Release,
+    complete_addressing,
+    decide,
+    reason_table,
+)
 from i24net.core.wire import pack
 
 D = demo_directory()
@@ -64,6 +72,11 @@ def test_acceptance_carries_the_precedence_and_the_message_id(precedence: Preced
     assert d.accepted
     assert d.priority == int(precedence)
     assert d.msg_id == parsed(raw).header.id_hex
+
+
+def test_the_reason_table_lists_every_code_in_order() -> None:
+    table = reason_table()
+    assert table == sorted(table) and dict(table) == REASONS
 
 
 def test_refusal_without_a_header_has_no_message_id() -> None:
