@@ -81,8 +81,8 @@ class ChaosReport:
     routers: int = 1
     members: int = 1
     # on a cluster, from the connections the nodes' logs show they made: agencies that
-    # connected to each member, and delivered messages whose sender and recipient never
-    # shared a member (so the cluster carried them between members)
+    # connected to each member, and deliveries whose sender and recipient stayed on two
+    # different members from submit to hand-over (so the cluster carried them across)
     nodes_per_member: dict[str, int] = field(default_factory=dict)
     crossed_members: int = 0
     seed: int = 0
@@ -200,31 +200,47 @@ def feed(home: Home, agencies: list[str], n: int, rng: random.Random, *,
     return n
 
 
-_CONNECTED = re.compile(r" ([A-Za-z0-9-]+): connected to ([0-9.]+:[0-9]+) ")
+_CONNECTED = re.compile(r"(?m)^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ \w+ "
+                        r"([A-Za-z0-9-]+): connected to ([0-9.]+:[0-9]+) ")
 
 
-def connections(logs: Path, agencies: list[str]) -> dict[str, set[str]]:
-    """The broker members (``host:port``) each agency's node connected to, from what the
-    transports logged in the daemons' logs."""
+def connections(logs: Path, agencies: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """When each agency's node connected to which broker member (``host:port``), from
+    what the transports logged in the daemons' logs: (Unix ms, member), in time order."""
     wanted = set(agencies)
-    found: dict[str, set[str]] = {}
+    found: dict[str, list[tuple[int, str]]] = {}
     for path in sorted(logs.glob("*.log")):
         for m in _CONNECTED.finditer(path.read_text(errors="replace")):
-            if m[1] in wanted:
-                found.setdefault(m[1], set()).add(m[2])
-    return found
+            if m[3] in wanted:
+                at = time.mktime(time.strptime(m[1], "%Y-%m-%d %H:%M:%S"))  # local time
+                found.setdefault(m[3], []).append((int(at * 1000) + int(m[2]), m[4]))
+    return {a: sorted(events) for a, events in found.items()}
 
 
-def crossed(history: Path, members_of: dict[str, set[str]]) -> int:
-    """Deliveries in ``history`` between a sender and a recipient that never connected to
-    the same member: the cluster must have carried them from one member to another."""
+def _member_throughout(events: list[tuple[int, str]], start: int, end: int) -> str | None:
+    """The member a node was connected to for the whole of [start, end] (its last
+    connection before ``start``, and no other one until ``end``), else None."""
+    before = [member for at, member in events if at <= start]
+    if not before or any(start < at <= end for at, _ in events):
+        return None
+    return before[-1]
+
+
+def crossed(history: Path, timeline: dict[str, list[tuple[int, str]]]) -> int:
+    """Deliveries in ``history`` that the cluster must have carried from one member to
+    another: from submit to hand-over the sender stayed connected to one member and the
+    recipient to another (so the message entered through the first and left through the
+    second)."""
     records = [json.loads(line) for line in history.read_bytes().splitlines()]
-    senders = {r["id"]: r["sender"] for r in records if r["op"] == "submit"}
+    submits = {r["id"]: r for r in records if r["op"] == "submit"}
     n = 0
     for r in records:
-        if r["op"] == "deliver" and r["id"] in senders:
-            a, b = members_of.get(senders[r["id"]]), members_of.get(r["agency"])
-            n += bool(a and b and not a & b)
+        s = submits.get(r["id"]) if r["op"] == "deliver" else None
+        if s is None:
+            continue
+        a = _member_throughout(timeline.get(s["sender"], []), s["t"], r["t"])
+        b = _member_throughout(timeline.get(r["agency"], []), s["t"], r["t"])
+        n += bool(a and b and a != b)
     return n
 
 
@@ -249,7 +265,7 @@ class Soak:
         self.label = label
         self.history_path = Path(history) if history else home.path / "history.jsonl"
         self.history: History | None = None
-        self.members_of: dict[str, set[str]] = {}
+        self.members_of: dict[str, list[tuple[int, str]]] = {}
         self.messages = messages
         self.rng = random.Random(seed)
         self.duration = duration
@@ -436,7 +452,8 @@ class Soak:
                     "taking it over")
         if len(self.brokers) > 1:
             self.members_of = connections(logs, self.agencies)
-            spread: Counter[str] = Counter(m for ms in self.members_of.values() for m in ms)
+            spread: Counter[str] = Counter(m for events in self.members_of.values()
+                                           for m in {member for _, member in events})
             self.report.nodes_per_member = dict(sorted(spread.items()))
 
     def _settled(self) -> bool:
