@@ -84,7 +84,8 @@ class Verdict:
     unexpected: int = 0  # deliveries of ids never submitted
     deliveries: int = 0
     ids: dict[str, list[str]] = field(default_factory=dict)  # class -> message ids
-    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p99, max: first sight
+    # p50, p99, max of submit -> handed over to its last recipient, over delivered messages
+    latency_ms: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -158,7 +159,7 @@ def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), 
     v.failures += _wholeness(records)
     submits: dict[str, Mapping[str, Any]] = {}
     seen: dict[str, Counter[str]] = {}
-    first_seen: dict[str, int] = {}
+    first_seen: dict[str, dict[str, int]] = {}  # id -> agency -> first hand-over
     outcomes: dict[str, Mapping[str, Any]] = {}
     for r in records:
         op = r.get("op")
@@ -169,7 +170,8 @@ def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), 
         elif op == "deliver":
             v.deliveries += 1
             seen.setdefault(r["id"], Counter())[r["agency"]] += 1
-            first_seen[r["id"]] = min(first_seen.get(r["id"], r["t"]), r["t"])
+            at = first_seen.setdefault(r["id"], {})
+            at[r["agency"]] = min(at.get(r["agency"], r["t"]), r["t"])
         elif op == "outcome":
             outcomes[r["id"]] = r
     v.submitted = len(submits)
@@ -177,7 +179,9 @@ def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), 
     unexpected_reasons: Counter[str] = Counter()
     latencies: list[float] = []
     for mid, s in submits.items():
-        cls, reason = _classify(s, seen.get(mid, Counter()), outcomes.get(mid))
+        outcome = outcomes.get(mid)
+        cls = _classify(s, seen.get(mid, Counter()), outcome)
+        reason = str(outcome.get("reason", "")) if cls == "refused" and outcome else ""
         v.counts[cls] += 1
         v.ids[cls].append(mid)
         if cls == "refused":
@@ -189,7 +193,7 @@ def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), 
                 v.ids["refused_unexpected"].append(mid)
                 unexpected_reasons[reason or "(no reason)"] += 1
         if cls == "delivered" and mid in first_seen:
-            latencies.append(first_seen[mid] - s["t"])
+            latencies.append(max(first_seen[mid].values()) - s["t"])
     v.unexpected = sum(1 for mid in seen if mid not in submits)
     v.ids["unexpected"] = sorted(mid for mid in seen if mid not in submits)
     if latencies:
@@ -200,24 +204,24 @@ def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), 
 
 
 def _classify(s: Mapping[str, Any], seen: Counter[str],
-              outcome: Mapping[str, Any] | None) -> tuple[str, str]:
+              outcome: Mapping[str, Any] | None) -> str:
     recipients = set(s["to"])
     state = outcome.get("state", "") if outcome else ""
     expect = str(s.get("expect", "delivered"))
     if any(a not in recipients for a in seen) or (seen and expect.startswith("refused")) \
             or (seen and state == "refused"):
-        return "misdelivered", ""
+        return "misdelivered"
     if any(n > 1 for n in seen.values()):
-        return "duplicated", ""
+        return "duplicated"
     if state == "refused":
-        return "refused", str(outcome.get("reason", "") if outcome else "")
+        return "refused"
     if state == "expired":
-        return "expired", ""
+        return "expired"
     if set(seen) == recipients:
-        return "delivered", ""
+        return "delivered"
     if state == "delivered":
-        return "lost", ""
-    return "pending", ""
+        return "lost"
+    return "pending"
 
 
 def _allowed(s: Mapping[str, Any], cls: str, reason: str, allow: Allowance) -> bool:

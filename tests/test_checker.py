@@ -56,6 +56,68 @@ def test_a_clean_run_passes_with_every_message_delivered_once() -> None:
     assert v.latency_ms == {"p50": 10, "p99": 10, "max": 10}
 
 
+def test_latency_runs_to_the_last_recipient_and_uses_nearest_rank() -> None:
+    body = [submit(1, (B, C)), deliver(1, B, t=15), deliver(1, C, t=40), outcome(1)]
+    for n in range(2, 101):  # latencies 2..100 ms, first hand-overs only
+        body += [submit(n), deliver(n, t=10 + n), outcome(n)]
+    v = check(history(*body))
+    assert v.ok, v.failures
+    assert v.latency_ms == {"p50": 50, "p99": 99, "max": 100}  # 2..100 and 30
+    one = check(history(submit(1), deliver(1, t=17), outcome(1)))
+    assert one.latency_ms == {"p50": 7, "p99": 7, "max": 7}
+
+
+def test_a_submit_without_expect_is_expected_delivered() -> None:
+    bare = {k: v for k, v in submit(1).items() if k != "expect"}
+    assert check(history(bare, deliver(1), outcome(1))).ok
+    v = check(history(bare, outcome(1, "refused", "r")))
+    assert not v.ok and v.refused_unexpected == 1
+    assert "expected delivered 1" in v.failures[0]
+
+
+def test_counts_and_the_summary() -> None:
+    body = [*good(1)]
+    for n in (2, 3):
+        body += [submit(n), outcome(n, "refused", "rate")]
+    body += [submit(4, expect="refused:rate"), outcome(4, "refused", "rate")]
+    body += [submit(5), outcome(5, "refused", "")]
+    v = check(history(*body))
+    assert (v.refused_expected, v.refused_unexpected) == (1, 3)
+    assert v.refusal_reasons == {"rate": 3, "": 1}
+    [failure] = v.failures
+    assert failure.startswith("refused (unexpected): 3 message(s), by reason (no reason) 1, "
+                              "rate 2; expected delivered 3 (")
+    summary = v.summary()
+    assert summary["ok"] is False and summary["submitted"] == 5
+    assert summary["delivered"] == 1 and summary["refused"] == 4
+    assert summary["refused_expected"] == 1 and summary["refused_unexpected"] == 3
+    assert summary["refusal_reasons"] == {"": 1, "rate": 3}
+    assert summary["deliveries"] == 1 and summary["unexpected"] == 0
+    assert summary["failures"] == v.failures
+    assert summary["ids"] == {"delivered": [mid(1)], "refused": [mid(2), mid(3), mid(4),
+                                                                  mid(5)],
+                              "refused_unexpected": [mid(2), mid(3), mid(5)]}
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_a_failure_quotes_five_ids_and_counts_the_rest() -> None:
+    body = [r for n in range(1, 9) for r in (submit(n), outcome(n))]
+    [failure] = check(history(*body)).failures
+    assert failure == (f"lost: 8 message(s) ({', '.join(mid(n) for n in range(1, 6))}, and "
+                       "3 more)")
+
+
+def test_a_message_submitted_twice_damages_the_history() -> None:
+    v = check(history(*good(1), submit(1)))
+    assert f"history damaged: message {mid(1)} submitted twice" in v.failures
+
+
+def test_a_history_with_two_begin_records_is_damaged() -> None:
+    records = history(*good(1))
+    v = check([records[0], *records])
+    assert v.failures == ["history damaged: more than one begin or end record"]
+
+
 def test_a_lost_message_fails() -> None:
     v = check(history(*good(1), submit(2), outcome(2)))
     assert not v.ok and v.counts["lost"] == 1 and v.ids["lost"] == [mid(2)]
