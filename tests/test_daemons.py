@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nacl.bindings as sodium
 import pytest
 from click.testing import CliRunner
 from hypothesis import given
@@ -26,7 +27,9 @@ from hypothesis import strategies as st
 
 from i24net.broker import pick_free_port
 from i24net.cli import cli
+from i24net.core import envelope as envelope_module
 from i24net.core import frames as fr
+from i24net.core import keys as keys_module
 from i24net.core.directory import Directory
 from i24net.core.envelope import Body, Envelope, Header, make_header
 from i24net.core.errors import I24Error
@@ -223,6 +226,11 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         out[f"envelope {prec.name}"] = raw
         out[f"delivery {prec.name}"] = popped[fr.DELIVERY]
         out["report"] = popped[fr.REPORT]
+    raw, _ = sender.submit(header(d, precedence=Precedence.FLASH), Body("s", "x" * 65_536),
+                           now_ms())
+    router.handle(f"{d.prefix}/submit/{SENDER}", raw, now_ms())
+    out["delivery FLASH 64 KiB"] = next(p for _, p, _ in router.pop(now_ms())
+                                        if fr.peek_magic(p) == fr.DELIVERY)
     reader = node_machine(h, READER)
     reader.handle(f"{d.prefix}/inbox/{READER}", out["delivery ROUTINE"], now_ms())
     out["receipt"] = next(p for _, p, _ in reader.pop() if fr.peek_magic(p) == fr.RECEIPT)
@@ -251,19 +259,48 @@ def test_frame_priority_on_truncated_and_altered_frames(frames: dict[str, bytes]
         assert frame_priority(bad_prec) == 0  # malformed: handled (refused) promptly
 
 
-def test_peek_costs_far_less_than_a_full_parse(frames: dict[str, bytes]) -> None:
-    raw = frames["delivery FLASH"]
+def test_peek_decodes_the_clear_header_only(frames: dict[str, bytes],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peek hands the msgpack decoder the envelope's clear header and nothing else: no
+    ``unpack`` of the frame, the envelope or the body, no signature check, and every byte
+    after the header (wraps, ciphertext, signature) may be garbage without changing its
+    answer. The full parse decodes every byte and refuses the garbage."""
+    raw = frames["delivery FLASH 64 KiB"]
+    parsed = Envelope.parse(fr.parse_frame(raw).extra)
+    header_end = raw.index(parsed.header_bytes) + len(parsed.header_bytes)
+    assert len(raw) > 50 * len(parsed.header_bytes)  # a 64 KiB body behind a small header
 
-    def per_call(fn: Callable[[], object], n: int = 300) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n
+    decoded: list[tuple[str, int]] = []
 
-    peek = per_call(lambda: fr.peek_precedence(raw))
-    full = per_call(lambda: Envelope.parse(fr.parse_frame(raw).extra))
-    print(f"peek_precedence {peek * 1e6:.1f} us, full parse {full * 1e6:.1f} us")
-    assert peek < full
+    def spy(name: str, decode: Callable[..., Any]) -> Callable[..., Any]:
+        def recording(data: bytes, *args: Any, **kwargs: Any) -> Any:
+            decoded.append((name, len(data)))
+            return decode(data, *args, **kwargs)
+        return recording
+
+    def no_signature_check(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the peek checked a signature")
+
+    monkeypatch.setattr(fr, "peek_field", spy("peek_field", fr.peek_field))
+    monkeypatch.setattr(fr, "unpack", spy("unpack", fr.unpack))
+    monkeypatch.setattr(envelope_module, "unpack", spy("unpack", envelope_module.unpack))
+    monkeypatch.setattr(sodium, "crypto_sign_open", no_signature_check)
+    monkeypatch.setattr(keys_module, "verify", no_signature_check)
+
+    assert fr.peek_precedence(raw) == Precedence.FLASH
+    assert decoded == [("peek_field", len(parsed.header_bytes))]
+
+    decoded.clear()
+    Envelope.parse(fr.parse_frame(raw).extra)  # the spies see what a full parse decodes
+    assert [name for name, _ in decoded] == ["unpack"] * len(decoded) and len(decoded) >= 3
+    assert sum(size for _, size in decoded) > 2 * len(raw)  # the frame, then the envelope
+
+    garbage = raw[:header_end] + b"\xc1" * (len(raw) - header_end)  # 0xc1: never valid
+    decoded.clear()
+    assert fr.peek_precedence(garbage) == Precedence.FLASH
+    assert decoded == [("peek_field", len(parsed.header_bytes))]
+    with pytest.raises(I24Error):
+        Envelope.parse(fr.parse_frame(garbage).extra)
 
 
 @given(prec=st.sampled_from(list(Precedence)), kind=st.sampled_from(["envelope", "delivery"]),
