@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import re
 import signal
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -237,25 +240,98 @@ async def test_queued_message_survives_a_restart(tmp_path: Path, network: Networ
         await asyncio.to_thread(broker.stop)
 
 
+def _save_on_disk(db: Path) -> tuple[int, int] | None:
+    """Which save of the persistence database is on disk, or None before the first: Mosquitto
+    writes each save to a new file and renames it over the last one."""
+    try:
+        st = db.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+async def _next_save(db: Path, after: tuple[int, int] | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _save_on_disk(db) == after:
+        if time.monotonic() > deadline:
+            pytest.fail(f"Mosquitto wrote no autosave of {db} within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+async def _watch_saves(db: Path, last: tuple[int, int] | None, seen: list[float],
+                       stop: asyncio.Event) -> None:
+    """Append the time of every save of ``db`` after ``last``; a last look once ``stop``."""
+    while True:
+        now = _save_on_disk(db)
+        if now != last:
+            seen.append(time.monotonic())
+            last = now
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.01)
+
+
+# Polling and a loaded machine may see a save a little late.
+SAVE_SLACK = 0.75
+
+
 @pytest.mark.broker
 @requires_mosquitto
 async def test_autosave_bounds_what_a_crash_loses(tmp_path: Path, network: Network) -> None:
-    """SIGKILL skips the shutdown save; the 1 s autosave already wrote the message."""
+    """SIGKILL skips the shutdown save, so a crash loses exactly the messages queued since
+    the last autosave, and none queued before it. The configuration saves on time, not on
+    changes, every ``autosave_interval`` = 1 s; Mosquitto saves once *more than* that many
+    whole seconds have passed, i.e. every interval + 1 = 2 s: the longest a queued message
+    waits for the disk, hence the most a crash can lose."""
     broker = MosquittoBroker(tmp_path / "m", network.accounts)
+    watcher: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
+    before = [f"before-{i}".encode() for i in range(10)]
+    after = [f"after-{i}".encode() for i in range(10)]
+    seen: list[float] = []
     try:
         await asyncio.to_thread(broker.start)
+        conf = broker.config.conf.read_text()
+        interval = MosquittoLimits().autosave_interval
+        assert interval == 1  # the default i24net.broker.mosquitto argues for
+        assert f"\nautosave_interval {interval}\n" in conf
+        assert "\nautosave_on_changes false\n" in conf
+        period = interval + 1
+        db = broker.config.persistence_dir / "mosquitto.db"
         where = endpoint(broker)
         async with connect(where, network, FR, clean_session=False) as fr:
             await fr.subscribe(INBOX_FR, qos=1)
+        start = _save_on_disk(db)
+        watcher = asyncio.ensure_future(_watch_saves(db, start, seen, stop))
+        await _next_save(db, start, 3 * period)
         async with connect(where, network, ROUTER_USERNAME) as router:
-            await router.publish(INBOX_FR, b"saved by autosave", qos=1)
-        await asyncio.sleep(2.2)  # two autosave periods
+            for payload in before:  # each acknowledged, so queued, before the next one
+                await router.publish(INBOX_FR, payload, qos=1)
+        # the next save begins after the last PUBACK: every "before" message is on disk
+        await _next_save(db, _save_on_disk(db), 3 * period)
+        last_save = _save_on_disk(db)
+        async with connect(where, network, ROUTER_USERNAME) as router:
+            for payload in after:
+                await router.publish(INBOX_FR, payload, qos=1)
         assert await asyncio.to_thread(broker.kill) == -signal.SIGKILL
+        saved_since = _save_on_disk(db) != last_save  # a save between the two batches
+        stop.set()
+        await watcher  # what is on disk now is final: the broker is dead
         await asyncio.to_thread(broker.start)
         async with connect(where, network, FR, clean_session=False) as fr:
-            assert (await next_message(fr)).payload == b"saved by autosave"
+            survivors = [m.payload for m in await messages_within(fr, 1.0)]
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await asyncio.to_thread(broker.stop)
+    assert survivors[: len(before)] == before, survivors  # all of them, once, in order
+    lost = after[len(survivors) - len(before):]
+    assert survivors[len(before):] == after[: len(after) - len(lost)], survivors  # a snapshot
+    if not saved_since:
+        assert lost == after, survivors  # no save after them: the crash lost exactly those
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    assert gaps and max(gaps) <= period + SAVE_SLACK, seen
 
 
 @pytest.mark.broker
