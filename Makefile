@@ -22,7 +22,7 @@ system-deps:
 	    echo "installing mosquitto and mosquitto-clients"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
 	  else \
-	    echo "note: mosquitto not found; broker tests against mosquitto will be skipped"; \
+	    echo "note: mosquitto not found (apt-get install -y mosquitto mosquitto-clients, as root); its tests skip, or fail with CI=true"; \
 	  fi; \
 	fi
 	@if ! command -v nats-server >/dev/null 2>&1 && ! [ -x /usr/sbin/nats-server ]; then \
@@ -30,7 +30,7 @@ system-deps:
 	    echo "installing nats-server (the clustered broker)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; \
 	  else \
-	    echo "note: nats-server not found; the cluster tests will be skipped"; \
+	    echo "note: nats-server not found (apt-get install -y nats-server, as root); the cluster tests skip, or fail with CI=true"; \
 	  fi; \
 	fi
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
