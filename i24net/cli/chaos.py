@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from i24net.home import Home
 @click.option("--settle", type=float, default=300.0, show_default=True, metavar="S",
               help="At most this long to wait for every outbox to settle afterwards.")
 @click.option("--home", "home", default=None, metavar="DIR",
-              help="Where to create the network (default: a temporary folder).")
+              help="Where to create the network (default: a temporary folder, removed afterwards unless the soak fails: its logs say why).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
               help="Write the report here.")
 @click.option("--history", "history_file", type=click.Path(dir_okay=False), default=None,
@@ -67,7 +68,9 @@ def chaos(messages: int, nodes: int, preset: str | None, network_file: str | Non
     duplicate, a message still pending or one delivered where it must not be fails the
     run), or if no fault was injected."""
     spec = Path(network_file).read_text() if network_file else None
-    with tempfile.TemporaryDirectory(prefix="i24net-chaos-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="i24net-chaos-")
+    kept = False
+    try:
         h = prepare(Path(home) if home else Path(tmp) / "home", nodes, engine,
                     routers=routers, preset=preset, spec=spec)
         if preset or spec is not None:
@@ -81,7 +84,16 @@ def chaos(messages: int, nodes: int, preset: str | None, network_file: str | Non
                         plan=plan, label=_label(h, label), history=history_file,
                         log=lambda m: progress.console.print(f"  fault: {m}"),
                         progress=lambda n, _t: progress.update(task, completed=n))
-            report = soak.run(settle_timeout=settle)
+            try:
+                report = soak.run(settle_timeout=settle)
+            except BaseException:
+                kept = not home  # the daemons' logs say why; a temporary home would take them
+                if kept:
+                    console.print(f"the soak's home is kept for its logs: {h.path}")
+                raise
+    finally:
+        if not kept:
+            shutil.rmtree(tmp, ignore_errors=True)
     t = Table(title="chaos checker")
     t.add_column("measure")
     t.add_column("value", justify="right")
