@@ -31,6 +31,7 @@ the shard of the message's sender (receipts) or of the stream's key (gap request
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 from collections.abc import Callable
@@ -69,6 +70,11 @@ SEND_WINDOW = 64
 ACCEPTED_RETRY_MIN_MS = 8_000
 MAX_GAP_REQUESTS = 3  # then the missing numbers are let go: sender retries repair the rest
 OUTBOX_FINAL = ("refused", "delivered", "expired")
+
+
+def _digest(raw: bytes) -> bytes:
+    """What reports and receipts name a message by: SHA-256 of its envelope bytes."""
+    return hashlib.sha256(raw).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +449,11 @@ class NodeMachine:
         if entry is None or rep.sender != self.agency:
             raise I24Error("report for a message this node did not send",
                            reason="report.unknown", msg_id=rep.msg_id.hex())
+        if rep.digest != _digest(entry.raw):
+            # the router answered other bytes under this id (a forged submission with a
+            # copied id): the answer is not about this message, which keeps its course
+            raise I24Error("report for another envelope with this message's id",
+                           reason="report.digest", msg_id=rep.msg_id.hex())
         if entry.final and not (entry.state == "refused" and rep.accepted):
             return []
         if self._window_blocked:
@@ -471,6 +482,9 @@ class NodeMachine:
         if entry is None or rec.sender != self.agency or rec.receiver not in entry.recipients:
             raise I24Error("receipt for a message this node did not send to that agency",
                            reason="receipt.unknown", msg_id=rec.msg_id.hex())
+        if rec.digest != _digest(entry.raw):
+            raise I24Error("receipt for another envelope with this message's id",
+                           reason="receipt.digest", msg_id=rec.msg_id.hex())
         prev = entry.receipts.get(rec.receiver)
         if prev is not None and not (rec.status == "read" and prev != "read"):
             return []  # a repeat; the only news after a first receipt is "read"

@@ -171,6 +171,28 @@ def test_refused_report_ends_the_entry() -> None:
     assert n.pop() == []
 
 
+def test_a_refusal_of_other_bytes_under_the_same_id_cancels_nothing() -> None:
+    """Someone holding NCB-FR's broker password submits garbage under the id of NCB-FR's
+    real message; the router signs a refusal of *those* bytes (their digest). NCB-FR must
+    not take it for the answer to its own message: it keeps retrying, and the router's
+    answer to the real bytes still counts."""
+    n = node("NCB-FR")
+    raw = sent_by_fr(n, ["NCB-DE"])
+    mid = parsed(raw).header.id
+    forged = fr.Report(mid, bytes(32), "NCB-FR", False, "sig.invalid", "forged", (), T0,
+                       kid(ROUTER))
+    events = deliver(n, fr.make_report(forged, ROUTER))
+    assert kinds(events) == [("drop", "report.digest")]
+    entry = store(n).outbox[mid]
+    assert (entry.state, entry.reason, entry.decided_ms) == ("queued", "", 0)
+    assert n.tick(T0 + HOUR // 2)  # still retried
+    receipt = fr.Receipt(mid, bytes(32), "NCB-FR", "NCB-DE", "delivered", "", T0)
+    events = deliver(n, fr.make_receipt(receipt, keys_for("NCB-DE")))
+    assert kinds(events) == [("drop", "receipt.digest")]
+    assert store(n).outbox[mid].receipts == {}
+    assert kinds(deliver(n, _report(raw))) == [("accepted", "")]  # the real answer counts
+
+
 @pytest.mark.parametrize("frame", ["rogue-report", "foreign-report", "foreign-receipt",
                                    "receipt-from-non-recipient"])
 def test_reports_and_receipts_that_are_dropped(frame: str) -> None:
