@@ -3,7 +3,8 @@
 Theory of operation: every byte string that arrives from the network or a file goes through
 ``unpack`` first. It checks the total length *before* msgpack sees it (``msgpack.unpackb``
 has no buffer limit of its own), caps every string, binary, array and map length, refuses
-extension types, refuses non-string map keys, then checks the nesting depth of what came out.
+extension types, refuses non-string map keys, then checks the nesting depth of what came out
+and that the input is the one canonical encoding of it (what ``pack`` gives back).
 Any failure is a ``WireFormatError`` with a reason code; msgpack's own exceptions never leave
 this module. The ``Fields`` reader then pulls typed fields out of a decoded map and refuses
 missing, extra or mistyped ones, so each codec states its schema in a few lines.
@@ -132,6 +133,15 @@ def unpack(
     if _depth(obj, max_depth, what) > max_depth:
         raise WireFormatError(f"{what}: nested deeper than {max_depth} levels",
                               reason="wire.depth")
+    if pack(obj) != data:
+        # One encoding per value (docs/protocol.md 2.2): the bytes must be what ``pack``
+        # makes of what they decode to, so no two readers can disagree about what was
+        # signed. This refuses duplicate map keys (a decoder keeps one), integers and
+        # lengths in a longer form than their shortest, and floats not in float 64.
+        raise WireFormatError(f"{what}: not the canonical encoding (a duplicate map key, "
+                              "a value in a longer form than its shortest, or a float "
+                              "not in float 64)",
+                              reason="wire.noncanonical")
     return obj
 
 

@@ -260,3 +260,30 @@ def test_fields_blob_sizes() -> None:
 def test_fields_text_list_limits() -> None:
     schema_error(fields(k=["a", "b", "c"]).text_list, "k", max_items=2)
     assert fields(k=["a", "a"]).text_list("k", unique=False) == ["a", "a"]
+
+
+@pytest.mark.parametrize("data, what", [
+    (b"\x82\xa5level\x01\xa5level\x02", "a duplicate key"),
+    (b"\x81\xa1a\x82\xa1b\x01\xa1b\x01", "a duplicate key in a nested map"),
+    (b"\xcd\x00\x05", "5 as uint16"),
+    (b"\xcc\x05", "5 as uint8 (a fixint suffices)"),
+    (b"\xd0\xff", "-1 as int8"),
+    (b"\xd9\x02hi", "a 2-character text as str8"),
+    (b"\xc5\x00\x01x", "one byte as bin16"),
+    (b"\xdc\x00\x01\x01", "a one-item array as array16"),
+    (b"\xde\x00\x01\xa1a\x01", "a one-entry map as map16"),
+    (b"\xca\x3f\x80\x00\x00", "1.0 as float32"),
+])
+def test_a_value_in_any_but_its_one_encoding_is_refused(data: bytes, what: str) -> None:
+    """Two readers must never disagree about what signed bytes say: every value has one
+    encoding, the one ``pack`` makes."""
+    with pytest.raises(WireFormatError) as info:
+        unpack(data, what="x", max_size=1024)
+    assert info.value.reason == "wire.noncanonical", what
+
+
+def test_the_canonical_forms_are_accepted_in_any_key_order() -> None:
+    for obj in ({"level": 1, "id": b"\x00" * 16}, {"id": b"", "level": -33},
+                [1.5, "hi", 2**40, -(2**40), None, True], {"b": {"a": []}, "a": {}}):
+        data = pack(obj)
+        assert unpack(data, what="x", max_size=1024) == obj
