@@ -196,6 +196,15 @@ class Header:
         except Exception as exc:  # label, handling, TLP... validation of untrusted fields
             raise WireFormatError(f"header: {exc}", reason="wire.schema") from exc
         f.done()
+        # One spelling per meaning: the parsers above read "flash", "tlp:red" or unsorted
+        # caveats leniently, so require what this header encodes back to (an absent optional
+        # field and nil being the same, 1.3).
+        canonical = unpack(h.encode(), what="header", max_size=MAX_HEADER,
+                           max_items=MAX_RECIPIENTS)
+        if {**dict.fromkeys(canonical), **obj} != canonical:
+            fail("header", "a field is not in its canonical form (enumerations in capitals "
+                 "and without prefix, caveats and handling codes sorted)",
+                 reason="wire.noncanonical")
         return h
 
     def summary(self) -> dict[str, Any]:
