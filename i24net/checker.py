@@ -166,6 +166,10 @@ def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), 
         if op == "submit":
             if r["id"] in submits:
                 v.failures.append(f"history damaged: message {r['id']} submitted twice")
+            expect = str(r.get("expect", "delivered"))
+            if expect not in EXPECTATIONS and not expect.startswith("refused:"):
+                v.failures.append(f"history damaged: message {r['id']} has the unknown "
+                                  f"expectation {expect!r}")
             submits[r["id"]] = r
         elif op == "deliver":
             v.deliveries += 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -225,28 +224,3 @@ def judge(path: str | os.PathLike[str], allow: Allowance = Allowance()) -> Verdi
     records, problems = parse_history(Path(path).read_bytes())
     return check(records, allow, problems=problems)
 
-
-def wait_settled(home: Home, senders: Iterable[str], timeout: float,
-                 every: float = 1.0) -> bool:
-    """Wait (at most ``timeout`` s) until every sender's outbox is final."""
-    deadline = time.monotonic() + timeout
-    senders = sorted(senders)
-    while True:
-        busy = False
-        for agency in senders:
-            path = node_store_path(home, agency)
-            if not path.exists():
-                continue
-            try:
-                with SqliteNodeStore(path, readonly=True) as store:
-                    if store.counts().get("outbox.active", 0):
-                        busy = True
-                        break
-            except StoreError:
-                busy = True
-                break
-        if not busy:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(every)

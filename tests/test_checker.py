@@ -112,6 +112,13 @@ def test_a_message_submitted_twice_damages_the_history() -> None:
     assert f"history damaged: message {mid(1)} submitted twice" in v.failures
 
 
+def test_an_unknown_expectation_damages_the_history() -> None:
+    v = check(history(submit(1, expect="deliverd"), deliver(1), outcome(1)))
+    assert v.failures[0] == (f"history damaged: message {mid(1)} has the unknown "
+                             "expectation 'deliverd'")
+    assert not v.ok
+
+
 def test_a_history_with_two_begin_records_is_damaged() -> None:
     records = history(*good(1))
     v = check([records[0], *records])
