@@ -264,8 +264,17 @@ class Directory:
             "groups": {g: sorted(m) for g, m in sorted(self.groups.items())},
         })
 
+    def check_keys(self) -> None:
+        """Refuse a directory holding a public key no honest party has (``key.low-order``):
+        checked when one is issued (``sign``) and when one is loaded."""
+        for rec in self.agencies.values():
+            k.check_public_keys(rec.sign_key, rec.enc_key, who=f"directory record {rec.id}")
+        for n, key in enumerate(self.router_keys, 1):
+            k.check_public_keys(key, None, who=f"directory router key {n}")
+
     def sign(self, authority_seed: bytes) -> bytes:
         """The signed directory file: msgpack ``[doc bytes, signature]``."""
+        self.check_keys()
         doc = self.encode()
         return pack([doc, k.sign(authority_seed, k.DOMAIN_DIRECTORY, doc)])
 
@@ -330,6 +339,7 @@ def load(signed: bytes, anchor: bytes, *, held: Directory | None = None) -> Dire
     doc, sig = outer
     k.verify(anchor, k.DOMAIN_DIRECTORY, doc, sig, what="directory")
     d = Directory.decode_doc(doc)
+    d.check_keys()
     if d.authority_key != anchor:
         raise DirectoryError("directory names a different authority key than the trust anchor",
                              reason="directory.authority")

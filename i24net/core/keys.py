@@ -123,6 +123,26 @@ class AgencyKeys:
         return hash((self.agency, self.verify_key))
 
 
+_PROBE_SCALAR = bytes([9]) + bytes(31)  # any non-zero scalar: libsodium clamps it
+
+
+def check_public_keys(sign_key: bytes, enc_key: bytes | None, *, who: str) -> None:
+    """Refuse a public key no honest agency has: an Ed25519 key that is not a canonical
+    point of the prime-order subgroup (a small-order key lets many signatures verify), or
+    an X25519 key of low order (its shared secret with anyone is all zeros)."""
+    if len(sign_key) != KEY_SIZE or not sodium.crypto_core_ed25519_is_valid_point(sign_key):
+        raise CryptoError(f"{who}: the signing key is not a valid Ed25519 public key "
+                          "(small order, not canonical, or not on the curve)",
+                          reason="key.low-order")
+    if enc_key is None:
+        return
+    try:
+        sodium.crypto_scalarmult(_PROBE_SCALAR, enc_key)
+    except (RuntimeError, nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise CryptoError(f"{who}: the encryption key is a low-order X25519 point",
+                          reason="key.low-order") from exc
+
+
 def pair_key(my_secret: bytes, my_public: bytes, their_public: bytes, *,
              sender_public: bytes) -> bytes:
     """The wrap key shared by two agencies; the same on both sides.

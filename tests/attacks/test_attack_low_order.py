@@ -4,10 +4,11 @@ libsodium refuses it and PyNaCl raises ``RuntimeError``, which the core turns
 into ``key.low-order``.
 
 The directory is signed by the authority, so such a record can only come from the issuer
-(an agency that registered a bad public key). It loads; the router never does X25519 and is
-unaffected; a node that receives from that agency drops the message (``key.low-order``,
-counted, no receipt); a sender cannot seal to it - nor to any group that includes it, which
-is why an issuer must refuse such keys (docs/security.md, residual risks).
+(an agency that registered a bad public key). Issuing refuses it and so does loading
+(``key.low-order``), small-order Ed25519 signing keys too. Behind that, should such a
+directory be held anyway: the router never does X25519 and is unaffected; a node that
+receives from that agency drops the message (``key.low-order``, counted, no receipt); a
+sender cannot seal to it, nor to any group that includes it.
 """
 
 from __future__ import annotations
@@ -19,25 +20,59 @@ from attackkit import at_router, kinds, legit_message_flows
 from fixednet import LOW_ORDER
 from netfixtures import AUTHORITY_SEED, T0, Net, build, header
 
+from i24net.core import keys as k
 from i24net.core.directory import Directory, load
 from i24net.core.envelope import Body
 from i24net.core.errors import CryptoError
 from i24net.core.keys import AgencyKeys
+from i24net.core.wire import pack
 
 ANCHOR = AgencyKeys("authority", AUTHORITY_SEED, bytes(32)).verify_key
 
 
 def with_low_order_key(point: bytes, agency: str = "NCB-BR") -> Net:
+    """A network holding a directory with ``point`` as ``agency``'s encryption key, as if
+    issuing and loading had let it through."""
     net = Net()
     d = net.directory
     bad = dataclasses.replace(d.agency(agency), enc_key=point)
-    v2 = d.next_version(T0, agencies={**d.agencies, agency: bad})
-    loaded: Directory = load(v2.sign(AUTHORITY_SEED), ANCHOR, held=d)  # it does load
+    loaded: Directory = d.next_version(T0, agencies={**d.agencies, agency: bad})
     net.directory = loaded
     net.router.set_directory(loaded)
     for node in net.nodes.values():
         node.set_directory(loaded)
     return net
+
+
+# the Ed25519 identity, and a point of order 2: small-order signing keys
+SMALL_ORDER_ED25519 = (bytes([1]) + bytes(31), bytes([0xEC]) + bytes([0xFF]) * 30 + bytes([0x7F]))
+
+
+@pytest.mark.parametrize("point", LOW_ORDER[:7], ids=lambda p: p.hex()[:8])
+def test_a_directory_with_a_low_order_encryption_key_is_neither_issued_nor_loaded(
+        point: bytes) -> None:
+    d = Net().directory
+    bad = d.next_version(T0, agencies={**d.agencies, "NCB-BR": dataclasses.replace(
+        d.agency("NCB-BR"), enc_key=point)})
+    with pytest.raises(CryptoError, match="NCB-BR") as issued:
+        bad.sign(AUTHORITY_SEED)
+    assert issued.value.reason == "key.low-order"
+    doc = bad.encode()  # an issuer that skipped the check
+    signed = pack([doc, k.sign(AUTHORITY_SEED, k.DOMAIN_DIRECTORY, doc)])
+    with pytest.raises(CryptoError) as loaded:
+        load(signed, ANCHOR, held=d)
+    assert loaded.value.reason == "key.low-order"
+
+
+@pytest.mark.parametrize("point", SMALL_ORDER_ED25519, ids=lambda p: p.hex()[:8])
+def test_a_small_order_signing_key_is_refused_too(point: bytes) -> None:
+    d = Net().directory
+    bad = d.next_version(T0, agencies={**d.agencies, "NCB-BR": dataclasses.replace(
+        d.agency("NCB-BR"), sign_key=point)})
+    with pytest.raises(CryptoError, match="signing key") as info:
+        bad.sign(AUTHORITY_SEED)
+    assert info.value.reason == "key.low-order"
+    assert load(d.sign(AUTHORITY_SEED), ANCHOR).digest == d.digest  # honest keys pass
 
 
 @pytest.mark.parametrize("point", LOW_ORDER[:7], ids=lambda p: p.hex()[:8])
