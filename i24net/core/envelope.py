@@ -137,7 +137,11 @@ class Header:
         return self.id.hex()
 
     def encode(self) -> bytes:
-        return pack({
+        return pack(self._doc())
+
+    def _doc(self) -> dict[str, Any]:
+        """The header as the map its encoding holds, in key order."""
+        return {
             "v": WIRE_VERSION,
             "id": self.id,
             "kind": self.kind,
@@ -158,7 +162,7 @@ class Header:
             "dir": self.directory_serial,
             "kid": self.key_id,
             "nonce": self.nonce,
-        })
+        }
 
     @classmethod
     def decode(cls, data: bytes) -> Header:
@@ -199,8 +203,7 @@ class Header:
         # One spelling per meaning: the parsers above read "flash", "tlp:red" or unsorted
         # caveats leniently, so require what this header encodes back to (an absent optional
         # field and nil being the same, 1.3).
-        canonical = unpack(h.encode(), what="header", max_size=MAX_HEADER,
-                           max_items=MAX_RECIPIENTS)
+        canonical = h._doc()
         if {**dict.fromkeys(canonical), **obj} != canonical:
             fail("header", "a field is not in its canonical form (enumerations in capitals "
                  "and without prefix, caveats and handling codes sorted)",

@@ -34,9 +34,7 @@ def with_low_order_key(point: bytes, agency: str = "NCB-BR") -> Net:
     """A network holding a directory with ``point`` as ``agency``'s encryption key, as if
     issuing and loading had let it through."""
     net = Net()
-    d = net.directory
-    bad = dataclasses.replace(d.agency(agency), enc_key=point)
-    loaded: Directory = d.next_version(T0, agencies={**d.agencies, agency: bad})
+    loaded = with_record(net.directory, agency, enc_key=point)
     net.directory = loaded
     net.router.set_directory(loaded)
     for node in net.nodes.values():
@@ -48,12 +46,17 @@ def with_low_order_key(point: bytes, agency: str = "NCB-BR") -> Net:
 SMALL_ORDER_ED25519 = (bytes([1]) + bytes(31), bytes([0xEC]) + bytes([0xFF]) * 30 + bytes([0x7F]))
 
 
+def with_record(d: Directory, agency: str = "NCB-BR", **keys: bytes) -> Directory:
+    """The next version of ``d`` with ``agency``'s record holding ``keys``, unsigned."""
+    return d.next_version(T0, agencies={**d.agencies, agency: dataclasses.replace(
+        d.agency(agency), **keys)})
+
+
 @pytest.mark.parametrize("point", LOW_ORDER[:7], ids=lambda p: p.hex()[:8])
 def test_a_directory_with_a_low_order_encryption_key_is_neither_issued_nor_loaded(
         point: bytes) -> None:
     d = Net().directory
-    bad = d.next_version(T0, agencies={**d.agencies, "NCB-BR": dataclasses.replace(
-        d.agency("NCB-BR"), enc_key=point)})
+    bad = with_record(d, enc_key=point)
     with pytest.raises(CryptoError, match="NCB-BR") as issued:
         bad.sign(AUTHORITY_SEED)
     assert issued.value.reason == "key.low-order"
@@ -67,8 +70,7 @@ def test_a_directory_with_a_low_order_encryption_key_is_neither_issued_nor_loade
 @pytest.mark.parametrize("point", SMALL_ORDER_ED25519, ids=lambda p: p.hex()[:8])
 def test_a_small_order_signing_key_is_refused_too(point: bytes) -> None:
     d = Net().directory
-    bad = d.next_version(T0, agencies={**d.agencies, "NCB-BR": dataclasses.replace(
-        d.agency("NCB-BR"), sign_key=point)})
+    bad = with_record(d, sign_key=point)
     with pytest.raises(CryptoError, match="signing key") as info:
         bad.sign(AUTHORITY_SEED)
     assert info.value.reason == "key.low-order"
