@@ -134,15 +134,43 @@ def unpack(
         raise WireFormatError(f"{what}: nested deeper than {max_depth} levels",
                               reason="wire.depth")
     if pack(obj) != data:
+        if _has_duplicate_key(bytes(data)):
+            raise WireFormatError(f"{what}: a map holds the same key twice (readers would "
+                                  "disagree about which one counts)",
+                                  reason="wire.duplicate-key")
         # One encoding per value (docs/protocol.md 2.2): the bytes must be what ``pack``
         # makes of what they decode to, so no two readers can disagree about what was
-        # signed. This refuses duplicate map keys (a decoder keeps one), integers and
-        # lengths in a longer form than their shortest, and floats not in float 64.
-        raise WireFormatError(f"{what}: not the canonical encoding (a duplicate map key, "
-                              "a value in a longer form than its shortest, or a float "
-                              "not in float 64)",
+        # signed. This refuses duplicate map keys (a decoder keeps one; named separately
+        # above), integers and lengths in a longer form than their shortest, and floats
+        # not in float 64.
+        raise WireFormatError(f"{what}: not the canonical encoding (a value in a longer "
+                              "form than its shortest, or a float not in float 64)",
                               reason="wire.noncanonical")
     return obj
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _has_duplicate_key(data: bytes) -> bool:
+    """Only on the refusal path of ``unpack`` (the input already decoded once under its
+    limits): whether some map in ``data`` repeats a key, to name the refusal precisely."""
+    try:
+        msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_pairs,
+                        max_ext_len=0, ext_hook=_refuse_ext)
+    except _DuplicateKey:
+        return True
+    except Exception:  # any other failure: not a duplicate key
+        return False
+    return False
 
 
 def peek_field(data: bytes, key: str, *, what: str, max_size: int,

@@ -263,8 +263,6 @@ def test_fields_text_list_limits() -> None:
 
 
 @pytest.mark.parametrize("data, what", [
-    (b"\x82\xa5level\x01\xa5level\x02", "a duplicate key"),
-    (b"\x81\xa1a\x82\xa1b\x01\xa1b\x01", "a duplicate key in a nested map"),
     (b"\xcd\x00\x05", "5 as uint16"),
     (b"\xcc\x05", "5 as uint8 (a fixint suffices)"),
     (b"\xd0\xff", "-1 as int8"),
@@ -280,6 +278,19 @@ def test_a_value_in_any_but_its_one_encoding_is_refused(data: bytes, what: str) 
     with pytest.raises(WireFormatError) as info:
         unpack(data, what="x", max_size=1024)
     assert info.value.reason == "wire.noncanonical", what
+
+
+@pytest.mark.parametrize("data, what", [
+    (b"\x82\xa5level\x01\xa5level\x02", "a duplicate key"),
+    (b"\x82\xa5level\x01\xa5level\x01", "a duplicate key with the same value twice"),
+    (b"\x81\xa1a\x82\xa1b\x01\xa1b\x01", "a duplicate key in a nested map"),
+    (b"\x91\x82\xa1x\xc0\xa1x\xa1y", "a duplicate key in a map inside an array"),
+])
+def test_a_repeated_map_key_is_refused_by_name(data: bytes, what: str) -> None:
+    """msgpack-python keeps the last of repeated keys; another reader may keep the first."""
+    with pytest.raises(WireFormatError) as info:
+        unpack(data, what="x", max_size=1024)
+    assert info.value.reason == "wire.duplicate-key", what
 
 
 def test_the_canonical_forms_are_accepted_in_any_key_order() -> None:
