@@ -32,6 +32,7 @@ from i24net.core import frames as fr
 from i24net.core.audit import AuditChain
 from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
+from i24net.core.keys import AgencyKeys
 from i24net.core.node import NodeEvent, NodeMachine
 from i24net.core.router import CONTROL_PRIORITY, RouterEvent, RouterMachine
 from i24net.transport.base import Delivery, Transport
@@ -389,10 +390,12 @@ class NodeDaemon(_Shell):
 
     def __init__(self, machine: NodeMachine, transport: Transport, *,
                  audit: AuditLog | None = None, tick_s: float = 1.0,
-                 directory_anchor: bytes | None = None, **kw: Any) -> None:
+                 directory_anchor: bytes | None = None,
+                 load_keys: Callable[[], AgencyKeys] | None = None, **kw: Any) -> None:
         super().__init__(transport, **kw)
         self.name = f"node-{machine.agency}"
         self.machine = machine
+        self.load_keys = load_keys  # the agency's keys again, after a prekey rotation
         self.audit = audit
         self.tick_s = tick_s
         self.anchor = directory_anchor
@@ -421,7 +424,14 @@ class NodeDaemon(_Shell):
             return [NodeEvent("drop", reason=exc.reason, detail=exc.message)]
         if d.serial > self.machine.directory.serial:
             self.machine.set_directory(d)
-            return [NodeEvent("directory", detail=f"now version {d.serial}")]
+            events = [NodeEvent("directory", detail=f"now version {d.serial}")]
+            if self.machine.needs_keys() and self.load_keys is not None:
+                try:
+                    self.machine.set_keys(self.load_keys())
+                except I24Error as exc:
+                    return [*events, NodeEvent("drop", reason=exc.reason, detail=exc.message)]
+                events.append(NodeEvent("key", detail="keys loaded again: new prekey"))
+            return events
         return []
 
     def _pop(self, now: int, limit: int) -> list[tuple[str, bytes, int]]:

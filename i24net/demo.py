@@ -22,7 +22,7 @@ from typing import Any
 
 from i24net import client
 from i24net.core import frames as fr
-from i24net.core.envelope import Body, make_header, seal
+from i24net.core.envelope import Body, make_header, recipient_keys, seal
 from i24net.core.keys import AgencyKeys, key_id
 from i24net.core.labels import Label, Precedence
 from i24net.home import ROUTER_ACCOUNT, Home, now_ms
@@ -266,7 +266,7 @@ class Storyline:
                              label=Label("RESTRICTED"), now_ms=now_ms(), ttl_ms=3600_000,
                              random_bytes=os.urandom, precedence=Precedence.FLASH)
         raw = seal(header, Body("URGENT: release the suspect", "Forged order."), fake_sender,
-                   {"NCB-DE": d.agencies["NCB-DE"].enc_key}, random_bytes=os.urandom)
+                   recipient_keys(d, header), random_bytes=os.urandom)
         stamp = fr.Stamp(header.id, hashlib.sha256(raw).digest(), "NCB-FR", ("NCB-DE",),
                          {"NCB-DE": 1}, now_ms(), d.serial, key_id(fake_router.verify_key))
         frame = fr.make_delivery(stamp, raw, fake_router)

@@ -30,7 +30,7 @@ import nacl.signing
 from i24net.core import directory as dirmod
 from i24net.core.directory import Directory
 from i24net.core.errors import ConfigError, DirectoryError
-from i24net.core.keys import AgencyKeys
+from i24net.core.keys import AgencyKeys, Prekey, PublicKeys
 from i24net.core.netspec import NetworkSpec, build_directory, parse_spec
 from i24net.core.shards import router_key_name
 
@@ -143,7 +143,7 @@ class Home:
         anchor = bytes(nacl.signing.SigningKey(authority).verify_key)
         self.anchor_file.write_text(anchor.hex() + "\n")
         for a in spec.agencies:
-            self.write_keys(AgencyKeys.generate(a.id, os.urandom))
+            self.write_keys(AgencyKeys.generate(a.id, os.urandom, now_ms=now_ms()))
         passwords = {a.id: secrets.token_urlsafe(24) for a in spec.agencies}
         passwords[ROUTER_ACCOUNT] = secrets.token_urlsafe(24)
         _write_private(self.keys_dir / "broker.toml",
@@ -158,10 +158,18 @@ class Home:
         return d
 
     def write_keys(self, keys: AgencyKeys) -> None:
+        """The agency's key file: its long-term secrets and every prekey it still holds
+        (docs/home.md). The sending key is never written: it lives in memory only."""
+        prekeys = "".join(
+            "\n[[prekey]]\n"
+            f'secret = "{p.secret.hex()}"\n'
+            f"issued_ms = {p.issued_ms}\n"
+            + (f"retired_ms = {p.retired_ms}\n" if p.retired_ms is not None else "")
+            for p in keys.prekeys)
         _write_private(self.key_file(keys.agency),
                        f'agency = "{keys.agency}"\n'
                        f'signing_seed = "{keys.signing_seed.hex()}"\n'
-                       f'encryption_secret = "{keys.encryption_secret.hex()}"\n')
+                       f'encryption_secret = "{keys.encryption_secret.hex()}"\n' + prekeys)
 
     # -- reading --------------------------------------------------------------------------
     def spec(self) -> NetworkSpec:
@@ -179,9 +187,23 @@ class Home:
                               "an agency of this network?)", reason="config.keys",
                               agency=agency)
         data = _parse_toml(path.read_text(), str(path))
+        raw_prekeys = data.get("prekey", [])
+        if not isinstance(raw_prekeys, list) or not raw_prekeys:
+            raise ConfigError(f"{path} holds no prekey: this home was made by an older "
+                              "version; run 'i24net init --force' to make new keys",
+                              reason="config.keys", agency=agency)
+        prekeys = []
+        for n, p in enumerate(raw_prekeys, 1):
+            issued, retired = p.get("issued_ms"), p.get("retired_ms")
+            if not isinstance(issued, int) or not (retired is None or isinstance(retired, int)):
+                raise ConfigError(f"{path}: prekey {n} needs an integer issued_ms (and "
+                                  "retired_ms, if retired)", reason="config.keys", agency=agency)
+            prekeys.append(Prekey(_unhex(p.get("secret"), f"{path}: prekey {n} secret"),
+                                  issued, retired))
         return AgencyKeys(agency, _unhex(data.get("signing_seed"), f"{path}: signing_seed"),
                           _unhex(data.get("encryption_secret"),
-                                 f"{path}: encryption_secret"))
+                                 f"{path}: encryption_secret"),
+                          tuple(prekeys), os.urandom(32))
 
     def router_keys(self, shard: int = 1) -> AgencyKeys:
         """Router shard ``shard``'s signing key (routing stamps, reports); the directory
@@ -208,12 +230,11 @@ class Home:
         path = self.keys_dir / "broker.toml"
         return {str(k): str(v) for k, v in _parse_toml(path.read_text(), str(path)).items()}
 
-    def public_keys(self, spec: NetworkSpec) -> dict[str, tuple[bytes, bytes]]:
+    def public_keys(self, spec: NetworkSpec) -> dict[str, PublicKeys]:
         out = {}
         for a in spec.agencies:
             if self.key_file(a.id).exists():
-                kk = self.keys(a.id)
-                out[a.id] = (kk.verify_key, kk.encryption_public)
+                out[a.id] = self.keys(a.id).public()
         return out
 
     def _held(self) -> tuple[int, str]:
@@ -266,11 +287,31 @@ class Home:
     def rotate(self, agency: str) -> tuple[Directory, AgencyKeys]:
         d = self.directory()
         d.agency(agency)
-        new_keys = AgencyKeys.generate(agency, os.urandom)
-        nd = d.rotate(agency, new_keys.verify_key, new_keys.encryption_public, now_ms())
+        new_keys = AgencyKeys.generate(agency, os.urandom, now_ms=now_ms())
+        nd = d.rotate(agency, new_keys.public(), now_ms())
         self.write_keys(new_keys)
         self.publish_directory(nd)
         return nd, new_keys
+
+    def rotate_prekeys(self, agencies: list[str] | None = None) -> Directory:
+        """A new prekey for each of ``agencies`` (default: every active agency), the old
+        one retired, prekeys retired longer ago than the directory's grace erased from the
+        key files, and a new directory version listing the new prekeys."""
+        d = self.directory()
+        names = agencies if agencies is not None else [a.id for a in d.agencies.values()
+                                                       if a.active]
+        t = now_ms()
+        listed = {}
+        for name in names:
+            d.agency(name)
+            kk = self.keys(name).with_new_prekey(os.urandom(32), t).erase_prekeys(
+                t, d.prekey_grace_ms)
+            self.write_keys(kk)
+            pk = kk.public()
+            listed[name] = (pk.prekey, pk.prekey_sig)
+        nd = d.rotate_prekeys(listed, t)
+        self.publish_directory(nd)
+        return nd
 
     def revoke(self, agency: str) -> Directory:
         nd = self.directory().revoke(agency, now_ms())
@@ -282,7 +323,7 @@ class Home:
         spec = self.spec()
         for a in spec.agencies:
             if not self.key_file(a.id).exists():
-                self.write_keys(AgencyKeys.generate(a.id, os.urandom))
+                self.write_keys(AgencyKeys.generate(a.id, os.urandom, now_ms=now_ms()))
         prev = self.directory()
         nd = build_directory(spec, self.public_keys(spec), authority_key=self.anchor(),
                              serial=prev.serial + 1, issued_ms=now_ms(), previous=prev,

@@ -232,7 +232,7 @@ def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
                                     password=password)
     audit = AuditLog(home.logs_dir / f"audit-{agency}.jsonl", agency)
     return NodeDaemon(machine, t, audit=audit, logger=logger,
-                      directory_anchor=home.anchor())
+                      directory_anchor=home.anchor(), load_keys=lambda: home.keys(agency))
 
 
 def make_router(home: Home, *, logger: logging.Logger | None = None,

@@ -179,6 +179,27 @@ def directory_rotate(agency: str, home: str | None) -> None:
     _publish(h, d)
 
 
+@directory.command("rotate-prekeys")
+@click.argument("agencies", nargs=-1)
+@home_option
+def directory_rotate_prekeys(agencies: tuple[str, ...], home: str | None) -> None:
+    """Give AGENCIES (default: every active agency) a new prekey and issue the next directory
+    version (published to a running network; its nodes load their new prekeys when it
+    arrives).
+
+    The old prekey stays, retired, for the directory's grace period (messages in flight
+    were sealed to it), then is erased: from a running node's memory when the grace ends,
+    and from the key file at the next rotation. Once erased, a stolen long-term key no
+    longer opens what was sealed to it (docs/protocol.md, forward secrecy)."""
+    h = Home.resolve(home)
+    d = h.rotate_prekeys(list(agencies) or None)
+    grace_h = d.prekey_grace_ms / 3_600_000
+    who = ", ".join(agencies) if agencies else "every active agency"
+    console.print(f"new prekey for {escape(who)}; the old ones are kept {grace_h:g} h for "
+                  f"messages in flight; directory is now version {d.serial}")
+    _publish(h, d)
+
+
 @directory.command("revoke")
 @click.argument("agency")
 @home_option

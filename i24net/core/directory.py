@@ -30,6 +30,7 @@ from i24net.core.errors import DirectoryError
 from i24net.core.labels import ClassificationScale, Label
 from i24net.core.wire import MAX_RECIPIENTS, Fields, fail, pack, unpack
 
+_CHECKED_PREKEYS: set[tuple[bytes, bytes, bytes, str]] = set()  # verified once per process
 AGENCY_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*\Z")  # \Z, not $: "$" admits a final "\n"
 GROUP_NAME = re.compile(r"^[A-Z][A-Z0-9-]{0,31}\Z")
 KINDS = ("gs", "ncb", "europol", "lea", "body")
@@ -38,7 +39,8 @@ STATUSES = ("active", "revoked")
 DERIVED_GROUPS = ("ALL", "NCB")
 
 MAX_DIRECTORY = 8 << 20  # 3,000 agencies at ~300 bytes each, with ample margin
-DIRECTORY_VERSION = 1
+DIRECTORY_VERSION = 2
+DEFAULT_PREKEY_GRACE_MS = 30 * 86_400_000  # the longest a message may live (policy.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class AgencyRecord:
     enc_key: bytes = field(repr=False)
     status: str = "active"
     key_version: int = 1
+    prekey: bytes = field(default=b"", repr=False)  # X25519, medium-term, rotated
+    prekey_sig: bytes = field(default=b"", repr=False)  # the agency's signature over it
 
     def __post_init__(self) -> None:
         if not AGENCY_ID.match(self.id) or len(self.id) > 32:
@@ -75,6 +79,9 @@ class AgencyRecord:
         if len(self.sign_key) != k.KEY_SIZE or len(self.enc_key) != k.KEY_SIZE:
             raise DirectoryError(f"{self.id}: public keys must be 32 bytes",
                                  reason="directory.key", agency=self.id)
+        if len(self.prekey) != k.KEY_SIZE or len(self.prekey_sig) != k.SIG_SIZE:
+            raise DirectoryError(f"{self.id}: a prekey of 32 bytes and its 64-byte signature "
+                                 "are required", reason="directory.key", agency=self.id)
 
     @property
     def active(self) -> bool:
@@ -84,12 +91,27 @@ class AgencyRecord:
     def key_id(self) -> bytes:
         return k.key_id(self.sign_key)
 
+    @property
+    def prekey_id(self) -> bytes:
+        return k.prekey_id(self.prekey)
+
+    def check_prekey(self) -> None:
+        """The prekey is signed by this agency's signing key and not of low order."""
+        found = (self.sign_key, self.prekey, self.prekey_sig, self.id)
+        if found in _CHECKED_PREKEYS:
+            return
+        k.check_prekey(self.id, self.sign_key, self.prekey, self.prekey_sig)
+        if len(_CHECKED_PREKEYS) >= 16_384:
+            _CHECKED_PREKEYS.clear()
+        _CHECKED_PREKEYS.add(found)
+
     def to_wire(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "kind": self.kind, "region": self.region,
             "level": self.clearance.level, "caveats": sorted(self.clearance.caveats),
             "roles": sorted(self.roles), "sign_key": self.sign_key, "enc_key": self.enc_key,
             "status": self.status, "key_version": self.key_version,
+            "prekey": self.prekey, "prekey_sig": self.prekey_sig,
         }
 
     @classmethod
@@ -104,6 +126,8 @@ class AgencyRecord:
             sign_key=f.blob("sign_key", size=k.KEY_SIZE),
             enc_key=f.blob("enc_key", size=k.KEY_SIZE),
             status=f.text("status", max_len=16), key_version=f.integer("key_version", lo=1),
+            prekey=f.blob("prekey", size=k.KEY_SIZE),
+            prekey_sig=f.blob("prekey_sig", size=k.SIG_SIZE),
         )
         f.done()
         return rec
@@ -123,6 +147,7 @@ class Directory:
     prefix: str = "i24/v1"
     max_skew_ms: int = 300_000
     router_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    prekey_grace_ms: int = DEFAULT_PREKEY_GRACE_MS
     _expansions: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False,
                                                      compare=False)
 
@@ -229,12 +254,21 @@ class Directory:
         return replace(self, serial=self.serial + 1, issued_ms=issued_ms,
                        _expansions={}, **changes)
 
-    def rotate(self, agency_id: str, sign_key: bytes, enc_key: bytes,
-               issued_ms: int) -> Directory:
-        """A new version in which ``agency_id`` has new public keys."""
+    def rotate(self, agency_id: str, public: k.PublicKeys, issued_ms: int) -> Directory:
+        """A new version in which ``agency_id`` has new public keys (and a new prekey)."""
         rec = self.agency(agency_id)
-        new = replace(rec, sign_key=sign_key, enc_key=enc_key, key_version=rec.key_version + 1)
+        new = replace(rec, sign_key=public.sign_key, enc_key=public.enc_key,
+                      prekey=public.prekey, prekey_sig=public.prekey_sig,
+                      key_version=rec.key_version + 1)
         return self.next_version(issued_ms, agencies={**self.agencies, agency_id: new})
+
+    def rotate_prekeys(self, prekeys: Mapping[str, tuple[bytes, bytes]],
+                       issued_ms: int) -> Directory:
+        """A new version listing new prekeys: agency id -> (prekey, agency's signature)."""
+        agencies = dict(self.agencies)
+        for agency_id, (pre, sig) in prekeys.items():
+            agencies[agency_id] = replace(self.agency(agency_id), prekey=pre, prekey_sig=sig)
+        return self.next_version(issued_ms, agencies=agencies)
 
     def revoke(self, agency_id: str, issued_ms: int) -> Directory:
         """A new version in which ``agency_id`` is revoked (its keys are no longer trusted)."""
@@ -260,6 +294,7 @@ class Directory:
             "caveats": sorted(self.scale.caveats),
             "authority_key": self.authority_key,
             "router_keys": list(self.router_keys),
+            "prekey_grace_ms": self.prekey_grace_ms,
             "agencies": [self.agencies[a].to_wire() for a in sorted(self.agencies)],
             "groups": {g: sorted(m) for g, m in sorted(self.groups.items())},
         })
@@ -269,6 +304,7 @@ class Directory:
         checked when one is issued (``sign``) and when one is loaded."""
         for rec in self.agencies.values():
             k.check_public_keys(rec.sign_key, rec.enc_key, who=f"directory record {rec.id}")
+            rec.check_prekey()
         for n, key in enumerate(self.router_keys, 1):
             k.check_public_keys(key, None, who=f"directory router key {n}")
 
@@ -286,9 +322,11 @@ class Directory:
     def decode_doc(cls, doc: bytes) -> Directory:
         obj = unpack(doc, what="directory", max_size=MAX_DIRECTORY)
         f = Fields(obj, "directory")
-        if f.integer("v") != DIRECTORY_VERSION:
-            fail("directory", f"unsupported directory version (this build reads "
-                 f"{DIRECTORY_VERSION})", reason="wire.version")
+        version = f.integer("v")
+        if version != DIRECTORY_VERSION:
+            fail("directory", f"directory format version {version} is not supported (this "
+                 f"build reads version {DIRECTORY_VERSION} only, which lists prekeys)",
+                 reason="wire.version")
         network = f.text("network", max_len=64)
         serial = f.integer("serial", lo=1)
         issued = f.integer("issued")
@@ -298,6 +336,7 @@ class Directory:
         caveats = f.text_list("caveats", max_items=64, max_len=32)
         authority = f.blob("authority_key", size=k.KEY_SIZE)
         raw_routers = f.raw("router_keys")
+        grace = f.integer("prekey_grace_ms", lo=0, hi=10 * 365 * 86_400_000)
         raw_agencies = f.raw("agencies")
         raw_groups = f.raw("groups")
         f.done()
@@ -318,7 +357,8 @@ class Directory:
             return cls(network=network, serial=serial, issued_ms=issued,
                        scale=ClassificationScale(tuple(levels), frozenset(caveats)),
                        agencies=agencies, groups=groups, authority_key=authority,
-                       prefix=prefix, max_skew_ms=skew, router_keys=tuple(raw_routers))
+                       prefix=prefix, max_skew_ms=skew, router_keys=tuple(raw_routers),
+                       prekey_grace_ms=grace)
         except DirectoryError:
             raise
         except Exception as exc:  # label/config validation inside a signed document

@@ -20,6 +20,7 @@ cannot be re-addressed or relabelled, and a wrap cannot be replayed for another 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,11 +44,18 @@ from i24net.core.wire import (
 )
 
 MAGIC = "i24e"
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+RETIRED_VERSIONS = {1: "protocol version 1 (static wrap keys, no key commitment, no forward "
+                       "secrecy) is no longer accepted"}
 ID_SIZE = 16
 NONCE_SIZE = 24
-BODY_KEY_SIZE = 32
-WRAP_SIZE = BODY_KEY_SIZE + 16  # key + Poly1305 tag
+CONTENT_KEY_SIZE = 32
+COMMIT_SIZE = 32
+WRAP_SIZE = CONTENT_KEY_SIZE + 16  # key + Poly1305 tag
+_BODY_PERSON = b"i24net-body-v2"  # BLAKE2b personalisations (at most 16 bytes)
+_COMMIT_PERSON = b"i24net-cmt-v2"
+_WRAP_PERSON = b"i24net-wrap-v2"
+_KDF_SIZE = 32 + NONCE_SIZE  # an XChaCha20-Poly1305 key and nonce
 MAX_HEADER = 64 * 1024 + MAX_RECIPIENTS * 40  # ids of up to 32 chars, twice (to + addr)
 MAX_SUBJECT = 256
 MAX_TEXT = 512 * 1024
@@ -168,9 +176,11 @@ class Header:
     def decode(cls, data: bytes) -> Header:
         obj = unpack(data, what="header", max_size=MAX_HEADER, max_items=MAX_RECIPIENTS)
         f = Fields(obj, "header")
-        if f.integer("v") != WIRE_VERSION:
-            fail("header", f"unsupported header version (this build reads {WIRE_VERSION})",
-                 reason="wire.version")
+        version = f.integer("v")
+        if version != WIRE_VERSION:
+            fail("header", RETIRED_VERSIONS.get(
+                version, f"unsupported header version {version} (this build reads "
+                f"{WIRE_VERSION})"), reason="wire.version")
         try:
             tlp_raw = f.text("tlp", max_len=16, optional=True)
             eval_raw = f.text("eval", max_len=2, optional=True)
@@ -331,6 +341,9 @@ class Envelope:
     wraps: Mapping[str, bytes] = field(repr=False)
     ciphertext: bytes = field(repr=False)
     signature: bytes = field(repr=False)
+    sending_key: bytes = field(repr=False, default=b"")  # the sender's X25519 sending key
+    commitment: bytes = field(repr=False, default=b"")  # to the content key
+    prekey_ids: Mapping[str, bytes] = field(repr=False, default_factory=dict)  # per wrap
 
     @property
     def digest(self) -> bytes:
@@ -347,8 +360,10 @@ class Envelope:
         if magic != MAGIC:
             fail("envelope", "not an i24net envelope (bad magic)", reason="wire.magic")
         if type(version) is not int or version != WIRE_VERSION:  # True == 1.0 == 1
-            fail("envelope", f"wire version {version!r} is not supported (this build reads "
-                 f"{WIRE_VERSION})", reason="wire.version")
+            fail("envelope", RETIRED_VERSIONS.get(version, f"wire version {version!r} is not "
+                 f"supported") + f" (this build reads version {WIRE_VERSION} only)"
+                 if type(version) is int else f"wire version {version!r} is not an integer",
+                 reason="wire.version")
         if not isinstance(signed, bytes) or not isinstance(signature, bytes) \
                 or len(signature) != k.SIG_SIZE:
             fail("envelope", "signed part must be binary and the signature 64 bytes")
@@ -358,26 +373,36 @@ class Envelope:
             fail("envelope", "the frame is not in canonical encoding", reason="wire.noncanonical")
         inner = unpack(signed, what="envelope content", max_size=MAX_ENVELOPE,
                        max_items=MAX_RECIPIENTS)
-        if not (isinstance(inner, list) and len(inner) == 3):
-            fail("envelope content", "expected [header, wraps, ciphertext]")
-        header_bytes, raw_wraps, ciphertext = inner
+        if not (isinstance(inner, list) and len(inner) == 5):
+            fail("envelope content", "expected [header, sending key, commitment, wraps, "
+                 "ciphertext]")
+        header_bytes, epk, commitment, raw_wraps, ciphertext = inner
         if not isinstance(header_bytes, bytes) or not isinstance(ciphertext, bytes):
             fail("envelope content", "header and ciphertext must be binary")
+        if not (isinstance(epk, bytes) and len(epk) == k.KEY_SIZE
+                and isinstance(commitment, bytes) and len(commitment) == COMMIT_SIZE):
+            fail("envelope content", f"the sending key must be {k.KEY_SIZE} bytes and the "
+                 f"commitment {COMMIT_SIZE}")
         if not isinstance(raw_wraps, list):
             fail("envelope content", "wraps must be a list")
         header = Header.decode(header_bytes)
         wraps: dict[str, bytes] = {}
+        prekey_ids: dict[str, bytes] = {}
         for w in raw_wraps:
-            if not (isinstance(w, list) and len(w) == 2 and isinstance(w[0], str)
-                    and isinstance(w[1], bytes) and len(w[1]) == WRAP_SIZE):
-                fail("envelope content", f"each wrap must be [recipient, {WRAP_SIZE} bytes]")
+            if not (isinstance(w, list) and len(w) == 3 and isinstance(w[0], str)
+                    and isinstance(w[1], bytes) and len(w[1]) == k.KEY_ID_SIZE
+                    and isinstance(w[2], bytes) and len(w[2]) == WRAP_SIZE):
+                fail("envelope content", f"each wrap must be [recipient, {k.KEY_ID_SIZE}-byte "
+                     f"prekey id, {WRAP_SIZE} bytes]")
             if w[0] in wraps:
                 fail("envelope content", f"two wraps for {w[0]}")
-            wraps[w[0]] = w[1]
-        if sorted(wraps) != list(header.recipients):
-            fail("envelope content", "the wraps do not match the header's recipient list",
-                 reason="wire.wraps")
-        return cls(bytes(raw), signed, header_bytes, header, wraps, ciphertext, signature)
+            wraps[w[0]] = w[2]
+            prekey_ids[w[0]] = w[1]
+        if list(wraps) != list(header.recipients):
+            fail("envelope content", "the wraps do not match the header's recipient list "
+                 "(one per recipient, in its order)", reason="wire.wraps")
+        return cls(bytes(raw), signed, header_bytes, header, wraps, ciphertext, signature,
+                   epk, commitment, prekey_ids)
 
     def verify(self, directory: Directory) -> None:
         """Check the sender's signature with the key the directory lists for the sender.
@@ -430,23 +455,43 @@ def _aead_decrypt(key: bytes, nonce: bytes, ad: bytes, ciphertext: bytes, *, wha
                           msg_id=msg_id) from exc
 
 
-def _wrap_ad(msg_id: bytes, recipient: str) -> bytes:
-    return k.DOMAIN_WRAP + msg_id + recipient.encode()
+def _body_key(content_key: bytes, h: Header) -> tuple[bytes, bytes]:
+    """The body's AEAD key and nonce, derived from the content key (protocol.md 4.5)."""
+    out = hashlib.blake2b(h.id + h.nonce, key=content_key, digest_size=_KDF_SIZE,
+                          person=_BODY_PERSON).digest()
+    return out[:32], out[32:]
+
+
+def commitment(content_key: bytes, msg_id: bytes) -> bytes:
+    """The envelope's commitment to its content key: a wrap that opens to any other key,
+    or a body decrypted under any other key, fails this check (``aead.commitment``)."""
+    return hashlib.blake2b(msg_id, key=content_key, digest_size=COMMIT_SIZE,
+                           person=_COMMIT_PERSON).digest()
+
+
+def wrap_key(pair: bytes, shared: bytes, sending_key: bytes, prekey: bytes, msg_id: bytes,
+             recipient: str) -> tuple[bytes, bytes]:
+    """One recipient's wrap key and nonce: keyed by the static pair key, over the sending
+    key / prekey agreement and everything that names this wrap (protocol.md 4.5)."""
+    out = hashlib.blake2b(shared + sending_key + prekey + msg_id + recipient.encode(),
+                          key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON).digest()
+    return out[:32], out[32:]
 
 
 def seal(
     header: Header,
     body: Body,
     sender: k.AgencyKeys,
-    recipient_keys: Mapping[str, bytes],
+    recipient_keys: Mapping[str, tuple[bytes, bytes]],
     *,
     random_bytes: RandomBytes,
     cache: k.PairKeyCache | None = None,
 ) -> bytes:
     """Encrypt ``body`` to every recipient of ``header`` and sign the whole; return the bytes.
 
-    ``recipient_keys`` maps each recipient to its X25519 public key (from the directory);
-    ``random_bytes`` supplies the body key (tests pass a fixed source for known answers).
+    ``recipient_keys`` maps each recipient to its (X25519 public key, prekey) from the
+    directory; ``random_bytes`` supplies the content key (tests pass a fixed source), and a
+    sending key for this message alone if ``sender`` holds none.
     """
     if header.sender != sender.agency:
         raise CryptoError(f"header names {header.sender} but the keys are {sender.agency}'s",
@@ -456,17 +501,27 @@ def seal(
         raise DirectoryError(f"no encryption key for {', '.join(missing)}",
                              reason="directory.unknown-agency", agencies=tuple(missing))
     cache = cache if cache is not None else k.PairKeyCache()
+    esk = sender.sending_secret
+    one_off = esk is None  # no sending key held: a fresh one for this message alone
+    if esk is None:
+        esk = random_bytes(k.KEY_SIZE)
+    epk = sodium.crypto_scalarmult_base(esk) if one_off else sender.sending_public
     header_bytes = header.encode()
     _check_header(header, header_bytes)
-    body_key = random_bytes(BODY_KEY_SIZE)
-    ciphertext = _aead_encrypt(body_key, header.nonce, k.DOMAIN_BODY + header_bytes,
-                               body.encode())
+    content_key = random_bytes(CONTENT_KEY_SIZE)
+    commit = commitment(content_key, header.id)
+    bkey, bnonce = _body_key(content_key, header)
+    ciphertext = _aead_encrypt(bkey, bnonce, k.DOMAIN_BODY + header_bytes, body.encode())
     my_public = sender.encryption_public
+    wrap_ad = k.DOMAIN_WRAP + commit
     wraps = []
     for r in header.recipients:
-        pk = cache.get(sender, my_public, recipient_keys[r], i_am_sender=True)
-        wraps.append([r, _aead_encrypt(pk, header.nonce, _wrap_ad(header.id, r), body_key)])
-    signed = pack([header_bytes, wraps, ciphertext])
+        enc_key, prekey = recipient_keys[r]
+        pair = cache.get(sender, my_public, enc_key, i_am_sender=True)
+        shared = k.x25519(esk, prekey) if one_off else cache.agree(esk, epk, prekey)
+        wk, wn = wrap_key(pair, shared, epk, prekey, header.id, r)
+        wraps.append([r, k.prekey_id(prekey), _aead_encrypt(wk, wn, wrap_ad, content_key)])
+    signed = pack([header_bytes, epk, commit, wraps, ciphertext])
     raw = pack([MAGIC, WIRE_VERSION, signed, sender.sign(k.DOMAIN_ENVELOPE, signed)])
     # Each part can be within its own limit and the whole still over the envelope's (a body
     # near MAX_BODY to thousands of recipients); Envelope.parse would refuse it.
@@ -495,15 +550,41 @@ def open_envelope(
             f"{me.agency} is not a recipient of message {h.id_hex[:12]} (sent by {h.sender} "
             f"to {', '.join(h.recipients[:8])}{' ...' if len(h.recipients) > 8 else ''})",
             reason="not-recipient", agency=me.agency, msg_id=h.id_hex)
-    sender = directory.agency(h.sender)
+    return Opened(env, Body.decode(decrypt_body(env, unwrap(env, me, directory,
+                                                             cache=cache))))
+
+
+def unwrap(env: Envelope, me: k.AgencyKeys, directory: Directory, *,
+           cache: k.PairKeyCache | None = None) -> bytes:
+    """``me``'s content key of a verified envelope, checked against its commitment."""
+    h = env.header
+    pre = me.prekey(env.prekey_ids[me.agency])
+    if pre is None:
+        raise CryptoError(
+            f"message {h.id_hex[:12]} from {h.sender} was sealed to a prekey "
+            f"{env.prekey_ids[me.agency].hex()} that {me.agency} no longer holds (erased "
+            "after its grace period, or never issued)", reason="prekey.unknown",
+            agency=me.agency, msg_id=h.id_hex)
     cache = cache if cache is not None else k.PairKeyCache()
-    my_public = me.encryption_public
-    pk = cache.get(me, my_public, sender.enc_key, i_am_sender=False)
-    body_key = _aead_decrypt(pk, h.nonce, _wrap_ad(h.id, me.agency), env.wraps[me.agency],
-                             what="key wrap", msg_id=h.id_hex)
-    plaintext = _aead_decrypt(body_key, h.nonce, k.DOMAIN_BODY + env.header_bytes,
-                              env.ciphertext, what="body", msg_id=h.id_hex)
-    return Opened(env, Body.decode(plaintext))
+    sender = directory.agency(h.sender)
+    pair = cache.get(me, me.encryption_public, sender.enc_key, i_am_sender=False)
+    shared = cache.agree(pre.secret, pre.public, env.sending_key)
+    wk, wn = wrap_key(pair, shared, env.sending_key, pre.public, h.id, me.agency)
+    content_key = _aead_decrypt(wk, wn, k.DOMAIN_WRAP + env.commitment, env.wraps[me.agency],
+                                what="key wrap", msg_id=h.id_hex)
+    if not hmac.compare_digest(commitment(content_key, h.id), env.commitment):
+        raise CryptoError(f"the key wrap of message {h.id_hex[:12]} opens to a key the "
+                          f"envelope does not commit to: {h.sender} gave {me.agency} a "
+                          "different key than the other recipients", reason="aead.commitment",
+                          agency=h.sender, msg_id=h.id_hex)
+    return content_key
+
+
+def decrypt_body(env: Envelope, content_key: bytes) -> bytes:
+    """The body plaintext under a content key that ``unwrap`` checked."""
+    bkey, bnonce = _body_key(content_key, env.header)
+    return _aead_decrypt(bkey, bnonce, k.DOMAIN_BODY + env.header_bytes, env.ciphertext,
+                         what="body", msg_id=env.header.id_hex)
 
 
 def make_header(
@@ -542,10 +623,14 @@ def make_header(
     )
 
 
-def recipient_keys(directory: Directory, header: Header) -> dict[str, bytes]:
-    """The X25519 public keys of the header's recipients that the directory knows."""
-    return {r: directory.agencies[r].enc_key for r in header.recipients
-            if r in directory.agencies}
+def recipient_keys(directory: Directory, header: Header) -> dict[str, tuple[bytes, bytes]]:
+    """(X25519 public key, prekey) of each of the header's recipients the directory knows."""
+    out = {}
+    for r in header.recipients:
+        rec = directory.agencies.get(r)
+        if rec is not None:
+            out[r] = (rec.enc_key, rec.prekey)
+    return out
 
 
 def check_freshness(header: Header, now_ms: int, max_skew_ms: int) -> str | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -29,16 +29,18 @@ KEY_SIZE = 32
 SIG_SIZE = 64
 KEY_ID_SIZE = 8
 
-DOMAIN_ENVELOPE = b"i24net/v1/envelope\x00"
-DOMAIN_BODY = b"i24net/v1/body\x00"
-DOMAIN_WRAP = b"i24net/v1/wrap\x00"
+DOMAIN_ENVELOPE = b"i24net/v2/envelope\x00"
+DOMAIN_BODY = b"i24net/v2/body\x00"
+DOMAIN_WRAP = b"i24net/v2/wrap\x00"
 DOMAIN_DIRECTORY = b"i24net/v1/directory\x00"
 DOMAIN_STAMP = b"i24net/v1/stamp\x00"
 DOMAIN_RECEIPT = b"i24net/v1/receipt\x00"
 DOMAIN_RELEASE = b"i24net/v1/release\x00"
 DOMAIN_CONTROL = b"i24net/v1/control\x00"
+DOMAIN_PREKEY = b"i24net/v2/prekey\x00"
 _PAIR_PERSON = b"i24net-pair-v1"  # BLAKE2b personalisation, at most 16 bytes
 _KID_PERSON = b"i24net-kid-v1"
+_PREKEY_ID_PERSON = b"i24net-pkid-v2"
 
 
 def key_id(verify_key: bytes) -> bytes:
@@ -72,34 +74,102 @@ def verify(verify_key: bytes, domain: bytes, message: bytes, signature: bytes, *
         ) from exc
 
 
+def prekey_id(public: bytes) -> bytes:
+    """The 8-byte name of a prekey, carried in each key wrap to say which prekey it used."""
+    return hashlib.blake2b(public, digest_size=KEY_ID_SIZE, person=_PREKEY_ID_PERSON).digest()
+
+
+def prekey_message(agency: str, public: bytes) -> bytes:
+    """What an agency signs to vouch for its prekey: the key, then its own id."""
+    return public + agency.encode()
+
+
+def check_prekey(agency: str, sign_key: bytes, public: bytes, signature: bytes) -> None:
+    """Refuse a prekey its agency did not sign (``sig.invalid``) or of low order."""
+    if len(public) != KEY_SIZE:
+        raise CryptoError(f"the prekey of {agency} must be {KEY_SIZE} bytes",
+                          reason="key.size", agency=agency)
+    verify(sign_key, DOMAIN_PREKEY, prekey_message(agency, public), signature,
+           what=f"prekey of {agency}", agency=agency)
+    check_public_keys(sign_key, public, who=f"prekey of {agency}")
+
+
+@dataclass(frozen=True, slots=True)
+class Prekey:
+    """A medium-term X25519 key pair: the directory lists the public half (signed by the
+    agency); the secret is erased once retired and past the grace period, and with it the
+    ability to open what was sent under it."""
+
+    secret: bytes = field(repr=False)
+    issued_ms: int
+    retired_ms: int | None = None
+    public: bytes = field(init=False)
+    id: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != KEY_SIZE:
+            raise CryptoError(f"a prekey secret is {KEY_SIZE} bytes", reason="key.size")
+        public = sodium.crypto_scalarmult_base(self.secret)
+        object.__setattr__(self, "public", public)
+        object.__setattr__(self, "id", prekey_id(public))
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeys:
+    """What the directory lists for an agency: its two long-term public keys and its
+    current prekey with the agency's signature over it."""
+
+    sign_key: bytes
+    enc_key: bytes
+    prekey: bytes
+    prekey_sig: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class AgencyKeys:
-    """An agency's private keys (32-byte Ed25519 seed, 32-byte X25519 secret)."""
+    """An agency's private keys: the long-term 32-byte Ed25519 seed and X25519 secret, its
+    prekeys (the current one and retired ones still within their grace period) and its
+    sending key (an X25519 secret that lives in memory only; see ``with_sending_key``)."""
 
     agency: str
     signing_seed: bytes = field(repr=False)
     encryption_secret: bytes = field(repr=False)
+    prekeys: tuple[Prekey, ...] = field(default=(), repr=False)
+    sending_secret: bytes | None = field(default=None, repr=False)
     # Derived once: re-deriving the Ed25519 key pair or the X25519 public key on every use
     # cost about as much as the signature itself.
     _secret: bytes = field(init=False, repr=False, compare=False)
     _verify_key: bytes = field(init=False, repr=False, compare=False)
     _enc_public: bytes = field(init=False, repr=False, compare=False)
+    _sending_public: bytes | None = field(init=False, repr=False, compare=False)
+    _by_id: dict[bytes, Prekey] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.signing_seed) != KEY_SIZE or len(self.encryption_secret) != KEY_SIZE:
+        if len(self.signing_seed) != KEY_SIZE or len(self.encryption_secret) != KEY_SIZE \
+                or (self.sending_secret is not None and len(self.sending_secret) != KEY_SIZE):
             raise CryptoError(f"keys of {self.agency} must be {KEY_SIZE} bytes each",
                               reason="key.size", agency=self.agency)
+        if sum(p.retired_ms is None for p in self.prekeys) > 1:
+            raise CryptoError(f"{self.agency} holds more than one current prekey",
+                              reason="key.prekey", agency=self.agency)
         public, secret = sodium.crypto_sign_seed_keypair(self.signing_seed)
         object.__setattr__(self, "_secret", secret)
         object.__setattr__(self, "_verify_key", public)
         object.__setattr__(self, "_enc_public",
                            sodium.crypto_scalarmult_base(self.encryption_secret))
+        object.__setattr__(self, "_sending_public",
+                           None if self.sending_secret is None
+                           else sodium.crypto_scalarmult_base(self.sending_secret))
+        object.__setattr__(self, "_by_id", {p.id: p for p in self.prekeys})
 
     @classmethod
-    def generate(cls, agency: str, random_bytes: object) -> AgencyKeys:
-        """New keys from the caller's random source (``random_bytes(n) -> bytes``)."""
+    def generate(cls, agency: str, random_bytes: object, *, now_ms: int = 0) -> AgencyKeys:
+        """New keys from the caller's random source (``random_bytes(n) -> bytes``): the
+        signing seed, the encryption secret, a first prekey and a sending key, drawn in
+        that order."""
         rb = random_bytes  # a callable; typed loosely to keep the core free of os.urandom
-        return cls(agency, rb(KEY_SIZE), rb(KEY_SIZE))  # type: ignore[operator]
+        seed, enc, pre, send = (rb(KEY_SIZE) for _ in range(4))  # type: ignore[operator]
+        return cls(agency, seed, enc, (Prekey(pre, now_ms),), send)
 
     @property
     def verify_key(self) -> bytes:
@@ -108,6 +178,48 @@ class AgencyKeys:
     @property
     def encryption_public(self) -> bytes:
         return self._enc_public
+
+    @property
+    def sending_public(self) -> bytes:
+        if self._sending_public is None:
+            raise CryptoError(f"no sending key for {self.agency}: keys loaded for sealing "
+                              "need one (with_sending_key)", reason="key.sending",
+                              agency=self.agency)
+        return self._sending_public
+
+    @property
+    def current_prekey(self) -> Prekey:
+        for p in self.prekeys:
+            if p.retired_ms is None:
+                return p
+        raise CryptoError(f"{self.agency} has no current prekey: rotate its prekey",
+                          reason="key.prekey", agency=self.agency)
+
+    def prekey(self, pid: bytes) -> Prekey | None:
+        """The prekey named ``pid`` if it is still held (current, or retired within grace)."""
+        return self._by_id.get(pid)
+
+    def public(self) -> PublicKeys:
+        """The public keys the directory should list for this agency."""
+        pre = self.current_prekey.public
+        return PublicKeys(self.verify_key, self.encryption_public, pre,
+                          self.sign(DOMAIN_PREKEY, prekey_message(self.agency, pre)))
+
+    def with_sending_key(self, secret: bytes) -> AgencyKeys:
+        """The same keys with a new sending key (the old one is forgotten)."""
+        return replace(self, sending_secret=secret)
+
+    def with_new_prekey(self, secret: bytes, now_ms: int) -> AgencyKeys:
+        """The current prekey retired at ``now_ms`` and a new one current."""
+        kept = tuple(p if p.retired_ms is not None else replace(p, retired_ms=now_ms)
+                     for p in self.prekeys)
+        return replace(self, prekeys=(*kept, Prekey(secret, now_ms)))
+
+    def erase_prekeys(self, now_ms: int, grace_ms: int) -> AgencyKeys:
+        """The same keys without the prekeys retired more than ``grace_ms`` ago."""
+        kept = tuple(p for p in self.prekeys
+                     if p.retired_ms is None or now_ms - p.retired_ms <= grace_ms)
+        return self if len(kept) == len(self.prekeys) else replace(self, prekeys=kept)
 
     def sign(self, domain: bytes, message: bytes) -> bytes:
         return sodium.crypto_sign(domain + message, self._secret)[:SIG_SIZE]
@@ -190,5 +302,37 @@ class PairKeyCache:
             self._cache[k] = found
         return found
 
+    def agree(self, my_secret: bytes, my_public: bytes, their_public: bytes) -> bytes:
+        """The raw X25519 output of a sending key and a prekey (either side), cached like
+        pair keys: a sender keeps one sending key for many messages, so the cost is paid
+        once per (sending key, prekey). Entries for an erased prekey age out of the FIFO;
+        ``forget`` drops them at once."""
+        k = (my_public, their_public, None)
+        found = self._cache.get(k)
+        if found is None:
+            found = x25519(my_secret, their_public)
+            if len(self._cache) >= self.limit:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[k] = found
+        return found
+
+    def forget(self, public: bytes) -> None:
+        """Drop every entry computed with ``public`` on either side (an erased prekey or a
+        replaced sending key), so nothing derived from it outlives it in memory."""
+        for key in [key for key in self._cache if public in (key[0], key[1])]:
+            del self._cache[key]
+
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def x25519(my_secret: bytes, their_public: bytes) -> bytes:
+    """X25519, refusing a peer key of the wrong size (``key.size``) or of low order
+    (``key.low-order``: libsodium refuses an all-zero output)."""
+    if len(their_public) != KEY_SIZE:
+        raise CryptoError("encryption public key must be 32 bytes", reason="key.size")
+    try:
+        return sodium.crypto_scalarmult(my_secret, their_public)
+    except (RuntimeError, nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise CryptoError("encryption public key is invalid (low-order point)",
+                          reason="key.low-order") from exc

@@ -23,6 +23,7 @@ from i24net.core.directory import (
     Directory,
 )
 from i24net.core.errors import ConfigError, I24Error
+from i24net.core.keys import PublicKeys
 from i24net.core.labels import DEFAULT_LEVELS, ClassificationScale, Label
 
 BROKER_ENGINES = ("embedded", "mosquitto", "nats")
@@ -259,7 +260,7 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
 
 def build_directory(
     spec: NetworkSpec,
-    public_keys: Mapping[str, tuple[bytes, bytes]],
+    public_keys: Mapping[str, PublicKeys],
     *,
     authority_key: bytes,
     serial: int,
@@ -267,7 +268,8 @@ def build_directory(
     previous: Directory | None = None,
     router_keys: tuple[bytes, ...] = (),
 ) -> Directory:
-    """The directory for ``spec``; ``public_keys`` maps agency id -> (sign, enc) public keys.
+    """The directory for ``spec``; ``public_keys`` maps agency id -> its public keys (the
+    two long-term keys and the signed current prekey, ``AgencyKeys.public()``).
 
     With ``previous``, revocations and key versions carry over for agencies still listed.
     """
@@ -276,14 +278,15 @@ def build_directory(
         if a.id not in public_keys:
             raise ConfigError(f"no keys for {a.id}: run 'i24net directory keygen {a.id}'",
                               reason="config.keys", agency=a.id)
-        sign_key, enc_key = public_keys[a.id]
+        pk = public_keys[a.id]
         status, version = "active", 1
         if previous is not None and a.id in previous.agencies:
             old = previous.agencies[a.id]
             status = old.status
-            version = old.key_version + (old.sign_key != sign_key)
+            version = old.key_version + (old.sign_key != pk.sign_key)
         records[a.id] = AgencyRecord(a.id, a.name, a.kind, a.region, a.clearance, a.roles,
-                                     sign_key, enc_key, status, version)
+                                     pk.sign_key, pk.enc_key, status, version,
+                                     pk.prekey, pk.prekey_sig)
     return Directory(network=spec.name, serial=serial, issued_ms=issued_ms, scale=spec.scale,
                      agencies=records, groups=dict(spec.groups), authority_key=authority_key,
                      prefix=spec.prefix, max_skew_ms=spec.max_skew_seconds * 1000,

@@ -117,7 +117,7 @@ class InboxItem:
 
 @dataclass(frozen=True, slots=True)
 class NodeEvent:
-    kind: str  # submit accepted refused receipt delivered received duplicate drop gap expired
+    kind: str  # submit accepted refused receipt delivered received duplicate drop gap expired key
     msg_id: str = ""
     peer: str = ""
     reason: str = ""
@@ -181,13 +181,19 @@ class MemoryNodeStore:
 Hook = Callable[["NodeMachine", InboxItem, Header, int], list[NodeEvent]]
 
 
+SENDING_KEY_MS = 3_600_000  # a sending key seals for at most an hour, then is forgotten
+
+
 class NodeMachine:
     def __init__(self, agency: str, keys: k.AgencyKeys, directory: Directory,
                  store: NodeStore, *, random_bytes: Callable[[int], bytes]) -> None:
         if keys.agency != agency:
             raise I24Error(f"keys are {keys.agency}'s, not {agency}'s", reason="config.keys")
         self.agency = agency
+        if keys.sending_secret is None:
+            keys = keys.with_sending_key(random_bytes(k.KEY_SIZE))
         self.keys = keys
+        self._sending_since: int | None = None  # when the sending key was first used
         self.directory = directory
         self.store = store
         self.random_bytes = random_bytes
@@ -235,8 +241,52 @@ class NodeMachine:
         request, or a message held back by the send window once a report freed a place.
         None when nothing is scheduled, so a driver can sleep until something arrives
         (a frame, a ``submit``, or ``outbox_changed``) instead of polling."""
-        due = [d for d in (self._outbox_due, *self._gap_due.values()) if d is not None]
+        due = [d for d in (self._outbox_due, *self._gap_due.values(), self._keys_due())
+               if d is not None]
         return min(due, default=None)
+
+    # -- keys -----------------------------------------------------------------------------
+    def _keys_due(self) -> int | None:
+        """When the sending key must be replaced or a retired prekey erased."""
+        due = [p.retired_ms + self.directory.prekey_grace_ms + 1 for p in self.keys.prekeys
+               if p.retired_ms is not None]
+        if self._sending_since is not None:
+            due.append(self._sending_since + SENDING_KEY_MS)
+        return min(due, default=None)
+
+    def maintain_keys(self, now_ms: int) -> list[NodeEvent]:
+        """Replace a sending key older than ``SENDING_KEY_MS`` and erase the prekeys
+        retired longer ago than the directory's grace period, with everything derived from
+        them: once gone, nothing in this node opens what was sealed under them."""
+        events = []
+        if self._sending_since is not None and now_ms >= self._sending_since + SENDING_KEY_MS:
+            self.cache.forget(self.keys.sending_public)
+            self.keys = self.keys.with_sending_key(self.random_bytes(k.KEY_SIZE))
+            self._sending_since = None  # until it first seals: an idle node stays idle
+            events.append(NodeEvent("key", detail="new sending key"))
+        kept = self.keys.erase_prekeys(now_ms, self.directory.prekey_grace_ms)
+        if kept is not self.keys:
+            gone = [p for p in self.keys.prekeys if kept.prekey(p.id) is None]
+            for p in gone:
+                self.cache.forget(p.public)
+            self.keys = kept
+            events.append(NodeEvent("key", detail=f"erased prekey(s) "
+                                    f"{', '.join(p.id.hex() for p in gone)}"))
+        return events
+
+    def needs_keys(self) -> bool:
+        """True when the directory lists a prekey for this agency that its keys lack (the
+        prekey was rotated): the shell should load the agency's keys again (``set_keys``)."""
+        rec = self.directory.agencies.get(self.agency)
+        return rec is not None and self.keys.prekey(rec.prekey_id) is None
+
+    def set_keys(self, keys: k.AgencyKeys) -> None:
+        """Adopt keys loaded again after a rotation; the sending key in use is kept."""
+        if keys.agency != self.agency:
+            raise I24Error(f"keys are {keys.agency}'s, not {self.agency}'s",
+                           reason="config.keys")
+        held = self.keys.sending_secret
+        self.keys = keys.with_sending_key(held) if held is not None else keys
 
     def outbox_changed(self) -> None:
         """The store's outbox was written by someone else (``i24net publish`` enqueues
@@ -268,6 +318,9 @@ class NodeMachine:
     # -- sending --------------------------------------------------------------------------
     def submit(self, header: Header, body: Body, now_ms: int) -> tuple[bytes, NodeEvent]:
         """Seal and persist a message, then queue it; returns (envelope bytes, event)."""
+        self.maintain_keys(now_ms)
+        if self._sending_since is None:
+            self._sending_since = now_ms
         raw = seal(header, body, self.keys, recipient_keys(self.directory, header),
                    random_bytes=self.random_bytes, cache=self.cache)
         entry = OutboxEntry(header.id, raw, header.kind, int(header.precedence),
@@ -287,7 +340,7 @@ class NodeMachine:
         return int(delay * (1 - self.retry_jitter + 2 * self.retry_jitter * unit))
 
     def tick(self, now_ms: int) -> list[NodeEvent]:
-        events: list[NodeEvent] = []
+        events: list[NodeEvent] = self.maintain_keys(now_ms)
         retried = 0
         active = sorted(self.store.outbox_active(), key=lambda e: e.precedence)
         unanswered = sum(1 for e in active if e.state == "queued" and e.attempts >= 1)

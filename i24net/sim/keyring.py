@@ -25,7 +25,7 @@ import nacl.signing
 
 from i24net.core import directory as dirmod
 from i24net.core.directory import Directory
-from i24net.core.keys import KEY_SIZE, AgencyKeys
+from i24net.core.keys import KEY_SIZE, AgencyKeys, Prekey
 from i24net.core.netspec import NetworkSpec, build_directory
 
 ROUTER_ID = "i24-router"  # the router's key name, as in ``i24net.home.ROUTER_ACCOUNT``
@@ -59,8 +59,10 @@ class SimKeys(AgencyKeys):
         return self._signer.sign(domain + message).signature
 
     @classmethod
-    def draw(cls, agency: str, rng: random.Random) -> SimKeys:
-        return cls(agency, rng.randbytes(KEY_SIZE), rng.randbytes(KEY_SIZE))
+    def draw(cls, agency: str, rng: random.Random, *, now_ms: int = 0) -> SimKeys:
+        """Signing seed, encryption secret, first prekey and sending key, in that order."""
+        seed, enc, pre, send = (rng.randbytes(KEY_SIZE) for _ in range(4))
+        return cls(agency, seed, enc, (Prekey(pre, now_ms),), send)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Keyring:
         anchor = bytes(nacl.signing.SigningKey(authority_seed).verify_key)
         router = SimKeys.draw(ROUTER_ID, rng)
         keys = {a.id: SimKeys.draw(a.id, rng) for a in spec.agencies}
-        pubs = {a: (kk.verify_key, kk.encryption_public) for a, kk in keys.items()}
+        pubs = {a: kk.public() for a, kk in keys.items()}
         d = build_directory(spec, pubs, authority_key=anchor, serial=1, issued_ms=issued_ms,
                             router_keys=(router.verify_key,))
         ring = cls(keys, router, authority_seed, anchor, d)

@@ -93,40 +93,14 @@ class HeaderView:
     kind: str
 
 
-def _bin_at(raw: bytes, pos: int) -> tuple[int, int]:
-    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(raw[pos] if pos < len(raw) else -1)
-    if width is None:
-        raise ValueError("not a bin field")
-    start = pos + 1 + width
-    end = start + int.from_bytes(raw[pos + 1:start], "big")
-    if end > len(raw):
-        raise ValueError("truncated")
-    return start, end
-
-
-_ENVELOPE_HEAD = b"\x94\xa4i24e\x01"
-_DELIVERY_HEAD = b"\x95\xa4i24d\x01"
-
-
 def peek_header(raw: bytes) -> HeaderView | None:
     """The clear header of an envelope or of the envelope inside a delivery; None for any
     other frame or anything malformed (the receiver will say why; a filter only looks)."""
     try:
-        if raw.startswith(_DELIVERY_HEAD):
-            pos = _bin_at(raw, len(_DELIVERY_HEAD))[1]  # doc
-            pos = _bin_at(raw, pos)[1]  # signature
-            pos = _bin_at(raw, pos)[0]  # extra: the envelope
-        elif raw.startswith(_ENVELOPE_HEAD):
-            pos = 0
-        else:
+        header = fr.peek_header_bytes(raw)
+        if header is None:
             return None
-        if raw[pos:pos + len(_ENVELOPE_HEAD)] != _ENVELOPE_HEAD:
-            return None
-        signed = _bin_at(raw, pos + len(_ENVELOPE_HEAD))[0]
-        if raw[signed:signed + 1] != b"\x93":
-            return None
-        start, end = _bin_at(raw, signed + 1)
-        h = unpack(raw[start:end], what="header", max_size=end - start + 1,
+        h = unpack(header, what="header", max_size=len(header) + 1,
                    max_items=MAX_RECIPIENTS)
         caveats = frozenset(str(c) for c in h.get("caveats", ()))
         level = str(h.get("level", ""))

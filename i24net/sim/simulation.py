@@ -567,8 +567,7 @@ class Simulation(Engine):
         self._issue(nd, "revoke", agency)
 
     def _do_rotate(self, agency: str) -> None:
-        new = SimKeys.draw(agency, self.rng)
-        nd = self.directory.rotate(agency, new.verify_key, new.encryption_public,
-                                   self._router_now())
+        new = SimKeys.draw(agency, self.rng, now_ms=self._router_now())
+        nd = self.directory.rotate(agency, new.public(), self._router_now())
         self.hosts[agency].pending_keys.append((nd.serial, new))
         self._issue(nd, "rotate", agency)

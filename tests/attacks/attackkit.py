@@ -28,7 +28,7 @@ from netfixtures import (
 
 from i24net.core import keys as k
 from i24net.core.directory import Directory
-from i24net.core.envelope import Envelope, _aead_decrypt, _wrap_ad
+from i24net.core.envelope import Envelope, decrypt_body, unwrap
 from i24net.core.node import NodeEvent
 from i24net.core.router import RouterEvent
 from i24net.core.wire import pack
@@ -40,16 +40,20 @@ Wraps = list[list[Any]]
 # -- envelope surgery (no re-signing: the attacker has no key) -------------------------------
 
 def split(raw: bytes) -> tuple[Header, Wraps, bytes, bytes]:
-    """(header map, wraps, ciphertext, signature) of an envelope, decoded without checks."""
+    """(header map, wraps, ciphertext, signature) of an envelope, decoded without checks;
+    ``join`` takes the sending key and commitment from ``raw`` (``like``)."""
     magic, version, signed, sig = msgpack.unpackb(raw, raw=False)
-    assert (magic, version) == ("i24e", 1)
-    header_bytes, wraps, ciphertext = msgpack.unpackb(signed, raw=False)
+    assert (magic, version) == ("i24e", 2)
+    header_bytes, _, _, wraps, ciphertext = msgpack.unpackb(signed, raw=False)
     return msgpack.unpackb(header_bytes, raw=False), wraps, ciphertext, sig
 
 
-def join(header: Header, wraps: Wraps, ciphertext: bytes, sig: bytes) -> bytes:
-    """The envelope bytes for these parts, canonical (``Envelope.parse`` accepts them)."""
-    return pack(["i24e", 1, pack([pack(header), wraps, ciphertext]), sig])
+def join(header: Header, wraps: Wraps, ciphertext: bytes, sig: bytes, *, like: bytes) -> bytes:
+    """The envelope bytes for these parts, with the sending key and commitment of ``like``,
+    canonical (``Envelope.parse`` accepts them)."""
+    _, _, signed, _ = msgpack.unpackb(like, raw=False)
+    _, epk, commit, _, _ = msgpack.unpackb(signed, raw=False)
+    return pack(["i24e", 2, pack([pack(header), epk, commit, wraps, ciphertext]), sig])
 
 
 def flip(data: bytes, at: int = 0, mask: int = 0x01) -> bytes:
@@ -67,20 +71,15 @@ def tamper(raw: bytes, *, header: Header | None = None,
     h, w, ct, sig = split(raw)
     h = {**h, **(header or {})}
     return join(h, wraps(w) if wraps else w, ciphertext(ct) if ciphertext else ct,
-                signature(sig) if signature else sig)
+                signature(sig) if signature else sig, like=raw)
 
 
 def decrypt_skipping_the_signature(raw: bytes, me: k.AgencyKeys, directory: Directory) -> bytes:
     """Unwrap and decrypt as ``open_envelope`` does, minus the signature check: what a
-    careless receiver would do. The AEAD bindings must hold on their own."""
+    careless receiver would do. The AEAD bindings and the commitment must hold on their
+    own."""
     env = Envelope.parse(raw)
-    h = env.header
-    peer = directory.agency(h.sender).enc_key
-    pair = k.PairKeyCache().get(me, me.encryption_public, peer, i_am_sender=False)
-    body_key = _aead_decrypt(pair, h.nonce, _wrap_ad(h.id, me.agency), env.wraps[me.agency],
-                             what="key wrap", msg_id=h.id_hex)
-    return _aead_decrypt(body_key, h.nonce, k.DOMAIN_BODY + env.header_bytes, env.ciphertext,
-                         what="body", msg_id=h.id_hex)
+    return decrypt_body(env, unwrap(env, me, directory))
 
 
 # -- injection --------------------------------------------------------------------------------

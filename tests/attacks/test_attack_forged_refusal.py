@@ -24,7 +24,7 @@ def test_a_refusal_of_garbage_under_a_real_id_does_not_cancel_the_message() -> N
     raw = net.store("NCB-FR").outbox[mid].raw
     assert net.nodes["NCB-FR"].pop(limit=10)  # the real submission, lost by the broker
     header, wraps, ciphertext, sig = split(raw)
-    forged = join(header, wraps, ciphertext, flip(sig))
+    forged = join(header, wraps, ciphertext, flip(sig), like=raw)
     assert kinds(at_router(net, "NCB-FR", forged)) == [("refuse", "sig.invalid")]
     reports = [p for t, p, _ in net.router.pop(net.now, limit=10)
                if t.endswith("/inbox/NCB-FR") and parse_frame(p).magic == REPORT]

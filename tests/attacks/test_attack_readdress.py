@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import nacl.bindings as sodium
 import pytest
 from attackkit import (
     at_node,
@@ -25,7 +26,7 @@ from attackkit import (
 from netfixtures import Net, keys_for, parsed
 
 from i24net.core import keys as k
-from i24net.core.envelope import _aead_decrypt, _aead_encrypt, _wrap_ad, make_header
+from i24net.core.envelope import commitment, make_header, unwrap, wrap_key
 from i24net.core.errors import CryptoError
 from i24net.core.labels import Label
 from i24net.core.wire import pack
@@ -53,8 +54,9 @@ def test_added_recipient_breaks_the_signature() -> None:
     net = Net()
     _, raw = fr_to_de(net)
     h = split(raw)[0]
+    us_prekey = net.directory.agency("NCB-US").prekey_id  # so the wrap reaches the AEAD
     readdressed = tamper(raw, header={"to": ["NCB-DE", "NCB-US"], "addr": ["NCB-DE", "NCB-US"]},
-                         wraps=lambda w: [w[0], ["NCB-US", w[0][1]]])
+                         wraps=lambda w: [w[0], ["NCB-US", us_prekey, w[0][2]]])
     assert h["to"] == ["NCB-DE"]
     assert kinds(at_router(net, "NCB-DE", readdressed)) == [("refuse", "sig.invalid")]
     assert kinds(at_router(net, "NCB-FR", readdressed)) == [("refuse", "sig.invalid")]
@@ -72,7 +74,7 @@ def test_resigning_anothers_envelope_fails_against_the_named_sender() -> None:
     net = Net()
     _, raw = fr_to_de(net)
     env = parsed(raw)
-    resigned = pack(["i24e", 1, env.signed, keys_for("NCB-DE").sign(k.DOMAIN_ENVELOPE,
+    resigned = pack(["i24e", 2, env.signed, keys_for("NCB-DE").sign(k.DOMAIN_ENVELOPE,
                                                                      env.signed)])
     assert kinds(at_router(net, "NCB-DE", resigned)) == [("refuse", "sig.invalid")]
     assert net.router.counters["refuse.sig.invalid"] == 1
@@ -98,19 +100,22 @@ def test_body_moved_under_the_insiders_own_header_does_not_decrypt() -> None:
     _, raw = fr_to_de(net)
     src = parsed(raw)
     de = keys_for("NCB-DE")
-    fr_pub = net.directory.agency("NCB-FR").enc_key
-    pair_in = k.PairKeyCache().get(de, de.encryption_public, fr_pub, i_am_sender=False)
-    body_key = _aead_decrypt(pair_in, src.header.nonce, _wrap_ad(src.header.id, "NCB-DE"),
-                             src.wraps["NCB-DE"], what="wrap", msg_id="")
+    content_key = unwrap(src, de, net.directory)  # NCB-DE may: it is a recipient
     h = make_header(net.directory, sender="NCB-DE", addressing=["NCB-US"], kind="message",
                     label=Label("RESTRICTED"), now_ms=net.now, ttl_ms=3_600_000,
                     random_bytes=net.nodes["NCB-DE"].random_bytes)
-    h = dataclasses.replace(h, nonce=src.header.nonce)  # the nonce the ciphertext used
-    us_pub = net.directory.agency("NCB-US").enc_key
-    pair_out = k.PairKeyCache().get(de, de.encryption_public, us_pub, i_am_sender=True)
-    wrap = _aead_encrypt(pair_out, h.nonce, _wrap_ad(h.id, "NCB-US"), body_key)
-    signed = pack([h.encode(), [["NCB-US", wrap]], src.ciphertext])
-    moved = pack(["i24e", 1, signed, de.sign(k.DOMAIN_ENVELOPE, signed)])
+    h = dataclasses.replace(h, nonce=src.header.nonce)
+    us = net.directory.agency("NCB-US")
+    commit = commitment(content_key, h.id)
+    cache = k.PairKeyCache()
+    pair = cache.get(de, de.encryption_public, us.enc_key, i_am_sender=True)
+    shared = cache.agree(de.sending_secret, de.sending_public, us.prekey)
+    wk, wn = wrap_key(pair, shared, de.sending_public, us.prekey, h.id, "NCB-US")
+    wrap = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(content_key, k.DOMAIN_WRAP + commit,
+                                                           wn, wk)
+    signed = pack([h.encode(), de.sending_public, commit, [["NCB-US", us.prekey_id, wrap]],
+                   src.ciphertext])
+    moved = pack(["i24e", 2, signed, de.sign(k.DOMAIN_ENVELOPE, signed)])
 
     assert kinds(at_router(net, "NCB-DE", moved)) == [("accept", "ok")]  # headers only
     net.pump()

@@ -69,7 +69,7 @@ def test_old_key_after_rotation_is_unknown() -> None:
     net = Net()
     old = build("NCB-FR", ["NCB-DE"])  # signed with the key about to be replaced
     new_fr = keys_for("NCB-FR", 1)
-    v2 = net.directory.rotate("NCB-FR", new_fr.verify_key, new_fr.encryption_public, T0)
+    v2 = net.directory.rotate("NCB-FR", new_fr.public(), T0)
     adopt(net, v2)
     assert kinds(at_router(net, "NCB-FR", old)) == [("refuse", "sig.unknown-key")]
     assert net.router.counters == {"refuse.sig.unknown-key": 1}

@@ -36,7 +36,7 @@ def original() -> bytes:
 
 
 def swap_wraps(w: Wraps) -> Wraps:
-    return [[w[0][0], w[1][1]], [w[1][0], w[0][1]]]
+    return [[w[0][0], w[1][1], w[1][2]], [w[1][0], w[0][1], w[0][2]]]
 
 
 TAMPERINGS: dict[str, Callable[[bytes], bytes]] = {
@@ -48,7 +48,9 @@ TAMPERINGS: dict[str, Callable[[bytes], bytes]] = {
     "header.handling": lambda r: tamper(r, header={"handling": ["H0"]}),
     "header.ref": lambda r: tamper(r, header={"ref": bytes(16)}),
     "header.dir": lambda r: tamper(r, header={"dir": 2}),
-    "wraps.byte": lambda r: tamper(r, wraps=lambda w: [[w[0][0], flip(w[0][1], 5)], w[1]]),
+    "wraps.byte": lambda r: tamper(r, wraps=lambda w: [[*w[0][:2], flip(w[0][2], 5)], w[1]]),
+    "wraps.prekey": lambda r: tamper(r, wraps=lambda w: [[w[0][0], flip(w[0][1]), w[0][2]],
+                                                         w[1]]),
     "wraps.swapped": lambda r: tamper(r, wraps=swap_wraps),
     "body.byte": lambda r: tamper(r, ciphertext=lambda c: flip(c, len(c) // 2)),
     "body.tag": lambda r: tamper(r, ciphertext=lambda c: flip(c, len(c) - 1, 0x80)),
@@ -96,7 +98,7 @@ def test_structural_edits_do_not_even_parse(how: str, reason: str) -> None:
     raw = original()
     edit = {
         "wrap removed": lambda w: w[:1],
-        "wrap renamed": lambda w: [["NCB-US", w[0][1]], w[1]],
+        "wrap renamed": lambda w: [["NCB-US", *w[0][1:]], w[1]],
         "wrap duplicated": lambda w: [w[0], w[0], w[1]],
     }[how]
     net = Net()

@@ -192,7 +192,8 @@ def test_inspect_shows_hostile_header_text_literally(run: Run, home: Path,
         addressing=("[bold]x[/bold]",), label=Label("RESTRICTED"),
         precedence=env.Precedence.ROUTINE, created_ms=1, expires_ms=2, directory_serial=1,
         key_id=b"\x00" * 8, nonce=b"\x00" * 24)
-    raw = env.seal(header, env.Body("s"), forger, {"NCB-DE": d.agency("NCB-DE").enc_key},
+    de = d.agency("NCB-DE")
+    raw = env.seal(header, env.Body("s"), forger, {"NCB-DE": (de.enc_key, de.prekey)},
                    random_bytes=lambda n: b"\x03" * n)
     bad = tmp_path / "forged.i24"
     bad.write_bytes(raw)
@@ -276,6 +277,6 @@ def test_no_home(run: Run, tmp_path: Path) -> None:
 def test_wraps_in_the_file_are_per_recipient(run: Run, home: Path, tmp_path: Path) -> None:
     out = sealed(run, home, tmp_path / "m.i24", to="@ALL")
     _, _, signed, _ = msgpack.unpackb(out.read_bytes())
-    _, wraps, _ = msgpack.unpackb(signed)
+    _, _, _, wraps, _ = msgpack.unpackb(signed)
     assert [w[0] for w in wraps] == sorted(["GS-LYON", "EUROPOL", "NCB-DE", "NCB-US",
                                             "NCB-BR", "NCB-JP", "NCB-ZA"])

@@ -17,7 +17,7 @@ import nacl.signing
 
 from i24net.core import envelope as env
 from i24net.core.directory import AgencyRecord, Directory
-from i24net.core.keys import AgencyKeys, PairKeyCache
+from i24net.core.keys import AgencyKeys, PairKeyCache, Prekey
 from i24net.core.labels import ClassificationScale, Label
 from i24net.core.netspec import build_directory, parse_spec
 
@@ -72,7 +72,9 @@ def secret(label: str) -> bytes:
 def agency_keys(agency: str, generation: int = 0) -> AgencyKeys:
     """Fixed keys for ``agency``; ``generation`` > 0 gives the keys after that many rotations."""
     suffix = f"-g{generation}" if generation else ""
-    return AgencyKeys(agency, secret(f"sign-{agency}{suffix}"), secret(f"enc-{agency}{suffix}"))
+    return AgencyKeys(agency, secret(f"sign-{agency}{suffix}"), secret(f"enc-{agency}{suffix}"),
+                      (Prekey(secret(f"prekey-{agency}{suffix}"), NOW - HOUR),),
+                      secret(f"sending-{agency}{suffix}"))
 
 
 class FixedRandom:
@@ -152,9 +154,10 @@ class FixedNet:
 
 def record(agency: str, kind: str, region: str, level: str, caveats: Iterable[str],
            roles: Iterable[str], keys: AgencyKeys) -> AgencyRecord:
+    pk = keys.public()
     return AgencyRecord(agency, f"{agency} bureau", kind, region,
                         Label(level, frozenset(caveats)), frozenset(roles),
-                        keys.verify_key, keys.encryption_public)
+                        pk.sign_key, pk.enc_key, prekey=pk.prekey, prekey_sig=pk.prekey_sig)
 
 
 def build_net(*, serial: int = 1, issued_ms: int = NOW,
@@ -179,7 +182,6 @@ def build_from_spec(spec_text: str, *, authority: str = "authority") -> FixedNet
     keys = {a.id: agency_keys(a.id) for a in spec.agencies}
     authority_seed = secret(authority)
     anchor = bytes(nacl.signing.SigningKey(authority_seed).verify_key)
-    d = build_directory(spec, {i: (kk.verify_key, kk.encryption_public)
-                               for i, kk in keys.items()},
+    d = build_directory(spec, {i: kk.public() for i, kk in keys.items()},
                         authority_key=anchor, serial=1, issued_ms=NOW)
     return FixedNet(d, keys, authority_seed)

@@ -28,7 +28,7 @@ from i24net.core import frames as fr
 from i24net.core import keys as k
 from i24net.core.directory import AgencyRecord, Directory
 from i24net.core.envelope import Body, Envelope, Header, make_header, recipient_keys, seal
-from i24net.core.keys import AgencyKeys, PairKeyCache
+from i24net.core.keys import AgencyKeys, PairKeyCache, Prekey
 from i24net.core.labels import Label, Precedence
 from i24net.core.netspec import build_directory, parse_spec
 from i24net.core.node import MemoryNodeStore, NodeEvent, NodeMachine
@@ -53,7 +53,8 @@ def secret(label: str) -> bytes:
 def keys_for(agency: str, generation: int = 0) -> AgencyKeys:
     """Fixed private keys for ``agency``; another ``generation`` is a rotated key pair."""
     tag = f"{agency}/{generation}"
-    return AgencyKeys(agency, secret("sign-" + tag), secret("enc-" + tag))
+    return AgencyKeys(agency, secret("sign-" + tag), secret("enc-" + tag),
+                      (Prekey(secret("prekey-" + tag), T0 - DAY),), secret("sending-" + tag))
 
 
 ROUTER = keys_for("i24-router")
@@ -86,17 +87,17 @@ def label(text: str) -> Label:
 def record(agency: str, *, kind: str = "ncb", region: str = "EUROPE",
            clearance: str = "RESTRICTED", roles: Iterable[str] = (),
            status: str = "active", generation: int = 0) -> AgencyRecord:
-    kk = keys_for(agency, generation)
+    pk = keys_for(agency, generation).public()
     return AgencyRecord(agency, f"{agency} bureau", kind, region, label(clearance),
-                        frozenset(roles), kk.verify_key, kk.encryption_public, status)
+                        frozenset(roles), pk.sign_key, pk.enc_key, status,
+                        prekey=pk.prekey, prekey_sig=pk.prekey_sig)
 
 
 @functools.cache
 def demo_directory() -> Directory:
     """Directory version 1 of the demo preset, with fixed keys and the router key listed."""
     spec = parse_spec(tomllib.loads(preset_toml("demo")))
-    pubs = {a.id: (keys_for(a.id).verify_key, keys_for(a.id).encryption_public)
-            for a in spec.agencies}
+    pubs = {a.id: keys_for(a.id).public() for a in spec.agencies}
     anchor = bytes(nacl.signing.SigningKey(AUTHORITY_SEED).verify_key)
     return build_directory(spec, pubs, authority_key=anchor, serial=1, issued_ms=T0 - DAY,
                            router_keys=(ROUTER.verify_key,))
@@ -144,7 +145,9 @@ def seal_header(h: Header, *, d: Directory | None = None, signer: AgencyKeys | N
     pubs = recipient_keys(d, h)
     for r in h.recipients:
         if r not in pubs:
-            pubs[r] = (extra_keys or {}).get(r) or keys_for(r).encryption_public
+            made_up = keys_for(r)
+            pubs[r] = ((extra_keys or {}).get(r) or made_up.encryption_public,
+                       made_up.current_prekey.public)
     return seal(h, body or Body("subject", "text"), signer or keys_for(h.sender), pubs,
                 random_bytes=RNG, cache=CACHE)
 

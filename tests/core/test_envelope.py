@@ -7,6 +7,7 @@ freshness, 6 revocation and rotation, 8 bad input yields a typed error.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -42,20 +43,21 @@ from i24net.core.wire import MAX_BODY, MAX_ENVELOPE, pack
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def split(raw: bytes) -> tuple[dict[str, Any], list[list[Any]], bytes, bytes]:
-    """(header map, wraps, ciphertext, signature) of an envelope, decoded without checks."""
+def split(raw: bytes) -> tuple[dict[str, Any], bytes, bytes, list[list[Any]], bytes, bytes]:
+    """(header map, sending key, commitment, wraps, ciphertext, signature) of an envelope,
+    decoded without checks."""
     magic, version, signed, sig = msgpack.unpackb(raw, raw=False)
-    assert (magic, version) == ("i24e", 1)
-    header_bytes, wraps, ct = msgpack.unpackb(signed, raw=False)
-    return msgpack.unpackb(header_bytes, raw=False), wraps, ct, sig
+    assert (magic, version) == ("i24e", 2)
+    header_bytes, epk, commit, wraps, ct = msgpack.unpackb(signed, raw=False)
+    return msgpack.unpackb(header_bytes, raw=False), epk, commit, wraps, ct, sig
 
 
-def join(header: dict[str, Any] | bytes, wraps: list[list[Any]], ct: bytes,
-         sig: bytes | None = None, *, signer: k.AgencyKeys | None = None,
-         magic: object = "i24e", version: object = 1) -> bytes:
+def join(header: dict[str, Any] | bytes, epk: bytes, commit: bytes, wraps: list[list[Any]],
+         ct: bytes, sig: bytes | None = None, *, signer: k.AgencyKeys | None = None,
+         magic: object = "i24e", version: object = 2) -> bytes:
     """Re-assemble an envelope; with ``signer``, sign the new signed part with that key."""
     header_bytes = header if isinstance(header, bytes) else pack(header)
-    signed = pack([header_bytes, wraps, ct])
+    signed = pack([header_bytes, epk, commit, wraps, ct])
     if signer is not None:
         sig = signer.sign(k.DOMAIN_ENVELOPE, signed)
     return pack([magic, version, signed, sig])
@@ -159,10 +161,10 @@ def test_sealing_is_deterministic_given_the_random_source(net: FixedNet) -> None
 
 def test_ciphertext_is_shared_and_wraps_are_per_recipient(net: FixedNet) -> None:
     raw = net.seal("GS-LYON", ["@ALL"], env.Body("x" * 100, "y" * 1000))
-    _, wraps, ct, _ = split(raw)
+    _, _, _, wraps, ct, _ = split(raw)
     assert len(wraps) == 11
-    assert all(len(w[1]) == env.WRAP_SIZE for w in wraps)
-    assert len({w[1] for w in wraps}) == 11
+    assert all(len(w[2]) == env.WRAP_SIZE for w in wraps)
+    assert len({w[2] for w in wraps}) == 11
     assert len(ct) == len(env.Body("x" * 100, "y" * 1000).encode()) + 16
     assert b"y" * 64 not in raw  # the body does not travel in clear
 
@@ -245,28 +247,28 @@ FIELD_CHANGES: list[tuple[str, Any, str]] = [
                          ids=[f"{f}={v!r}"[:30] for f, v, _ in FIELD_CHANGES])
 def test_changed_header_field_breaks_the_signature(net: FixedNet, rich_raw: bytes, field: str,
                                                    value: Any, why: str) -> None:
-    header, wraps, ct, sig = split(rich_raw)
+    header, ek, cm, wraps, ct, sig = split(rich_raw)
     assert header[field] != value
     header[field] = value
     for agency in ("NCB-DE", "EUROPOL"):
-        err = refused(net, join(header, wraps, ct, sig), agency)
+        err = refused(net, join(header, ek, cm, wraps, ct, sig), agency)
         assert isinstance(err, CryptoError) and err.reason == why
 
 
 def test_h3_restriction_text_is_signed(net: FixedNet) -> None:
     raw = net.seal("NCB-FR", ["NCB-DE"], handling=HandlingCodes.parse(["H3"], "not in court"))
-    header, wraps, ct, sig = split(raw)
+    header, ek, cm, wraps, ct, sig = split(raw)
     header["h3"] = "no restriction"
-    assert reason(net, join(header, wraps, ct, sig)) == "sig.invalid"
+    assert reason(net, join(header, ek, cm, wraps, ct, sig)) == "sig.invalid"
 
 
 def test_readdressing_with_a_moved_wrap_breaks_the_signature(net: FixedNet,
                                                              rich_raw: bytes) -> None:
     """Surreptitious forwarding: give NCB-DE's wrap to NCB-US and list NCB-US instead."""
-    header, wraps, ct, sig = split(rich_raw)
+    header, ek, cm, wraps, ct, sig = split(rich_raw)
     header["to"] = sorted(["NCB-US" if r == "NCB-DE" else r for r in header["to"]])
-    moved = sorted([["NCB-US" if w[0] == "NCB-DE" else w[0], w[1]] for w in wraps])
-    raw = join(header, moved, ct, sig)
+    moved = sorted([["NCB-US" if w[0] == "NCB-DE" else w[0], *w[1:]] for w in wraps])
+    raw = join(header, ek, cm, moved, ct, sig)
     assert reason(net, raw, "NCB-US") == "sig.invalid"
 
 
@@ -279,26 +281,27 @@ RESIGNED = [(f, v) for f, v, why in FIELD_CHANGES if why == "sig.invalid" and f 
                          ids=[f"{f}={v!r}"[:30] for f, v in RESIGNED])
 def test_header_is_bound_to_the_ciphertext(net: FixedNet, rich_raw: bytes, field: str,
                                            value: Any) -> None:
-    header, wraps, ct, _ = split(rich_raw)
+    header, ek, cm, wraps, ct, _ = split(rich_raw)
     header[field] = value
-    raw = join(header, wraps, ct, signer=net.keys["NCB-FR"])
+    raw = join(header, ek, cm, wraps, ct, signer=net.keys["NCB-FR"])
     assert reason(net, raw) == "aead.invalid"
 
 
 def test_message_id_is_bound_to_the_wraps(net: FixedNet, rich_raw: bytes) -> None:
-    header, wraps, ct, _ = split(rich_raw)
+    header, ek, cm, wraps, ct, _ = split(rich_raw)
     header["id"] = b"\x22" * 16
-    raw = join(header, wraps, ct, signer=net.keys["NCB-FR"])
+    raw = join(header, ek, cm, wraps, ct, signer=net.keys["NCB-FR"])
     err = refused(net, raw)
     assert err.reason == "aead.invalid" and "key wrap" in str(err)
 
 
 def test_swapped_wraps_between_recipients(net: FixedNet, rich_raw: bytes) -> None:
-    header, wraps, ct, sig = split(rich_raw)
+    header, ek, cm, wraps, ct, sig = split(rich_raw)
     names = [w[0] for w in wraps]
-    swapped = [[n, w[1]] for n, w in zip(names, wraps[1:] + wraps[:1], strict=True)]
-    assert reason(net, join(header, swapped, ct, sig)) == "sig.invalid"
-    resigned = join(header, swapped, ct, signer=net.keys["NCB-FR"])
+    swapped = [[n, own[1], w[2]]
+               for n, own, w in zip(names, wraps, wraps[1:] + wraps[:1], strict=True)]
+    assert reason(net, join(header, ek, cm, swapped, ct, sig)) == "sig.invalid"
+    resigned = join(header, ek, cm, swapped, ct, signer=net.keys["NCB-FR"])
     for agency in names:
         assert reason(net, resigned, agency) == "aead.invalid"
 
@@ -306,10 +309,10 @@ def test_swapped_wraps_between_recipients(net: FixedNet, rich_raw: bytes) -> Non
 def test_ciphertext_from_another_message(net: FixedNet) -> None:
     a = net.seal("NCB-FR", ["NCB-DE"], env.Body("a"), rng=FixedRandom("a"))
     b = net.seal("NCB-FR", ["NCB-DE"], env.Body("b"), rng=FixedRandom("b"))
-    ha, wa, _, sa = split(a)
-    _, _, cb, _ = split(b)
-    assert reason(net, join(ha, wa, cb, sa)) == "sig.invalid"
-    assert reason(net, join(ha, wa, cb, signer=net.keys["NCB-FR"])) == "aead.invalid"
+    ha, ek, cm, wa, _, sa = split(a)
+    _, ek, cm, _, cb, _ = split(b)
+    assert reason(net, join(ha, ek, cm, wa, cb, sa)) == "sig.invalid"
+    assert reason(net, join(ha, ek, cm, wa, cb, signer=net.keys["NCB-FR"])) == "aead.invalid"
 
 
 def test_whole_signed_part_from_another_message(net: FixedNet) -> None:
@@ -321,47 +324,47 @@ def test_whole_signed_part_from_another_message(net: FixedNet) -> None:
 
 
 def test_wrap_renamed_or_dropped(net: FixedNet, rich_raw: bytes) -> None:
-    header, wraps, ct, sig = split(rich_raw)
-    renamed = sorted([["NCB-US" if w[0] == "NCB-DE" else w[0], w[1]] for w in wraps])
-    assert reason(net, join(header, renamed, ct, sig)) == "wire.wraps"
+    header, ek, cm, wraps, ct, sig = split(rich_raw)
+    renamed = sorted([["NCB-US" if w[0] == "NCB-DE" else w[0], *w[1:]] for w in wraps])
+    assert reason(net, join(header, ek, cm, renamed, ct, sig)) == "wire.wraps"
     dropped = [w for w in wraps if w[0] != "NCB-DE"]
-    assert reason(net, join(header, dropped, ct, sig), "EUROPOL") == "wire.wraps"
+    assert reason(net, join(header, ek, cm, dropped, ct, sig), "EUROPOL") == "wire.wraps"
     header["to"] = [r for r in header["to"] if r != "NCB-DE"]
-    assert reason(net, join(header, dropped, ct, sig), "EUROPOL") == "sig.invalid"
+    assert reason(net, join(header, ek, cm, dropped, ct, sig), "EUROPOL") == "sig.invalid"
 
 
 def test_another_valid_signature_of_other_bytes(net: FixedNet, small_raw: bytes) -> None:
     other = net.seal("NCB-FR", ["NCB-DE"], rng=FixedRandom("other"))
-    header, wraps, ct, _ = split(small_raw)
+    header, ek, cm, wraps, ct, _ = split(small_raw)
     *_, other_sig = split(other)
-    assert reason(net, join(header, wraps, ct, other_sig)) == "sig.invalid"
+    assert reason(net, join(header, ek, cm, wraps, ct, other_sig)) == "sig.invalid"
     # a signature by the sender's key, but for another purpose (domain separation)
     signed = pack([pack(header), wraps, ct])
     for domain in (k.DOMAIN_STAMP, k.DOMAIN_RECEIPT, k.DOMAIN_DIRECTORY):
         sig = net.keys["NCB-FR"].sign(domain, signed)
-        assert reason(net, join(header, wraps, ct, sig)) == "sig.invalid"
+        assert reason(net, join(header, ek, cm, wraps, ct, sig)) == "sig.invalid"
 
 
 def test_forged_sender(net: FixedNet, rich_raw: bytes) -> None:
     """NCB-IT, a member with a valid key, tries to pass a message off as NCB-FR's."""
     italy = net.keys["NCB-IT"]
-    header, wraps, ct, _ = split(rich_raw)
+    header, ek, cm, wraps, ct, _ = split(rich_raw)
     header["level"] = "UNCLASSIFIED"
     # signed by NCB-IT, still claiming NCB-FR and NCB-FR's key id
-    assert reason(net, join(header, wraps, ct, signer=italy)) == "sig.invalid"
+    assert reason(net, join(header, ek, cm, wraps, ct, signer=italy)) == "sig.invalid"
     # ... with NCB-IT's key id: the directory lists another key for NCB-FR
     header["kid"] = k.key_id(italy.verify_key)
-    assert reason(net, join(header, wraps, ct, signer=italy)) == "sig.unknown-key"
+    assert reason(net, join(header, ek, cm, wraps, ct, signer=italy)) == "sig.unknown-key"
     # honestly as NCB-IT, reusing NCB-FR's ciphertext: signature fine, wraps do not open
     header["from"] = "NCB-IT"
-    assert reason(net, join(header, wraps, ct, signer=italy)) == "aead.invalid"
+    assert reason(net, join(header, ek, cm, wraps, ct, signer=italy)) == "aead.invalid"
 
 
 def test_signature_is_checked_before_recipient_membership(net: FixedNet,
                                                           small_raw: bytes) -> None:
-    header, wraps, ct, sig = split(small_raw)
+    header, ek, cm, wraps, ct, sig = split(small_raw)
     header["level"] = "SECRET"
-    assert reason(net, join(header, wraps, ct, sig), "NCB-US") == "sig.invalid"
+    assert reason(net, join(header, ek, cm, wraps, ct, sig), "NCB-US") == "sig.invalid"
     assert reason(net, small_raw, "NCB-US") == "not-recipient"
 
 
@@ -383,7 +386,7 @@ def test_unknown_sender(net: FixedNet, small_raw: bytes) -> None:
 
 def test_rotated_sender_key(net: FixedNet, small_raw: bytes) -> None:
     new = agency_keys("NCB-FR", generation=1)
-    d2 = net.directory.rotate("NCB-FR", new.verify_key, new.encryption_public, NOW + 1)
+    d2 = net.directory.rotate("NCB-FR", new.public(), NOW + 1)
     assert reason(net, small_raw, directory=d2) == "sig.unknown-key"
     rotated = net.with_directory(d2, **{"NCB-FR": new})
     fresh = rotated.seal("NCB-FR", ["NCB-DE"], env.Body("after rotation"))
@@ -393,9 +396,12 @@ def test_rotated_sender_key(net: FixedNet, small_raw: bytes) -> None:
 
 def test_rotated_recipient_key(net: FixedNet, small_raw: bytes) -> None:
     new = agency_keys("NCB-DE", generation=1)
-    d2 = net.directory.rotate("NCB-DE", new.verify_key, new.encryption_public, NOW + 1)
+    d2 = net.directory.rotate("NCB-DE", new.public(), NOW + 1)
     rotated = net.with_directory(d2, **{"NCB-DE": new})
-    assert reason(rotated, small_raw) == "aead.invalid"
+    assert reason(rotated, small_raw) == "prekey.unknown"  # the new keys hold no old prekey
+    with_old_prekey = dataclasses.replace(new, prekeys=(*net.keys["NCB-DE"].prekeys, ))
+    assert reason(net.with_directory(d2, **{"NCB-DE": with_old_prekey}), small_raw) \
+        == "aead.invalid"  # the prekey is there, but the long-term key is another
     fresh = rotated.seal("NCB-FR", ["NCB-DE"], env.Body("to the new key"))
     assert rotated.open(fresh, "NCB-DE").body.subject == "to the new key"
 
@@ -405,11 +411,13 @@ def test_rotated_recipient_key(net: FixedNet, small_raw: bytes) -> None:
 @pytest.mark.parametrize("point", LOW_ORDER[:7], ids=lambda p: p.hex()[:8])
 def test_low_order_recipient_key_at_seal(net: FixedNet, point: bytes) -> None:
     h = net.header("NCB-FR", ["NCB-DE", "NCB-US"])
-    keys = {**env.recipient_keys(net.directory, h), "NCB-US": point}
-    with pytest.raises(CryptoError) as info:
-        env.seal(h, env.Body("s"), net.keys["NCB-FR"], keys, random_bytes=FixedRandom())
-    assert info.value.reason == "key.low-order"
-    assert not isinstance(info.value, RuntimeError)
+    good = env.recipient_keys(net.directory, h)
+    for bad in ((point, good["NCB-US"][1]), (good["NCB-US"][0], point)):  # key, then prekey
+        keys = {**good, "NCB-US": bad}
+        with pytest.raises(CryptoError) as info:
+            env.seal(h, env.Body("s"), net.keys["NCB-FR"], keys, random_bytes=FixedRandom())
+        assert info.value.reason == "key.low-order"
+        assert not isinstance(info.value, RuntimeError)
 
 
 def test_low_order_key_in_the_directory(net: FixedNet, small_raw: bytes) -> None:
@@ -436,13 +444,16 @@ def parse_reason(raw: bytes) -> str:
 
 
 def test_wrong_magic_or_version(small_raw: bytes) -> None:
-    header, wraps, ct, sig = split(small_raw)
+    header, ek, cm, wraps, ct, sig = split(small_raw)
     for magic in ("i24f", b"i24e", "I24E", 1, None):
-        assert parse_reason(join(header, wraps, ct, sig, magic=magic)) == "wire.magic"
-    for version in (0, 2, "1", None, True, 1.0, [1]):
-        assert parse_reason(join(header, wraps, ct, sig, version=version)) == "wire.version"
-    header["v"] = 2
-    assert parse_reason(join(header, wraps, ct, sig)) == "wire.version"
+        assert parse_reason(join(header, ek, cm, wraps, ct, sig, magic=magic)) == "wire.magic"
+    for version in (0, 1, 3, "2", None, True, 2.0, [2]):
+        assert parse_reason(join(header, ek, cm, wraps, ct, sig, version=version)) \
+            == "wire.version"
+    with pytest.raises(WireFormatError, match=r"protocol version 1 .* no longer accepted"):
+        env.Envelope.parse(join(header, ek, cm, wraps, ct, sig, version=1))
+    header["v"] = 1
+    assert parse_reason(join(header, ek, cm, wraps, ct, sig)) == "wire.version"
 
 
 def test_frame_must_be_canonical(net: FixedNet, small_raw: bytes) -> None:
@@ -452,9 +463,9 @@ def test_frame_must_be_canonical(net: FixedNet, small_raw: bytes) -> None:
     variants = [
         b"\xdc\x00\x04" + small_raw[1:],  # array16 instead of fixarray
         b"\x94\xd9\x04i24e" + small_raw[6:],  # str8 instead of fixstr
-        b"\x94\xa4i24e\xcc\x01" + small_raw[7:],  # uint8 instead of fixint
-        b"\x94\xa4i24e\x01\xc6" + n.to_bytes(4, "big") + signed + pack(sig),  # bin32
-        b"\x94\xa4i24e\x01" + pack(signed) + b"\xc5\x00\x40" + sig,  # bin16 signature
+        b"\x94\xa4i24e\xcc\x02" + small_raw[7:],  # uint8 instead of fixint
+        b"\x94\xa4i24e\x02\xc6" + n.to_bytes(4, "big") + signed + pack(sig),  # bin32
+        b"\x94\xa4i24e\x02" + pack(signed) + b"\xc5\x00\x40" + sig,  # bin16 signature
     ]
     for raw in variants:
         assert msgpack.unpackb(raw) == msgpack.unpackb(small_raw)
@@ -462,27 +473,32 @@ def test_frame_must_be_canonical(net: FixedNet, small_raw: bytes) -> None:
 
 
 @pytest.mark.parametrize("outer", [
-    [], ["i24e", 1, b"s"], ["i24e", 1, b"s", b"x" * 64, b""], {"i24e": 1}, "i24e",
-    ["i24e", 1, "signed", b"x" * 64], ["i24e", 1, b"s", b"x" * 63], ["i24e", 1, b"s", None],
+    [], ["i24e", 2, b"s"], ["i24e", 2, b"s", b"x" * 64, b""], {"i24e": 2}, "i24e",
+    ["i24e", 2, "signed", b"x" * 64], ["i24e", 2, b"s", b"x" * 63], ["i24e", 2, b"s", None],
 ])
 def test_malformed_outer(outer: object) -> None:
     assert parse_reason(pack(outer)) in {"wire.schema", "wire.malformed", "wire.truncated"}
 
 
 def inner(obj: object) -> bytes:
-    return pack(["i24e", 1, pack(obj), b"\x00" * 64])
+    return pack(["i24e", 2, pack(obj), b"\x00" * 64])
 
 
 def test_malformed_signed_part(small_raw: bytes) -> None:
-    header, wraps, ct, _ = split(small_raw)
+    header, ek, cm, wraps, ct, _ = split(small_raw)
     hb = pack(header)
-    for obj in ([hb, wraps], [hb, wraps, ct, b""], [header, wraps, ct], [hb, wraps, "ct"],
-                [hb, {"NCB-DE": wraps[0][1]}, ct], [hb, [[b"NCB-DE", wraps[0][1]]], ct],
-                [hb, [["NCB-DE", wraps[0][1][:47]]], ct], [hb, [["NCB-DE"]], ct],
-                [hb, [wraps[0], wraps[0]], ct], "x", {}):
+    name, pid, wrap = wraps[0]
+    for obj in ([hb, ek, cm, wraps], [hb, ek, cm, wraps, ct, b""], [header, ek, cm, wraps, ct],
+                [hb, ek, cm, wraps, "ct"], [hb, ek[:31], cm, wraps, ct],
+                [hb, ek, cm[:31], wraps, ct], [hb, None, cm, wraps, ct],
+                [hb, ek, cm, {name: wrap}, ct], [hb, ek, cm, [[b"NCB-DE", pid, wrap]], ct],
+                [hb, ek, cm, [[name, pid, wrap[:47]]], ct], [hb, ek, cm, [[name]], ct],
+                [hb, ek, cm, [[name, wrap]], ct], [hb, ek, cm, [[name, pid[:7], wrap]], ct],
+                [hb, ek, cm, [[name, pid, wrap, b""]], ct],
+                [hb, ek, cm, [wraps[0], wraps[0]], ct], [hb, wraps, ct], "x", {}):
         assert parse_reason(inner(obj)) == "wire.schema", obj
-    assert parse_reason(inner([hb, [], ct])) == "wire.wraps"
-    assert parse_reason(inner([hb, [["NCB-DE", b"\x00" * 48], ["NCB-US", b"\x00" * 48]], ct])) \
+    assert parse_reason(inner([hb, ek, cm, [], ct])) == "wire.wraps"
+    assert parse_reason(inner([hb, ek, cm, [[name, pid, wrap], ["NCB-US", pid, wrap]], ct])) \
         == "wire.wraps"
 
 
@@ -499,12 +515,12 @@ def test_malformed_signed_part(small_raw: bytes) -> None:
 def test_malformed_header_even_when_validly_signed(net: FixedNet, small_raw: bytes,
                                                    field: str, value: object) -> None:
     """Schema checks do not rely on the signature: the sender's own key does not help."""
-    header, wraps, ct, _ = split(small_raw)
+    header, ek, cm, wraps, ct, _ = split(small_raw)
     if value is None and field != "v":
         del header[field]
     else:
         header[field] = value
-    raw = join(header, wraps, ct, signer=net.keys["NCB-FR"])
+    raw = join(header, ek, cm, wraps, ct, signer=net.keys["NCB-FR"])
     assert reason(net, raw) in {"wire.schema", "wire.version", "wire.kind",
                                 "wire.no-recipients"}
 
@@ -545,7 +561,7 @@ def test_hostile_envelopes(net: FixedNet, data: bytes) -> None:
 def test_signed_part_with_deep_nesting_or_ext(net: FixedNet) -> None:
     for content in (b"\x91" * 10_000 + b"\xc0", b"\x93\xc7\x00\x05\x90\xc4\x00",
                     b"\x93\xc4\x03\x81\x01\x01\x90\xc4\x00", b"\xdd\xff\xff\xff\xff"):
-        raw = pack(["i24e", 1, content, b"\x00" * 64])
+        raw = pack(["i24e", 2, content, b"\x00" * 64])
         assert reason(net, raw) in {"wire.malformed", "wire.truncated", "wire.schema",
                                     "wire.depth"}
 
@@ -582,7 +598,7 @@ HEADER_KEYS = ["v", "id", "kind", "from", "to", "addr", "level", "caveats", "han
 def test_any_value_in_any_header_field(net: FixedNet, rich_raw: bytes, field: str,
                                        value: Any) -> None:
     """Validly re-signed by the sender, so only the decoder's own checks stand in the way."""
-    header, wraps, ct, _ = split(rich_raw)
+    header, ek, cm, wraps, ct, _ = split(rich_raw)
     header[field] = value
     try:
         h = env.Header.decode(pack(header))
@@ -591,7 +607,7 @@ def test_any_value_in_any_header_field(net: FixedNet, rich_raw: bytes, field: st
     # it decoded: it must describe a header that re-encodes to a decodable header
     assert env.Header.decode(h.encode()) == h
     try:
-        net.open(join(header, wraps, ct, signer=net.keys["NCB-FR"]), "NCB-DE")
+        net.open(join(header, ek, cm, wraps, ct, signer=net.keys["NCB-FR"]), "NCB-DE")
     except I24Error:
         pass
 
@@ -738,7 +754,8 @@ def test_recipient_keys_come_from_the_directory(net: FixedNet) -> None:
     h = net.header("NCB-FR", ["@G7", "NCB-XX"])
     keys = env.recipient_keys(net.directory, h)
     assert set(keys) == set(h.recipients) - {"NCB-XX"}
-    assert keys["NCB-DE"] == net.keys["NCB-DE"].encryption_public
+    assert keys["NCB-DE"] == (net.keys["NCB-DE"].encryption_public,
+                              net.keys["NCB-DE"].current_prekey.public)
 
 
 # -- freshness (property 5) ------------------------------------------------------------------

@@ -154,7 +154,7 @@ def test_seal_uses_the_pair_key_cache_it_is_given(net: FixedNet) -> None:
     h = raw_header(net)
     env.seal(h, env.Body("s"), net.keys[SENDER], env.recipient_keys(net.directory, h),
              random_bytes=FixedRandom("cache"), cache=cache)
-    assert len(cache) == 1
+    assert len(cache) == 2  # the pair key and the sending key / prekey agreement
 
 
 # -- Header.summary ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Fan-out cost: a broadcast to 196 NCBs costs little more than one message.
 
 The body is encrypted once; each recipient adds one 32-byte XChaCha20-Poly1305 wrap under a
-cached pair key, not a public-key operation. With a warm ``PairKeyCache`` the per-recipient
-cost is a few microseconds against a fixed cost dominated by the Ed25519 signature.
+key derived (one BLAKE2b) from a cached pair key and a cached sending-key / prekey
+agreement, not a public-key operation. With a warm ``PairKeyCache`` the per-recipient cost
+is a few microseconds against a fixed cost dominated by the Ed25519 signature.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 
+import nacl.bindings as sodium
 import pytest
 from fixednet import FixedNet, FixedRandom, build_from_spec
 
@@ -28,7 +30,8 @@ def interpol() -> FixedNet:
 
 
 def test_seal_cost_grows_slowly_with_recipients(interpol: FixedNet,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     ncbs = interpol.directory.expand(["@NCB"], "GS-LYON")
     assert len(ncbs) == 196
     rng = FixedRandom("fanout")
@@ -58,9 +61,17 @@ def test_seal_cost_grows_slowly_with_recipients(interpol: FixedNet,
         print(f"\nseal cost (CPU time, median of {RUNS}, warm pair-key cache): "
               + ", ".join(f"{n} recipient(s) {median[n] * 1e6:.0f} us" for n in SIZES)
               + f"; 196/1 = {ratio:.1f}x")
-    # A public-key operation per recipient would make this about 196x.
-    assert ratio < 20, f"fan-out to 196 costs {ratio:.1f}x one message"
-    assert median[1] <= median[10] * 1.5  # sanity: more recipients never much cheaper
+    # The cost itself is measured by the bench (fanout_196_over_1); what this test holds
+    # is why it stays small: a warm cache means no public-key operation per recipient.
+    header, keys = sealed[196]
+    calls = []
+    real = sodium.crypto_scalarmult
+    monkeypatch.setattr(sodium, "crypto_scalarmult",
+                        lambda *a: calls.append(1) or real(*a))
+    env.seal(header, BODY, interpol.keys["GS-LYON"], keys, random_bytes=rng,
+             cache=interpol.cache)
+    assert calls == [], f"{len(calls)} X25519 operations for a broadcast with a warm cache"
+    monkeypatch.undo()
 
     header, keys = sealed[196]
     raw = env.seal(header, BODY, interpol.keys["GS-LYON"], keys, random_bytes=rng,

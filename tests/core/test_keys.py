@@ -16,7 +16,7 @@ from i24net.core import keys as k
 from i24net.core.errors import CryptoError, WireFormatError
 
 DOMAINS = [k.DOMAIN_ENVELOPE, k.DOMAIN_BODY, k.DOMAIN_WRAP, k.DOMAIN_DIRECTORY, k.DOMAIN_STAMP,
-           k.DOMAIN_RECEIPT, k.DOMAIN_RELEASE, k.DOMAIN_CONTROL]
+           k.DOMAIN_RECEIPT, k.DOMAIN_RELEASE, k.DOMAIN_CONTROL, k.DOMAIN_PREKEY]
 
 
 
@@ -73,7 +73,8 @@ def test_domains_are_distinct_and_prefix_free() -> None:
     assert len(set(DOMAINS)) == len(DOMAINS)
     for a, b in itertools.permutations(DOMAINS, 2):
         assert not b.startswith(a)
-    assert all(d.startswith(b"i24net/v1/") and d.endswith(b"\x00") for d in DOMAINS)
+    assert all(d.startswith((b"i24net/v1/", b"i24net/v2/")) and d.endswith(b"\x00")
+               for d in DOMAINS)
 
 
 @given(st.binary(max_size=200), st.sampled_from(DOMAINS))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from i24net.core.directory import load
 from i24net.core.errors import ConfigError
+from i24net.core.keys import PublicKeys
 from i24net.core.netspec import BrokerSettings, build_directory, parse_spec
 from i24net.presets import preset_toml
 
@@ -23,9 +24,8 @@ def demo(**edits: Any) -> dict[str, Any]:
     return copy.deepcopy(DEMO) | edits
 
 
-def public_keys(ids: list[str], generation: int = 0) -> dict[str, tuple[bytes, bytes]]:
-    return {a: (agency_keys(a, generation).verify_key,
-                agency_keys(a, generation).encryption_public) for a in ids}
+def public_keys(ids: list[str], generation: int = 0) -> dict[str, PublicKeys]:
+    return {a: agency_keys(a, generation).public() for a in ids}
 
 
 def field_error(doc: dict[str, Any]) -> str:
@@ -85,7 +85,7 @@ def test_build_directory_carries_revocations_and_key_versions() -> None:
     assert v3.agency("NCB-ZA").status == "revoked"
     assert v3.agency("NCB-FR").key_version == 2
     assert v3.agency("NCB-DE").key_version == 1
-    assert v3.agency("NCB-FR").sign_key == keys["NCB-FR"][0]
+    assert v3.agency("NCB-FR").sign_key == keys["NCB-FR"].sign_key
 
 
 # -- every error names its field -------------------------------------------------------------

@@ -106,8 +106,7 @@ def _as(owner: str, claimed: str) -> AgencyKeys:
     return AgencyKeys(claimed, kk.signing_seed, kk.encryption_secret)
 
 
-ROTATED = D.rotate("NCB-FR", keys_for("NCB-FR", 1).verify_key,
-                   keys_for("NCB-FR", 1).encryption_public, T0)
+ROTATED = D.rotate("NCB-FR", keys_for("NCB-FR", 1).public(), T0)
 
 
 def sig_unknown_key() -> Scenario:
@@ -652,7 +651,8 @@ def networks(draw: st.DrawFn) -> Directory:
             pick(draw, REGION_POOL), Label(pick(draw, levels), subset(draw, caveats)),
             subset(draw, ("notice-authority", "notice-requester"), max_size=1),
             kk.verify_key, kk.encryption_public,
-            pick(draw, ("active", "active", "active", "revoked")))
+            pick(draw, ("active", "active", "active", "revoked")),
+            prekey=kk.public().prekey, prekey_sig=kk.public().prekey_sig)
     groups = {g: tuple(sorted(subset(draw, ids))) for g in subset(draw, GROUP_POOL)}
     return Directory(network="prop", serial=draw(st.integers(1, 3)), issued_ms=T0,
                      scale=scale, agencies=agencies, groups=groups,

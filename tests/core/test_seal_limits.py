@@ -44,11 +44,12 @@ def raw_header(net: FixedNet, *, recipients: tuple[str, ...] = (READER,),
 
 def seal(net: FixedNet, header: env.Header, body: env.Body | None = None) -> bytes:
     """Seal as SENDER; recipients unknown to the directory share READER's public key."""
-    reader_pk = net.directory.agency(READER).enc_key
-    keys = {r: reader_pk for r in header.recipients}
+    reader = net.directory.agency(READER)
+    keys = {r: (reader.enc_key, reader.prekey) for r in header.recipients}
     me = net.keys[SENDER]
     if header.sender != SENDER:  # SENDER's keys under another name
-        me = k.AgencyKeys(header.sender, me.signing_seed, me.encryption_secret)
+        me = k.AgencyKeys(header.sender, me.signing_seed, me.encryption_secret, me.prekeys,
+                          me.sending_secret)
     return env.seal(header, body or env.Body("subject", "text"), me, keys,
                     random_bytes=FixedRandom("body-key"), cache=net.cache)
 

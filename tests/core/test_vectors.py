@@ -21,8 +21,8 @@ from fixednet import Replay
 
 from i24net.core import envelope as env
 from i24net.core.directory import Directory, load
-from i24net.core.errors import NotRecipientError
-from i24net.core.keys import AgencyKeys
+from i24net.core.errors import I24Error, NotRecipientError
+from i24net.core.keys import AgencyKeys, Prekey
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
 
 VECTORS: dict[str, Any] = json.loads(
@@ -33,7 +33,9 @@ H = bytes.fromhex
 
 def keys_of(agency: str) -> AgencyKeys:
     a = VECTORS["agencies"][agency]
-    return AgencyKeys(agency, H(a["sign_seed"]), H(a["enc_secret"]))
+    return AgencyKeys(agency, H(a["sign_seed"]), H(a["enc_secret"]),
+                      (Prekey(H(a["prekey_secret"]), VECTORS["directory"]["issued_ms"]),),
+                      H(a["sending_secret"]))
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,12 @@ def test_agency_keys() -> None:
         assert H(a["enc_public"]) == sodium.crypto_scalarmult_base(H(a["enc_secret"]))
         assert H(a["key_id"]) == hashlib.blake2b(H(a["sign_public"]), digest_size=8,
                                                  person=b"i24net-kid-v1").digest()
+        assert H(a["prekey"]) == sodium.crypto_scalarmult_base(H(a["prekey_secret"]))
+        assert H(a["prekey_id"]) == hashlib.blake2b(H(a["prekey"]), digest_size=8,
+                                                    person=b"i24net-pkid-v2").digest()
+        nacl.signing.VerifyKey(H(a["sign_public"])).verify(
+            b"i24net/v2/prekey\x00" + H(a["prekey"]) + agency.encode(), H(a["prekey_sig"]))
+        assert H(a["sending_public"]) == sodium.crypto_scalarmult_base(H(a["sending_secret"]))
         k = keys_of(agency)
         assert (k.verify_key.hex(), k.encryption_public.hex()) == (a["sign_public"],
                                                                    a["enc_public"])
@@ -79,6 +87,7 @@ def test_directory_vector(directory: Directory) -> None:
     for agency, a in VECTORS["agencies"].items():
         rec = directory.agency(agency)
         assert (rec.sign_key.hex(), rec.enc_key.hex()) == (a["sign_public"], a["enc_public"])
+        assert (rec.prekey.hex(), rec.prekey_sig.hex()) == (a["prekey"], a["prekey_sig"])
 
 
 # -- the code reproduces the vectors ---------------------------------------------------------
@@ -107,7 +116,8 @@ def test_reseal_reproduces_the_bytes(v: dict[str, Any], directory: Directory) ->
     assert header.encode() == H(v["header"])
     assert body_from(v).encode() == H(v["body_plain"])
     raw = env.seal(header, body_from(v), keys_of(v["sender"]),
-                   env.recipient_keys(directory, header), random_bytes=Replay(H(v["body_key"])))
+                   env.recipient_keys(directory, header),
+                   random_bytes=Replay(H(v["content_key"])))
     assert raw == H(v["envelope"])
 
 
@@ -131,6 +141,8 @@ def test_parse_splits_as_recorded(v: dict[str, Any]) -> None:
     assert e.signature == H(v["signature"])
     assert e.ciphertext == H(v["ciphertext"])
     assert {r: w.hex() for r, w in e.wraps.items()} == v["wraps"]
+    assert {r: p.hex() for r, p in e.prekey_ids.items()} == v["prekey_ids"]
+    assert (e.sending_key.hex(), e.commitment.hex()) == (v["sending_public"], v["commitment"])
     assert e.header.id.hex() == v["id"] and e.header.nonce.hex() == v["nonce"]
     assert e.header.key_id.hex() == v["key_id"] == VECTORS["agencies"][v["sender"]]["key_id"]
 
@@ -141,41 +153,79 @@ def test_parse_splits_as_recorded(v: dict[str, Any]) -> None:
 def test_independent_derivation(v: dict[str, Any]) -> None:
     agencies = VECTORS["agencies"]
     sender = agencies[v["sender"]]
-    msg_id, nonce, body_key = H(v["id"]), H(v["nonce"]), H(v["body_key"])
+    msg_id, nonce, ck = H(v["id"]), H(v["nonce"]), H(v["content_key"])
     header_bytes = H(v["header"])
     header = msgpack.unpackb(header_bytes, raw=False)
-    assert (header["id"], header["nonce"], header["from"]) == (msg_id, nonce, v["sender"])
+    assert (header["v"], header["id"], header["nonce"], header["from"]) == (
+        2, msg_id, nonce, v["sender"])
     assert header["to"] == v["recipients"]
+    epk = sodium.crypto_scalarmult_base(H(sender["sending_secret"]))
+    assert epk.hex() == v["sending_public"] == sender["sending_public"]
+    commit = hashlib.blake2b(msg_id, key=ck, digest_size=32, person=b"i24net-cmt-v2").digest()
+    assert commit.hex() == v["commitment"]
 
     wraps = []
     for r in v["recipients"]:
         rec = agencies[r]
-        spk, rpk = H(sender["enc_public"]), H(rec["enc_public"])
+        spk, rpk, pre = H(sender["enc_public"]), H(rec["enc_public"]), H(rec["prekey"])
         at_sender = sodium.crypto_scalarmult(H(sender["enc_secret"]), rpk)
-        at_recipient = sodium.crypto_scalarmult(H(rec["enc_secret"]), spk)
-        assert at_sender == at_recipient
+        assert at_sender == sodium.crypto_scalarmult(H(rec["enc_secret"]), spk)
         pair = hashlib.blake2b(at_sender + spk + rpk, digest_size=32,
                                person=b"i24net-pair-v1").digest()
         assert pair.hex() == v["pair_keys"][r]
-        wrap = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            body_key, b"i24net/v1/wrap\x00" + msg_id + r.encode(), nonce, pair)
+        shared = sodium.crypto_scalarmult(H(sender["sending_secret"]), pre)
+        assert shared == sodium.crypto_scalarmult(H(rec["prekey_secret"]), epk)
+        assert shared.hex() == v["shared"][r]
+        out = hashlib.blake2b(shared + epk + pre + msg_id + r.encode(), key=pair,
+                              digest_size=56, person=b"i24net-wrap-v2").digest()
+        assert (out[:32].hex(), out[32:].hex()) == (v["wrap_keys"][r], v["wrap_nonces"][r])
+        ad = b"i24net/v2/wrap\x00" + commit
+        wrap = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(ck, ad, out[32:], out[:32])
         assert wrap.hex() == v["wraps"][r]
-        assert sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            wrap, b"i24net/v1/wrap\x00" + msg_id + r.encode(), nonce, pair) == body_key
-        wraps.append([r, wrap])
+        assert sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(wrap, ad, out[32:],
+                                                                 out[:32]) == ck
+        pid = hashlib.blake2b(pre, digest_size=8, person=b"i24net-pkid-v2").digest()
+        assert pid.hex() == v["prekey_ids"][r] == rec["prekey_id"]
+        wraps.append([r, pid, wrap])
 
     plain = msgpack.packb({"subject": v["body"]["subject"], "text": v["body"]["text"],
                            "data": v["body"]["data"]}, use_bin_type=True)
     assert plain == H(v["body_plain"])
+    body = hashlib.blake2b(msg_id + nonce, key=ck, digest_size=56,
+                           person=b"i24net-body-v2").digest()
+    assert (body[:32].hex(), body[32:].hex()) == (v["body_key"], v["body_nonce"])
     ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plain, b"i24net/v1/body\x00" + header_bytes, nonce, body_key)
+        plain, b"i24net/v2/body\x00" + header_bytes, body[32:], body[:32])
     assert ct.hex() == v["ciphertext"]
 
-    signed = msgpack.packb([header_bytes, wraps, ct], use_bin_type=True)
+    signed = msgpack.packb([header_bytes, epk, commit, wraps, ct], use_bin_type=True)
     assert signed.hex() == v["signed"]
     sig = nacl.signing.SigningKey(H(sender["sign_seed"])).sign(
-        b"i24net/v1/envelope\x00" + signed).signature
+        b"i24net/v2/envelope\x00" + signed).signature
     assert sig.hex() == v["signature"]
-    nacl.signing.VerifyKey(H(sender["sign_public"])).verify(b"i24net/v1/envelope\x00" + signed,
+    nacl.signing.VerifyKey(H(sender["sign_public"])).verify(b"i24net/v2/envelope\x00" + signed,
                                                             sig)
-    assert msgpack.packb(["i24e", 1, signed, sig], use_bin_type=True).hex() == v["envelope"]
+    assert msgpack.packb(["i24e", 2, signed, sig], use_bin_type=True).hex() == v["envelope"]
+
+
+NEGATIVE = VECTORS["negative"]
+
+
+@pytest.mark.parametrize("v", NEGATIVE, ids=[v["name"] for v in NEGATIVE])
+def test_negative_vectors_are_refused_with_their_reason(v: dict[str, Any],
+                                                        directory: Directory) -> None:
+    with pytest.raises(I24Error) as info:
+        env.open_envelope(H(v["envelope"]), keys_of(v["reader"]), directory)
+    assert info.value.reason == v["reason"], v["about"]
+
+
+def test_the_bad_commitment_vector_fools_nobody_else(directory: Directory) -> None:
+    """Its signature is genuine and the other recipient opens it: only the committed key
+    tells the GS that its copy is not what NCB-DE read."""
+    v = next(n for n in NEGATIVE if n["name"] == "bad-commitment")
+    raw = H(v["envelope"])
+    assert env.open_envelope(raw, keys_of("NCB-DE"), directory).body.subject == "Copy for the GS"
+    e = env.Envelope.parse(raw)
+    e.verify(directory)  # the sender signed exactly these bytes: the fault is attributable
+    assert {n["name"] for n in NEGATIVE} == {"duplicate-key", "bad-commitment", "wrong-prekey",
+                                             "version-1"}

@@ -5,9 +5,12 @@ deliberate change to the wire format, review the diff, and commit the new file. 
 derived from fixed labels, so two runs write byte-identical files:
 
 * agency keys: Ed25519 seed = SHA-256("i24net-vector-<AGENCY>-sign"), X25519 secret =
-  SHA-256("i24net-vector-<AGENCY>-enc"); the authority seed is SHA-256("i24net-vector-authority");
+  SHA-256("i24net-vector-<AGENCY>-enc"), prekey secret = SHA-256("i24net-vector-<AGENCY>-
+  prekey"), sending key = SHA-256("i24net-vector-<AGENCY>-sending"); the authority seed is
+  SHA-256("i24net-vector-authority");
 * "random" bytes: SHA-256("i24net-vector-rng" || counter as 8 bytes big-endian), consumed in
-  order (message id, nonce, body key for each envelope); the consumed bytes are recorded.
+  order (message id, nonce, content key for each envelope); the consumed bytes are recorded.
+* negative vectors: envelopes a reader must refuse, each with the reason code.
 
 ``tests/core/test_vectors.py`` re-seals from these inputs, opens, and re-derives every
 intermediate value with PyNaCl directly.
@@ -21,12 +24,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgpack
+import nacl.bindings as sodium
 import nacl.signing
 
 from i24net.core import envelope as env
 from i24net.core import keys as k
 from i24net.core.directory import AgencyRecord, Directory
-from i24net.core.keys import AgencyKeys, PairKeyCache
+from i24net.core.keys import AgencyKeys, PairKeyCache, Prekey
 from i24net.core.labels import (
     TLP,
     ClassificationScale,
@@ -35,6 +40,7 @@ from i24net.core.labels import (
     Label,
     Precedence,
 )
+from i24net.core.wire import pack
 
 OUT = Path(__file__).with_name("vectors.json")
 ISSUED_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
@@ -69,13 +75,17 @@ class VectorRandom:
 
 def agency_keys(agency: str) -> AgencyKeys:
     return AgencyKeys(agency, sha(f"i24net-vector-{agency}-sign"),
-                      sha(f"i24net-vector-{agency}-enc"))
+                      sha(f"i24net-vector-{agency}-enc"),
+                      (Prekey(sha(f"i24net-vector-{agency}-prekey"), ISSUED_MS),),
+                      sha(f"i24net-vector-{agency}-sending"))
 
 
 def build_directory(keys: dict[str, AgencyKeys], anchor: bytes) -> Directory:
+    pubs = {a: kk.public() for a, kk in keys.items()}
     records = {
         a: AgencyRecord(a, f"{a} (vector)", kind, region, Label(level, frozenset(caveats)),
-                        frozenset(roles), keys[a].verify_key, keys[a].encryption_public)
+                        frozenset(roles), pubs[a].sign_key, pubs[a].enc_key,
+                        prekey=pubs[a].prekey, prekey_sig=pubs[a].prekey_sig)
         for a, kind, region, level, caveats, roles in AGENCIES
     }
     return Directory(network="vectors", serial=1, issued_ms=ISSUED_MS,
@@ -118,20 +128,36 @@ def build() -> dict[str, Any]:
         "construction": {
             "pair_key": "BLAKE2b-256(X25519(secret, peer) || sender_enc_pk || recipient_enc_pk, "
                         "person='i24net-pair-v1')",
-            "wrap": "XChaCha20-Poly1305(key=pair_key, nonce=header.nonce, "
-                    "ad='i24net/v1/wrap\\0' || id || recipient, pt=body_key)",
-            "body": "XChaCha20-Poly1305(key=body_key, nonce=header.nonce, "
-                    "ad='i24net/v1/body\\0' || header_bytes, pt=msgpack(body))",
-            "signed": "msgpack [header_bytes, [[recipient, wrap], ...], ciphertext]",
-            "signature": "Ed25519(sender, 'i24net/v1/envelope\\0' || signed)",
-            "envelope": "msgpack ['i24e', 1, signed, signature]",
+            "prekey_sig": "Ed25519(agency seed, 'i24net/v2/prekey\\0' || prekey || agency id)",
+            "prekey_id": "BLAKE2b-64(prekey, person='i24net-pkid-v2')",
+            "shared": "X25519(sending secret, recipient prekey) = X25519(prekey secret, "
+                      "sending public)",
+            "wrap_key_nonce": "BLAKE2b-448(shared || sending_pk || prekey || id || "
+                              "recipient, key=pair_key, person='i24net-wrap-v2'): 32 + 24",
+            "commitment": "BLAKE2b-256(id, key=content_key, person='i24net-cmt-v2')",
+            "body_key_nonce": "BLAKE2b-448(id || nonce, key=content_key, "
+                              "person='i24net-body-v2'): 32 + 24",
+            "wrap": "XChaCha20-Poly1305(wrap_key, wrap_nonce, ad='i24net/v2/wrap\\0' || "
+                    "commitment, content_key)",
+            "body": "XChaCha20-Poly1305(body_key, body_nonce, ad='i24net/v2/body\\0' || "
+                    "header, body)",
+            "signed": "msgpack [header, sending_pk, commitment, [[recipient, prekey_id, wrap], "
+                      "...], ciphertext]",
+            "envelope": "msgpack ['i24e', 2, signed, Ed25519(sender, 'i24net/v2/envelope\\0' "
+                        "|| signed)]",
             "directory": "msgpack [doc, Ed25519(authority, 'i24net/v1/directory\\0' || doc)]",
         },
         "authority": {"seed": authority_seed.hex(), "public": anchor.hex()},
         "agencies": {
             a: {"sign_seed": kk.signing_seed.hex(), "enc_secret": kk.encryption_secret.hex(),
                 "sign_public": kk.verify_key.hex(), "enc_public": kk.encryption_public.hex(),
-                "key_id": k.key_id(kk.verify_key).hex()}
+                "key_id": k.key_id(kk.verify_key).hex(),
+                "prekey_secret": kk.current_prekey.secret.hex(),
+                "prekey": kk.current_prekey.public.hex(),
+                "prekey_id": kk.current_prekey.id.hex(),
+                "prekey_sig": kk.public().prekey_sig.hex(),
+                "sending_secret": (kk.sending_secret or b"").hex(),
+                "sending_public": kk.sending_public.hex()}
             for a, kk in keys.items()
         },
         "directory": {"serial": d.serial, "issued_ms": d.issued_ms, "doc": d.encode().hex(),
@@ -148,13 +174,23 @@ def build() -> dict[str, Any]:
         replay = iter([msg_id, nonce])
         header = env.make_header(d, now_ms=CREATED_MS, ttl_ms=ttl,
                                  random_bytes=lambda n, it=replay: next(it), **spec)
-        body_key = rng(env.BODY_KEY_SIZE)
+        content_key = rng(env.CONTENT_KEY_SIZE)
         raw = env.seal(header, body, keys[sender], env.recipient_keys(d, header),
-                       random_bytes=lambda n, bk=body_key: bk)
+                       random_bytes=lambda n, ck=content_key: ck)
         first_id.append(msg_id)
         e = env.Envelope.parse(raw)
         cache = PairKeyCache()
-        sp = keys[sender].encryption_public
+        sk = keys[sender]
+        sp = sk.encryption_public
+        pair = {r: cache.get(sk, sp, keys[r].encryption_public, i_am_sender=True)
+                for r in header.recipients}
+        shared = {r: k.x25519(sk.sending_secret or b"", keys[r].current_prekey.public)
+                  for r in header.recipients}
+        derived = {r: env.wrap_key(pair[r], shared[r], sk.sending_public,
+                                   keys[r].current_prekey.public, msg_id, r)
+                   for r in header.recipients}
+        body_out = hashlib.blake2b(msg_id + nonce, key=content_key, digest_size=56,
+                                   person=b"i24net-body-v2").digest()
         out["envelopes"].append({
             "name": name,
             "sender": sender,
@@ -177,18 +213,92 @@ def build() -> dict[str, Any]:
             "key_id": header.key_id.hex(),
             "id": msg_id.hex(),
             "nonce": nonce.hex(),
-            "body_key": body_key.hex(),
+            "content_key": content_key.hex(),
+            "commitment": e.commitment.hex(),
+            "body_key": body_out[:32].hex(),
+            "body_nonce": body_out[32:].hex(),
+            "sending_public": e.sending_key.hex(),
             "body": {"subject": body.subject, "text": body.text, "data": dict(body.data)},
             "body_plain": body.encode().hex(),
             "header": e.header_bytes.hex(),
-            "pair_keys": {r: cache.get(keys[sender], sp, keys[r].encryption_public,
-                                       i_am_sender=True).hex() for r in header.recipients},
+            "pair_keys": {r: pair[r].hex() for r in header.recipients},
+            "shared": {r: shared[r].hex() for r in header.recipients},
+            "wrap_keys": {r: derived[r][0].hex() for r in header.recipients},
+            "wrap_nonces": {r: derived[r][1].hex() for r in header.recipients},
+            "prekey_ids": {r: e.prekey_ids[r].hex() for r in header.recipients},
             "wraps": {r: w.hex() for r, w in e.wraps.items()},
             "ciphertext": e.ciphertext.hex(),
             "signed": e.signed.hex(),
             "signature": e.signature.hex(),
             "envelope": raw.hex(),
         })
+    out["negative"] = negative_vectors(d, keys, rng, H=bytes.fromhex,
+                                       good=out["envelopes"][0])
+    return out
+
+
+def _resign(keys: AgencyKeys, header_bytes: bytes, epk: bytes, commit: bytes,
+            wraps: list[list[Any]], ct: bytes, *, version: int = env.WIRE_VERSION) -> bytes:
+    signed = pack([header_bytes, epk, commit, wraps, ct])
+    return pack(["i24e", version, signed, keys.sign(k.DOMAIN_ENVELOPE, signed)])
+
+
+def negative_vectors(d: Directory, keys: dict[str, AgencyKeys], rng: VectorRandom, *,
+                     H: Any, good: dict[str, Any]) -> list[dict[str, Any]]:
+    """Envelopes a reader must refuse, each signed by its genuine sender (so the signature
+    alone does not refuse them) and named with the reason code."""
+    fr = keys["NCB-FR"]
+    out = []
+    e = env.Envelope.parse(H(good["envelope"]))
+    wraps = [[r, e.prekey_ids[r], e.wraps[r]] for r in e.header.recipients]
+    # 1. the same header with a repeated key: "level" twice, the last one lower
+    doc = msgpack.unpackb(e.header_bytes, raw=False)
+    items = list(doc.items())
+    at = [key for key, _ in items].index("level")
+    dup = (b"\xde" + (len(items) + 1).to_bytes(2, "big")  # map16: the header has 20 keys
+           + b"".join(pack(key) + pack(value) for key, value in items[:at + 1])
+           + pack("level") + pack("UNCLASSIFIED")
+           + b"".join(pack(key) + pack(value) for key, value in items[at + 1:]))
+    out.append({"name": "duplicate-key", "reader": "NCB-DE", "reason": "wire.duplicate-key",
+                "about": "the header map holds 'level' twice",
+                "envelope": _resign(fr, dup, e.sending_key, e.commitment, wraps,
+                                    e.ciphertext).hex()})
+    # 2. a wrap that opens to a key the envelope does not commit to
+    h = env.make_header(d, sender="NCB-FR", addressing=["NCB-DE", "GS-LYON"], kind="diffusion",
+                        label=Label("RESTRICTED"), now_ms=CREATED_MS, ttl_ms=3_600_000,
+                        random_bytes=rng)
+    ck = rng(env.CONTENT_KEY_SIZE)
+    raw = env.seal(h, env.Body("Copy for the GS", "the GS gets another key"), fr,
+                   env.recipient_keys(d, h), random_bytes=lambda n: ck)
+    g = env.Envelope.parse(raw)
+    gs = keys["GS-LYON"]
+    cache = PairKeyCache()
+    pair = cache.get(fr, fr.encryption_public, gs.encryption_public, i_am_sender=True)
+    wk, wn = env.wrap_key(pair, k.x25519(fr.sending_secret or b"", gs.current_prekey.public),
+                          fr.sending_public, gs.current_prekey.public, h.id, "GS-LYON")
+    other = rng(env.CONTENT_KEY_SIZE)
+    bad_wrap = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        other, k.DOMAIN_WRAP + g.commitment, wn, wk)
+    bad_wraps = [[r, g.prekey_ids[r], bad_wrap if r == "GS-LYON" else g.wraps[r]]
+                 for r in h.recipients]
+    out.append({"name": "bad-commitment", "reader": "GS-LYON", "reason": "aead.commitment",
+                "about": "GS-LYON's wrap opens, to a content key other than the committed one; "
+                         "NCB-DE opens the same envelope",
+                "other_key": other.hex(),
+                "envelope": _resign(fr, g.header_bytes, g.sending_key, g.commitment, bad_wraps,
+                                    g.ciphertext).hex()})
+    # 3. NCB-DE's wrap names a prekey NCB-DE does not hold
+    stale = k.prekey_id(k.x25519(sha("i24net-vector-stale-prekey"), bytes([9]) + bytes(31)))
+    stale_wraps = [[r, stale, w] for r, _, w in wraps]
+    out.append({"name": "wrong-prekey", "reader": "NCB-DE", "reason": "prekey.unknown",
+                "about": "the wrap names a prekey id the reader does not hold",
+                "envelope": _resign(fr, e.header_bytes, e.sending_key, e.commitment,
+                                    stale_wraps, e.ciphertext).hex()})
+    # 4. the retired version
+    out.append({"name": "version-1", "reader": "NCB-DE", "reason": "wire.version",
+                "about": "outer version 1",
+                "envelope": _resign(fr, e.header_bytes, e.sending_key, e.commitment, wraps,
+                                    e.ciphertext, version=1).hex()})
     return out
 
 

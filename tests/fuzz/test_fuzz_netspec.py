@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from i24net.core.directory import load
 from i24net.core.errors import I24Error
-from i24net.core.keys import AgencyKeys
+from i24net.core.keys import AgencyKeys, Prekey
 from i24net.core.netspec import build_directory, parse_spec
 from i24net.presets import preset_toml
 
@@ -128,8 +128,9 @@ def mutated_texts(draw: st.DrawFn) -> bytes:
 @functools.cache
 def keys_of(agency: str) -> tuple[bytes, bytes]:
     kk = AgencyKeys(agency, hashlib.sha256(b"s" + agency.encode()).digest(),
-                    hashlib.sha256(b"e" + agency.encode()).digest())
-    return kk.verify_key, kk.encryption_public
+                    hashlib.sha256(b"e" + agency.encode()).digest(),
+                    (Prekey(hashlib.sha256(b"p" + agency.encode()).digest(), 0),))
+    return kk.public()
 
 
 def check(doc: Any) -> None:
