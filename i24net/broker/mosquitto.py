@@ -23,8 +23,20 @@ Facts about Mosquitto 2.0 that the settings answer:
 - A per-listener option written before the first ``listener`` line silently creates the
   default listener on port 1883 of every interface; the template keeps such options below
   their ``listener`` line, and a test checks which sockets Mosquitto opened.
-- A client presenting another account's client id is accepted with a fresh session and the
-  old session is discarded (a loss, not a leak); ``bind_client_ids`` prevents even that.
+- A client presenting another account's client id is accepted: the connection holding that
+  id is closed and its session discarded, so an agency could knock the router off the broker
+  again and again. Mosquitto's only setting against it, ``use_username_as_clientid``
+  (``bind_client_ids``), allows one connection per account. So i24net loads its own plugin
+  (``guard``, ``mosquitto_guard.py``): account ``U`` may use client id ``U`` or
+  ``U:<suffix>``, as on the embedded broker; it also logs refused logins, denied publishes
+  and deliveries (rate-limited) and refuses agency payloads over ``AGENCY_MAX_PACKET``.
+- ``max_packet_size`` is checked on the remaining length, before Mosquitto allocates the
+  packet: a larger packet closes the connection unread. It is broker-wide, so it admits the
+  router's directory; the plugin holds agencies to an envelope's size.
+- Mosquitto logs a denied publish at debug level only, with every other packet; the plugin's
+  lines are warnings, at most ``LOG_BURST`` at once and ``LOG_PER_SECOND`` after that.
+- On SIGHUP Mosquitto rereads the password and ACL files and runs the login check again for
+  every connected client: one whose account is gone is disconnected (``reload``).
 """
 
 from __future__ import annotations
@@ -44,9 +56,11 @@ from pathlib import Path
 from string import Template
 from typing import Literal
 
-from i24net.broker.accounts import BrokerAccount
+from i24net.broker.accounts import ROUTER_USERNAME, BrokerAccount
 from i24net.broker.errors import BrokerConfigError, BrokerNotInstalledError, BrokerStartError
 from i24net.broker.files import ensure_directory, write_file
+from i24net.broker.limits import AGENCY_MAX_PACKET
+from i24net.broker.mosquitto_guard import ensure_guard
 from i24net.broker.process import (
     BrokerProcess,
     ProcessControl,
@@ -54,11 +68,13 @@ from i24net.broker.process import (
     validate_host,
     validate_port,
 )
+from i24net.broker.refusals import LOG_BURST, LOG_PER_SECOND
 from i24net.broker.tls import TlsFiles
 
 __all__ = [
     "MOSQUITTO_ACL_USER_TEMPLATE",
     "MOSQUITTO_CONF_TEMPLATE",
+    "MOSQUITTO_GUARD_TEMPLATE",
     "MOSQUITTO_TLS_LISTENER_TEMPLATE",
     "MosquittoBroker",
     "MosquittoConfig",
@@ -80,7 +96,7 @@ per_listener_settings false
 allow_anonymous false
 password_file $password_file
 acl_file $acl_file
-
+$guard
 # Mosquitto started as root switches to this user; it must be the owner of the 0600 files.
 user $user
 
@@ -135,6 +151,18 @@ cafile $cafile
 certfile $certfile
 keyfile $keyfile
 tls_version tlsv1.2
+""")
+
+MOSQUITTO_GUARD_TEMPLATE = Template("""
+# i24net's plugin (i24net/broker/mosquitto_guard.py): account U may use client id U or
+# U:<suffix> only, so no account can knock another off by presenting its client id; refused
+# logins and denied publishes and deliveries are logged, at most $log_burst lines at once and
+# $log_per_second a second after that; an agency's publish over $max_agency_payload bytes is denied.
+plugin $library
+plugin_opt_router_user $router_user
+plugin_opt_max_agency_payload $max_agency_payload
+plugin_opt_log_burst $log_burst
+plugin_opt_log_per_second $log_per_second
 """)
 
 MOSQUITTO_ACL_USER_TEMPLATE = Template("""\
@@ -255,8 +283,19 @@ def render_mosquitto_conf(
     limits: MosquittoLimits = MosquittoLimits(),
     tls: TlsFiles | None = None,
     bind_client_ids: bool = False,
+    guard: Path | None = None,
 ) -> str:
-    """``mosquitto.conf`` text for ``config`` (paths, listeners) and ``limits``."""
+    """``mosquitto.conf`` text for ``config`` (paths, listeners) and ``limits``; ``guard`` is
+    the compiled plugin to load (``ensure_guard``), ``None`` for none."""
+    guard_block = ""
+    if guard is not None:
+        guard_block = MOSQUITTO_GUARD_TEMPLATE.substitute(
+            library=_check_path(guard),
+            router_user=ROUTER_USERNAME,
+            max_agency_payload=AGENCY_MAX_PACKET,
+            log_burst=LOG_BURST,
+            log_per_second=LOG_PER_SECOND,
+        )
     tls_listener = ""
     if tls is not None:
         if config.tls_port is None:
@@ -272,6 +311,7 @@ def render_mosquitto_conf(
     return MOSQUITTO_CONF_TEMPLATE.substitute(
         password_file=_check_path(config.password_file),
         acl_file=_check_path(config.acl_file),
+        guard=guard_block,
         user=user,
         use_username_as_clientid="true" if bind_client_ids else "false",
         port=config.port,
@@ -348,11 +388,13 @@ def write_mosquitto_config(
     limits: MosquittoLimits = MosquittoLimits(),
     hasher: Literal["auto", "mosquitto_passwd", "builtin"] = "auto",
     bind_client_ids: bool = False,
+    guard: bool = True,
 ) -> MosquittoConfig:
     """Write ``mosquitto.conf``, ``passwd`` and ``acl`` into ``directory``; port 0 picks one.
 
     ``hasher``: ``mosquitto_passwd`` (its ``-U``), ``builtin`` (the same ``$7$`` format
-    computed here) or ``auto`` (the tool when installed, else built in).
+    computed here) or ``auto`` (the tool when installed, else built in). ``guard`` builds
+    (once) and loads i24net's plugin (``mosquitto_guard``), which needs a C compiler.
     """
     validate_host(host)
     validate_port(port)
@@ -378,7 +420,8 @@ def write_mosquitto_config(
         tls_port=chosen_tls_port,
     )
     text = render_mosquitto_conf(
-        config, user=_current_user(), limits=limits, tls=tls, bind_client_ids=bind_client_ids
+        config, user=_current_user(), limits=limits, tls=tls, bind_client_ids=bind_client_ids,
+        guard=ensure_guard(out) if guard else None,
     )
     _write_password_file(config.password_file, accounts, hasher)
     write_file(config.acl_file, render_acl(accounts), private=True)
@@ -395,9 +438,10 @@ class MosquittoBroker(ProcessControl):
     the persistence database is kept too, so queued messages survive a restart.
 
     ``tls`` adds a TLS listener on ``tls_port`` (0 picks one). ``bind_client_ids`` makes
-    Mosquitto use each username as its client id (one connection per account; no account can
-    disturb another's session). ``hasher`` chooses how the password file is made (see
-    ``write_mosquitto_config``).
+    Mosquitto use each username as its client id (one connection per account). ``guard``
+    (the default) loads i24net's plugin, which binds client ids to accounts without that
+    limit and logs refusals (see the module doc). ``hasher`` chooses how the password file is
+    made (see ``write_mosquitto_config``).
     """
 
     def __init__(
@@ -412,6 +456,7 @@ class MosquittoBroker(ProcessControl):
         limits: MosquittoLimits = MosquittoLimits(),
         hasher: Literal["auto", "mosquitto_passwd", "builtin"] = "auto",
         bind_client_ids: bool = False,
+        guard: bool = True,
         executable: str | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 5.0,
@@ -427,6 +472,7 @@ class MosquittoBroker(ProcessControl):
         self._limits = limits
         self._hasher: Literal["auto", "mosquitto_passwd", "builtin"] = hasher
         self._bind_client_ids = bind_client_ids
+        self._guard = guard
         self._executable = executable
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -473,6 +519,7 @@ class MosquittoBroker(ProcessControl):
             limits=self._limits,
             hasher=self._hasher,
             bind_client_ids=self._bind_client_ids,
+            guard=self._guard,
         )
         return self._config
 

@@ -200,23 +200,40 @@ async def test_unauthenticated_client_cannot_disturb_a_persistent_session(
 async def test_another_account_cannot_take_over_a_session_by_client_id(
     broker: Endpoint, network: Network
 ) -> None:
-    """DE presenting FR's client id must not receive FR's queued inbox. The embedded broker
-    refuses the login (client ids are bound to accounts); Mosquitto accepts it but starts a
-    fresh session for DE (FR's queue is discarded: a loss that end-to-end receipts repair)."""
+    """DE presenting FR's client id is refused on both engines (the embedded broker's
+    ClientIdBindingPlugin, Mosquitto's i24net guard plugin): FR's queued inbox stays FR's."""
     async with connect(broker, network, FR, clean_session=False) as fr:
         await fr.subscribe(INBOX_FR, qos=1)
     async with connect(broker, network, ROUTER_USERNAME) as router:
         await router.publish(INBOX_FR, b"queued for FR", qos=1)
-    impostor = connect(broker, network, DE, identifier=FR, clean_session=False)
-    if broker.engine == "embedded":
-        with pytest.raises(MqttError):
+    for clean_session in (False, True):
+        impostor = connect(broker, network, DE, identifier=FR, clean_session=clean_session)
+        with pytest.raises(MqttError, match=r"(?i)not authori[sz]ed"):
             async with impostor:
                 pytest.fail("DE was accepted with FR's client id")
-        async with connect(broker, network, FR, clean_session=False) as fr:
-            assert (await next_message(fr)).payload == b"queued for FR"
-    else:
-        async with impostor:
-            assert await messages_within(impostor) == []
+    async with connect(broker, network, FR, clean_session=False) as fr:
+        assert (await next_message(fr)).payload == b"queued for FR"
+
+
+@pytest.mark.parametrize("stolen", [ROUTER_USERNAME, f"{ROUTER_USERNAME}:shard-1of2"])
+async def test_an_agency_cannot_knock_the_router_off_with_its_client_id(
+    broker: Endpoint, network: Network, stolen: str
+) -> None:
+    """Without a binding, a broker closes the connection that holds a client id when another
+    login presents it: an agency could keep the router off the broker. Both engines refuse
+    the agency's login, and the router's connection carries on."""
+    async with connect(broker, network, ROUTER_USERNAME, identifier=stolen,
+                       clean_session=False) as router:
+        await router.subscribe(SUBMIT_FR, qos=1)
+        for clean_session in (False, True):
+            with pytest.raises(MqttError, match=r"(?i)not authori[sz]ed"):
+                async with connect(broker, network, DE, identifier=stolen,
+                                   clean_session=clean_session):
+                    pytest.fail("an agency was accepted with the router's client id")
+        async with connect(broker, network, FR) as fr:
+            await fr.publish(SUBMIT_FR, b"after the attempt", qos=1)
+        assert (await next_message(router)).payload == b"after the attempt"
+        await router.publish(INBOX_FR, b"router still connected", qos=1, timeout=5)
 
 
 async def test_bound_client_ids_allow_a_suffix(broker: Endpoint, network: Network) -> None:
