@@ -544,6 +544,13 @@ def open_envelope(
     """
     env = raw if isinstance(raw, Envelope) else Envelope.parse(raw)
     env.verify(directory)
+    return open_verified(env, me, directory, cache=cache)
+
+
+def open_verified(env: Envelope, me: k.AgencyKeys, directory: Directory, *,
+                  cache: k.PairKeyCache | None = None) -> Opened:
+    """``open_envelope`` after ``env.verify(directory)`` passed: whatever fails from here
+    on was signed by the sender, so a receiver can answer it (a signed refusal)."""
     h = env.header
     if me.agency not in env.wraps:
         raise NotRecipientError(

@@ -13,7 +13,8 @@ frames queued for the driver to ``pop``:
 
 A delivery is acted on only after every check passes, in this order: the router's stamp
 (signature by a listed router key, digest of the enclosed envelope, this node named), the
-sender's signature (through ``open_envelope``, which also unwraps and decrypts), then the
+sender's signature, then unwraps and decrypts (``open_verified``: a failure from there on is
+answered with a signed refusal, and an unreadable mandatory copy is a violation), then the
 node's own re-checks of what it can judge (freshness, its own clearance against the label,
 the recipient list against the directory's expansion). The item is stored in the inbox
 *before* the delivery receipt is queued, and a message id already in the inbox is not
@@ -46,11 +47,17 @@ from i24net.core.envelope import (
     Envelope,
     Header,
     check_freshness,
-    open_envelope,
+    open_verified,
     recipient_keys,
     seal,
 )
-from i24net.core.errors import DirectoryError, I24Error
+from i24net.core.errors import (
+    CryptoError,
+    DirectoryError,
+    I24Error,
+    NotRecipientError,
+    WireFormatError,
+)
 from i24net.core.policy import AUTHORITY_KINDS, TRANSIENT_REASONS
 from i24net.core.shards import shard_count, shard_of, to_shard_topic
 
@@ -458,7 +465,13 @@ class NodeMachine:
             self._receipt(env, "delivered", "", now_ms, int(h.precedence))
             self._count("duplicate")
             return [NodeEvent("duplicate", h.id_hex, h.sender, precedence=int(h.precedence))]
-        opened = open_envelope(env, self.keys, self.directory, cache=self.cache)
+        env.verify(self.directory)  # nothing below acts on bytes the sender did not sign
+        try:
+            opened = open_verified(env, self.keys, self.directory, cache=self.cache)
+        except NotRecipientError:
+            raise  # misrouted: not this node's to answer
+        except (CryptoError, WireFormatError) as exc:
+            return self._unreadable(env, exc, now_ms)
         refusal = self._recheck(h, now_ms)
         if refusal:
             self._receipt(env, "refused", refusal, now_ms, int(h.precedence))
@@ -475,6 +488,28 @@ class NodeMachine:
         for hook in self.hooks:
             events += hook(self, item, h, now_ms)
         return events
+
+    def _unreadable(self, env: Envelope, exc: I24Error, now_ms: int) -> list[NodeEvent]:
+        """A signed message this node cannot open (a wrap that does not open or opens to
+        an uncommitted key, an erased prekey, a body that does not decrypt or decode): the
+        sender signed it, so the sender is told with a signed refusal. A diffusion whose
+        mandatory copy the notice authority cannot read is a compliance violation: it is
+        recorded with its sender, and the refusal says so (``copy.unreadable``)."""
+        h = env.header
+        reason = exc.reason
+        events = []
+        me = self.directory.agencies.get(self.agency)
+        if h.kind == "diffusion" and me is not None and "notice-authority" in me.roles:
+            events.append(NodeEvent("violation", h.id_hex, h.sender, "copy.unreadable",
+                                    f"the copy of diffusion {h.id_hex[:12]} from {h.sender} "
+                                    f"cannot be read ({reason}): {exc.message}",
+                                    precedence=int(h.precedence)))
+            self._count("violation.copy.unreadable")
+            reason = "copy.unreadable"
+        self._receipt(env, "refused", reason, now_ms, int(h.precedence))
+        self._count(f"refuse.{exc.reason}")
+        return [NodeEvent("refused-in", h.id_hex, h.sender, reason, exc.message,
+                          precedence=int(h.precedence)), *events]
 
     def _recheck(self, h: Header, now_ms: int) -> str | None:
         """The node's own checks, independent of the router's verdict."""

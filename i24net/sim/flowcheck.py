@@ -24,6 +24,10 @@ The rules, per delivery (``deliver`` event) unless said otherwise:
 ``stale-key``         the router accepted a message signed with a key its directory no
                       longer listed for the sender (a stolen key after rotation)
 ``duplicate-delivery`` a recipient received the same message twice
+``mandatory-copy``    a diffusion's copy for the notice authority could not be read there (a
+                      wrap that does not open, or opens to a key the envelope does not commit
+                      to): the sender evaded the record; the authority refused it
+                      (``copy.unreadable``) and the violation names the sender
 ``lost``              an accepted message never reached a recipient although nothing
                       explains it (see below)
 
@@ -164,6 +168,10 @@ def flow_report(history: hs.History, *, directories: Mapping[int, Directory] | N
         elif isinstance(e, hs.Accept):
             accepts.setdefault(e.msg_id, e)
             _check_accept(e, sends.get(e.msg_id), directory(held["router"]), violate)
+        elif isinstance(e, hs.RefuseIn) and e.reason == "copy.unreadable":
+            violate("mandatory-copy", e.t, e.msg_id, e.sender,
+                    f"{e.recipient} could not read its copy of diffusion {e.msg_id[:12]} "
+                    f"from {e.sender}: the diffusion went unrecorded")
         elif isinstance(e, hs.Deliver):
             key = (e.msg_id, e.recipient)
             if key in delivered:

@@ -78,14 +78,14 @@ def test_a_small_order_signing_key_is_refused_too(point: bytes) -> None:
 
 
 @pytest.mark.parametrize("point", LOW_ORDER[:7], ids=lambda p: p.hex()[:8])
-def test_message_from_an_agency_with_a_low_order_key_is_dropped_by_the_recipient(
+def test_message_from_an_agency_with_a_low_order_key_is_refused_by_the_recipient(
         point: bytes) -> None:
     net = with_low_order_key(point)
     raw = build("NCB-BR", ["NCB-DE"], d=net.directory, lab="OFFICIAL-USE")  # BR's real keys
     assert kinds(at_router(net, "NCB-BR", raw)) == [("accept", "ok")]  # headers only
     net.pump()
     de = net.nodes["NCB-DE"]
-    assert de.counters == {"drop.key.low-order": 1}
+    assert de.counters == {"refuse.key.low-order": 1}  # signed, so the sender is told
     assert net.inbox("NCB-DE") == set()
     legit_message_flows(net)
 

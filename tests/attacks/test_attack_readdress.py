@@ -119,7 +119,8 @@ def test_body_moved_under_the_insiders_own_header_does_not_decrypt() -> None:
 
     assert kinds(at_router(net, "NCB-DE", moved)) == [("accept", "ok")]  # headers only
     net.pump()
-    assert ("drop", "aead.invalid") in [(e.kind, e.reason) for e in net.node_events["NCB-US"]]
-    assert net.nodes["NCB-US"].counters == {"drop.aead.invalid": 1}
+    assert ("refused-in", "aead.invalid") in [(e.kind, e.reason)
+                                              for e in net.node_events["NCB-US"]]
+    assert net.nodes["NCB-US"].counters == {"refuse.aead.invalid": 1}
     assert net.inbox("NCB-US") == set()
     legit_message_flows(net, "NCB-FR", "NCB-US")
