@@ -59,7 +59,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -67,6 +67,7 @@ from amqtt.errors import BrokerError as AmqttBrokerError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
+from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
@@ -74,6 +75,7 @@ from amqtt.utils import gen_client_id
 from transitions import MachineError
 
 from i24net.broker.accounts import (
+    ROUTER_USERNAME,
     BrokerAccount,
     client_id_allowed,
     may_publish,
@@ -82,6 +84,7 @@ from i24net.broker.accounts import (
 )
 from i24net.broker.errors import BrokerConfigError, BrokerError, BrokerStartError
 from i24net.broker.files import ensure_directory, write_file
+from i24net.broker.limits import AGENCY_MAX_PACKET, CONNECT_MAX_PACKET, ROUTER_MAX_PACKET
 from i24net.broker.process import (
     BrokerProcess,
     ProcessControl,
@@ -89,6 +92,7 @@ from i24net.broker.process import (
     validate_host,
     validate_port,
 )
+from i24net.broker.refusals import RefusalLog, shown
 
 __all__ = [
     "AccountsTopicPlugin",
@@ -218,6 +222,8 @@ def read_amqtt_password_file(path: Path) -> dict[str, _StoredPassword]:
     return users
 
 
+_REFUSAL_LOGGER = logging.getLogger("i24net.broker.embedded")
+
 SHUTDOWN_TIMEOUT_S = 3.0  # amqtt shutdown can hang on Python 3.11 (see EmbeddedBroker.stop)
 
 
@@ -259,6 +265,11 @@ class AccountsTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
             )
             for user in users
         }
+        self.refusals = RefusalLog(_REFUSAL_LOGGER)
+
+    def update(self, grants: Mapping[str, _Grants]) -> None:
+        """Use ``grants`` from now on (``EmbeddedBroker.reload``)."""
+        self._grants = dict(grants)
 
     async def topic_filtering(
         self,
@@ -281,12 +292,14 @@ class AccountsTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
         else:
             allowed = False
         if not allowed:
-            self.context.logger.info(
-                "refused %s on %r for %s (client %s)",
-                action,
-                topic,
-                session.username,
-                session.client_id,
+            what = {Action.PUBLISH: "publish", Action.SUBSCRIBE: "subscription",
+                    Action.RECEIVE: "delivery"}.get(action, str(action))
+            self.refusals.refused(
+                "refused %s on %s for %s (client %s)",
+                what,
+                shown(topic),
+                shown(session.username),
+                shown(session.client_id),
             )
         return allowed
 
@@ -314,9 +327,27 @@ class PasswordAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
             raise BrokerConfigError(
                 "PasswordAuthPlugin needs 'password_file' in amqtt's plugins table"
             )
-        self._users = read_amqtt_password_file(Path(config.password_file))
+        self._path = Path(config.password_file)
+        self._users = read_amqtt_password_file(self._path)
         # Unknown users are checked against this, so they cost what a wrong password costs.
         self._nobody = _StoredPassword(os.urandom(_SALT_BYTES), os.urandom(_DIGEST_BYTES))
+        self.refusals = RefusalLog(_REFUSAL_LOGGER)
+
+    def reload(self) -> None:
+        """Read the password file again (``EmbeddedBroker.reload``); a damaged file raises
+        ``BrokerConfigError`` and the accounts in use stay."""
+        self._users = read_amqtt_password_file(self._path)
+
+    def accepts(self, username: str | None, password: str | None) -> bool:
+        """Whether ``username`` with ``password`` would log in now."""
+        stored = self._users.get(username or "")
+        if stored is None:
+            return False
+        try:
+            digest = _password_digest(password if password is not None else "", stored.salt)
+        except (TypeError, UnicodeEncodeError):
+            return False
+        return hmac.compare_digest(digest, stored.digest)
 
     async def authenticate(self, *, session: Session) -> bool | None:
         if session is None or not session.username:
@@ -333,11 +364,11 @@ class PasswordAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
         matches = hmac.compare_digest(digest, stored.digest)
         if known and matches:
             return True
-        self.context.logger.warning(
-            "refused %s: %s (client %s)",
-            session.username,
+        self.refusals.refused(
+            "refused login of %s: %s (client %s)",
+            shown(session.username),
             "wrong password" if known else "no such account",
-            session.client_id,
+            shown(session.client_id),
         )
         return False
 
@@ -354,17 +385,22 @@ class ClientIdBindingPlugin(BaseAuthPlugin):  # type: ignore[misc]
     class Config:
         """No options: the rule is ``accounts.client_id_allowed``."""
 
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.refusals = RefusalLog(_REFUSAL_LOGGER)
+
     async def authenticate(self, *, session: Session) -> bool | None:
         if session is None or not session.username:
             return None
         allowed = client_id_allowed(session.username, session.client_id or "")
         if not allowed:
-            self.context.logger.warning(
-                "refused %s: client id %r does not belong to that account (use %r or %r)",
-                session.username,
-                session.client_id,
-                session.username,
-                f"{session.username}:...",
+            self.refusals.refused(
+                "refused login of %s: client id %s does not belong to that account "
+                "(use %s or %s)",
+                shown(session.username),
+                shown(session.client_id),
+                shown(session.username),
+                shown(f"{session.username}:..."),
             )
         return allowed
 
@@ -426,6 +462,66 @@ class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
         return f"<{len(self)} subscription filters>"
 
 
+def max_packet_of(username: str | None) -> int:
+    """The largest MQTT packet (remaining length) the embedded broker reads from an account:
+    the router's directory, an agency's envelope (``i24net.broker.limits``)."""
+    return ROUTER_MAX_PACKET if username == ROUTER_USERNAME else AGENCY_MAX_PACKET
+
+
+class _CappedReader(StreamReaderAdapter):  # type: ignore[misc]
+    """A connection's reader that knows the largest packet it may read.
+
+    amqtt reads a packet's fixed header, then its whole remaining length (a PUBLISH payload
+    in one ``readexactly``), so a client announcing 200 MB made the broker buffer 200 MB
+    before anything looked at it. ``_capped_fixed_header`` checks the remaining length as
+    soon as it is decoded: over ``max_packet`` the connection is aborted and nothing more is
+    read (asyncio's stream buffer holds at most 128 KiB meanwhile). Until the login succeeds
+    the cap is a CONNECT's largest valid size; then it is the account's (``max_packet_of``).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 refusals: RefusalLog) -> None:
+        super().__init__(reader)
+        self.writer = writer
+        self.max_packet = CONNECT_MAX_PACKET
+        self.who = "a client that has not logged in"
+        self.refusals = refusals
+        self.refused = False
+
+    def abort(self) -> None:
+        """Drop the connection at once, unread data and all."""
+        self.writer.transport.abort()
+        self.feed_eof()
+
+
+_amqtt_fixed_header = MQTTFixedHeader.from_stream.__func__
+
+
+async def _capped_fixed_header(cls: type[MQTTFixedHeader],
+                               reader: ReaderAdapter) -> MQTTFixedHeader | None:
+    """amqtt's ``MQTTFixedHeader.from_stream``, then the packet cap of a ``_CappedReader``:
+    an oversized packet ends the connection (``None`` is amqtt's "no more data"). Readers
+    of amqtt's own client, or any other, are left alone."""
+    header: MQTTFixedHeader | None = await _amqtt_fixed_header(cls, reader)
+    if header is None or not isinstance(reader, _CappedReader):
+        return header
+    if reader.refused:
+        return None
+    if header.remaining_length > reader.max_packet:
+        reader.refused = True
+        reader.refusals.refused(
+            "refused a packet of %d bytes (type %d) from %s: over the %d allowed; "
+            "connection closed", header.remaining_length, header.packet_type, reader.who,
+            reader.max_packet,
+        )
+        reader.abort()
+        return None
+    return header
+
+
+MQTTFixedHeader.from_stream = classmethod(_capped_fixed_header)
+
+
 class _IsolatingBroker(Broker):  # type: ignore[misc]
     """amqtt 0.12's Broker with two isolation flaws fixed, and its per-message and
     per-connection scans over all subscriptions replaced by lookups.
@@ -450,6 +546,10 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
        The filters and subscribers a message goes to are copied before the first ``await``,
        so a client subscribing or leaving meanwhile cannot make the loop raise RuntimeError
        ("dictionary changed size") or skip another subscriber, as amqtt's loops could.
+    4. Packet size. Each connection reads through a ``_CappedReader``: a packet larger than
+       the account may send is refused from its fixed header, before it is buffered.
+    5. Accounts change while running (``i24_reload``): the plugins and grants are replaced
+       and every connection whose login would now be refused is closed.
     """
 
     def __init__(self, config: dict[str, Any], grants: Mapping[str, _Grants]) -> None:
@@ -458,6 +558,41 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
         self._subscriptions: _SubscriptionTable = _SubscriptionTable()
         # client id -> the filters its session holds (an ordered set), for the CONNECT path.
         self._i24_filters_of: dict[str, dict[str, None]] = {}
+        self.i24_packet_refusals = RefusalLog(_REFUSAL_LOGGER)
+        self._i24_readers: dict[str, _CappedReader] = {}  # client id -> its connection
+
+    async def stream_connected(self, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter, listener_name: str) -> None:
+        await self._client_connected(
+            listener_name, _CappedReader(reader, writer, self.i24_packet_refusals),
+            StreamWriterAdapter(writer),
+        )
+
+    async def i24_reload(self, accounts: Sequence[BrokerAccount]) -> list[str]:
+        """Serve ``accounts`` from now on (the password file is already rewritten): the
+        plugins reread it, the grants are replaced, and each connected client whose login
+        would now be refused (account gone, password changed) is disconnected; the sessions
+        of accounts that are gone are deleted. Returns the client ids disconnected."""
+        grants = _grants_of(accounts)
+        passwords: list[PasswordAuthPlugin] = []
+        for plugin in self.plugins_manager.plugins:
+            if isinstance(plugin, PasswordAuthPlugin):
+                plugin.reload()
+                passwords.append(plugin)
+            elif isinstance(plugin, AccountsTopicPlugin):
+                plugin.update(grants)
+        self._i24_grants = grants
+        dropped = []
+        for client_id, (session, _handler) in list(self._sessions.items()):
+            if all(p.accepts(session.username, session.password) for p in passwords):
+                continue
+            reader = self._i24_readers.get(client_id)
+            if session.transitions.state == "connected" and reader is not None:
+                reader.abort()
+                dropped.append(client_id)
+            if session.username not in grants:
+                await self._delete_session(client_id)
+        return dropped
 
     async def start(self) -> None:
         self._i24_filters_of.clear()  # amqtt's start() clears sessions and subscriptions
@@ -488,6 +623,12 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
                 f"refused CONNECT from {remote_address}:{remote_port} "
                 f"(user {client_session.username!r}, client id {client_session.client_id!r})"
             )
+        if isinstance(reader, _CappedReader):
+            reader.max_packet = max_packet_of(client_session.username)
+            reader.who = (f"{client_session.username} (client {client_session.client_id!r}, "
+                          f"{remote_address}:{remote_port})")
+            if client_session.client_id:
+                self._i24_readers[client_session.client_id] = reader
 
         # From here on: amqtt 0.12.1 Broker._initialize_client_session, unchanged.
         if client_session.clean_session:
@@ -590,7 +731,11 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
             await self._publish_retained_messages_for_subscription(
                 (topic_filter, QOS_0), client_session
             )
-        await self._client_message_loop(client_session, handler)
+        try:
+            await self._client_message_loop(client_session, handler)
+        finally:
+            if self._i24_readers.get(client_session.client_id) is reader:
+                del self._i24_readers[client_session.client_id]
 
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         granted: int = await super().add_subscription(subscription, session)
@@ -690,6 +835,8 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
 
 
 _OVERRIDDEN = (
+    "stream_connected",
+    "_client_connected",
     "_create_server_instance",
     "_initialize_client_session",
     "_handle_client_session",
@@ -851,6 +998,31 @@ class EmbeddedBroker:
             self._logger.info("embedded broker listening on %s:%d", self._host, port)
             return
 
+    @property
+    def accounts(self) -> tuple[BrokerAccount, ...]:
+        return self._accounts
+
+    async def reload(self, accounts: Sequence[BrokerAccount]) -> list[str]:
+        """Serve ``accounts`` from now on, without a restart: the password file is rewritten
+        and reread, the topic grants replaced, and every client whose login would now be
+        refused (a revoked agency, a changed password) is disconnected at once; the
+        sessions of removed accounts are deleted. Returns the client ids disconnected."""
+        accounts = tuple(accounts)
+        if not accounts:
+            raise BrokerConfigError("no broker accounts: a broker nobody can log in to is useless")
+        text = render_amqtt_password_file(accounts)  # checks the usernames are unique
+        broker = self._broker
+        self._accounts = accounts
+        if broker is None:
+            return []
+        write_file(self.password_file, text, private=True)
+        dropped = await broker.i24_reload(accounts)
+        self._logger.warning(
+            "embedded broker reloaded %d account(s)%s", len(accounts),
+            f"; disconnected {', '.join(dropped)}" if dropped else "",
+        )
+        return dropped
+
     async def stop(self) -> None:
         """Disconnect every client and close the listener."""
         broker, self._broker = self._broker, None
@@ -944,11 +1116,13 @@ def read_embedded_config_file(path: Path) -> _ProcessConfig:
     )
 
 
-async def _serve(config: _ProcessConfig) -> None:
+async def _serve(config: _ProcessConfig, path: Path) -> None:
     stop = asyncio.Event()
+    reload = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
     broker = EmbeddedBroker(
         config.accounts,
         config.data_dir,
@@ -958,7 +1132,19 @@ async def _serve(config: _ProcessConfig) -> None:
     )
     async with broker:
         print(f"ready {broker.host}:{broker.port}", flush=True)
-        await stop.wait()
+        while not stop.is_set():
+            stopping = asyncio.ensure_future(stop.wait())
+            reloading = asyncio.ensure_future(reload.wait())
+            await asyncio.wait({stopping, reloading}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            reloading.cancel()
+            if reload.is_set():
+                reload.clear()
+                try:  # SIGHUP: the config file holds the new accounts
+                    await broker.reload(read_embedded_config_file(path).accounts)
+                except BrokerError as exc:
+                    print(f"ERROR: reload refused, the accounts in use stay: {exc}",
+                          file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -978,7 +1164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = read_embedded_config_file(args.config)
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, args.config))
     except BrokerError as exc:
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -1028,6 +1214,11 @@ class EmbeddedBrokerProcess(ProcessControl):
         return self._port
 
     @property
+    def accounts(self) -> tuple[BrokerAccount, ...]:
+        """The accounts served (those of the last start or reload)."""
+        return self._accounts
+
+    @property
     def config_path(self) -> Path:
         return self._directory / "embedded.json"
 
@@ -1070,6 +1261,26 @@ class EmbeddedBrokerProcess(ProcessControl):
                     self._port = 0
                     continue
                 raise
+
+    def reload(self, accounts: Sequence[BrokerAccount]) -> None:
+        """Rewrite the config with ``accounts`` and SIGHUP the child, which reloads them in
+        place (``EmbeddedBroker.reload``: removed accounts are disconnected)."""
+        if self._process is None or not self._process.running:
+            raise BrokerStartError("the embedded broker process is not running; start it first")
+        accounts = tuple(accounts)
+        if not accounts:
+            raise BrokerConfigError("no broker accounts: a broker nobody can log in to is useless")
+        render_amqtt_password_file(accounts)  # the child would refuse duplicates: refuse here
+        self._accounts = accounts
+        write_embedded_config_file(
+            self.config_path,
+            self._accounts,
+            data_dir=self._directory,
+            host=self._host,
+            port=self._port,
+            client_id_policy=self._client_id_policy,
+        )
+        self._process.signal(signal.SIGHUP)
 
 
 

@@ -501,6 +501,11 @@ class MosquittoBroker(ProcessControl):
     def log_path(self) -> Path:
         return self._directory / _LOG_NAME
 
+    @property
+    def accounts(self) -> tuple[BrokerAccount, ...]:
+        """The accounts served (those of the last start or reload)."""
+        return self._accounts
+
     def _require_config(self) -> MosquittoConfig:
         if self._config is None:
             raise BrokerStartError("the Mosquitto broker has not been started yet; call start()")

@@ -55,6 +55,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import time
 import urllib.error
@@ -637,6 +638,11 @@ class NatsMember(ProcessControl):
         return self._ports.mqtt
 
     @property
+    def accounts(self) -> tuple[BrokerAccount, ...]:
+        """The accounts served (those of the last start or reload)."""
+        return self._accounts
+
+    @property
     def member(self) -> int:
         return self._member
 
@@ -695,6 +701,18 @@ class NatsMember(ProcessControl):
             logger=self._logger,
         )
         self._process.start()
+
+    def reload(self, accounts: Sequence[BrokerAccount] | None = None) -> None:
+        """Rewrite this member's config (from ``accounts`` if given) and SIGHUP nats-server,
+        which reloads its users in place and closes the connections of users that are gone
+        (a revoked agency's MQTT clients included)."""
+        if self._process is None or not self._process.running:
+            raise BrokerStartError(f"NATS member {self._member} is not running; start it first")
+        if accounts is not None:
+            _check_unique(accounts)
+            self._accounts = tuple(accounts)
+        self.write_config()
+        self._process.signal(signal.SIGHUP)
 
     @property
     def server_name(self) -> str:
@@ -827,6 +845,11 @@ class NatsCluster(BlockingStartStop):
         return self._base
 
     @property
+    def accounts(self) -> tuple[BrokerAccount, ...]:
+        """The accounts served (those of the last start or reload)."""
+        return self._accounts
+
+    @property
     def addresses(self) -> list[tuple[str, int]]:
         """Every member's MQTT address, member 1 first."""
         return member_addresses(self._host, self.port, self._size)
@@ -948,6 +971,15 @@ class NatsCluster(BlockingStartStop):
                     f"after {timeout:.0f} s: {views}"
                 )
             time.sleep(_POLL_INTERVAL)
+
+    def reload(self, accounts: Sequence[BrokerAccount] | None = None) -> None:
+        """Give every running member the accounts (``NatsMember.reload``)."""
+        if accounts is not None:
+            _check_unique(accounts)
+            self._accounts = tuple(accounts)
+        for member in self._members:
+            if member.running:
+                member.reload(self._accounts)
 
     def stop(self) -> None:
         """Stop every member (SIGTERM, then SIGKILL if one hangs)."""
