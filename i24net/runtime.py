@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from i24net.broker import (
+    BrokerAccount,
     BrokerConfigError,
     TlsFiles,
     accounts_for,
     generate_tls_files,
     start_broker,
 )
-from i24net.core.errors import ConfigError
+from i24net.core.errors import ConfigError, I24Error
 from i24net.core.netspec import CLUSTER_ENGINES, parse_address
 from i24net.core.node import NodeMachine
 from i24net.core.router import RouterMachine
@@ -128,6 +129,68 @@ def broker_tls_files(home: Home, *, min_days_left: int = 1) -> TlsFiles:
     return generate_tls_files(d)
 
 
+def broker_accounts(home: Home) -> list[BrokerAccount]:
+    """The broker accounts of the home's current directory: one per active agency (a revoked
+    agency has none, so the broker refuses its login) and the router's."""
+    d = home.directory()
+    active = sorted(a.id for a in d.agencies.values() if a.active)
+    return accounts_for(active, home.broker_passwords(), prefix=d.prefix)
+
+
+FOLLOW_POLL_S = 0.5
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+async def follow_directory(home: Home, broker: Any, *, logger: logging.Logger | None = None,
+                           poll_s: float = FOLLOW_POLL_S) -> None:
+    """Keep a running broker's accounts in step with the home's signed directory, until
+    cancelled: when ``directory.signed`` changes (``i24net directory revoke``, ``issue``,
+    ``rotate``), it is loaded and verified again and, if the accounts differ, the broker is
+    reloaded (``reload(accounts)``): a revoked agency is disconnected and refused within
+    ``poll_s`` and a reload. A version that does not load (or lacks a broker password for a
+    new agency) is logged and the accounts in use stay."""
+    import asyncio
+    import inspect
+
+    log = logger or logging.getLogger("i24net.broker")
+    path = home.directory_file
+    seen: tuple[int, int, int] | None = None  # compare once at the start too
+    current = list(getattr(broker, "accounts", None) or broker_accounts(home))
+    while True:
+        stamp = _file_stamp(path)
+        if stamp == seen:
+            await asyncio.sleep(poll_s)
+            continue
+        seen = stamp
+        try:
+            fresh = Home(home.path)  # verified against the anchor, no rollback, no fork
+            version = fresh.directory().serial
+            accounts = broker_accounts(fresh)
+        except I24Error as exc:
+            log.error("the directory changed but cannot be used for the broker accounts "
+                      "(%s: %s); the accounts in use stay", exc.reason, exc.message)
+            continue
+        if accounts == current:
+            continue
+        before = {a.username for a in current}
+        after = {a.username for a in accounts}
+        if inspect.iscoroutinefunction(broker.reload):
+            await broker.reload(accounts)
+        else:
+            await asyncio.to_thread(broker.reload, accounts)
+        current = accounts
+        log.warning("directory version %d: broker accounts reloaded (removed: %s; added: %s)",
+                    version, ", ".join(sorted(before - after)) or "none",
+                    ", ".join(sorted(after - before)) or "none")
+
+
 def make_broker(home: Home, engine: str | None = None, port: int | None = None,
                 logger: logging.Logger | None = None, *, tls: bool | None = None,
                 tls_port: int | None = None, member: int | None = None) -> Any:
@@ -140,8 +203,7 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
     ``member`` (the supervisor runs each member as its own process, so one can die alone).
     """
     spec = home.spec()
-    d = home.directory()
-    accounts = accounts_for(sorted(d.agencies), home.broker_passwords(), prefix=d.prefix)
+    accounts = broker_accounts(home)
     engine = engine or spec.broker.engine
     port = spec.broker.port if port is None else port
     use_tls = spec.broker.tls if tls is None else tls

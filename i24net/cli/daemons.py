@@ -79,7 +79,13 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
     Mosquitto also keeps a plain listener on 127.0.0.1 (it cannot run without one here),
     which i24net's clients do not use.
     """
-    from i24net.runtime import Endpoint, endpoint_file, make_broker, publish_directory
+    from i24net.runtime import (
+        Endpoint,
+        endpoint_file,
+        follow_directory,
+        make_broker,
+        publish_directory,
+    )
 
     h = Home.resolve(home)
     log = _logging(log_level, "broker" if member is None else f"broker-{member}")
@@ -108,7 +114,8 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
             log.info("broker ready on %s (%s)%s", where, ep.engine, how)
             console.print(f"ready {where}{' TLS' if ep.tls_ca else ''}")
             try:
-                await asyncio.Event().wait()
+                # A revocation (a new directory version) reloads the accounts in place.
+                await follow_directory(h, b, logger=log)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     endpoint_file(h).unlink()
@@ -120,7 +127,7 @@ def _broker_member(h: Home, engine: str, member: int, port: int | None,
                    log: logging.Logger) -> None:
     """One member of a clustered broker, in this process (``i24net broker --member K``)."""
     from i24net.core.errors import TransportError
-    from i24net.runtime import Endpoint, make_broker, publish_directory
+    from i24net.runtime import Endpoint, follow_directory, make_broker, publish_directory
 
     async def main() -> None:
         async with make_broker(h, engine, port, logger=log, member=member) as b:
@@ -141,7 +148,7 @@ def _broker_member(h: Home, engine: str, member: int, port: int | None,
                     await asyncio.sleep(1.0)
             else:
                 log.warning("could not publish the directory: the cluster has no quorum")
-            await asyncio.Event().wait()
+            await follow_directory(h, b, logger=log)
 
     asyncio.run(_until_signalled(main()))
 
