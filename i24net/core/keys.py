@@ -56,10 +56,24 @@ def sign(signing_seed: bytes, domain: bytes, message: bytes) -> bytes:
 
 def verify(verify_key: bytes, domain: bytes, message: bytes, signature: bytes, *,
            what: str, agency: str | None = None) -> None:
-    """Check an Ed25519 signature or raise ``CryptoError(reason="sig.invalid")``."""
+    """Check an Ed25519 signature or raise ``CryptoError(reason="sig.invalid")``.
+
+    The rules are libsodium's (``crypto_sign_open``; docs/protocol.md 2.2, pinned by
+    tests/core/test_ed25519_rules.py): S < L; neither A nor R of small order; A's y
+    coordinate canonical; the cofactorless equation, compared on the bytes of R (so R must
+    be canonical). A mixed-order ``verify_key`` is not refused here: the directory refuses
+    such keys (``check_public_keys``).
+    """
     if len(signature) != SIG_SIZE:
         raise WireFormatError(f"{what}: signature must be {SIG_SIZE} bytes",
                               reason="wire.schema", agency=agency)
+    if len(verify_key) != KEY_SIZE:
+        # libsodium reads exactly 32 bytes of the key whatever its length: a short key
+        # would be read past its end, a long one cut
+        raise CryptoError(f"{what}: signature does not verify"
+                          + (f" with {agency}'s key" if agency else "")
+                          + f": the verify key is {len(verify_key)} bytes, not {KEY_SIZE}",
+                          reason="sig.invalid", agency=agency)
     try:
         # libsodium directly: a VerifyKey object per call costs more than the check itself
         sodium.crypto_sign_open(signature + domain + message, verify_key)
