@@ -15,9 +15,9 @@ from rich.table import Table
 
 from i24net.cli import EXIT_REFUSED, cli, console, home_option
 from i24net.core import envelope as env
-from i24net.core.errors import I24Error
+from i24net.core.errors import I24Error, PolicyError
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
-from i24net.core.policy import complete_addressing, decide
+from i24net.core.policy import complete_addressing, decide, reader_clearance
 from i24net.home import Home, now_ms
 
 MESSAGE_KINDS = ("message", "diffusion", "alert", "notice-request", "notice",
@@ -194,11 +194,22 @@ def envelope_inspect(file: str, as_json: bool, home: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @home_option
 def envelope_open(file: str, agency: str, as_json: bool, home: str | None) -> None:
-    """Verify and decrypt FILE as AGENCY; print subject and text. Exit 3 if refused."""
+    """Verify and decrypt FILE as AGENCY; print subject and text. Exit 3 if refused,
+    including when AGENCY's clearance does not dominate the label (clearance.recipient)."""
     h = Home.resolve(home)
     d = h.directory()
     opened = env.open_envelope(Path(file).read_bytes(), h.keys(agency), d)
     hd = opened.header
+    # the node's re-check before anything is shown (docs/protocol.md 8.5): the label must be
+    # one this agency is cleared for, whoever put its name on the envelope
+    refusal = reader_clearance(d, agency, hd.label)
+    if refusal:
+        rec = d.agencies.get(agency)
+        cleared = rec.clearance.marking if rec is not None else "nothing (not in the directory)"
+        raise PolicyError(f"{agency} is cleared to {cleared}, which does not dominate the "
+                          f"label {hd.label.marking} of message {hd.id_hex} from {hd.sender}: "
+                          "its content is not shown (a node would refuse it the same way)",
+                          reason=refusal, agency=agency, msg_id=hd.id_hex)
     fresh = env.check_freshness(hd, now_ms(), d.max_skew_ms)
     if as_json:
         click.echo(json.dumps({**hd.summary(), "subject": opened.body.subject,

@@ -334,6 +334,18 @@ def _forward_rule(env: Envelope, directory: Directory, prior: PriorLookup) -> De
     return None
 
 
+def reader_clearance(directory: Directory, reader: str, label: Label) -> str | None:
+    """The clearance check made before a message's body is shown to ``reader`` (a node's
+    re-check on delivery, docs/protocol.md 8.5; ``i24net envelope open``): the reason code
+    ``clearance.recipient`` when ``reader``'s clearance in ``directory`` does not dominate
+    ``label`` (or ``reader`` is not listed), else None. ``decide`` makes the same check for
+    every recipient (check 17)."""
+    rec = directory.agencies.get(reader)
+    if rec is None or not directory.scale.dominates(rec.clearance, label):
+        return "clearance.recipient"
+    return None
+
+
 def reason_table() -> list[tuple[str, str]]:
     return sorted(REASONS.items())
 

@@ -100,6 +100,57 @@ def test_non_recipient_is_refused(run: Run, home: Path, tmp_path: Path) -> None:
     clean_error(open_as(run, home, out, "NCB-US"), 3, "not a recipient", "(not-recipient)")
 
 
+def _node_verdict(home: Path, raw: bytes, agency: str) -> list[tuple[str, str]]:
+    """What ``agency``'s node does with this envelope delivered by the router: (kind, reason)."""
+    import hashlib
+    import os
+
+    from i24net.core import frames as fr
+    from i24net.core.keys import key_id
+    from i24net.core.node import MemoryNodeStore, NodeMachine
+    from i24net.home import now_ms
+
+    h = Home(home)
+    d, router = h.directory(), h.router_keys()
+    e = env.Envelope.parse(raw)
+    stamp = fr.Stamp(e.header.id, hashlib.sha256(raw).digest(), e.header.sender, (agency,),
+                     {agency: 1}, now_ms(), d.serial, key_id(router.verify_key))
+    node = NodeMachine(agency, h.keys(agency), d, MemoryNodeStore(), random_bytes=os.urandom)
+    events = node.handle(node.inbox_topic, fr.make_delivery(stamp, raw, router), now_ms())
+    return [(ev.kind, ev.reason) for ev in events]
+
+
+@pytest.mark.parametrize(("sender", "reader", "level", "caveats", "cleared"), [
+    ("NCB-US", "NCB-ZA", "CONFIDENTIAL", (), "OFFICIAL-USE"),  # level too low
+    ("NCB-FR", "NCB-US", "RESTRICTED", ("EU",), "CONFIDENTIAL"),  # caveat not held
+])
+def test_open_refuses_a_reader_whose_clearance_does_not_dominate_the_label(
+        run: Run, home: Path, tmp_path: Path, sender: str, reader: str, level: str,
+        caveats: tuple[str, ...], cleared: str) -> None:
+    """The file names the reader as a recipient and its key unwraps it, but the reader is not
+    cleared for the label (a router would not have delivered it, a node would refuse it):
+    nothing of the content is shown, and the reason is the node's own code."""
+    extra = [x for c in caveats for x in ("--caveat", c)]
+    out = sealed(run, home, tmp_path / "m.i24", *extra, sender=sender, to=reader, level=level,
+                 subject="Top subject", text="the secret text")
+    marking = Home(home).directory().agencies[reader].clearance.marking
+    assert marking == cleared
+    for fmt in ((), ("--json",)):
+        result = open_as(run, home, out, reader, *fmt)
+        line = clean_error(result, 3, "(clearance.recipient)", f"{reader} is cleared to "
+                           f"{cleared}", "is not shown")
+        assert result.stdout == ""
+        assert "Top subject" not in line and "the secret text" not in line
+    # the node applies the same check and gives the same code
+    assert _node_verdict(home, out.read_bytes(), reader) == [("refused-in",
+                                                              "clearance.recipient")]
+    # a cleared recipient of the same kind of file still opens it
+    ok = sealed(run, home, tmp_path / "ok.i24", *extra, sender=sender, to="NCB-DE",
+                level=level)
+    assert open_as(run, home, ok, "NCB-DE").exit_code == 0
+    assert _node_verdict(home, ok.read_bytes(), "NCB-DE")[0][0] == "received"
+
+
 def test_repeated_recipient_still_opens(run: Run, home: Path, tmp_path: Path) -> None:
     out = sealed(run, home, tmp_path / "m.i24", to="NCB-DE,NCB-DE")
     assert open_as(run, home, out, "NCB-DE").exit_code == 0
