@@ -587,6 +587,36 @@ def unwrap(env: Envelope, me: k.AgencyKeys, directory: Directory, *,
     return content_key
 
 
+def open_as_sender(env: Envelope, sender: k.AgencyKeys, directory: Directory,
+                   prekeys: Mapping[bytes, bytes], *,
+                   cache: k.PairKeyCache | None = None) -> Opened:
+    """What the holder of the sender's keys reads of a message the sender sealed: only
+    while those keys still hold the sending key the envelope names (2.7); ``prekeys`` maps
+    prekey ids to the public prekeys of any directory version (public knowledge). For drills
+    that measure what a key thief can read."""
+    h = env.header
+    if sender.sending_secret is None or sender.sending_public != env.sending_key:
+        raise CryptoError(f"message {h.id_hex[:12]} was sealed with a sending key "
+                          f"{sender.agency} no longer holds", reason="key.sending",
+                          agency=sender.agency, msg_id=h.id_hex)
+    r = h.recipients[0]
+    prekey = prekeys.get(env.prekey_ids[r])
+    if prekey is None:
+        raise CryptoError(f"prekey {env.prekey_ids[r].hex()} is in no known directory",
+                          reason="prekey.unknown", msg_id=h.id_hex)
+    cache = cache if cache is not None else k.PairKeyCache()
+    pair = cache.get(sender, sender.encryption_public, directory.agency(r).enc_key,
+                     i_am_sender=True)
+    wk, wn = wrap_key(pair, k.x25519(sender.sending_secret, prekey), env.sending_key, prekey,
+                      h.id, r)
+    content_key = _aead_decrypt(wk, wn, k.DOMAIN_WRAP + env.commitment, env.wraps[r],
+                                what="key wrap", msg_id=h.id_hex)
+    if not hmac.compare_digest(commitment(content_key, h.id), env.commitment):
+        raise CryptoError("the wrap opens to an uncommitted key", reason="aead.commitment",
+                          msg_id=h.id_hex)
+    return Opened(env, Body.decode(decrypt_body(env, content_key)))
+
+
 def decrypt_body(env: Envelope, content_key: bytes) -> bytes:
     """The body plaintext under a content key that ``unwrap`` checked."""
     bkey, bnonce = _body_key(content_key, env.header)

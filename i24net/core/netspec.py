@@ -109,6 +109,7 @@ class NetworkSpec:
     groups: Mapping[str, tuple[str, ...]]
     agencies: tuple[AgencySpec, ...]
     router_shards: int = 1  # [router] shards: routers sharing the load by sender
+    prekey_grace_hours: int = 720  # how long a retired prekey is kept (docs/protocol.md 2.6)
 
     def agency_ids(self) -> list[str]:
         return [a.id for a in self.agencies]
@@ -170,6 +171,9 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
         raise _field("network.max_skew_seconds", "must be 0-86400")
     if not 1 <= ttl <= 24 * 365 * 5:
         raise _field("network.default_ttl_hours", "must be 1 hour to 5 years")
+    grace = _get(net, "prekey_grace_hours", "network.", int, 720)
+    if not 0 <= grace <= 24 * 365 * 10:
+        raise _field("network.prekey_grace_hours", "must be 0 hours to 10 years")
 
     b = doc.get("broker", {})
     if not isinstance(b, dict):
@@ -255,7 +259,7 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
     if not any("directory-authority" in a.roles for a in agencies):
         raise _field("agency", "one agency must hold the role directory-authority")
     return NetworkSpec(name, prefix, scale, skew, ttl, broker, groups, tuple(agencies),
-                       shards)
+                       shards, grace)
 
 
 def build_directory(
@@ -290,4 +294,5 @@ def build_directory(
     return Directory(network=spec.name, serial=serial, issued_ms=issued_ms, scale=spec.scale,
                      agencies=records, groups=dict(spec.groups), authority_key=authority_key,
                      prefix=spec.prefix, max_skew_ms=spec.max_skew_seconds * 1000,
+                     prekey_grace_ms=spec.prekey_grace_hours * 3_600_000,
                      router_keys=router_keys)

@@ -248,12 +248,17 @@ class NodeMachine:
         request, or a message held back by the send window once a report freed a place.
         None when nothing is scheduled, so a driver can sleep until something arrives
         (a frame, a ``submit``, or ``outbox_changed``) instead of polling."""
-        due = [d for d in (self._outbox_due, *self._gap_due.values(), self._keys_due())
+        due = [d for d in (self._outbox_due, *self._gap_due.values(), self.keys_due())
                if d is not None]
         return min(due, default=None)
 
     # -- keys -----------------------------------------------------------------------------
-    def _keys_due(self) -> int | None:
+    def gap_due(self) -> int | None:
+        """When the next gap request falls due (a driver that wakes nodes on the store's
+        outbox deadline needs this one too)."""
+        return min(self._gap_due.values(), default=None)
+
+    def keys_due(self) -> int | None:
         """When the sending key must be replaced or a retired prekey erased."""
         due = [p.retired_ms + self.directory.prekey_grace_ms + 1 for p in self.keys.prekeys
                if p.retired_ms is not None]

@@ -232,6 +232,31 @@ def nothing_after_revocation(e: m.NothingAfterRevocation,
         f"before, 0 of {len(after)} after" + (f" ({why})" if why else ""), time_to_revoke
 
 
+def unreadable_to_thief(e: m.UnreadableToThief,
+                        obs: Observations) -> tuple[bool, str, float | None]:
+    found = obs.exposure.get(e.agency)
+    if found is None:
+        return False, "no key theft was measured in this mode (virtual runs only)", None
+    readable, unreadable = found
+    bad, missing = [], []
+    for n in e.messages:
+        for msg in obs.named(n):
+            if msg.id in readable:
+                bad.append(n)
+            elif msg.id not in unreadable:
+                missing.append(n)
+    shut = [n for n in e.readable for msg in obs.named(n) if msg.id not in readable]
+    if bad:
+        return False, f"the stolen keys open {', '.join(dict.fromkeys(bad))}", None
+    if missing or shut:
+        return False, "not recorded by the thief: " + ", ".join(
+            dict.fromkeys(missing + shut)), None
+    why = Counter(unreadable[msg.id] for n in e.messages for msg in obs.named(n))
+    return True, f"{sum(why.values())} recorded message(s) unreadable (" + ", ".join(
+        f"{r} x{c}" for r, c in sorted(why.items())) + f"); {len(readable)} readable in the " \
+        "window", None
+
+
 def flowcheck_clean(e: m.FlowcheckClean, obs: Observations) -> tuple[bool, str, float | None]:
     if not obs.flowcheck_ran:
         return False, "the information-flow checker did not run in this mode", None
@@ -251,6 +276,7 @@ JUDGES: dict[type[m.Expectation], Callable[[Any, Observations],
     m.CancelledEverywhere: cancelled_everywhere,
     m.Published: published,
     m.NothingAfterRevocation: nothing_after_revocation,
+    m.UnreadableToThief: unreadable_to_thief,
     m.FlowcheckClean: flowcheck_clean,
 }
 

@@ -459,6 +459,9 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
             compromised.setdefault(inj.agency, inj.at)
         if isinstance(inj, m.Revoke | m.Rotate | m.Skew):
             agency((*p, "agency"), inj.agency)
+        if isinstance(inj, m.RotatePrekeys):
+            for a in inj.agencies:
+                agency((*p, "agencies"), a)
         if isinstance(inj, m.Revoke):
             revoked.setdefault(inj.agency, inj.at)
         if ex.mode == "live" and not inj.live:
@@ -494,6 +497,15 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
                          "notice-request inject")
         if isinstance(e, m.CancelledEverywhere) and e.notice not in cancels:
             raise r.fail((*p, "notice"), f"no cancel inject cancels {e.notice!r}")
+        if isinstance(e, m.UnreadableToThief):
+            agency((*p, "agency"), e.agency)
+            if e.agency not in compromised:
+                raise r.fail((*p, "agency"), f"no compromise inject steals {e.agency}'s key")
+            for key, group in (("messages", e.messages), ("readable", e.readable)):
+                for n in group:
+                    if not isinstance(names.get(n), messages):
+                        raise r.fail((*p, key), f"{n!r} is not the name of a message some "
+                                     "inject sends")
         if isinstance(e, m.NothingAfterRevocation):
             agency((*p, "agency"), e.agency)
             if e.agency not in compromised:

@@ -606,6 +606,15 @@ class Rotate(Inject):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RotatePrekeys(Inject):
+    action: ClassVar[str] = "rotate-prekeys"
+    agencies: tuple[str, ...] = _f((), parse=agencies, doc="default: every active agency")
+
+    def describe(self) -> str:
+        return f"new prekeys for {', '.join(self.agencies) or 'every agency'}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Skew(Inject):
     action: ClassVar[str] = "skew"
     agency: str = _f(parse=agency, required=True)
@@ -617,7 +626,7 @@ class Skew(Inject):
 
 INJECTS: dict[str, type[Inject]] = {c.action: c for c in (
     Send, NoticeRequest, Review, Cancel, Forward, Partition, Heal, Crash, Restart,
-    Compromise, Revoke, Rotate, Skew)}
+    Compromise, Revoke, Rotate, RotatePrekeys, Skew)}
 
 
 # -- expectations ---------------------------------------------------------------------------
@@ -728,6 +737,24 @@ class NothingAfterRevocation(Expectation):
             "its revocation"
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(name(x) for x in ([value] if isinstance(value, str) else _list(value)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnreadableToThief(Expectation):
+    kind: ClassVar[str] = "unreadable-to-thief"
+    agency: str = _f(parse=agency, required=True, doc="whose keys a compromise inject steals")
+    messages: tuple[str, ...] = _f(parse=_names, required=True,
+                                   doc="names of messages the stolen keys must not open")
+    readable: tuple[str, ...] = _f((), parse=_names,
+                                   doc="names of messages they do open (the window)")
+
+    def describe(self) -> str:
+        return self.title or (f"{self.agency}'s stolen keys open none of "
+                              f"{', '.join(self.messages)}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FlowcheckClean(Expectation):
     kind: ClassVar[str] = "flowcheck-clean"
@@ -738,7 +765,7 @@ class FlowcheckClean(Expectation):
 
 EXPECTATIONS: dict[str, type[Expectation]] = {c.kind: c for c in (
     Delivered, Refused, Dropped, NoLoss, CancelledEverywhere, Published,
-    NothingAfterRevocation, FlowcheckClean)}
+    NothingAfterRevocation, UnreadableToThief, FlowcheckClean)}
 
 
 def _list(v: Any) -> list[Any]:

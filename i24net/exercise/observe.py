@@ -97,6 +97,8 @@ class Observations:
     flowcheck_ran: bool = False
     compromised: dict[str, float] = field(default_factory=dict)  # agency -> key stolen at
     revoked: dict[str, float] = field(default_factory=dict)  # agency -> revoked at
+    # agency -> (ids its stolen keys open, {id: why not} for the rest), at the first theft
+    exposure: dict[str, tuple[frozenset[str], dict[str, str]]] = field(default_factory=dict)
 
     def named(self, name: str) -> list[MessageObs]:
         return [msg for msg in self.messages if msg.name == name]

@@ -175,6 +175,8 @@ class VirtualRun:
             sim.revoke(at, inj.agency)
         elif isinstance(inj, m.Rotate):
             sim.rotate(at, inj.agency)
+        elif isinstance(inj, m.RotatePrekeys):
+            sim.rotate_prekeys(at, list(inj.agencies) or None)
         elif isinstance(inj, m.Skew):
             sim.skew(at, inj.agency, inj.seconds)
         else:  # pragma: no cover - every action in model.INJECTS is handled above
@@ -276,6 +278,9 @@ class VirtualRun:
                 nm = notice_of.get(e.msg_id)
                 if nm is not None:
                     obs.notices[nm].cancelled.setdefault(e.holder, e.t)
+            elif isinstance(e, hs.Exposure):
+                obs.exposure.setdefault(e.agency, (
+                    frozenset(e.readable), dict(zip(e.unreadable, e.reasons, strict=True))))
             elif isinstance(e, hs.Inject):
                 if e.action == "compromise":
                     obs.compromised.setdefault(e.target, e.t)

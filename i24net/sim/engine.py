@@ -35,6 +35,7 @@ import heapq
 import itertools
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from i24net.core.directory import Directory
@@ -149,6 +150,10 @@ class Engine:
         self._attackers: dict[str, Host] = {}
         self._stolen: dict[str, SimKeys] = {}
         self._attacker_cache = PairKeyCache()
+        # An eavesdropper's recording of the traffic to and from agencies whose keys a
+        # compromise will steal (only those: a long run records nothing it need not).
+        self._watched: set[str] = set()
+        self._captured: dict[str, bytes] = {}
         self._sent_us: dict[str, int] = {}
         self.messages: dict[str, hs.Send] = {}  # msg id -> its send event
 
@@ -228,8 +233,9 @@ class Engine:
     # -- nodes -----------------------------------------------------------------------------
 
     def _start_node(self, host: Host) -> None:
-        m = NodeMachine(host.agency, host.keys, host.held, host.store,
-                        random_bytes=self.rng.randbytes)
+        # the sending key lives in memory only: a node (re)started draws a fresh one
+        m = NodeMachine(host.agency, replace(host.keys, sending_secret=None), host.held,
+                        host.store, random_bytes=self.rng.randbytes)
         host.desk = install_lifecycle(m, auto_review=self.auto_review, store=host.desk_store)
         host.machine = m
         host.up = True
@@ -244,15 +250,12 @@ class Engine:
         m = host.machine
         if m is None:
             return
-        due = host.store.next_due()
-        # The node's gap timers are private to the machine; the driver must know when they
-        # fall due to wake the node then, without polling thousands of nodes.
-        gaps: dict[bytes, int] = getattr(m, "_gap_due", {})
-        if gaps:
-            g = min(gaps.values())
-            due = g if due is None else min(due, g)
-        if due is None:
+        # The store knows the outbox deadlines; the machine its gap and key timers. The
+        # driver wakes the node at the first, without polling thousands of nodes.
+        dues = [d for d in (host.store.next_due(), m.gap_due(), m.keys_due()) if d is not None]
+        if not dues:
             return
+        due = min(dues)
         t = max((due - self.start_ms - host.skew_ms) * 1000, self.clock.now_us)
         if host.wake_at is not None and host.wake_at <= t:
             return
@@ -396,7 +399,7 @@ class Engine:
         m = host.machine
         if m is not None:
             m.set_directory(d)
-            m.keys = host.keys
+            m.set_keys(host.keys)  # keeps the sending key the node uses now
         self._record(hs.DirectoryInstalled(self._t(), host.agency, d.serial))
 
     # -- faults ----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ The event kinds, with their ``event`` name in JSON:
 ``desk``                  any other notice-desk step (review pending, cancel refused, ...)
 ``directory``             a component installed a directory version (``who``, ``serial``)
 ``inject``                a scripted fault or action (partition, crash, compromise, ...)
+``exposure``              at a key theft: which recorded messages the thief can and cannot
+                          read (forward secrecy)
 ========================  =================================================================
 """
 
@@ -282,10 +284,24 @@ class Inject(Event):
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Exposure(Event):
+    """What a thief of ``agency``'s keys, at the moment of the theft, could read of the
+    traffic it recorded to and from that agency until then: ids it opens, and ids it cannot
+    with the reason (``prekey.unknown``: sealed to an erased prekey; ``key.sending``: sealed
+    with a sending key the agency has forgotten)."""
+
+    event: ClassVar[str] = "exposure"
+    agency: str
+    readable: tuple[str, ...]
+    unreadable: tuple[str, ...]
+    reasons: tuple[str, ...]  # one per unreadable id
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.event: cls for cls in (
     Send, SendError, Accept, Refuse, RouterRetry, Deliver, RefuseIn, Duplicate, Receipt,
     Delivered, Expired, Retry, Gap, Resend, Drop, NoticePublished, NoticeRefused,
-    NoticeCancelled, Withdrawn, Desk, DirectoryInstalled, Inject)}
+    NoticeCancelled, Withdrawn, Desk, DirectoryInstalled, Inject, Exposure)}
 
 
 def event_from_dict(d: Mapping[str, Any]) -> Event:

@@ -20,9 +20,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from i24net.core.directory import Directory
-from i24net.core.envelope import KINDS, Body, Header, make_header, recipient_keys, seal
+from i24net.core.envelope import (
+    KINDS,
+    Body,
+    Envelope,
+    Header,
+    make_header,
+    open_as_sender,
+    open_envelope,
+    recipient_keys,
+    seal,
+)
 from i24net.core.errors import I24Error
-from i24net.core.keys import key_id
+from i24net.core.keys import AgencyKeys, key_id
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
 from i24net.core.lifecycle import NoticeDesk
 from i24net.core.netspec import NetworkSpec, parse_spec
@@ -277,9 +287,21 @@ class Simulation(Engine):
         self._at(at, self._do_restart, who)
 
     def compromise(self, at: float, agency: str) -> None:
-        """An attacker steals ``agency``'s current private keys (then see ``forge``)."""
+        """An attacker steals the private keys ``agency`` holds at ``at`` (then see
+        ``forge``). The attacker has also recorded the traffic to and from ``agency``; the
+        history's ``exposure`` event says which of it the stolen keys open."""
         self._host(agency)
+        self._watched.add(agency)
         self._at(at, self._do_compromise, agency)
+
+    def rotate_prekeys(self, at: float, agencies: Iterable[str] | None = None) -> None:
+        """The authority issues a version listing a new prekey for each of ``agencies``
+        (default: every active agency); each node keeps its old prekey for the directory's
+        grace period, then erases it (docs/protocol.md 2.6)."""
+        names = None if agencies is None else list(agencies)
+        for a in names or ():
+            self._host(a)
+        self._at(at, self._do_rotate_prekeys, names)
 
     def revoke(self, at: float, agency: str) -> None:
         """The authority issues a directory version revoking ``agency``."""
@@ -355,10 +377,13 @@ class Simulation(Engine):
         m = host.machine
         assert m is not None
         try:
-            m.submit(header, body, self._now_ms(host))
+            raw, _ = m.submit(header, body, self._now_ms(host))
         except I24Error as exc:
             self._send_error(handle, exc.reason, exc.message)
             return
+        if self._watched and (header.sender in self._watched
+                              or not self._watched.isdisjoint(header.recipients)):
+            self._captured[header.id_hex] = raw
         handle.msg_id = header.id_hex
         self._record_send(host, header, body.subject, handle.origin)
         self._flush(host)
@@ -528,8 +553,12 @@ class Simulation(Engine):
     # -- internals: the attacker and the authority -----------------------------------------
 
     def _do_compromise(self, agency: str) -> None:
-        keys = self.hosts[agency].keys
+        host = self.hosts[agency]
+        # what the agency holds now: its running node's keys (retired prekeys past their
+        # grace already erased), else the stored ones
+        keys = host.machine.keys if host.machine is not None else host.keys
         self._stolen[agency] = keys
+        self._record_exposure(agency, keys)
         if agency not in self._attackers:
             att = Host(agency, keys, self.directory, name=f"attacker:{agency}")
             att.link = self.conditions.default
@@ -537,6 +566,46 @@ class Simulation(Engine):
             self._attackers[agency] = att
         self._record(hs.Inject(self._t(), "compromise", agency,
                                f"key {key_id(keys.verify_key).hex()} stolen"))
+
+    def _record_exposure(self, agency: str, keys: AgencyKeys) -> None:
+        d = self.directory
+        prekeys = {r.prekey_id: r.prekey for v in self.history.directories.values()
+                   for r in v.agencies.values()}
+        readable, unreadable, reasons = [], [], []
+        for mid, raw in self._captured.items():
+            env = Envelope.parse(raw)
+            h = env.header
+            if agency not in h.recipients and agency != h.sender:
+                continue
+            try:
+                if agency in h.recipients:
+                    open_envelope(env, keys, d)
+                else:
+                    open_as_sender(env, keys, d, prekeys)
+                readable.append(mid)
+            except I24Error as exc:
+                unreadable.append(mid)
+                reasons.append(exc.reason)
+        self._record(hs.Exposure(self._t(), agency, tuple(readable), tuple(unreadable),
+                                 tuple(reasons)))
+
+    def _do_rotate_prekeys(self, agencies: list[str] | None) -> None:
+        d = self.directory
+        names = agencies if agencies is not None else [a for a, r in d.agencies.items()
+                                                       if r.active]
+        now = self._router_now()
+        listed = {}
+        for a in names:
+            host = self.hosts[a]
+            base = host.pending_keys[-1][1] if host.pending_keys else host.keys
+            new = base.with_new_prekey(self.rng.randbytes(32), now).erase_prekeys(
+                now, d.prekey_grace_ms)  # the stored copy forgets what is past its grace
+            pk = new.public()
+            listed[a] = (pk.prekey, pk.prekey_sig)
+            pending = (d.serial + 1, new)
+            host.pending_keys.append(pending)
+        nd = d.rotate_prekeys(listed, now)
+        self._issue(nd, "rotate-prekeys", ",".join(names) if agencies else "@ALL")
 
     def _do_forge(self, handle: Sent, spec: dict[str, Any], ref: Any) -> None:
         keys = self._stolen.get(handle.sender)
