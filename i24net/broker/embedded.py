@@ -548,7 +548,11 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
        ("dictionary changed size") or skip another subscriber, as amqtt's loops could.
     4. Packet size. Each connection reads through a ``_CappedReader``: a packet larger than
        the account may send is refused from its fixed header, before it is buffered.
-    5. Accounts change while running (``i24_reload``): the plugins and grants are replaced
+    5. Takeover. When a connection presents a client id already connected, amqtt closes
+       the old connection and then ends it like any other: its will is published and the
+       session, which the new connection now uses, is marked disconnected, so messages for
+       it were queued and never sent. Here the connection taken over only stops.
+    6. Accounts change while running (``i24_reload``): the plugins and grants are replaced
        and every connection whose login would now be refused is closed.
     """
 
@@ -560,6 +564,7 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
         self._i24_filters_of: dict[str, dict[str, None]] = {}
         self.i24_packet_refusals = RefusalLog(_REFUSAL_LOGGER)
         self._i24_readers: dict[str, _CappedReader] = {}  # client id -> its connection
+        self._i24_taken_over: set[BrokerProtocolHandler] = set()
 
     async def stream_connected(self, reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter, listener_name: str) -> None:
@@ -706,6 +711,9 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
                         "performing take-over."
                     )
                     old_session = self._sessions[client_session.client_id]
+                    # Changed: the connection taken over must not end the session it gave up
+                    # (see _handle_disconnect).
+                    self._i24_taken_over.add(old_session[1])
                     await old_session[1].handle_connection_closed()
                     await old_session[1].stop()
                     break
@@ -715,6 +723,8 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
                 await asyncio.sleep(1)
         handler.attach(client_session, reader, writer)
         self._sessions[client_session.client_id] = (client_session, handler)
+        if not client_session.transitions.is_connected():  # Changed: see _handle_disconnect
+            client_session.transitions.connect()
         await handler.mqtt_connack_authorize(authenticated)
         if not authenticated:
             await writer.close()
@@ -736,6 +746,19 @@ class _IsolatingBroker(Broker):  # type: ignore[misc]
         finally:
             if self._i24_readers.get(client_session.client_id) is reader:
                 del self._i24_readers[client_session.client_id]
+
+    async def _handle_disconnect(self, client_session: Session, handler: BrokerProtocolHandler,
+                                 disconnect_waiter: asyncio.Future[Any]) -> None:
+        # amqtt ends a connection that another one with its client id took over like any
+        # other: it publishes the will and marks the session, now the new connection's,
+        # disconnected, so the broker queued that client's messages instead of sending them
+        # (a router taken over and back received nothing while it looked connected). The
+        # connection taken over only stops.
+        if handler in self._i24_taken_over:
+            self._i24_taken_over.discard(handler)
+            await self._stop_handler(handler)
+            return
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         granted: int = await super().add_subscription(subscription, session)
@@ -840,6 +863,8 @@ _OVERRIDDEN = (
     "_create_server_instance",
     "_initialize_client_session",
     "_handle_client_session",
+    "_handle_disconnect",
+    "_stop_handler",
     "_publish_retained_messages_for_subscription",
     "_run_broadcast",
     "_matches",

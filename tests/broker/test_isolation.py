@@ -7,6 +7,7 @@ the forbidden message, not that it was slow.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
@@ -15,7 +16,17 @@ from aiomqtt import MqttError
 
 from i24net.broker import ROUTER_USERNAME
 
-from .support import DE, FR, PREFIX, Endpoint, Network, connect, messages_within, next_message
+from .support import (
+    DE,
+    FR,
+    PREFIX,
+    QUIET_WINDOW,
+    Endpoint,
+    Network,
+    connect,
+    messages_within,
+    next_message,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(30)]
 
@@ -234,6 +245,25 @@ async def test_an_agency_cannot_knock_the_router_off_with_its_client_id(
             await fr.publish(SUBMIT_FR, b"after the attempt", qos=1)
         assert (await next_message(router)).payload == b"after the attempt"
         await router.publish(INBOX_FR, b"router still connected", qos=1, timeout=5)
+
+
+async def test_a_session_taken_over_by_its_own_account_keeps_receiving(
+    broker: Endpoint, network: Network
+) -> None:
+    """A second connection with the same account and client id takes the session over (a
+    restarted node whose old link the broker has not noticed yet): it must receive what
+    arrives next. amqtt 0.12 ended the old connection as a normal disconnect, marking the
+    session, the new connection's, disconnected: it received nothing."""
+    async with connect(broker, network, FR, identifier=f"{FR}:node", clean_session=False) as old:
+        await old.subscribe(INBOX_FR, qos=1)
+        new = connect(broker, network, FR, identifier=f"{FR}:node", clean_session=False)
+        async with new, connect(broker, network, ROUTER_USERNAME) as router:
+            await asyncio.sleep(QUIET_WINDOW)  # the broker closes the old link meanwhile
+            await router.publish(INBOX_FR, b"after the takeover", qos=1)
+            assert (await next_message(new)).payload == b"after the takeover"
+            assert await messages_within(new) == []
+            with pytest.raises(MqttError):  # the old link is gone
+                await old.publish(f"{PREFIX}/submit/{FR}", b"x", qos=1, timeout=2)
 
 
 async def test_bound_client_ids_allow_a_suffix(broker: Endpoint, network: Network) -> None:
