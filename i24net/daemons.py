@@ -290,6 +290,40 @@ class RouterDaemon(_Shell):
         self.anchor = directory_anchor
         if directory_anchor is not None:
             self.directory_topic = f"{machine.prefix}/directory"
+        #: links to the broker lost since the start.
+        self.link_losses = 0
+        self._link_up: bool | None = None
+        self._link_since = time.time()
+        listen = getattr(transport, "add_link_listener", None)
+        if listen is not None:
+            listen(self._on_link)
+
+    def _on_link(self, up: bool) -> None:
+        """The transport's link came up or went: a router without its link receives no
+        submission, so a loss is an error in the log, whatever caused it (the transport
+        says when it looks like a takeover of the client id)."""
+        was, self._link_up = self._link_up, up
+        now = time.time()
+        if not up and was:
+            self.link_losses += 1
+            self.log.error("router %s lost its broker link: no submission reaches it until "
+                           "it reconnects", getattr(self.transport, "client_id", ""))
+        elif up and was is False:
+            self.log.warning("router %s is connected to the broker again after %.1f s",
+                             getattr(self.transport, "client_id", ""), now - self._link_since)
+        self._link_since = now
+
+    def link_state(self) -> dict[str, Any]:
+        """What ``i24net status`` shows for this shard: ``connected`` (a link to the broker
+        is up), ``subscribed`` (the broker granted every filter the shard needs),
+        ``since`` (when that last changed), and the links lost and suspected takeovers."""
+        connected = bool(getattr(self.transport, "is_connected", True)) and self.ready.is_set()
+        granted = getattr(self.transport, "granted_filters", None)
+        subscribed = connected and (granted is None or self._subscribed <= set(granted))
+        return {"connected": connected, "subscribed": subscribed,
+                "since": round(self._link_since, 3), "link_losses": self.link_losses,
+                "suspected_takeovers": int(getattr(self.transport, "suspected_takeovers", 0)),
+                "client_id": str(getattr(self.transport, "client_id", ""))}
 
     def _subscriptions(self) -> list[str]:
         """The shard's submit topics (``submit/+`` for a single router), its route topic

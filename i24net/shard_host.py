@@ -22,6 +22,12 @@ What a router had taken from the broker but not yet acted on when it died is rep
 end: senders retry until receipts arrive, and the shard's store says what was accepted. The
 locks need the state folder on one machine, or on a shared file system with working POSIX
 locks, for routers on several machines.
+
+Each router process answers ``{"op": "status"}`` on its control socket,
+``state/ctl/router.sock`` (``router-<k>.sock`` with shards), with every shard it serves and
+that shard's link to the broker (``RouterDaemon.link_state``): ``i24net status`` calls a
+router up only while its own shard is connected and subscribed, not merely while its
+process runs.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from i24net.control import MAX_LINE, ctl_dir, ctl_path, request, socket_address
 from i24net.core.errors import ConfigError
 from i24net.core.shards import Shard
 from i24net.daemons import RouterDaemon
@@ -130,19 +139,76 @@ class ShardHost:
     def serving(self) -> list[int]:
         return sorted(j for j, d in self.daemons.items() if d.ready.is_set())
 
+    @property
+    def process_name(self) -> str:
+        """The supervisor's name for this process: ``router``, or ``router-<k>``."""
+        return "router" if self.own.count == 1 else f"router-{self.own.index}"
+
+    def status(self) -> dict[str, Any]:
+        """Every shard this process serves, with its link (``RouterDaemon.link_state``)."""
+        shards = {}
+        for j, daemon in sorted(self.daemons.items()):
+            shards[str(j)] = {"serving": daemon.ready.is_set(), **daemon.link_state()}
+        return {"ok": True, "process": self.process_name, "own": self.own.index,
+                "count": self.own.count, "shards": shards}
+
     async def run(self) -> None:
         if not self._owner.acquire():
             raise ConfigError(f"shard {self.own} already has a router (pid "
                               f"{self._owner.holder()}); each shard runs one",
                               reason="config.shard")
+        server: asyncio.Server | None = None
+        path = ctl_path(self.home, self.process_name)
         try:
+            server = await self._open_control(path)
             while True:
                 await self._step()
                 await asyncio.sleep(self.poll_s)
         finally:
+            if server is not None:
+                server.close()
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
             for j in list(self._tasks):
                 await self._stop(j)
             self._owner.release()
+
+    async def _open_control(self, path: Path) -> asyncio.Server:
+        """The control socket (mode 0600 in a 0700 folder); one left by a killed router is
+        replaced (this process holds the shard's owner lock, so no live router uses it)."""
+        directory = ctl_dir(self.home)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with socket_address(path) as address:
+            server = await asyncio.start_unix_server(self._serve_control, path=address,
+                                                     limit=MAX_LINE)
+        os.chmod(path, 0o600)
+        return server
+
+    async def _serve_control(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                req = json.loads(line)
+            except ValueError:
+                req = None
+            if isinstance(req, dict) and req.get("op") == "status":
+                answer = self.status()
+            else:
+                answer = {"ok": False, "reason": "control.unknown",
+                          "error": "a router answers only {\"op\": \"status\"}"}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (OSError, ValueError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
 
     async def _step(self) -> None:
         for j, task in list(self._tasks.items()):
@@ -208,3 +274,23 @@ class ShardHost:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._leases[j].release()
+
+
+def router_status(home: Home, process: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The answer of router process ``process`` (``router`` or ``router-<k>``) to
+    ``{"op": "status"}``; raises ``ControlError`` (or ``I24Error``) if it does not answer."""
+    return request(ctl_path(home, process), {"op": "status"}, timeout=timeout)
+
+
+def own_shard_state(answer: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a router's answer says its own shard is served and connected and subscribed,
+    and if not, why (for ``i24net status``)."""
+    shard = (answer.get("shards") or {}).get(str(answer.get("own")))
+    if not isinstance(shard, dict) or not shard.get("serving"):
+        return False, "not serving its shard yet"
+    if not shard.get("connected"):
+        return False, "not connected to the broker (reconnecting)"
+    if not shard.get("subscribed"):
+        return False, "connected, but the broker has not granted its subscriptions"
+    return True, ""
+

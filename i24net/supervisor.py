@@ -476,6 +476,30 @@ class Supervisor:
                 out[a] = (str(st.get("state")), name, detail)
         return out
 
+    def router_states(self) -> dict[str, tuple[bool, str]]:
+        """Every recorded router process: (up, detail). Up means more than a running
+        process: the router answers on its control socket that its own shard is served,
+        connected to the broker and subscribed (``shard_host.own_shard_state``). A router
+        that lost its link (a broker restart, a takeover of its client id) is down until
+        it is back."""
+        from i24net.control import ControlError
+        from i24net.shard_host import own_shard_state, router_status
+
+        out: dict[str, tuple[bool, str]] = {}
+        for name, p in self.load().items():
+            if not name.startswith("router"):
+                continue
+            if not p.alive:
+                out[name] = (False, "process not running")
+                continue
+            try:
+                answer = router_status(self.home, name)
+            except (ControlError, I24Error) as exc:
+                out[name] = (False, f"no answer ({exc.reason})")
+                continue
+            out[name] = own_shard_state(answer)
+        return out
+
     def down(self, timeout: float = STOP_TIMEOUT_S) -> list[str]:
         """Stop nodes, then the router, then the broker; SIGKILL what outlives ``timeout``."""
         procs = self.running()

@@ -125,10 +125,18 @@ def status(as_json: bool, counts: bool, home: str | None) -> None:
     d = h.directory()
     states = sup.agency_states()
     infra = [n for n in procs if sup.is_infra(n)] or ["broker", "router"]
+    routers = sup.router_states()  # a router is up only while connected and subscribed
     rows: list[dict[str, object]] = []
     for name in sorted(infra):
         p = procs.get(name)
-        rows.append({"name": name, "up": bool(p and p.alive), "pid": p.pid if p else None})
+        entry: dict[str, object] = {"name": name, "up": bool(p and p.alive),
+                                    "pid": p.pid if p else None}
+        if name in routers:
+            entry["up"], detail = routers[name]
+            if detail:
+                entry["detail"] = detail
+                entry["state"] = "disconnected" if p and p.alive else "down"
+        rows.append(entry)
     hosts = []
     for name, p in sorted(procs.items()):
         if p.agencies:

@@ -43,6 +43,7 @@ import math
 import random
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -282,6 +283,17 @@ class MqttTransport:
         self.session_present: bool | None = None
         #: the error that ended the latest link or connection attempt.
         self.last_error: BaseException | None = None
+        #: links that were up and were lost.
+        self.link_losses = 0
+        #: lost links the broker closed while it kept running: the next attempt, to the same
+        #: member, got in at once. Another connection that presented this client id (a
+        #: session takeover) does that; so does a broker that dropped the link (keepalive).
+        self.suspected_takeovers = 0
+        #: ``time.time()`` of the latest change of link state (``None`` before the first).
+        self.link_changed_at: float | None = None
+        self._lost: tuple[float, Address] | None = None  # when and where the last link went
+        self._attempts_since_loss = 0
+        self._link_listeners: list[Callable[[bool], None]] = []
 
     # -- the Transport interface -------------------------------------------------------
 
@@ -294,6 +306,24 @@ class MqttTransport:
     def connected(self) -> asyncio.Event:
         """Set while a link is up; cleared the moment it is lost."""
         return self._connected
+
+    @property
+    def granted_filters(self) -> tuple[str, ...]:
+        """The filters the broker granted, restored after every reconnect that lost them."""
+        return tuple(self._filters)
+
+    def add_link_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` each time a link comes up (subscriptions restored) and
+        ``listener(False)`` each time it is lost."""
+        self._link_listeners.append(listener)
+
+    def _tell(self, up: bool) -> None:
+        self.link_changed_at = time.time()
+        for listener in list(self._link_listeners):
+            try:
+                listener(up)
+            except Exception:  # a listener's bug must not take the link down
+                self._log.exception("%s: link listener failed", self.client_id)
 
     @property
     def inflight(self) -> int:
@@ -437,6 +467,12 @@ class MqttTransport:
                 if self._closing:
                     # The clean disconnect on the way out failed; there is nothing to redo.
                     return
+                if was_up:
+                    self.link_losses += 1
+                    self._lost = (time.monotonic(), address)
+                    self._attempts_since_loss = 0
+                else:
+                    self._attempts_since_loss += 1
                 if isinstance(error, MqttConnectError) and self._links_up == 0 \
                         and not _server_unavailable(error):
                     # Refused before we ever got in: wrong credentials or client id, which
@@ -626,13 +662,29 @@ class MqttTransport:
             self.reconnects += 1
         self._connected.set()
         self._signal.notify()
-        self._log.info(
-            "%s: connected to %s:%d (session present: %s)",
-            self.client_id,
-            self.host,
-            self.port,
-            link.connack.session_present,
-        )
+        lost, self._lost = self._lost, None
+        if lost is not None and self._attempts_since_loss == 0 and lost[1] == link.address:
+            self.suspected_takeovers += 1
+            self._log.error(
+                "%s: the broker at %s closed this client's link while it kept running (back "
+                "on the first attempt after %.2f s): another connection presented client id "
+                "%r and took its session over, or the broker dropped it (keepalive, reload); "
+                "reconnected (session present: %s)",
+                self.client_id,
+                _show(link.address),
+                time.monotonic() - lost[0],
+                self.client_id,
+                link.connack.session_present,
+            )
+        else:
+            self._log.info(
+                "%s: connected to %s:%d (session present: %s)",
+                self.client_id,
+                self.host,
+                self.port,
+                link.connack.session_present,
+            )
+        self._tell(True)
 
     def _link_down(self, link: _Link) -> None:
         if not link.lost.done():
@@ -641,6 +693,7 @@ class MqttTransport:
             self._link = None
             self._connected.clear()
             self._signal.notify()
+            self._tell(False)
 
     def _fail(self, error: TransportError) -> None:
         self._fatal = error
