@@ -478,6 +478,13 @@ def wrap_key(pair: bytes, shared: bytes, sending_key: bytes, prekey: bytes, msg_
     return out[:32], out[32:]
 
 
+def _derive(state: Any, msg_id: bytes, recipient: str) -> tuple[bytes, bytes]:
+    h = state.copy()
+    h.update(msg_id + recipient.encode())
+    out = h.digest()
+    return out[:32], out[32:]
+
+
 def seal(
     header: Header,
     body: Body,
@@ -517,10 +524,15 @@ def seal(
     wraps = []
     for r in header.recipients:
         enc_key, prekey = recipient_keys[r]
-        pair = cache.get(sender, my_public, enc_key, i_am_sender=True)
-        shared = k.x25519(esk, prekey) if one_off else cache.agree(esk, epk, prekey)
-        wk, wn = wrap_key(pair, shared, epk, prekey, header.id, r)
-        wraps.append([r, k.prekey_id(prekey), _aead_encrypt(wk, wn, wrap_ad, content_key)])
+        if one_off:  # nothing to cache: the sending key serves this message only
+            pair = cache.get(sender, my_public, enc_key, i_am_sender=True)
+            wk, wn = wrap_key(pair, k.x25519(esk, prekey), epk, prekey, header.id, r)
+            pid = k.prekey_id(prekey)
+        else:
+            state, pid = cache.memo(("seal", my_public, enc_key, epk, prekey), lambda e=enc_key,
+                                    p=prekey: _sender_state(cache, sender, esk, epk, e, p))
+            wk, wn = _derive(state, header.id, r)
+        wraps.append([r, pid, _aead_encrypt(wk, wn, wrap_ad, content_key)])
     signed = pack([header_bytes, epk, commit, wraps, ciphertext])
     raw = pack([MAGIC, WIRE_VERSION, signed, sender.sign(k.DOMAIN_ENVELOPE, signed)])
     # Each part can be within its own limit and the whole still over the envelope's (a body
@@ -529,6 +541,14 @@ def seal(
         fail("envelope", f"{len(raw)} bytes is over the {MAX_ENVELOPE}-byte limit: send a "
              "smaller body or fewer recipients", reason="wire.oversized")
     return raw
+
+
+def _sender_state(cache: k.PairKeyCache, sender: k.AgencyKeys, esk: bytes, epk: bytes,
+                  enc_key: bytes, prekey: bytes) -> tuple[Any, bytes]:
+    pair = cache.get(sender, sender.encryption_public, enc_key, i_am_sender=True)
+    state = hashlib.blake2b(key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON)
+    state.update(k.x25519(esk, prekey) + epk + prekey)
+    return state, k.prekey_id(prekey)
 
 
 def open_envelope(
@@ -573,10 +593,17 @@ def unwrap(env: Envelope, me: k.AgencyKeys, directory: Directory, *,
             "after its grace period, or never issued)", reason="prekey.unknown",
             agency=me.agency, msg_id=h.id_hex)
     cache = cache if cache is not None else k.PairKeyCache()
-    sender = directory.agency(h.sender)
-    pair = cache.get(me, me.encryption_public, sender.enc_key, i_am_sender=False)
-    shared = cache.agree(pre.secret, pre.public, env.sending_key)
-    wk, wn = wrap_key(pair, shared, env.sending_key, pre.public, h.id, me.agency)
+    sender_enc = directory.agency(h.sender).enc_key
+    epk = env.sending_key
+
+    def make() -> Any:
+        pair = cache.get(me, me.encryption_public, sender_enc, i_am_sender=False)
+        state = hashlib.blake2b(key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON)
+        state.update(k.x25519(pre.secret, epk) + epk + pre.public)
+        return state
+
+    state = cache.memo(("open", me.encryption_public, sender_enc, epk, pre.public), make)
+    wk, wn = _derive(state, h.id, me.agency)
     content_key = _aead_decrypt(wk, wn, k.DOMAIN_WRAP + env.commitment, env.wraps[me.agency],
                                 what="key wrap", msg_id=h.id_hex)
     if not hmac.compare_digest(commitment(content_key, h.id), env.commitment):

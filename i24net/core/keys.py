@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -330,10 +332,21 @@ class PairKeyCache:
             self._cache[k] = found
         return found
 
+    def memo(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """Any value derived from public keys (``key`` names them), made once and kept in
+        the same bounded FIFO; ``forget`` drops it with any of its keys."""
+        found = self._cache.get(key)  # type: ignore[call-overload]
+        if found is None:
+            found = make()
+            if len(self._cache) >= self.limit:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = found  # type: ignore[index]
+        return found
+
     def forget(self, public: bytes) -> None:
-        """Drop every entry computed with ``public`` on either side (an erased prekey or a
-        replaced sending key), so nothing derived from it outlives it in memory."""
-        for key in [key for key in self._cache if public in (key[0], key[1])]:
+        """Drop every entry computed with ``public`` (an erased prekey or a replaced sending
+        key), so nothing derived from it outlives it in memory."""
+        for key in [key for key in self._cache if public in key]:
             del self._cache[key]
 
     def __len__(self) -> int:
