@@ -473,7 +473,7 @@ class NodeDaemon(_Shell):
 
     def _record(self, ev: NodeEvent, now: int) -> None:
         level = logging.INFO if ev.kind in ("drop", "refused", "refused-in", "expired",
-                                             "gap") else logging.DEBUG
+                                             "gap", "key", "violation") else logging.DEBUG
         self.log.log(level, "%s %s %s %s %s", ev.kind, ev.msg_id[:12], ev.peer, ev.reason,
                      ev.detail)
         if self.audit is not None and ev.kind not in ("retry",):

@@ -63,3 +63,26 @@ def test_diffusion_end_to_end_and_clearance_refusal(network: Path) -> None:
     assert forward.returncode == 3
     # NCB-US is not cleared for EU; the clearance check comes before the forward rule.
     assert "refused" in forward.stdout
+
+
+def test_prekey_rotation_reaches_running_nodes(tmp_path: Path) -> None:
+    """A prekey rotation published to a running network: each node loads its new prekey
+    when the directory arrives, so a message sealed to the new prekey is read at once."""
+    home = tmp_path / "home"
+    assert cli(home, "init", "--preset", "demo").returncode == 0
+    spec = home / "network.toml"
+    spec.write_text(spec.read_text().replace("port = 18830", f"port = {pick_free_port()}"))
+    with running_network(home, AGENCIES, "--engine", "embedded"):
+        rotated = cli(home, "directory", "rotate-prekeys")
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+        assert "published version 2" in rotated.stdout, rotated.stdout
+        time.sleep(2.0)  # the retained directory reaches every node
+        sent = cli(home, "publish", "--as", "NCB-FR", "--to", "NCB-DE", "--classification",
+                   "RESTRICTED", "--subject", "after the rotation", "--text", "x",
+                   "--wait", "30")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "delivered to 1 recipient(s)" in sent.stdout
+        box = json.loads(cli(home, "inbox", "NCB-DE", "--json").stdout)
+        assert [i["subject"] for i in box] == ["after the rotation"]
+        log = (home / "logs").glob("*.log")
+        assert any("keys loaded again" in p.read_text(errors="replace") for p in log)
