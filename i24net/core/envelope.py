@@ -522,17 +522,27 @@ def seal(
     my_public = sender.encryption_public
     wrap_ad = k.DOMAIN_WRAP + commit
     wraps = []
+    msg_id = header.id
+    encrypt = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt
     for r in header.recipients:
         enc_key, prekey = recipient_keys[r]
         if one_off:  # nothing to cache: the sending key serves this message only
             pair = cache.get(sender, my_public, enc_key, i_am_sender=True)
-            wk, wn = wrap_key(pair, k.x25519(esk, prekey), epk, prekey, header.id, r)
+            wk, wn = wrap_key(pair, k.x25519(esk, prekey), epk, prekey, msg_id, r)
             pid = k.prekey_id(prekey)
         else:
-            state, pid = cache.memo(("seal", my_public, enc_key, epk, prekey), lambda e=enc_key,
-                                    p=prekey: _sender_state(cache, sender, esk, epk, e, p))
-            wk, wn = _derive(state, header.id, r)
-        wraps.append([r, pid, _aead_encrypt(wk, wn, wrap_ad, content_key)])
+            # the per-correspondent prefix of the derivation, computed once (2.4, 2.7)
+            ctx = ("seal", my_public, enc_key, epk, prekey, r)
+            got = cache.lookup(ctx)
+            if got is None:
+                got = _sender_state(cache, sender, esk, epk, enc_key, prekey, r)
+                cache.memo(ctx, lambda v=got: v)
+            state, pid, name = got
+            h = state.copy()
+            h.update(msg_id + name)
+            out = h.digest()
+            wk, wn = out[:32], out[32:]
+        wraps.append([r, pid, encrypt(content_key, wrap_ad, wn, wk)])
     signed = pack([header_bytes, epk, commit, wraps, ciphertext])
     raw = pack([MAGIC, WIRE_VERSION, signed, sender.sign(k.DOMAIN_ENVELOPE, signed)])
     # Each part can be within its own limit and the whole still over the envelope's (a body
@@ -544,11 +554,11 @@ def seal(
 
 
 def _sender_state(cache: k.PairKeyCache, sender: k.AgencyKeys, esk: bytes, epk: bytes,
-                  enc_key: bytes, prekey: bytes) -> tuple[Any, bytes]:
+                  enc_key: bytes, prekey: bytes, recipient: str) -> tuple[Any, bytes, bytes]:
     pair = cache.get(sender, sender.encryption_public, enc_key, i_am_sender=True)
     state = hashlib.blake2b(key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON)
     state.update(k.x25519(esk, prekey) + epk + prekey)
-    return state, k.prekey_id(prekey)
+    return state, k.prekey_id(prekey), recipient.encode()
 
 
 def open_envelope(

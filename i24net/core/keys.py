@@ -343,6 +343,10 @@ class PairKeyCache:
             self._cache[key] = found  # type: ignore[index]
         return found
 
+    def lookup(self, key: tuple[Any, ...]) -> Any:
+        """What ``memo`` stored under ``key``, or None."""
+        return self._cache.get(key)  # type: ignore[call-overload]
+
     def forget(self, public: bytes) -> None:
         """Drop every entry computed with ``public`` (an erased prekey or a replaced sending
         key), so nothing derived from it outlives it in memory."""
