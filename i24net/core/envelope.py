@@ -1,20 +1,27 @@
-"""The envelope: a signed, end-to-end encrypted, multi-recipient message.
+"""The envelope: a signed, end-to-end encrypted, multi-recipient message (protocol v2).
 
-Theory of operation (the normative text is ``docs/protocol.md``):
+Theory of operation (the normative text is ``docs/protocol.md``, section 4):
 
-    envelope = msgpack [ "i24e", 1, signed: bin, signature: bin64 ]
-    signed   = msgpack [ header: bin, wraps: [[recipient, bin48], ...], ciphertext: bin ]
-    signature = Ed25519(sender, "i24net/v1/envelope\\0" || signed)
+    envelope  = msgpack [ "i24e", 2, signed: bin, signature: bin64 ]
+    signed    = msgpack [ header: bin, sending_key: bin32, commitment: bin32,
+                          wraps: [[recipient, prekey_id: bin8, wrap: bin48], ...], ciphertext ]
+    signature = Ed25519(sender, "i24net/v2/envelope\\0" || signed)
 
-Seal encrypts the body *once* with a fresh 32-byte body key (XChaCha20-Poly1305, nonce from
-the header, associated data ``"i24net/v1/body\\0" || header bytes``), wraps that key for each
-recipient under the pair key shared with that recipient (XChaCha20-Poly1305, associated data
-``"i24net/v1/wrap\\0" || id || recipient``), and signs the exact bytes of the signed part. The
-receiver verifies that signature over the bytes it received, never over a re-encoding, and
-only then reads anything else. The header travels in clear (the router decides on it) but is
-bound three times: by the signature, as AEAD associated data of the body, and by the wrap
-associated data (id and recipient), so a body cannot move under another header, a header
-cannot be re-addressed or relabelled, and a wrap cannot be replayed for another recipient.
+Seal draws a fresh 32-byte content key, commits to it (``commitment``: keyed BLAKE2b over the
+id), derives the body key and nonce from it and encrypts the body *once*
+(XChaCha20-Poly1305, associated data ``"i24net/v2/body\\0" || header bytes``). For each
+recipient it derives a wrap key and nonce: keyed by the static pair key, over the agreement
+of the sender's sending key (held in memory only) with the recipient's signed prekey (rotated
+and erased), the sending key, the prekey, the id and the recipient's name; the wrap is the
+content key under them, with the commitment as associated data. Then it signs the exact bytes.
+
+The receiver verifies the signature over the bytes it received, never over a re-encoding, and
+only then reads anything else; it opens its wrap with its prekey and long-term key, and
+accepts the content key only if it matches the commitment, so every recipient reads the same
+body (a wrap that opens to another key is ``aead.commitment``). The header travels in clear
+(the router decides on it) but is bound by the signature and as the body's associated data.
+A stolen long-term key alone opens nothing: the agreement also needs the sending key (gone an
+hour after first use) or the prekey (erased after its grace period).
 """
 
 from __future__ import annotations

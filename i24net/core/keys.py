@@ -1,13 +1,15 @@
 """Keys: an agency's Ed25519 signing key and X25519 encryption key, and the pairwise wrap keys.
 
-Theory of operation: each agency holds two secrets. The Ed25519 key signs everything it
-sends (envelopes, receipts, releases; the GS authority key signs the directory). The X25519
-key agrees a *pair key* with each correspondent: BLAKE2b over the X25519 shared secret and
-both public keys, personalised for i24net. The pair key wraps a message's fresh body key with
-XChaCha20-Poly1305, so a broadcast costs one body encryption plus one 32-byte AEAD per
-recipient instead of a public-key operation per recipient. ``PairKeyCache`` keeps pair keys
-so the X25519 work is paid once per correspondent, as libsodium's ``crypto_box_beforenm``
-intends. Every signature is over a domain-separated message (``DOMAIN_* || bytes``), so a
+Theory of operation: each agency holds two long-term secrets. The Ed25519 key signs
+everything it sends (envelopes, receipts, releases, its prekeys; the GS authority key signs
+the directory). The X25519 key agrees a *pair key* with each correspondent: BLAKE2b over the
+X25519 shared secret and both public keys, personalised for i24net. Two medium-term keys give
+forward secrecy: a *prekey* (X25519, listed in the directory with the agency's signature,
+rotated, its secret erased after a grace period) and a *sending key* (X25519, in memory only,
+replaced after an hour of use). A message's wrap keys derive from the pair key and the
+agreement of the sending key with the recipient's prekey (envelope.py). ``PairKeyCache``
+keeps pair keys, agreements and derivation prefixes so the X25519 work is paid once per
+correspondent and key, as libsodium's ``crypto_box_beforenm`` intends. Every signature is over a domain-separated message (``DOMAIN_* || bytes``), so a
 signature made for one purpose can never be replayed as another.
 
 PyNaCl raises ``RuntimeError`` for a low-order X25519 point and ``BadSignatureError`` /
