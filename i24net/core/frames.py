@@ -241,6 +241,10 @@ def verify_delivery(frame: Frame, directory: Directory, me: str) -> Stamp:
 
 # -- router report -------------------------------------------------------------------------
 
+# The id a report names when the submission it answers did not decode (there is no id to
+# name): 16 zero bytes. Its digest names the bytes received; no outbox entry matches it.
+NO_MESSAGE_ID = bytes(ID_SIZE)
+
 @dataclass(frozen=True, slots=True)
 class Report:
     """The router's answer to a sender."""

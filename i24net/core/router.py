@@ -29,6 +29,12 @@ gap to the recipient.
 - Rate limit: envelopes and gap requests take a token from their sender's bucket
   (``RateLimit``) before anything else; an empty bucket refuses the envelope with
   ``rate.limited`` (the node retries later) so one flooding agency cannot delay the others.
+- Drops (bytes that do not decode, frames on topics not served here, receipts and gap
+  requests that do not verify): always counted, but recorded as events only up to
+  ``AuditBound`` per source and window, the rest summed up in one ``drop-summary`` event when
+  the window closes, so a flood cannot fill the audit log. Bytes that do not decode on a
+  listed agency's own topic are answered with a signed report under the all-zero id
+  (``frames.NO_MESSAGE_ID``) naming their digest and the reason, bounded the same way.
 
 The router never holds a body key: it decides on headers alone. Its durable state (routed
 messages, sequence counters, delivery log, receipts) lives behind ``RouterStore`` so the
@@ -37,6 +43,7 @@ same machine runs on SQLite in the daemon and in memory in the simulator.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 from collections.abc import Iterable
@@ -92,16 +99,82 @@ DEFAULT_RATE_LIMIT = RateLimit()
 
 
 @dataclass(frozen=True, slots=True)
+class AuditBound:
+    """How many dropped frames per source are recorded one by one.
+
+    Every drop (bytes on a submit topic that do not decode, a frame on a topic the router
+    does not own, a receipt or gap request that does not verify...) would otherwise be one
+    event, hence one audit entry and one log line (about 310 bytes each): a flood would fill
+    the audit log without bound. Per source, a window opens at the source's first drop and
+    lasts ``window_ms``; its first ``per_window`` drops are returned as ``drop`` events (and
+    an undecodable submission among them answered with a report); the rest are only counted
+    (``counters`` still counts every drop) and summed up in one ``drop-summary`` event, with
+    the count per reason, when the window closes. Sources: each agency of the directory (the
+    account of the submit topic), all unlisted agencies together, every topic the router does
+    not own together, the route topic. So at most ``per_window + 1`` events per source and
+    window, whatever arrives. Time comes from the caller (``handle``, ``tick``).
+    """
+
+    per_window: int = 16
+    window_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        if self.per_window < 0 or self.window_ms < 1:
+            raise ConfigError("an audit bound needs per_window >= 0 and window_ms >= 1",
+                              reason="config.audit-bound")
+
+
+DEFAULT_AUDIT_BOUND = AuditBound()
+SUMMARY = "drop-summary"  # the event kind that sums up the drops not recorded one by one
+# Drop sources that are not agencies (an agency id never contains parentheses):
+OTHER_TOPICS, UNLISTED, ROUTE = "(other topics)", "(unlisted agencies)", "(route topic)"
+
+
+@dataclass(frozen=True, slots=True)
 class RouterEvent:
     """Something worth logging, counting and auditing."""
 
-    kind: str  # accept refuse duplicate receipt resend forward drop | directory (daemon)
+    kind: str  # accept refuse duplicate receipt resend forward drop drop-summary | directory
     msg_id: str = ""
     sender: str = ""
     reason: str = ""
     recipients: tuple[str, ...] = ()
     detail: str = ""
     precedence: int = 3
+    digest: str = ""  # drops: SHA-256 (hex) of the bytes dropped
+    count: int = 1  # frames this event stands for (a drop-summary: the drops it sums up)
+    reasons: tuple[tuple[str, int], ...] = ()  # drop-summary: (reason, count), sorted
+    source: str = ""  # drop, drop-summary: the source the audit bound counts it under
+    since_ms: int = 0  # drop-summary: the window's first and last drop
+    until_ms: int = 0
+
+    def audit_details(self) -> dict[str, str | int | list[str | int]]:
+        """The details of this event's audit entry: sender, recipients (the first 32) and
+        their number, as for every event, and for drops the digest of the bytes and the
+        source, for a summary the count, the counts per reason and the window."""
+        out: dict[str, str | int | list[str | int]] = {
+            "from": self.sender, "to": list(self.recipients[:32]), "n": len(self.recipients)}
+        if self.digest:
+            out["digest"] = self.digest
+        if self.source:
+            out["source"] = self.source
+        if self.kind == SUMMARY:
+            out["count"] = self.count
+            out["reasons"] = [r for r, _ in self.reasons[:64]]
+            out["counts"] = [n for _, n in self.reasons[:64]]
+            out["since_ms"], out["until_ms"] = self.since_ms, self.until_ms
+        return out
+
+
+@dataclass(slots=True)
+class _Window:
+    """One source's drops since its window opened."""
+
+    opened_ms: int
+    recorded: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # reason -> drops not recorded
+    first_ms: int = 0
+    last_ms: int = 0
 
 
 @dataclass(order=True, slots=True)
@@ -183,7 +256,8 @@ class RouterMachine:
 
     def __init__(self, directory: Directory, keys: k.AgencyKeys, store: RouterStore, *,
                  rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-                 shard: Shard | None = None) -> None:
+                 shard: Shard | None = None,
+                 audit_bound: AuditBound | None = DEFAULT_AUDIT_BOUND) -> None:
         self.directory = directory
         self.keys = keys
         self.kid = k.key_id(keys.verify_key)
@@ -199,6 +273,9 @@ class RouterMachine:
         self._held = 0
         self.rate_limit = rate_limit  # None: no limit
         self._buckets: dict[str, tuple[int, int]] = {}  # agency -> (milli-tokens, at ms)
+        self.audit_bound = audit_bound  # None: every drop is an event
+        self._windows: dict[str, _Window] = {}  # drop source -> its open window
+        self._closing: list[tuple[int, int, str]] = []  # heap of (closes at ms, order, source)
 
     # -- inputs ---------------------------------------------------------------------------
     def set_directory(self, directory: Directory) -> None:
@@ -265,6 +342,13 @@ class RouterMachine:
         return agency, int(index)
 
     def handle(self, topic: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
+        """One inbound frame: the events to log, count and audit (first, the summaries of
+        drop windows that have closed by ``now_ms``)."""
+        closed = self.tick(now_ms) if self._closing else []
+        events = self._handle(topic, payload, now_ms)
+        return closed + events if closed else events
+
+    def _handle(self, topic: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
         agency = self.submit_agency(topic)
         if agency is None:
             if topic == self.route_topic:
@@ -275,13 +359,83 @@ class RouterMachine:
             self._count("drop.topic")
             reason = "shard.misrouted" if route_index(self.prefix, topic) or aimed \
                 else "topic.unexpected"
-            return [RouterEvent("drop", reason=reason, detail=topic)]
+            return self._drop(OTHER_TOPICS, "", reason, topic[:256], payload, now_ms)
         if not self.owns(agency):
             self._count("drop.shard.foreign")
-            return [RouterEvent("drop", sender=agency, reason="shard.foreign",
-                                detail=f"{agency} is routed by shard "
-                                f"{shard_of(agency, self.shard.count)}, not {self.shard}")]
+            return self._drop(self._source(agency), agency, "shard.foreign",
+                              f"{agency} is routed by shard "
+                              f"{shard_of(agency, self.shard.count)}, not {self.shard}",
+                              payload, now_ms)
         return self._dispatch(agency, payload, now_ms, via="submit")
+
+    # -- drops: bounded in number, undecodable submissions answered -------------------------
+    def _source(self, agency: str) -> str:
+        """The drop source of a submit topic: the agency if the directory lists it (the
+        broker account that published), else one source for every unlisted name."""
+        return agency if agency in self.directory.agencies else UNLISTED
+
+    def _drop(self, source: str, agency: str, reason: str, detail: str, payload: bytes,
+              now_ms: int, *, answer: bool = False) -> list[RouterEvent]:
+        """A dropped frame (already counted): its event, unless the audit bound has recorded
+        enough from ``source`` in this window; an answer to the sender with it if ``answer``."""
+        if not self._record_drop(source, reason, now_ms):
+            return []
+        digest = hashlib.sha256(payload).digest()
+        if answer:
+            self._refuse_undecodable(agency, digest, reason, detail, len(payload), now_ms)
+        return [RouterEvent("drop", sender=agency, reason=reason, detail=detail,
+                            digest=digest.hex(), source=source)]
+
+    def _record_drop(self, source: str, reason: str, now_ms: int) -> bool:
+        """Whether this drop is recorded one by one (True) or only counted in the window."""
+        bound = self.audit_bound
+        if bound is None:
+            return True
+        w = self._windows.get(source)
+        if w is None:
+            w = self._windows[source] = _Window(now_ms)
+            heapq.heappush(self._closing, (now_ms + bound.window_ms, next(self._order), source))
+        if w.recorded < bound.per_window:
+            w.recorded += 1
+            return True
+        if not w.counts:
+            w.first_ms = now_ms
+        w.counts[reason] = w.counts.get(reason, 0) + 1
+        w.last_ms = max(w.last_ms, now_ms)
+        return False
+
+    def tick(self, now_ms: int, *, close_all: bool = False) -> list[RouterEvent]:
+        """Close the drop windows that end by ``now_ms`` (every open one with ``close_all``,
+        e.g. before stopping) and return a ``drop-summary`` event for each that held drops
+        not recorded one by one. ``handle`` calls this first; a driver may call it on a timer
+        so that a summary is not held until the next frame."""
+        out: list[RouterEvent] = []
+        while self._closing and (close_all or self._closing[0][0] <= now_ms):
+            _, _, source = heapq.heappop(self._closing)
+            w = self._windows.pop(source)
+            if not w.counts:
+                continue
+            reasons = tuple(sorted(w.counts.items()))
+            count = sum(w.counts.values())
+            shown = ", ".join(f"{r} x{n}" for r, n in reasons[:8])
+            out.append(RouterEvent(
+                SUMMARY, sender=source if source in self.directory.agencies else "",
+                count=count, reasons=reasons, source=source,
+                since_ms=w.first_ms, until_ms=w.last_ms,
+                detail=f"{count} more frame(s) from {source} dropped between {w.first_ms} and "
+                f"{w.last_ms} ms, not recorded one by one ({shown}"
+                f"{', ...' if len(reasons) > 8 else ''})"))
+        return out
+
+    def _refuse_undecodable(self, agency: str, digest: bytes, reason: str, detail: str,
+                            size: int, now_ms: int) -> None:
+        """A signed report to the sender of bytes that do not decode: there is no message id
+        to name (``frames.NO_MESSAGE_ID``), the digest names the bytes."""
+        rep = fr.Report(fr.NO_MESSAGE_ID, digest, agency, False, reason,
+                        (f"the router could not decode the {size} byte(s) {agency} submitted "
+                         f"(SHA-256 {digest.hex()}): {detail}")[:4000], (), now_ms, self.kid)
+        self._push(LIMITED_PRIORITY, f"{self.prefix}/inbox/{agency}",
+                   payload=fr.make_report(rep, self.keys))
 
     def _dispatch(self, agency: str, payload: bytes, now_ms: int, *,
                   via: str) -> list[RouterEvent]:
@@ -311,7 +465,12 @@ class RouterMachine:
                            f"{where}", reason="wire.magic")
         except I24Error as exc:
             self._count(f"drop.{exc.reason}")
-            return [RouterEvent("drop", sender=agency, reason=exc.reason, detail=exc.message)]
+            # bytes that do not decode on an agency's own topics are answered: the broker
+            # binds the topic to the account, so the sender is known even without an id
+            answer = exc.reason.startswith("wire.") and not routed \
+                and agency in self.directory.agencies
+            return self._drop(ROUTE if routed else self._source(agency), agency, exc.reason,
+                              exc.message, payload, now_ms, answer=answer)
 
     def _on_envelope(self, agency: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
         env = Envelope.parse(payload)

@@ -4,9 +4,12 @@ and the nodes consume: ``submit/<AGENCY>`` (envelopes, receipts, gap requests),
 directory, read by the daemons through ``directory.load``).
 
 Each hostile frame is dropped with a ``wire.*`` reason (explicit size and depth
-limits, a typed error, counted), nothing is published in answer (there is no trustworthy id
-to answer), and a legitimate message goes through afterwards. The strict decoder itself is
-tested in tests/core/test_wire.py; here every consumer is fed.
+limits, a typed error, counted), nothing but a refusal report is published in answer, and a
+legitimate message goes through afterwards. The strict decoder itself is
+tested in tests/core/test_wire.py; here every consumer is fed. The router answers what arrives
+on an agency's submit topic with a signed report under no message id (the sender is known
+from the topic), and records the first drops of each source one by one, the rest in a
+summary (``router.AuditBound``).
 """
 
 from __future__ import annotations
@@ -112,6 +115,24 @@ def feed(net: Net, where: str, agency: str, payload: bytes) -> list[tuple[str, s
     return [(e.kind, e.reason) for e in events]
 
 
+def router_accounts_for(net: Net, agency: str, n: int, recorded: int) -> None:
+    """After ``n`` hostile submissions from ``agency``, ``recorded`` of them recorded one by one:
+    the router's summary accounts for the rest, and each recorded one was answered to the
+    sender with a signed report under no message id (the bytes do not decode: there is no
+    id to trust), never anything else."""
+    summaries = net.router.tick(net.now, close_all=True)
+    assert all(e.kind == "drop-summary" and e.source == agency for e in summaries)
+    assert recorded + sum(e.count for e in summaries) == n
+    assert all(r.startswith("wire.") for e in summaries for r, _ in e.reasons)
+    answers = net.router.pop(net.now, limit=10_000)
+    assert len(answers) == recorded
+    for topic, frame, _ in answers:
+        rep = fr.verify_report(fr.parse_frame(frame), net.directory)
+        assert topic == f"{net.directory.prefix}/inbox/{agency}"
+        assert rep.msg_id == fr.NO_MESSAGE_ID and not rep.accepted
+        assert rep.reason.startswith("wire.") and rep.sender == agency
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("specimen", sorted(specimens()))
 def test_hostile_msgpack_is_dropped_on_every_consumed_topic(specimen: str,
@@ -122,12 +143,18 @@ def test_hostile_msgpack_is_dropped_on_every_consumed_topic(specimen: str,
     # but not for its encoding)
     assert not any(r.startswith("wire.") for _, r in feed(Net(), where, agency, raw))
     payloads = FAMILIES[family](raw)
+    recorded = 0
     for payload in payloads:
         events = feed(net, where, agency, payload)
+        if where == "submit" and not events:
+            continue  # over the audit bound: counted, summed up when the window closes
         assert len(events) == 1 and events[0][0] == "drop", (payload[:40], events)
         assert events[0][1].startswith("wire."), (payload[:40], events)
+        recorded += 1
     machine = net.router if where == "submit" else net.nodes[agency]
     assert counted(machine.counters, "drop.wire.") == len(payloads)
+    if where == "submit":
+        router_accounts_for(net, agency, len(payloads), recorded)
     assert net.router.pop(net.now) == []
     assert all(n.pending() == 0 for n in net.nodes.values())
     legit_message_flows(net)

@@ -11,6 +11,7 @@ header and every bit flip are already covered at the envelope level
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import pytest
@@ -102,9 +103,15 @@ def test_structural_edits_do_not_even_parse(how: str, reason: str) -> None:
         "wrap duplicated": lambda w: [w[0], w[0], w[1]],
     }[how]
     net = Net()
-    assert kinds(at_router(net, "NCB-FR", tamper(raw, wraps=edit))) == [("drop", reason)]
+    bad = tamper(raw, wraps=edit)
+    assert kinds(at_router(net, "NCB-FR", bad)) == [("drop", reason)]
     assert net.router.counters == {f"drop.{reason}": 1}
-    assert net.router.pop(net.now) == []  # nothing trustworthy to report on
+    # nothing in it is trusted, not even its id: the sender's account is told about the
+    # bytes (their digest), under no message id
+    ((topic, frame, _),) = net.router.pop(net.now)
+    rep = fr.verify_report(fr.parse_frame(frame), net.directory)
+    assert topic.endswith("/inbox/NCB-FR") and rep.reason == reason
+    assert rep.msg_id == fr.NO_MESSAGE_ID and rep.digest == hashlib.sha256(bad).digest()
     legit_message_flows(net)
 
 

@@ -9,6 +9,7 @@ checks that the table covers every code in ``REASONS``, so a new code without a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from netfixtures import (
     with_agency,
 )
 
+from i24net.core import frames as fr
 from i24net.core.directory import AgencyRecord, Directory
 from i24net.core.envelope import Envelope
 from i24net.core.errors import I24Error, WireFormatError
@@ -511,10 +513,16 @@ def test_router_drops_bytes_that_do_not_parse_as_wire_malformed() -> None:
     # "wire.malformed" is the router's code for unparseable envelope bytes: 0xc1 is a
     # msgpack marker that is never used, right after a valid envelope magic.
     net = Net()
-    events = net.router.handle(submit_topic("NCB-FR"), b"\x94\xa4i24e\x01\xc1\xc1", T0)
+    junk = b"\x94\xa4i24e\x01\xc1\xc1"
+    events = net.router.handle(submit_topic("NCB-FR"), junk, T0)
     assert [(e.kind, e.reason) for e in events] == [("drop", "wire.malformed")]
     assert net.router.counters == {"drop.wire.malformed": 1}
-    assert net.router.pop(T0) == []
+    # the sender is told, in a signed report that names no message id but the bytes' digest
+    ((topic, frame, _),) = net.router.pop(T0)
+    rep = fr.verify_report(fr.parse_frame(frame), net.directory)
+    assert topic.endswith("/inbox/NCB-FR")
+    assert (rep.msg_id, rep.digest, rep.sender, rep.accepted, rep.reason, rep.recipients) == (
+        fr.NO_MESSAGE_ID, hashlib.sha256(junk).digest(), "NCB-FR", False, "wire.malformed", ())
 
 
 # -- details the table does not show ----------------------------------------------------------

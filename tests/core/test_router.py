@@ -338,7 +338,13 @@ def test_garbage_is_a_drop_event_and_the_router_keeps_working() -> None:
         events = r.handle(submit_topic("NCB-FR"), junk, T0)
         assert [e.kind for e in events] == ["drop"], junk
         assert events[0].reason
-    assert r.pop(T0) == []
+    # each undecodable one is answered to its sender, by a report that names no message id
+    answers = r.pop(T0)
+    assert len(answers) == 6
+    for topic, frame, _ in answers:
+        rep = fr.verify_report(fr.parse_frame(frame), D)
+        assert topic == inbox_topic("NCB-FR") and rep.msg_id == fr.NO_MESSAGE_ID
+        assert not rep.accepted and rep.reason.startswith("wire.")
     raw = build("NCB-FR", ["NCB-DE"])
     assert [e.kind for e in submit(r, raw)] == ["accept"]
     assert len(deliveries(pop_all(r))) == 1
