@@ -307,10 +307,10 @@ class RouterDaemon(_Shell):
         if not up and was:
             self.link_losses += 1
             self.log.error("router %s lost its broker link: no submission reaches it until "
-                           "it reconnects", getattr(self.transport, "client_id", ""))
+                           "it reconnects", getattr(self.transport, "name", ""))
         elif up and was is False:
             self.log.warning("router %s is connected to the broker again after %.1f s",
-                             getattr(self.transport, "client_id", ""), now - self._link_since)
+                             getattr(self.transport, "name", ""), now - self._link_since)
         self._link_since = now
 
     def link_state(self) -> dict[str, Any]:
@@ -323,7 +323,7 @@ class RouterDaemon(_Shell):
         return {"connected": connected, "subscribed": subscribed,
                 "since": round(self._link_since, 3), "link_losses": self.link_losses,
                 "suspected_takeovers": int(getattr(self.transport, "suspected_takeovers", 0)),
-                "client_id": str(getattr(self.transport, "client_id", ""))}
+                "client": str(getattr(self.transport, "name", ""))}
 
     def _subscriptions(self) -> list[str]:
         """The shard's submit topics (``submit/+`` for a single router), its route topic

@@ -21,6 +21,7 @@ from i24net.broker import (
     accounts_for,
     generate_tls_files,
     start_broker,
+    unguessable_client_id,
 )
 from i24net.core.errors import ConfigError, I24Error
 from i24net.core.netspec import CLUSTER_ENGINES, parse_address
@@ -239,7 +240,11 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
             raise ConfigError(f"no broker account for {account}", reason="config.broker",
                               agency=account)
         password = passwords[account]
-    client_id = account + (f":{client_suffix}" if client_suffix else "")
+    name = client_id = account + (f":{client_suffix}" if client_suffix else "")
+    if ep.engine in CLUSTER_ENGINES:
+        # NATS does not bind client ids to accounts: one nobody else can compute (the logs
+        # keep the plain name).
+        client_id = unguessable_client_id(client_id, password)
     members = ep.members
     order = sorted(home.directory().agencies) if len(members) > 1 else None
     if account == ROUTER_ACCOUNT and client_suffix.startswith("shard-"):
@@ -251,7 +256,7 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
                          client_id=client_id, username=account,
                          password=password, clean_session=False,
                          tls_ca=ep.tls_ca, logger=logger, will=will,
-                         connect_timeout=connect_timeout)
+                         connect_timeout=connect_timeout, name=name)
 
 
 def node_store_path(home: Home, agency: str) -> Path:

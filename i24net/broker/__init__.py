@@ -34,6 +34,7 @@ from i24net.broker.accounts import (
     may_receive,
     may_subscribe,
     topic_matches,
+    unguessable_client_id,
 )
 from i24net.broker.errors import (
     BrokerConfigError,
@@ -102,6 +103,7 @@ __all__ = [
     "pick_free_port",
     "start_broker",
     "topic_matches",
+    "unguessable_client_id",
     "write_mosquitto_config",
     "write_nats_config",
 ]

@@ -21,6 +21,7 @@ message naming the bad value, since a bad account is an operator's mistake to fi
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "may_receive",
     "may_subscribe",
     "topic_matches",
+    "unguessable_client_id",
 ]
 
 ROUTER_USERNAME = "i24-router"
@@ -177,6 +179,22 @@ def client_id_allowed(username: str, client_id: str) -> bool:
     (and reading the inbox messages queued in it) by reusing its client id.
     """
     return client_id == username or client_id.startswith(username + CLIENT_ID_SEPARATOR)
+
+
+def unguessable_client_id(client_id: str, password: str) -> str:
+    """``client_id`` with a tag only the account's password holder can compute:
+    ``<client_id>:<16 hex digits>`` (BLAKE2b-64 of the password, personalised).
+
+    For brokers that do not bind client ids to accounts (NATS 2.9: any login may present any
+    client id and take that session over, closing its holder): an agency cannot knock the
+    router, or another agency, off without knowing its client id, and cannot compute it
+    without that account's password. The tagged id still belongs to the account
+    (``client_id_allowed``). It is a secret only as long as the broker does not show it:
+    NATS lists client ids on its monitoring port and in its log, both local to its host.
+    """
+    digest = hashlib.blake2b(password.encode("utf-8"), digest_size=8,
+                             person=b"i24net-client-id").hexdigest()
+    return f"{client_id}{CLIENT_ID_SEPARATOR}{digest}"
 
 
 def _check_filters(name: str, username: str, value: Any) -> tuple[str, ...]:

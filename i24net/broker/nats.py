@@ -40,7 +40,16 @@ and checked by ``tests/broker/test_nats.py``):
   its delivery, whether the client stayed connected or came back (on any member); unlike
   Mosquitto, a reconnect alone does not resend it. Hence a short ``ack_wait``.
 - ``max_payload`` caps NATS-protocol messages only: 2.9.10 does not apply it to MQTT
-  PUBLISH (QoS 0, 1 or retained), which MQTT itself caps at 256 MiB.
+  PUBLISH (QoS 0, 1 or retained), which MQTT itself caps at 256 MiB, and its MQTT reader
+  buffers a packet whole before parsing it. Nothing in its configuration caps an MQTT
+  packet; i24net sets ``max_payload`` to ``ROUTER_MAX_PACKET`` for versions that apply it.
+- Client ids are not bound to users: sessions are keyed by client id within the NATS
+  account, which every broker account shares, so any login can take over any session
+  (its permissions are checked again, so it reads nothing, but the holder is closed). Hence
+  ``runtime.make_transport`` gives clients on this engine ids nobody else can compute
+  (``accounts.unguessable_client_id``).
+- On SIGHUP nats-server reloads its users and closes the connections of users that are gone
+  (``reload``).
 - When a member dies, the streams it led elect a new leader (a Raft timeout, 4-9 s); until
   then logins and QoS 1 publishes on the other members fail (the publisher is disconnected),
   so clients must retry for about 10 s. A member that led nothing leaves no gap.
@@ -75,6 +84,7 @@ from i24net.broker.accounts import (
 )
 from i24net.broker.errors import BrokerConfigError, BrokerNotInstalledError, BrokerStartError
 from i24net.broker.files import ensure_directory, write_file
+from i24net.broker.limits import ROUTER_MAX_PACKET
 from i24net.broker.mosquitto import _check_unique
 from i24net.broker.process import (
     BlockingStartStop,
@@ -136,9 +146,10 @@ server_name: $server_name
 listen: $client_listen
 http: $monitor_listen
 
-# Largest NATS-protocol message. nats-server 2.9.10 does not apply it to MQTT PUBLISH (the
-# multi-megabyte signed directory passes as one retained message whatever this says); it is
-# raised anyway so a future version that does apply it still carries a large directory.
+# Largest message: the router's signed directory plus 64 KiB (i24net.broker.limits). nats-server
+# 2.9.10 applies it to NATS-protocol messages only, not to MQTT PUBLISH: it reads and buffers
+# an MQTT packet of any size (up to MQTT's 256 MiB) whatever this says. Later versions apply
+# it to MQTT too, hence the value.
 max_payload: $max_payload
 
 # Explicit caps: the defaults (75% of RAM, most of the disk) are per server, and here every
@@ -273,7 +284,7 @@ def _port_is_free(host: str, port: int) -> bool:
 class NatsLimits:
     """Payload, JetStream and MQTT delivery limits; the defaults are argued in the template."""
 
-    max_payload: int = 8 * 1024 * 1024
+    max_payload: int = ROUTER_MAX_PACKET
     max_memory_store: int = 256 * 1024 * 1024
     max_file_store: int = 8 * 1024 * 1024 * 1024
     ack_wait_seconds: int = 10

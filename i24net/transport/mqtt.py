@@ -197,6 +197,8 @@ class MqttTransport:
             raising ``TransportError(reason="transport.connect")``; ``None`` waits forever.
         publish_timeout: seconds a publish or subscribe may take, including time spent
             waiting for the link; ``None`` (the default) waits as long as it takes.
+        name: what logs and errors call this client (default: ``client_id``); give one
+            when the client id holds a secret (``broker.unguessable_client_id``).
     """
 
     def __init__(
@@ -220,6 +222,7 @@ class MqttTransport:
         rng: random.Random | None = None,
         connect_timeout: float | None = 10.0,
         publish_timeout: float | None = None,
+        name: str | None = None,
     ) -> None:
         if not client_id:
             raise ConfigError("client_id is required: the broker keys persistent sessions on it")
@@ -238,6 +241,9 @@ class MqttTransport:
         #: the member of the live link, or of the last one (before any: the first to try).
         self.host, self.port = self._rotation.current
         self.client_id = client_id
+        #: how logs, task names and errors call this client: ``client_id`` unless a
+        #: ``name`` was given (one without the secret part of an unguessable client id).
+        self.name = name or client_id
         self._username = username
         self._password = password
         self._clean_session = clean_session
@@ -323,7 +329,7 @@ class MqttTransport:
             try:
                 listener(up)
             except Exception:  # a listener's bug must not take the link down
-                self._log.exception("%s: link listener failed", self.client_id)
+                self._log.exception("%s: link listener failed", self.name)
 
     @property
     def inflight(self) -> int:
@@ -339,12 +345,12 @@ class MqttTransport:
         """
         if self._entered:
             raise TransportError(
-                f"transport {self.client_id!r} was already used; create a new one",
+                f"transport {self.name!r} was already used; create a new one",
                 reason="transport.reused",
             )
         self._entered = True
         self._supervisor = asyncio.create_task(
-            self._supervise(), name=f"mqtt-supervisor:{self.client_id}"
+            self._supervise(), name=f"mqtt-supervisor:{self.name}"
         )
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -357,7 +363,7 @@ class MqttTransport:
             else:
                 where = "any MQTT broker member (" + ", ".join(map(_show, self.addresses)) + ")"
             raise TransportError(
-                f"could not connect to {where} as {self.client_id!r} within "
+                f"could not connect to {where} as {self.name!r} within "
                 f"{self._connect_timeout} s (last error: {last}); is the broker running?",
                 reason="transport.connect",
             ) from exc
@@ -411,7 +417,7 @@ class MqttTransport:
             await self._publish_in_window(topic, payload, retain)
         else:
             # The deadline covers the wait for a window slot too: the caller waits for it.
-            async with deadline(self._publish_timeout, f"{self.client_id}: publish to {topic!r}"):
+            async with deadline(self._publish_timeout, f"{self.name}: publish to {topic!r}"):
                 await self._publish_in_window(topic, payload, retain)
         self.published += 1
 
@@ -427,7 +433,7 @@ class MqttTransport:
         if not filters:
             return
         self._check_open()
-        async with deadline(self._publish_timeout, f"{self.client_id}: subscribe {filters!r}"):
+        async with deadline(self._publish_timeout, f"{self.name}: subscribe {filters!r}"):
             while True:
                 link = await self._wait_link()
                 try:
@@ -441,7 +447,7 @@ class MqttTransport:
         self._filters.update(dict.fromkeys(granted))
         if refused:
             raise TransportError(
-                f"the broker refused the subscription(s) {refused!r} for {self.client_id!r}; "
+                f"the broker refused the subscription(s) {refused!r} for {self.name!r}; "
                 "check the ACL",
                 reason="transport.subscribe",
             )
@@ -462,7 +468,7 @@ class MqttTransport:
                 error, was_up = await self._serve_link(address)
                 self.last_error = error
                 self._log.debug(
-                    "%s: link to %s ended: %s", self.client_id, _show(address), _describe(error)
+                    "%s: link to %s ended: %s", self.name, _show(address), _describe(error)
                 )
                 if self._closing:
                     # The clean disconnect on the way out failed; there is nothing to redo.
@@ -483,7 +489,7 @@ class MqttTransport:
                     self._fail(
                         TransportError(
                             f"the MQTT broker at {_show(address)} refused "
-                            f"{self.client_id!r}: {error}; check the username, password "
+                            f"{self.name!r}: {error}; check the username, password "
                             "and ACL",
                             reason="transport.refused",
                         )
@@ -498,7 +504,7 @@ class MqttTransport:
                 if was_up:
                     self._log.warning(
                         "%s: lost the link to %s (%s); reconnecting in %.2f s",
-                        self.client_id,
+                        self.name,
                         _show(address),
                         _describe(error),
                         delay,
@@ -506,7 +512,7 @@ class MqttTransport:
                 elif rotation.failures == 1:
                     self._log.warning(
                         "%s: cannot connect to %s (%s); retrying in %.2f s",
-                        self.client_id,
+                        self.name,
                         _show(address),
                         _describe(error),
                         delay,
@@ -514,7 +520,7 @@ class MqttTransport:
                 else:
                     self._log.debug(
                         "%s: connect attempt %d failed (%s); retrying in %.2f s",
-                        self.client_id,
+                        self.name,
                         rotation.failures,
                         _describe(error),
                         delay,
@@ -526,7 +532,7 @@ class MqttTransport:
                     self._log.log(
                         logging.INFO if rotation.first_round else logging.DEBUG,
                         "%s: broker member %s unreachable, failing over to %s",
-                        self.client_id,
+                        self.name,
                         _show(address),
                         _show(rotation.current),
                     )
@@ -534,10 +540,10 @@ class MqttTransport:
         except Exception as exc:
             # Not a network fault (those are MqttError): a bug. Stop loudly rather than
             # leave publishers waiting for a link that will never come.
-            self._log.exception("%s: MQTT supervisor stopped unexpectedly", self.client_id)
+            self._log.exception("%s: MQTT supervisor stopped unexpectedly", self.name)
             self._fail(
                 TransportError(
-                    f"the MQTT transport {self.client_id!r} stopped unexpectedly: {exc!r}",
+                    f"the MQTT transport {self.name!r} stopped unexpectedly: {exc!r}",
                     reason="transport.internal",
                 )
             )
@@ -554,8 +560,8 @@ class MqttTransport:
             async with client:
                 link = _Link(client=client, connack=connack, address=address)
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._pump(link), name=f"mqtt-pump:{self.client_id}")
-                    group.create_task(self._restore(link), name=f"mqtt-subscribe:{self.client_id}")
+                    group.create_task(self._pump(link), name=f"mqtt-pump:{self.name}")
+                    group.create_task(self._restore(link), name=f"mqtt-subscribe:{self.name}")
         except* aiomqtt.MqttError as errors:
             failure = _first_leaf(errors)
         finally:
@@ -624,11 +630,11 @@ class MqttTransport:
                 self._filters.pop(filter_, None)
                 self._log.error(
                     "%s: the broker refused to restore the subscription %r",
-                    self.client_id,
+                    self.name,
                     filter_,
                 )
             self._log.info(
-                "%s: restored %d subscription(s)", self.client_id, len(filters) - len(refused)
+                "%s: restored %d subscription(s)", self.name, len(filters) - len(refused)
             )
         self._link_up(link)
 
@@ -670,16 +676,16 @@ class MqttTransport:
                 "on the first attempt after %.2f s): another connection presented client id "
                 "%r and took its session over, or the broker dropped it (keepalive, reload); "
                 "reconnected (session present: %s)",
-                self.client_id,
+                self.name,
                 _show(link.address),
                 time.monotonic() - lost[0],
-                self.client_id,
+                self.name,
                 link.connack.session_present,
             )
         else:
             self._log.info(
                 "%s: connected to %s:%d (session present: %s)",
-                self.client_id,
+                self.name,
                 self.host,
                 self.port,
                 link.connack.session_present,
@@ -708,17 +714,17 @@ class MqttTransport:
                 task.cancel()  # its `async with client` sends DISCONNECT on the way out
             await asyncio.wait({task})
             if not task.cancelled() and task.exception() is not None:
-                self._log.debug("%s: supervisor had failed: %r", self.client_id, task.exception())
+                self._log.debug("%s: supervisor had failed: %r", self.name, task.exception())
         self._connected.clear()
         self._incoming.close()
-        self._log.info("%s: transport closed", self.client_id)
+        self._log.info("%s: transport closed", self.name)
 
     # -- operations on a link ----------------------------------------------------------
 
     def _check_open(self) -> None:
         if not self._entered:
             raise TransportError(
-                f"transport {self.client_id!r} is not open; use 'async with' first",
+                f"transport {self.name!r} is not open; use 'async with' first",
                 reason="transport.closed",
             )
 
@@ -731,7 +737,7 @@ class MqttTransport:
                 ) from self._fatal
             if self._closing:
                 raise TransportError(
-                    f"transport {self.client_id!r} is closed", reason="transport.closed"
+                    f"transport {self.name!r} is closed", reason="transport.closed"
                 )
             link = self._link
             if link is not None and not link.lost.done():
@@ -760,7 +766,7 @@ class MqttTransport:
                 self.retried += 1
                 self._log.debug(
                     "%s: publish to %r cut off by a disconnect; resending on the next link",
-                    self.client_id,
+                    self.name,
                     topic,
                 )
                 continue

@@ -60,7 +60,7 @@ async def test_the_router_notices_a_takeover_and_comes_back(
         async with router.transport, router:
             state = router.link_state()
             assert state["connected"] and state["subscribed"]
-            assert state["client_id"] == ROUTER_USERNAME
+            assert state["client"] == ROUTER_USERNAME
             intruder = aiomqtt.Client("127.0.0.1", port, username=ROUTER_USERNAME,
                                       password=password, identifier=ROUTER_USERNAME,
                                       clean_session=False, timeout=5)

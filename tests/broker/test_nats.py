@@ -226,7 +226,7 @@ def test_member_config_names_its_ports_routes_and_users(network: Network, tmp_pa
         f'"nats-route://i24-route:{secret}@127.0.0.1:20022"]'
     )
     assert "stream_replicas: 3" in text
-    assert "max_payload: 8388608" in text
+    assert "max_payload: 8454144" in text  # the directory plus 64 KiB
     assert text.count('allowed_connection_types: ["MQTT"]') == len(network.accounts)
     assert '"i24.v1.inbox.NCB-FR", "i24.v1.directory", "i24.v1.presence.*", "$MQTT.sub.>"' in text
     assert str(tmp_path.resolve() / "member-2") in text  # JetStream store under member-2
