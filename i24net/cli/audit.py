@@ -18,7 +18,21 @@ from i24net.core.errors import ConfigError, I24Error, WireFormatError
 from i24net.home import ROUTER_ACCOUNT, Home
 
 _EVENT_STYLES = {"accept": "green", "deliver": "green", "receipt": "green",
-                 "refuse": "red", "drop": "red", "checkpoint": "cyan"}
+                 "refuse": "red", "drop": "red", "drop-summary": "red", "checkpoint": "cyan"}
+
+
+def _reason(e: au.AuditEntry) -> str:
+    """The reason column; a router's ``drop-summary`` (drops not recorded one by one) shows
+    how many it stands for and why."""
+    if e.event != "drop-summary":
+        return escape(e.reason)
+    d = e.details_map()
+    reasons, counts = d.get("reasons"), d.get("counts")
+    parts = ([f"{r} x{n}" for r, n in zip(reasons, counts, strict=False)]
+             if isinstance(reasons, list) and isinstance(counts, list) else [])
+    return escape(f"{d.get('count', '?')} dropped from {d.get('source', '?')}"
+                  + (f": {', '.join(parts[:4])}" if parts else "")
+                  + (", ..." if len(parts) > 4 else ""))
 
 
 def read_lines(path: str | Path) -> Iterator[bytes]:
@@ -150,5 +164,5 @@ def audit_show(file: str, as_json: bool, tail: int | None) -> None:
         style = _EVENT_STYLES.get(e.event, "")
         t.add_row(str(e.index), _time(e.at_ms), escape(e.actor),
                   f"[{style}]{escape(e.event)}[/]" if style else escape(e.event),
-                  e.msg_id[:12], escape(e.reason))
+                  e.msg_id[:12], _reason(e))
     console.print(t)

@@ -152,3 +152,23 @@ def test_an_oversized_line_is_refused_and_counted_as_one_line(tmp_path: Path) ->
     shown = run("audit", "show", str(path), "--tail", "3")
     assert shown.exit_code == 3 and "line 3: " in shown.stderr
     assert run("audit", "show", str(path), "--tail", "2").exit_code == 0
+
+
+def test_show_says_what_a_drop_summary_stands_for(tmp_path: Path) -> None:
+    """The router sums up drops beyond its audit bound in one entry; the table shows the
+    count and the reasons, not an empty reason."""
+    from i24net.core.router import RouterEvent
+
+    ev = RouterEvent("drop-summary", sender="NCB-FR", count=9984, source="NCB-FR",
+                     reasons=(("wire.magic", 9000), ("wire.truncated", 984)),
+                     since_ms=1, until_ms=2)
+    chain = AuditChain()
+    entry = chain.append(ev.kind, at_ms=3, actor="router", details=ev.audit_details())
+    path = tmp_path / "audit.jsonl"
+    write(path, [encode_line(entry)])
+    result = run("audit", "show", str(path))
+    assert result.exit_code == 0, result.output
+    words = [w.strip(":,") for w in result.output.split() if w not in "│┃"]
+    assert words[words.index("9984"):words.index("9984") + 6] == [
+        "9984", "dropped", "from", "NCB-FR", "wire.magic", "x9000"], result.output
+    assert "drop-summary" in words and "x984" in words
