@@ -962,7 +962,7 @@ class EmbeddedBroker:
         self._port: int | None = None
         self._client_id_policy: ClientIdPolicy = _check_policy(client_id_policy)
         self._logger = logger or logging.getLogger("i24net.broker.embedded")
-        self._broker: Broker | None = None
+        self._broker: _IsolatingBroker | None = None
 
     @property
     def host(self) -> str:
@@ -1041,7 +1041,7 @@ class EmbeddedBroker:
         if broker is None:
             return []
         write_file(self.password_file, text, private=True)
-        dropped = await broker.i24_reload(accounts)
+        dropped: list[str] = await broker.i24_reload(accounts)
         self._logger.warning(
             "embedded broker reloaded %d account(s)%s", len(accounts),
             f"; disconnected {', '.join(dropped)}" if dropped else "",
