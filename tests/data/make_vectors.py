@@ -133,7 +133,7 @@ def build() -> dict[str, Any]:
             "shared": "X25519(sending secret, recipient prekey) = X25519(prekey secret, "
                       "sending public)",
             "wrap_key_nonce": "BLAKE2b-448(shared || sending_pk || prekey || id || "
-                              "recipient, key=pair_key, person='i24net-wrap-v2'): 32 + 24",
+                              "recipient; key=pair_key, person='i24net-wrap-v2'): 32 + 24",
             "commitment": "BLAKE2b-256(id, key=content_key, person='i24net-cmt-v2')",
             "body_key_nonce": "BLAKE2b-448(id || nonce, key=content_key, "
                               "person='i24net-body-v2'): 32 + 24",
