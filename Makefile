@@ -33,6 +33,14 @@ system-deps:
 	    echo "note: nats-server not found (apt-get install -y nats-server, as root); the cluster tests skip, or fail with CI=true"; \
 	  fi; \
 	fi
+	@if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1 && ! command -v clang >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing gcc (builds the Mosquitto plugin that binds client ids to accounts)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null; \
+	  else \
+	    echo "note: no C compiler (apt-get install -y gcc, as root); Mosquitto then runs without client-id binding"; \
+	  fi; \
+	fi
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing chromium (HTML report test)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
