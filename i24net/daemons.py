@@ -61,6 +61,9 @@ def frame_priority(payload: bytes) -> int:
     return CONTROL_PRIORITY if prec is None else prec
 
 
+DROP_WINDOW_TICK_S = 5.0  # how often the router closes drop windows that have ended
+
+
 class AuditLog:
     """An audit chain persisted as JSON lines; resumes after a restart."""
 
@@ -388,11 +391,18 @@ class RouterDaemon(_Shell):
             self.log.debug("%s %s from %s to %s", ev.kind, ev.msg_id[:12], ev.sender,
                            ",".join(ev.recipients[:5]))
         if self.audit is not None:
-            self.audit.append(now, ev.kind, ev.msg_id, ev.reason,
-                              {"from": ev.sender, "to": list(ev.recipients[:32]),
-                               "n": len(ev.recipients)})
+            self.audit.append(now, ev.kind, ev.msg_id, ev.reason, ev.audit_details())
         if self.on_event:
             self.on_event(ev)
+
+    async def _close_drop_windows(self) -> None:
+        """Summaries of bounded drops are written when their window ends, not at the next
+        frame (a flood that stops would otherwise leave its last window unwritten)."""
+        while True:
+            await asyncio.sleep(DROP_WINDOW_TICK_S)
+            now = self.clock()
+            for ev in self.machine.tick(now):
+                self._record(ev, now)
 
     async def _prune(self) -> None:
         while True:
@@ -405,12 +415,16 @@ class RouterDaemon(_Shell):
 
     async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
         tg.create_task(self._prune(), name="router-prune")
+        tg.create_task(self._close_drop_windows(), name="router-drop-windows")
 
     def _close(self, *, flush: bool = True) -> None:
         if self._closed:
             return
         self._closed = True
         if self.audit and flush:
+            now = self.clock()
+            for ev in self.machine.tick(now, close_all=True):  # the open windows' summaries
+                self._record(ev, now)
             self.audit.close()
         elif self.audit:
             self.audit.abandon()

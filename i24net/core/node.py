@@ -58,7 +58,7 @@ from i24net.core.errors import (
     NotRecipientError,
     WireFormatError,
 )
-from i24net.core.policy import AUTHORITY_KINDS, TRANSIENT_REASONS
+from i24net.core.policy import AUTHORITY_KINDS, TRANSIENT_REASONS, reader_clearance
 from i24net.core.shards import shard_count, shard_of, to_shard_topic
 
 RETRY_MIN_MS = 2_000
@@ -522,8 +522,9 @@ class NodeMachine:
         stale = check_freshness(h, now_ms, d.max_skew_ms)
         if stale:
             return stale
-        if not d.scale.dominates(d.agency(self.agency).clearance, h.label):
-            return "clearance.recipient"
+        cleared = reader_clearance(d, self.agency, h.label)  # the check envelope open makes
+        if cleared:
+            return cleared
         # the router's kind rule, for the kinds whose hooks change what this node holds
         # (cancel, delete): a stamp alone must not let an NCB withdraw someone's notice
         if h.kind in AUTHORITY_KINDS and "notice-authority" not in d.agency(h.sender).roles:
