@@ -132,14 +132,30 @@ def dropped(e: m.Dropped, obs: Observations) -> tuple[bool, str, float | None]:
 
 
 def no_loss(e: m.NoLoss, obs: Observations) -> tuple[bool, str, float | None]:
+    """Every message the exercise asked for, accepted or not, has a final outcome other than
+    loss: each recipient got it (or refused it on its own checks), or the router refused it,
+    or it expired. Lost: a planned message the runner could not even submit (its sender was
+    down), one that never reached a decision, and an accepted one a recipient never got."""
     lost: list[str] = []
     late: list[str] = []
     checked = 0
     slowest: float | None = None
+    for name, at, why in obs.unsent:
+        if name and name in e.ignore:
+            continue
+        checked += 1
+        lost.append(f"{name or 'message'} planned at {_fmt(at)} never submitted ({why})")
     for msg in obs.messages:
         if msg.origin == ATTACKER or (msg.name and msg.name in e.ignore):
             continue
+        label = f"{msg.name or msg.kind} {msg.id[:8]}"
+        if msg.state in ("refused", "expired"):
+            checked += 1  # a decision (the router's, or the sender's lifetime), not a loss
+            continue
         if not msg.accepted:
+            checked += 1
+            lost.append(f"{label} never accepted or refused by the router"
+                        + (" (still pending at the end)" if msg.id in obs.pending else ""))
             continue
         limit = _deadline(e.within, msg)
         for r in msg.recipients:
@@ -148,19 +164,19 @@ def no_loss(e: m.NoLoss, obs: Observations) -> tuple[bool, str, float | None]:
             checked += 1
             lat = msg.latency(r)
             if lat is None:
-                lost.append(f"{msg.name or msg.kind} {msg.id[:8]} -> {r}")
+                lost.append(f"{label} -> {r}" + (" (still pending at the end)"
+                                                  if msg.id in obs.pending else ""))
                 continue
             slowest = lat if slowest is None else max(slowest, lat)
             if limit is not None and lat > limit + 1e-9:
                 late.append(f"{msg.name or msg.kind} -> {r} after {_fmt(lat)}")
     if lost:
         more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
-        return False, f"{len(lost)} of {checked} deliveries lost: {', '.join(lost[:3])}" \
-            f"{more}", slowest
+        return False, f"{len(lost)} of {checked} lost: {', '.join(lost[:3])}{more}", slowest
     if late:
         more = f" and {len(late) - 3} more" if len(late) > 3 else ""
         return False, f"{len(late)} late: {', '.join(late[:3])}{more}", slowest
-    return True, f"{checked}/{checked} deliveries of accepted messages made, slowest " \
+    return True, f"{checked}/{checked} messages and deliveries final, none lost, slowest " \
         f"{_fmt(slowest)}", slowest
 
 

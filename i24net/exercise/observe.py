@@ -97,6 +97,9 @@ class Observations:
     flowcheck_ran: bool = False
     compromised: dict[str, float] = field(default_factory=dict)  # agency -> key stolen at
     revoked: dict[str, float] = field(default_factory=dict)  # agency -> revoked at
+    # messages the exercise planned but the runner could not submit: (name, planned t, why)
+    unsent: list[tuple[str, float, str]] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # ids not final when the run ended
     # agency -> (ids its stolen keys open, {id: why not} for the rest), at the first theft
     exposure: dict[str, tuple[frozenset[str], dict[str, str]]] = field(default_factory=dict)
 

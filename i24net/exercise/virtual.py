@@ -46,6 +46,26 @@ class _Handle:
     origin: str
 
 
+SETTLE_S = 300.0  # how long past its planned end a run waits for messages to be final
+SETTLE_STEP_S = 5.0
+
+
+def _pending(history: Any) -> set[str]:
+    """Ids of the messages submitted (the attacker's aside) that have no final outcome yet:
+    neither every receipt in (``delivered``), nor refused, nor expired."""
+    from i24net.sim import history as hs
+
+    sent: set[str] = set()
+    final: set[str] = set()
+    for e in history.events:
+        if isinstance(e, hs.Send):
+            if e.origin != "attacker":
+                sent.add(e.msg_id)
+        elif isinstance(e, hs.Delivered | hs.Refuse | hs.Expired):
+            final.add(e.msg_id)
+    return sent - final
+
+
 class VirtualRun:
     def __init__(self, exercise: m.Exercise, *, progress: Progress | None = None) -> None:
         self.ex = exercise
@@ -193,9 +213,19 @@ class VirtualRun:
             t = total * k / STEPS
             history = sim.run(until=t)
             self.progress(t, total, f"{len(history)} events")
+        # Settle before judging: past the planned end, run on until every message is final
+        # (all its receipts in, refused, or expired) or the settle timeout passes.
+        t = total
+        while (pending := _pending(history)) and t < total + SETTLE_S:
+            t = min(t + SETTLE_STEP_S, total + SETTLE_S)
+            history = sim.run(until=t)
         obs = self.observe(sim, history)
-        return Result.build(self.ex, "virtual", self.ex.seed, obs,
-                            wall_seconds=time.monotonic() - wall)
+        obs.pending = sorted(_pending(history))
+        result = Result.build(self.ex, "virtual", self.ex.seed, obs,
+                              wall_seconds=time.monotonic() - wall)
+        result.extra["settle"] = {"planned_s": total, "ended_s": round(t, 3),
+                                  "pending": len(pending), "timeout_s": SETTLE_S}
+        return result
 
     # -- observing --------------------------------------------------------------------------
     def observe(self, sim: Any, history: Any) -> Observations:
@@ -207,6 +237,9 @@ class VirtualRun:
         obs = Observations(duration=round(self.ex.duration, 3),
                            agencies=tuple(sorted(sim.agencies)), groups=groups)
         names = {h.sent.msg_id: (h.name, h.origin) for h in self.handles if h.sent.msg_id}
+        obs.unsent = [(h.name, float(h.sent.at), f"{h.sent.error}: {h.sent.detail}")
+                      for h in self.handles
+                      if h.origin in (INJECT, FLOOD) and h.sent.error and not h.sent.msg_id]
         msgs: dict[str, MessageObs] = {}
         notice_of: dict[str, str] = {}  # notice message id -> exercise name of the request
         by_request = {h.sent.msg_id: name for name, h in self.requests.items()
