@@ -635,6 +635,9 @@ INJECTS: dict[str, type[Inject]] = {c.action: c for c in (
 class Expectation:
     kind: ClassVar[str] = ""
     title: str = _f("", doc="what the report calls it (default generated)")
+    timing: bool = _f(False, parse=boolean,
+                      doc="its verdict depends on timings, so virtual and live may differ "
+                          "(--both then reports the difference without failing)")
     index: int = 0
     line: int = 0
 
