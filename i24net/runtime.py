@@ -82,6 +82,31 @@ def endpoint_file(home: Home) -> Path:
     return home.broker_dir / "endpoint.json"
 
 
+def routes_file(home: Home) -> Path:
+    """Per-account broker addresses that override the endpoint (a live drill puts a fault
+    proxy between each agency and the broker): JSON ``{account: "host:port"}``."""
+    return home.broker_dir / "routes.json"
+
+
+def route(home: Home, account: str, ep: Endpoint) -> Endpoint:
+    """``ep``, or the address ``routes.json`` gives ``account`` (loopback only)."""
+    path = routes_file(home)
+    if not path.exists():
+        return ep
+    try:
+        routes = json.loads(path.read_text())
+        given = routes.get(account) if isinstance(routes, dict) else None
+        if given is None:
+            return ep
+        host, port = parse_address(str(given))
+    except (ValueError, OSError, ConfigError) as exc:
+        raise ConfigError(f"{path}: {exc}", reason="config.broker") from exc
+    if not host.startswith("127."):
+        raise ConfigError(f"{path}: {account} is routed to {host}, not a loopback address",
+                          reason="config.broker", agency=account)
+    return replace(ep, host=host, port=port, addresses=())
+
+
 def endpoint(home: Home) -> Endpoint:
     """The running broker's endpoint, else the one network.toml asks for."""
     path = endpoint_file(home)
@@ -233,7 +258,7 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
     """A transport for broker ``account``; with several broker members it starts at one
     picked by its client id (so the agencies spread over the members) and fails over.
     ``password`` saves reading keys/broker.toml again (a host starting many agencies)."""
-    ep = ep or endpoint(home)
+    ep = route(home, account, ep or endpoint(home))
     if password is None:
         passwords = home.broker_passwords()
         if account not in passwords:
