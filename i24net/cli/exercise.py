@@ -2,11 +2,14 @@
 
 Exit codes: ``validate`` 0 when the file is valid, 2 when it is not (one line naming the
 field and the line). ``run`` 0 when every expectation is met, 3 when any is not, 2 for an
-invalid file or an action the chosen mode cannot play.
+invalid file or an action the chosen mode cannot play; a live run stopped by SIGTERM, SIGHUP
+or Ctrl-C exits 128 + the signal's number once its processes are stopped.
 """
 
 from __future__ import annotations
 
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -71,11 +74,17 @@ def validate(files: tuple[str, ...]) -> None:
               metavar="OUT.html", help="Write the self-contained HTML after-action report.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               metavar="OUT.json", help="Write the JSON after-action report.")
+@click.option("--workdir", type=click.Path(file_okay=False, exists=True), default=None,
+              metavar="DIR", help="Live runs: create the temporary network home in DIR "
+              "(default: the system's temporary folder).")
+@click.option("--keep", is_flag=True, help="Live runs: keep the network home (logs, stores, "
+              "history.jsonl) afterwards and say where it is.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the verdict.")
 def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
-        json_path: str | None, quiet: bool) -> None:
+        json_path: str | None, workdir: str | None, keep: bool, quiet: bool) -> None:
     """Run the exercise in FILE and judge its expectations (exit 0 all met, 3 otherwise)."""
     from i24net.exercise.htmlreport import render
+    from i24net.exercise.live import Interrupted, LiveRun
     from i24net.exercise.runner import run as run_exercise
     from i24net.exercise.terminal import print_report
 
@@ -84,6 +93,7 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
         if path and not Path(path).resolve().parent.is_dir():
             _fail(f"{path}: no such directory to write the report into")
     chosen = mode or ex.mode
+    live: LiveRun | None = None
     unit = "virtual" if chosen == "virtual" else "wall-clock"
     progress = Progress(TextColumn("[bold]{task.fields[clock]}[/]"), BarColumn(),
                         TextColumn("{task.percentage:>3.0f}%"),
@@ -98,10 +108,26 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
             progress.update(task, completed=now, description=text,
                             clock=f"{unit} {_clock(now)} / {_clock(total)}")
         try:
-            result = run_exercise(ex, chosen, seed=seed, progress=tick)
+            if chosen == "live":
+                live = LiveRun(ex if seed is None else replace(ex, seed=seed), progress=tick,
+                               workdir=Path(workdir) if workdir else None, keep=keep)
+                result = live.run()
+            else:
+                result = run_exercise(ex, chosen, seed=seed, progress=tick)
         except m.NotSupportedLive as exc:
             _fail(exc.message)
             return
+        except Interrupted as exc:
+            err_console.print(f"interrupted by {signal.Signals(exc.signum).name}: every "
+                              "process of the run was stopped" +
+                              (f"; its home is kept in {plain_text(str(live.tmp))}"
+                               if keep and live is not None and live.tmp else ""),
+                              soft_wrap=True)
+            raise SystemExit(128 + exc.signum) from None
+        finally:
+            if keep and live is not None and live.tmp is not None:
+                err_console.print(f"[dim]network home kept: {plain_text(str(live.tmp))}[/]",
+                                  soft_wrap=True)
     if json_path:
         Path(json_path).write_text(result.to_json())
     if report_path:
@@ -112,6 +138,12 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
         console.print(f"{plain_text(ex.name)}: {plain_text(verdict)}", soft_wrap=True)
     else:
         print_report(result, console)
+        late = result.extra.get("lateness")
+        if late:
+            n = len(late["late"])
+            console.print(f"injects played at most {late['worst_s']:.3f} s after their planned "
+                          f"times (tolerance {late['tolerance_s']:g} s)" +
+                          (f": [yellow]{n} played late[/]" if n else ""))
         for what, path in (("JSON", json_path), ("HTML report", report_path)):
             if path:
                 console.print(f"[dim]{what}: {plain_text(path)}[/]")

@@ -8,7 +8,13 @@ notice desk's store for GS actions, ``Supervisor.kill`` / ``spawn`` for crashes 
 restarts. After the last inject it polls the agencies' SQLite stores (read-only), turns
 them into ``Observations`` and stops as soon as every expectation is met, or when the
 exercise's duration is up. The processes are always stopped (``Supervisor.down`` in a
-``finally``), also on Ctrl-C.
+``finally``), also on Ctrl-C, SIGTERM or SIGHUP (turned into ``Interrupted`` in the main
+thread while the run lasts) and after an error.
+
+Injects keep to the plan's clock: a repeating ``send`` (``repeat`` > 1) plays its copies on
+a thread of its own, so the injects after its first copy are not held up by the later ones.
+Each inject and each copy records how late it was played against its planned time;
+``result.extra["lateness"]`` gives the worst and those beyond ``LATE_TOLERANCE_S``.
 
 Beside the expectations, the run keeps an outside history (``i24net.history``): each submit
 once it returned, every hand-over each agency's application consumer saw, the messages the
@@ -24,13 +30,16 @@ key compromise and revocation need the directory pushed to running daemons):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -58,8 +67,52 @@ from i24net.home import Home, now_ms
 # One OS process per agency: beyond this a laptop spends the exercise starting Python.
 MAX_LIVE_AGENCIES = 40  # live drills beyond this size are not verified yet: --virtual
 POLL_S = 0.5
+# An inject (or a flood's copy) played later than this after its planned time is reported
+# late: the run's timings are then the machine's as much as the network's.
+LATE_TOLERANCE_S = 0.5
+STOP_THREADS_S = 10.0  # how long the clean-up waits for a flood's thread to notice
 
 Progress = Callable[[float, float, str], None]
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP reached a live run: like KeyboardInterrupt, it unwinds the run
+    (which stops its processes) and is not an ``Exception`` for handlers to swallow."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread
+    (and SIGINT ``KeyboardInterrupt``, if nobody else handles it); once one did, further
+    signals are ignored so the clean-up runs to its end. The previous handlers are put
+    back afterwards. Outside the main thread, signals cannot be handled: nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if fired:
+            return  # already stopping
+        fired.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT)):
+            if sig == signal.SIGINT and signal.getsignal(sig) is not signal.default_int_handler:
+                continue
+            previous[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def check_live(ex: m.Exercise) -> None:
@@ -103,9 +156,20 @@ class LiveRun:
         self.played: list[InjectObs] = []
         self.authority = ""
         self.history: History | None = None
+        self.tmp: Path | None = None  # the run's folder (its network home is tmp/home)
+        # Flood threads share the dicts above, ``played``, ``lateness`` and the history.
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._floods: list[threading.Thread] = []
+        self._flood_error: BaseException | None = None
+        self.lateness: list[dict[str, Any]] = []  # one per played action (copies too)
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> Result:
+        with _signals_stop_the_run():
+            return self._run()
+
+    def _run(self) -> Result:
         from i24net.broker import pick_free_port
         from i24net.exercise.loader import network_spec
         from i24net.supervisor import Supervisor
@@ -115,11 +179,12 @@ class LiveRun:
             raise m.NotSupportedLive(
                 f"live mode runs at most {MAX_LIVE_AGENCIES} agencies; network {spec.name} has "
                 f"{len(spec.agencies)} agencies: run it --virtual")
-        tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
-        sup = None
+        sup = consumers = None
         saved_env = os.environ.get("I24NET_MANUAL_REVIEW")
         wall = time.monotonic()
+        tmp: Path | None = None
         try:
+            tmp = self.tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
             home = Home(tmp / "home")
             home.init(_with_port(self.ex.network.toml_text(), pick_free_port()),
                       force=True)
@@ -140,9 +205,7 @@ class LiveRun:
             self.sup = sup
             self.start_ms = now_ms()
             self.t0 = time.monotonic()
-            for inj in sorted(self.ex.injects, key=lambda i: (i.at, i.index)):
-                self._sleep_until(inj.at, f"next: inject[{inj.index}] {inj.action}")
-                self._play(inj)
+            self._play_all()
             obs = self._observe()
             while self._elapsed() < self.ex.duration:
                 result = Result.build(self.ex, "live", self.ex.seed, obs)
@@ -153,19 +216,27 @@ class LiveRun:
                 obs = self._observe()
             obs.duration = round(self._elapsed(), 3)
             self.progress(self.ex.duration, self.ex.duration, "done")
-            consumers.stop()
+            stopping, consumers = consumers, None
+            stopping.stop()  # its error is the run's
             result = Result.build(self.ex, "live", self.ex.seed, obs,
                                   wall_seconds=time.monotonic() - wall)
             self._judge_history(result)
+            result.extra["lateness"] = self.lateness_summary()
             return result
         finally:
+            self._stop.set()
+            for t in self._floods:
+                t.join(STOP_THREADS_S)
             if saved_env is None:
                 os.environ.pop("I24NET_MANUAL_REVIEW", None)
             else:
                 os.environ["I24NET_MANUAL_REVIEW"] = saved_env
+            if consumers is not None:  # an error or a signal: the run's result is lost
+                with contextlib.suppress(Exception):
+                    consumers.stop()
             if sup is not None:
                 sup.down()
-            if not self.keep:
+            if tmp is not None and not self.keep:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _judge_history(self, result: Result) -> None:
@@ -202,52 +273,138 @@ class LiveRun:
             time.sleep(min(0.2, at - now))
 
     # -- injects --------------------------------------------------------------------------
+    def _play_all(self) -> None:
+        """Play every inject at its planned time: each repeating send on a thread of its
+        own, the others here in time order; return once the last copy is played."""
+        ordered = sorted(self.ex.injects, key=lambda i: (i.at, i.index))
+        for inj in ordered:
+            if isinstance(inj, m.Send) and inj.repeat > 1:
+                t = threading.Thread(target=self._flood_thread, args=(inj,), daemon=True,
+                                     name=f"inject-{inj.index}")
+                self._floods.append(t)
+                t.start()
+        for inj in ordered:
+            if not (isinstance(inj, m.Send) and inj.repeat > 1):
+                self._sleep_until(inj.at, f"next: inject[{inj.index}] {inj.action}")
+                self._play(inj)
+        for t in self._floods:
+            while t.is_alive():
+                now = self._elapsed()
+                self.progress(min(now, self.ex.duration), self.ex.duration,
+                              f"{t.name}: copies")
+                t.join(0.2)
+        if self._flood_error is not None:
+            raise self._flood_error
+        with self._lock:
+            self.played.sort(key=lambda o: (o.t, o.index))
+
+    def _late(self, inj: m.Inject, planned: float, t: float,
+              copy: int | None = None) -> float:
+        late = round(max(0.0, t - planned), 3)
+        with self._lock:
+            self.lateness.append({"inject": inj.index, "action": inj.action,
+                                  **({"copy": copy} if copy is not None else {}),
+                                  "planned_s": round(planned, 3), "played_s": round(t, 3),
+                                  "late_s": late})
+        return late
+
+    def lateness_summary(self) -> dict[str, Any]:
+        """The worst lateness of any played action, and those beyond the tolerance."""
+        with self._lock:
+            rows = sorted(self.lateness, key=lambda r: (r["planned_s"], r["inject"],
+                                                        r.get("copy", 0)))
+        return {"worst_s": max((r["late_s"] for r in rows), default=0.0),
+                "tolerance_s": LATE_TOLERANCE_S,
+                "played": len(rows),
+                "late": [r for r in rows if r["late_s"] > LATE_TOLERANCE_S]}
+
     def _play(self, inj: m.Inject) -> None:
         t = self._elapsed()
+        late = self._late(inj, inj.at, t)
         try:
             detail = self._act(inj)
-            self.played.append(InjectObs(round(t, 3), inj.index, inj.action, inj.describe(),
-                                         True, detail or ""))
+            obs = InjectObs(round(t, 3), inj.index, inj.action, inj.describe(), True,
+                            _with_lateness(detail or "", late))
         except I24Error as exc:
-            self.played.append(InjectObs(round(t, 3), inj.index, inj.action, inj.describe(),
-                                         False, f"{exc.message} ({exc.reason})"))
+            obs = InjectObs(round(t, 3), inj.index, inj.action, inj.describe(), False,
+                            _with_lateness(f"{exc.message} ({exc.reason})", late))
+        with self._lock:
+            self.played.append(obs)
 
-    def _send(self, sender: str, to: list[str], **kw: Any) -> str:
+    def _flood_thread(self, inj: m.Send) -> None:
+        """A repeating send's copies, each at ``at + n * every``; the first failure ends
+        it (reported as the inject's failure)."""
+        first: float | None = None
+        worst = 0.0
+        problem = ""
+        try:
+            for n in range(inj.repeat):
+                planned = inj.at + n * inj.every
+                while (wait := planned - self._elapsed()) > 0:
+                    if self._stop.wait(min(wait, 0.2)):
+                        return
+                if self._stop.is_set():
+                    return
+                t = self._elapsed()
+                first = t if first is None else first
+                worst = max(worst, self._late(inj, planned, t, copy=n + 1))
+                try:
+                    self._send_copy(inj, n)
+                except I24Error as exc:
+                    problem = f"copy {n + 1} of {inj.repeat}: {exc.message} ({exc.reason})"
+                    break
+        except BaseException as exc:  # re-raised in the main thread
+            self._flood_error = exc
+            return
+        played = n + 1 if not problem else n
+        detail = problem or f"{played} copies"
+        obs = InjectObs(round(first if first is not None else self._elapsed(), 3),
+                        inj.index, inj.action, inj.describe(), not problem,
+                        f"{detail}; played up to {worst:.3f} s late")
+        with self._lock:
+            self.played.append(obs)
+
+    def _send_copy(self, inj: m.Send, n: int) -> None:
+        self._send(inj.sender, list(inj.to), named=(inj.name, FLOOD if inj.repeat > 1
+                                                     else INJECT),
+                   kind=inj.kind, label=inj.label,
+                   subject=inj.subject or (inj.name or inj.kind) +
+                   (f" #{n + 1}" if inj.repeat > 1 else ""),
+                   text=inj.text, data=dict(inj.data or {}), precedence=inj.precedence,
+                   handling=list(inj.handling), ttl_hours=inj.ttl_hours)
+
+    def _send(self, sender: str, to: list[str], *, named: tuple[str, str] | None = None,
+              **kw: Any) -> str:
         assert self.home is not None
         h = client.send(self.home, sender, to, **kw)
-        self.labels[h.id_hex] = kw.get("label", "UNCLASSIFIED")
-        self._record(h.id, sender, h.recipients)
+        with self._lock:
+            self.labels[h.id_hex] = kw.get("label", "UNCLASSIFIED")
+            if named is not None:
+                self.names[h.id_hex] = named
+            self._record(h.id, sender, h.recipients)
         return h.id_hex
 
     def _record(self, msg_id: bytes, sender: str, recipients: tuple[str, ...]) -> None:
         """A submit the API acknowledged, on disk before the run goes on."""
         assert self.history is not None
-        self.history.submit(msg_id, sender, recipients, expect="any")
-        self.history.flush()
+        with self._lock:
+            self.history.submit(msg_id, sender, recipients, expect="any")
+            self.history.flush()
 
     def _act(self, inj: m.Inject) -> str:
         assert self.home is not None
         sup = self.sup
-        if isinstance(inj, m.Send):
-            for n in range(inj.repeat):
-                if n and inj.every:
-                    self._sleep_until(inj.at + n * inj.every, f"inject[{inj.index}] copies")
-                mid = self._send(inj.sender, list(inj.to), kind=inj.kind, label=inj.label,
-                                 subject=inj.subject or (inj.name or inj.kind) +
-                                 (f" #{n + 1}" if inj.repeat > 1 else ""),
-                                 text=inj.text, data=dict(inj.data or {}),
-                                 precedence=inj.precedence, handling=list(inj.handling),
-                                 ttl_hours=inj.ttl_hours)
-                self.names[mid] = (inj.name, FLOOD if inj.repeat > 1 else INJECT)
+        if isinstance(inj, m.Send):  # one copy (a repeating send runs on its own thread)
+            self._send_copy(inj, 0)
             return ""
         if isinstance(inj, m.NoticeRequest):
-            mid = self._send(inj.sender, [self.authority], kind="notice-request",
+            mid = self._send(inj.sender, [self.authority], named=(inj.name, INJECT),
+                             kind="notice-request",
                              label=inj.label, precedence=inj.precedence,
                              subject=inj.subject or f"{inj.colour} Notice request: "
                              f"{inj.person}", text=inj.text or f"Wanted: {inj.offence}.",
                              data={"colour": inj.colour, "subject": inj.person,
                                    "offence": inj.offence, "warrant": inj.warrant})
-            self.names[mid] = (inj.name, INJECT)
             if inj.name:
                 self.notices[inj.name] = NoticeObs(inj.name, inj.sender,
                                                    self._t(now_ms()), request_id=mid)
@@ -280,12 +437,12 @@ class LiveRun:
                        and i.data.get("request") == n.request_id), None)
         ref = notice.msg_id if notice is not None else bytes.fromhex(n.request_id)
         number = str(notice.data.get("number", "")) if notice is not None else ""
-        mid = self._send(by, [self.authority], kind="notice-cancel-request",
+        mid = self._send(by, [self.authority], named=("", INJECT),
+                         kind="notice-cancel-request",
                          label="OFFICIAL-USE", precedence="IMMEDIATE",
                          subject=f"Cancel notice {number or n.request_id[:12]}",
                          text=inj.text or "Cancellation requested.",
                          data={"number": number, "reason": inj.reason}, ref=ref)
-        self.names[mid] = ("", INJECT)
         return f"cancel request {mid[:12]}"
 
     def _desk(self, action: Callable[[Any, Any], list[Any]]) -> str:
@@ -307,8 +464,9 @@ class LiveRun:
                     entry = store.outbox_get(bytes.fromhex(ev.msg_id))
                     if entry is not None:
                         store.outbox_put(replace(entry, next_ms=0))
-                        self._record(entry.msg_id, gs, entry.recipients)
-                        self.names.setdefault(entry.msg_id.hex(), ("", LIFECYCLE))
+                        with self._lock:
+                            self._record(entry.msg_id, gs, entry.recipients)
+                            self.names.setdefault(entry.msg_id.hex(), ("", LIFECYCLE))
         client.wake(h, gs)
         return ", ".join(ev.kind for ev in events if ev.kind != "submit")
 
@@ -419,6 +577,10 @@ class LiveRun:
                                        f"{where}:{entry.get('reason', '?')}",
                                        str(entry.get("msg_id", ""))))
         return out
+
+
+def _with_lateness(detail: str, late: float) -> str:
+    return f"{detail}; played {late:.3f} s late" if detail else f"played {late:.3f} s late"
 
 
 def _flow_violations(d: Any, obs: Observations,
