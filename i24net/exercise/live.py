@@ -54,6 +54,7 @@ from i24net.exercise.observe import (
     FLOOD,
     INJECT,
     LIFECYCLE,
+    SETTLE_S,
     DropObs,
     InjectObs,
     MessageObs,
@@ -141,9 +142,11 @@ def _with_port(text: str, port: int) -> str:
 
 class LiveRun:
     def __init__(self, exercise: m.Exercise, *, progress: Progress | None = None,
-                 workdir: Path | None = None, keep: bool = False) -> None:
+                 workdir: Path | None = None, keep: bool = False,
+                 settle_s: float = SETTLE_S) -> None:
         check_live(exercise)
         self.ex = exercise
+        self.settle_s = settle_s  # how long past the planned end to wait for final outcomes
         self.progress = progress or (lambda now, total, text: None)
         self.workdir = workdir
         self.keep = keep
@@ -206,14 +209,19 @@ class LiveRun:
             self.start_ms = now_ms()
             self.t0 = time.monotonic()
             self._play_all()
-            obs = self._observe()
-            while self._elapsed() < self.ex.duration:
-                result = Result.build(self.ex, "live", self.ex.seed, obs)
-                if result.passed and self.ex.expectations:
+            # Settle before judging: until the planned end, and past it until every message
+            # submitted is final (all receipts in, refused, or expired) or the settle timeout passes.
+            limit = self.ex.duration + self.settle_s
+            while True:
+                pending = self._pending()
+                now = self._elapsed()
+                if (now >= self.ex.duration and not pending) or now >= limit:
                     break
-                self._sleep_until(min(self.ex.duration, self._elapsed() + POLL_S),
-                                  "waiting for expectations")
-                obs = self._observe()
+                self._sleep_until(min(limit, now + POLL_S),
+                                  f"settling: {len(pending)} message(s) not final"
+                                  if now >= self.ex.duration else "running")
+            obs = self._observe()
+            obs.pending = sorted(pending)
             obs.duration = round(self._elapsed(), 3)
             self.progress(self.ex.duration, self.ex.duration, "done")
             stopping, consumers = consumers, None
@@ -222,6 +230,9 @@ class LiveRun:
                                   wall_seconds=time.monotonic() - wall)
             self._judge_history(result)
             result.extra["lateness"] = self.lateness_summary()
+            result.extra["settle"] = {"planned_s": self.ex.duration,
+                                      "ended_s": round(self._elapsed(), 3),
+                                      "pending": len(pending), "timeout_s": self.settle_s}
             return result
         finally:
             self._stop.set()
@@ -489,6 +500,12 @@ class LiveRun:
                 return list(store.outbox_list(limit=None))
         except I24Error:
             return []
+
+    def _pending(self) -> list[str]:
+        """Ids of the messages in some agency's outbox that are not final yet."""
+        assert self.home is not None
+        return [e.msg_id.hex() for a in sorted(self.home.directory().agencies)
+                for e in self._outbox(a) if not e.final]
 
     def _observe(self) -> Observations:
         assert self.home is not None

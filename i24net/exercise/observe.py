@@ -84,6 +84,11 @@ class InjectObs:
     detail: str = ""
 
 
+# A run settles before it is judged: past its planned end it waits, at most this long, for
+# every message it submitted to be final (all receipts in, refused, or expired).
+SETTLE_S = 120.0
+
+
 @dataclass(slots=True)
 class Observations:
     duration: float

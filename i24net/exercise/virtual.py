@@ -24,6 +24,7 @@ from i24net.exercise.observe import (
     FLOOD,
     INJECT,
     LIFECYCLE,
+    SETTLE_S,
     DropObs,
     InjectObs,
     MessageObs,
@@ -46,7 +47,6 @@ class _Handle:
     origin: str
 
 
-SETTLE_S = 300.0  # how long past its planned end a run waits for messages to be final
 SETTLE_STEP_S = 5.0
 
 

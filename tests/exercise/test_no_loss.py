@@ -74,3 +74,25 @@ def test_a_run_settles_past_its_planned_end_before_judging() -> None:
     settle = result.extra["settle"]
     assert settle["planned_s"] == 30 and settle["pending"] == 0
     assert settle["ended_s"] >= 30
+
+
+def test_live_a_recipient_killed_for_good_fails_no_loss_after_settling() -> None:
+    """The same drill live: the run waits (here at most 5 s) for the messages to be final,
+    then counts what is still pending as lost, by name."""
+    from i24net.exercise.live import LiveRun
+
+    text = HEAD.format(name="recipient dies live").replace('duration = "2:00"',
+                                                           'duration = "0:08"') + """
+[[inject]]
+at = 1
+action = "crash"
+who = "NCB-DE"
+""" + BURST.replace("at = 1\n", "at = 3\n").replace("repeat = 4\nevery = 2\n",
+                                                    "repeat = 2\nevery = 1\n") + NO_LOSS
+    result = LiveRun(loads(text, source="live.toml"), settle_s=5.0).run()
+    (o,) = [o for o in result.outcomes if o.kind == "no-loss"]
+    assert not o.passed
+    assert o.detail.startswith("2 of 2 lost") and "-> NCB-DE (still pending at the end)" \
+        in o.detail
+    settle = result.extra["settle"]
+    assert settle["pending"] == 2 and settle["ended_s"] >= 8 + 5 - 0.5
