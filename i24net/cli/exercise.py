@@ -2,8 +2,9 @@
 
 Exit codes: ``validate`` 0 when the file is valid, 2 when it is not (one line naming the
 field and the line). ``run`` 0 when every expectation is met, 3 when any is not, 2 for an
-invalid file or an action the chosen mode cannot play; a live run stopped by SIGTERM, SIGHUP
-or Ctrl-C exits 128 + the signal's number once its processes are stopped.
+invalid file or an action the chosen mode cannot play; ``run --both`` 5 when the virtual and
+the live verdicts differ on an expectation not marked ``timing``; a live run stopped by
+SIGTERM, SIGHUP or Ctrl-C exits 128 + the signal's number once its processes are stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from i24net.cli import EXIT_REFUSED, EXIT_USAGE, cli, console, err_console, plain_text
 from i24net.exercise import model as m
+
+EXIT_DIFFERENT = 5  # run --both: the two modes disagree
 
 
 def _fail(message: str) -> None:
@@ -52,14 +55,38 @@ def exercise() -> None:
     """
 
 
+def _live_problem(ex: m.Exercise) -> str | None:
+    """Why this file cannot run live on this machine (inject kinds, conditions, size)."""
+    from i24net.exercise.live import MAX_LIVE_AGENCIES, check_live
+    from i24net.exercise.loader import network_spec
+
+    try:
+        check_live(ex)
+    except m.NotSupportedLive as exc:
+        return exc.message
+    n = len(network_spec(ex.network).agencies)
+    if n > MAX_LIVE_AGENCIES:
+        return (f"{ex.source or ex.name}: network: {n} agencies; live runs take at most "
+                f"{MAX_LIVE_AGENCIES} on one machine (run it --virtual)")
+    return None
+
+
 @exercise.command("validate")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-def validate(files: tuple[str, ...]) -> None:
+@click.option("--live", "live", is_flag=True,
+              help="Also check that each file can run live here (inject kinds, conditions, "
+              "network size).")
+def validate(files: tuple[str, ...], live: bool) -> None:
     """Check exercise FILEs: 'ok: NAME, N injects, M expectations' or one ERROR line."""
     for f in files:
         ex = _load(f)
+        problem = _live_problem(ex) if live or ex.mode == "live" else None
+        if problem:
+            _fail(f"not runnable live: {problem}")
         console.print(f"ok: {plain_text(ex.name)}, {len(ex.injects)} injects, "
-                      f"{len(ex.expectations)} expectations", soft_wrap=True)
+                      f"{len(ex.expectations)} expectations"
+                      + (", runnable live" if live or ex.mode == "live" else ""),
+                      soft_wrap=True)
 
 
 @exercise.command("run")
@@ -69,6 +96,9 @@ def validate(files: tuple[str, ...]) -> None:
               "mode = \"live\").")
 @click.option("--live", "mode", flag_value="live",
               help="Run live: real processes on the embedded broker, wall-clock time.")
+@click.option("--both", "mode", flag_value="both",
+              help="Run it virtual, then live, and compare the verdicts expectation by "
+              "expectation (exit 5 if they differ).")
 @click.option("--seed", type=int, default=None, help="Override the file's seed.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               metavar="OUT.html", help="Write the self-contained HTML after-action report.")
@@ -92,6 +122,9 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
     for path in (json_path, report_path):  # fail before a long run, not after it
         if path and not Path(path).resolve().parent.is_dir():
             _fail(f"{path}: no such directory to write the report into")
+    if mode == "both":
+        _run_both(ex, seed, workdir, keep, quiet, json_path)
+        return
     chosen = mode or ex.mode
     live: LiveRun | None = None
     unit = "virtual" if chosen == "virtual" else "wall-clock"
@@ -148,4 +181,47 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
             if path:
                 console.print(f"[dim]{what}: {plain_text(path)}[/]")
     if not result.passed:
+        raise SystemExit(EXIT_REFUSED)
+
+
+def _run_both(ex: m.Exercise, seed: int | None, workdir: str | None, keep: bool, quiet: bool,
+              json_path: str | None) -> None:
+    """Virtual, then live, then the two verdicts side by side."""
+    import json
+
+    from i24net.exercise.compare import compare, same_verdicts
+    from i24net.exercise.live import Interrupted, LiveRun
+    from i24net.exercise.runner import run as run_exercise
+    from i24net.exercise.terminal import print_report
+
+    problem = _live_problem(ex)
+    if problem:
+        _fail(f"cannot compare: not runnable live: {problem}")
+    ex = ex if seed is None else replace(ex, seed=seed)
+    virtual = run_exercise(ex, "virtual")
+    try:
+        live = LiveRun(ex, workdir=Path(workdir) if workdir else None, keep=keep).run()
+    except Interrupted as exc:
+        err_console.print(f"interrupted by {signal.Signals(exc.signum).name}: every process "
+                          "of the run was stopped", soft_wrap=True)
+        raise SystemExit(128 + exc.signum) from None
+    if not quiet:
+        for result in (virtual, live):
+            print_report(result, console)
+    rows = compare(virtual, live)
+    mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "[dim]-[/]"}
+    for r in rows:
+        flag = "" if r.agree else (" [yellow]differs (timing)[/]" if r.timing
+                                   else " [bold red]DIFFERS[/]")
+        console.print(f"#{r.index} {plain_text(r.description)}: virtual {mark[r.virtual]}, "
+                      f"live {mark[r.live]}{flag}", soft_wrap=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps({
+            "virtual": json.loads(virtual.to_json()), "live": json.loads(live.to_json()),
+            "comparison": [r.to_dict() for r in rows], "same": same_verdicts(rows)},
+            indent=2, sort_keys=True) + "\n")
+    if not same_verdicts(rows):
+        console.print("[bold red]the two modes disagree[/]")
+        raise SystemExit(EXIT_DIFFERENT)
+    if not (virtual.passed and live.passed):
         raise SystemExit(EXIT_REFUSED)

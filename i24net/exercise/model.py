@@ -705,7 +705,7 @@ class NoLoss(Expectation):
         doc="names of messages left out (e.g. ones a filter drops)")
 
     def describe(self) -> str:
-        return self.title or f"no accepted message lost{_within(self.within)}"
+        return self.title or f"no message lost{_within(self.within)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
