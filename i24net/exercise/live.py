@@ -123,10 +123,16 @@ def check_live(ex: m.Exercise) -> None:
             raise m.NotSupportedLive(f"{ex.source or ex.name}: inject[{i.index}]: not "
                                      f"supported live yet: {i.action}")
     c = ex.conditions
-    if c.links or c.filters or c.loss or c.router or c.broker_queue_limit is not None:
+    if c.filters or c.router or c.broker_queue_limit is not None:
         raise m.NotSupportedLive(f"{ex.source or ex.name}: conditions: not supported live "
-                                 "yet: links, filters, loss, router costs and queue limits "
-                                 "(a live run uses the real network)")
+                                 "yet: filters, router costs and queue limits (a live run "
+                                 "uses the real router and broker)")
+    for rule in c.links:
+        if rule.between or rule.start or rule.end is not None:
+            raise m.NotSupportedLive(
+                f"{ex.source or ex.name}: conditions.link[{rule.index}]: not supported live "
+                "yet: links between two agencies and links with a start or an end (a live "
+                "run applies an agency's or a group's link for the whole run)")
 
 
 def _with_port(text: str, port: int) -> str:
@@ -147,6 +153,8 @@ class LiveRun:
         check_live(exercise)
         self.ex = exercise
         self.settle_s = settle_s  # how long past the planned end to wait for final outcomes
+        self.proxies: Any = None  # a faultproxy.ProxyThread when the file needs link faults
+        self.cut: set[str] = set()  # agencies partitioned now
         self.progress = progress or (lambda now, total, text: None)
         self.workdir = workdir
         self.keep = keep
@@ -189,10 +197,11 @@ class LiveRun:
         try:
             tmp = self.tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
             home = Home(tmp / "home")
-            home.init(_with_port(self.ex.network.toml_text(), pick_free_port()),
-                      force=True)
+            port = pick_free_port()
+            home.init(_with_port(self.ex.network.toml_text(), port), force=True)
             d = home.directory()
             self.home = home
+            self._start_proxies(home, port)
             self.authority = (d.authorities("notice-authority") or [""])[0]
             if self.ex.network.review == "manual":
                 os.environ["I24NET_MANUAL_REVIEW"] = "1"
@@ -247,6 +256,8 @@ class LiveRun:
                     consumers.stop()
             if sup is not None:
                 sup.down()
+            if self.proxies is not None:
+                self.proxies.stop()
             if tmp is not None and not self.keep:
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -434,7 +445,57 @@ class LiveRun:
         if isinstance(inj, m.Restart):
             sup.wait_ready([sup.spawn(inj.who)])
             return ""
+        if isinstance(inj, m.Partition | m.Heal):
+            return self._cut(inj)
         raise m.NotSupportedLive(f"not supported live yet: {inj.action}")
+
+    # -- the network between each agency and the broker ------------------------------------
+    def _needs_proxies(self) -> bool:
+        c = self.ex.conditions
+        return bool(c.loss or c.links or any(isinstance(i, m.Partition | m.Heal)
+                                              for i in self.ex.injects))
+
+    def _start_proxies(self, home: Home, broker_port: int) -> None:
+        """A fault proxy between each agency and the broker (``broker/routes.json``), with
+        the file's conditions: its defaults, then each agency's or group's link rule."""
+        if not self._needs_proxies():
+            return
+        from i24net.faultproxy import FaultProxy, ProxyThread
+        from i24net.runtime import routes_file
+
+        d = home.directory()
+        names = sorted(d.agencies)
+        thread = ProxyThread([FaultProxy(upstream=("127.0.0.1", broker_port), name=a)
+                              for a in names], name="exercise-links")
+        ports = thread.start()
+        self.proxies = thread
+        routes_file(home).write_text(json.dumps({a: f"127.0.0.1:{ports[a]}" for a in names}))
+        c = self.ex.conditions
+        for n, a in enumerate(names):
+            lat, jit, loss = c.latency_ms, c.jitter_ms, c.loss
+            for rule in c.links:
+                members = (rule.agency,) if rule.agency else d.expand([rule.group or ""], "")
+                if a in members:
+                    lat = rule.latency_ms if rule.latency_ms is not None else lat
+                    jit = rule.jitter_ms if rule.jitter_ms is not None else jit
+                    loss = rule.loss if rule.loss is not None else loss
+            thread.set_conditions(a, latency_ms=lat, jitter_ms=jit, loss=loss,
+                                  seed=self.ex.seed * 1000 + n)
+
+    def _cut(self, inj: m.Partition | m.Heal) -> str:
+        assert self.home is not None
+        if self.proxies is None:
+            raise I24Error("no link proxies in this run", reason="exercise.partition")
+        d = self.home.directory()
+        on = isinstance(inj, m.Partition)
+        targets = list(inj.agencies) or ([] if on else sorted(self.cut))
+        agencies = sorted({a for t in targets
+                           for a in (d.expand([t], "") if t.startswith("@") else [t])})
+        for a in agencies:
+            self.proxies.partition(a, on)
+        with self._lock:
+            self.cut = self.cut | set(agencies) if on else self.cut - set(agencies)
+        return f"{'cut' if on else 'healed'}: {', '.join(agencies)}"
 
     def _cancel(self, inj: m.Cancel) -> str:
         assert self.home is not None

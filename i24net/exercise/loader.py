@@ -468,14 +468,17 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
             raise r.fail((*p, "action"), f"not supported live yet: {inj.action}")
     c = ex.conditions
     if ex.mode == "live":
-        for key, used in (("link", c.links), ("filter", c.filters), ("loss", c.loss),
-                          ("router", c.router),
+        for key, used in (("filter", c.filters), ("router", c.router),
                           ("broker_queue_limit", c.broker_queue_limit is not None)):
             if used:
-                raise r.fail(("conditions", key) if key in ("loss", "router",
-                                                            "broker_queue_limit")
+                raise r.fail(("conditions", key) if key in ("router", "broker_queue_limit")
                              else ("conditions", key, 1),
-                             "not supported live yet (a live run uses the real network)")
+                             "not supported live yet (a live run uses the real router and "
+                             "broker)")
+        for n, rule in enumerate(c.links, 1):
+            if rule.between or rule.start or rule.end is not None:
+                raise r.fail(("conditions", "link", n), "not supported live yet: links "
+                             "between two agencies and links with a start or an end")
 
     messages = (m.Send, m.Forward, m.NoticeRequest, m.Compromise)
     for e in ex.expectations:

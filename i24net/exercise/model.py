@@ -533,6 +533,7 @@ class Forward(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Partition(Inject):
     action: ClassVar[str] = "partition"
+    live: ClassVar[bool] = True
     agencies: tuple[str, ...] = _f(parse=agencies, required=True,
                                    doc="cut off from the broker")
 
@@ -543,6 +544,7 @@ class Partition(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Heal(Inject):
     action: ClassVar[str] = "heal"
+    live: ClassVar[bool] = True
     agencies: tuple[str, ...] = _f((), parse=agencies, doc="default: every partition")
 
     def describe(self) -> str:

@@ -122,12 +122,12 @@ def test_review_needs_manual_review() -> None:
 
 def test_live_file_refuses_what_live_cannot_play() -> None:
     text = MINIMAL.replace('seed = 3', 'seed = 3\nmode = "live"')
+    loads(text)  # an agency's link rule runs live (through its fault proxy)
     with pytest.raises(ExerciseError, match=r"conditions\.link"):
-        loads(text)
-    text = text.replace('[[conditions.link]]\nagency = "NCB-ZA"\nlatency_ms = 300\n', "")
-    text = text.replace('action = "cancel"', 'action = "partition"\nagencies = "NCB-JP"\n'
+        loads(text.replace('agency = "NCB-ZA"\n', 'between = ["NCB-ZA", "NCB-FR"]\n'))
+    text = text.replace('action = "cancel"', 'action = "revoke"\nagency = "NCB-JP"\n'
                         '[[inject]]\nat = "5:00"\naction = "cancel"')
-    with pytest.raises(ExerciseError, match="not supported live yet: partition"):
+    with pytest.raises(ExerciseError, match="not supported live yet: revoke"):
         loads(text)
 
 

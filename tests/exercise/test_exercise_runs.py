@@ -83,6 +83,8 @@ def test_cli_run_exit_codes_and_outputs(tmp_path: Path, minimal: Path) -> None:
 
 
 def test_cli_run_refuses_live_for_virtual_only_actions(minimal: Path) -> None:
+    minimal.write_text(minimal.read_text().replace('agency = "NCB-ZA"\n',
+                                                   'between = ["NCB-ZA", "NCB-FR"]\n'))
     res = CliRunner().invoke(cli, ["exercise", "run", str(minimal), "--live"])
     assert res.exit_code == 2
     assert "not supported live yet" in res.stderr and "Traceback" not in res.output
@@ -365,5 +367,7 @@ def test_live_preconditions_need_no_network() -> None:
     check_live(interpol)  # every action here has a live form...
     with pytest.raises(m.NotSupportedLive, match="198 agencies"):
         run(interpol, "live")  # ...but 198 processes is not a laptop drill
-    with pytest.raises(m.NotSupportedLive, match="conditions"):
-        check_live(loads(MINIMAL))
+    check_live(loads(MINIMAL))  # an agency's link rule runs live, through its fault proxy
+    pair = MINIMAL.replace('agency = "NCB-ZA"\n', 'between = ["NCB-ZA", "NCB-FR"]\n')
+    with pytest.raises(m.NotSupportedLive, match="between two agencies"):
+        check_live(loads(pair))
