@@ -1259,14 +1259,7 @@ class EmbeddedBrokerProcess(ProcessControl):
         for attempt in range(_PORT_RETRIES):
             if not self._port:
                 self._port = pick_free_port(self._host)
-            write_embedded_config_file(
-                self.config_path,
-                self._accounts,
-                data_dir=self._directory,
-                host=self._host,
-                port=self._port,
-                client_id_policy=self._client_id_policy,
-            )
+            self._write_config()
             self._process = BrokerProcess(
                 "embedded broker",
                 [sys.executable, "-m", "i24net.broker.embedded", "--config", str(self.config_path)],
@@ -1297,15 +1290,13 @@ class EmbeddedBrokerProcess(ProcessControl):
             raise BrokerConfigError("no broker accounts: a broker nobody can log in to is useless")
         render_amqtt_password_file(accounts)  # the child would refuse duplicates: refuse here
         self._accounts = accounts
-        write_embedded_config_file(
-            self.config_path,
-            self._accounts,
-            data_dir=self._directory,
-            host=self._host,
-            port=self._port,
-            client_id_policy=self._client_id_policy,
-        )
+        self._write_config()
         self._process.signal(signal.SIGHUP)
+
+    def _write_config(self) -> None:
+        write_embedded_config_file(self.config_path, self._accounts, data_dir=self._directory,
+                                   host=self._host, port=self._port,
+                                   client_id_policy=self._client_id_policy)
 
 
 
