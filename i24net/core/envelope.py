@@ -480,14 +480,20 @@ def wrap_key(pair: bytes, shared: bytes, sending_key: bytes, prekey: bytes, msg_
              recipient: str) -> tuple[bytes, bytes]:
     """One recipient's wrap key and nonce: keyed by the static pair key, over the sending
     key / prekey agreement and everything that names this wrap (protocol.md 4.5)."""
-    out = hashlib.blake2b(shared + sending_key + prekey + msg_id + recipient.encode(),
-                          key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON).digest()
-    return out[:32], out[32:]
+    return _derive(_wrap_prefix(pair, shared, sending_key, prekey), msg_id, recipient.encode())
 
 
-def _derive(state: Any, msg_id: bytes, recipient: str) -> tuple[bytes, bytes]:
+def _wrap_prefix(pair: bytes, shared: bytes, sending_key: bytes, prekey: bytes) -> Any:
+    """The keyed BLAKE2b state of ``wrap_key`` after its per-correspondent part; seal and
+    open cache it, so per message only the id and the name remain to hash."""
+    state = hashlib.blake2b(key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON)
+    state.update(shared + sending_key + prekey)
+    return state
+
+
+def _derive(state: Any, msg_id: bytes, name: bytes) -> tuple[bytes, bytes]:
     h = state.copy()
-    h.update(msg_id + recipient.encode())
+    h.update(msg_id + name)
     out = h.digest()
     return out[:32], out[32:]
 
@@ -545,10 +551,7 @@ def seal(
                 got = _sender_state(cache, sender, esk, epk, enc_key, prekey, r)
                 cache.memo(ctx, lambda v=got: v)
             state, pid, name = got
-            h = state.copy()
-            h.update(msg_id + name)
-            out = h.digest()
-            wk, wn = out[:32], out[32:]
+            wk, wn = _derive(state, msg_id, name)
         wraps.append([r, pid, encrypt(content_key, wrap_ad, wn, wk)])
     signed = pack([header_bytes, epk, commit, wraps, ciphertext])
     raw = pack([MAGIC, WIRE_VERSION, signed, sender.sign(k.DOMAIN_ENVELOPE, signed)])
@@ -563,9 +566,8 @@ def seal(
 def _sender_state(cache: k.PairKeyCache, sender: k.AgencyKeys, esk: bytes, epk: bytes,
                   enc_key: bytes, prekey: bytes, recipient: str) -> tuple[Any, bytes, bytes]:
     pair = cache.get(sender, sender.encryption_public, enc_key, i_am_sender=True)
-    state = hashlib.blake2b(key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON)
-    state.update(k.x25519(esk, prekey) + epk + prekey)
-    return state, k.prekey_id(prekey), recipient.encode()
+    return (_wrap_prefix(pair, k.x25519(esk, prekey), epk, prekey), k.prekey_id(prekey),
+            recipient.encode())
 
 
 def open_envelope(
@@ -615,12 +617,10 @@ def unwrap(env: Envelope, me: k.AgencyKeys, directory: Directory, *,
 
     def make() -> Any:
         pair = cache.get(me, me.encryption_public, sender_enc, i_am_sender=False)
-        state = hashlib.blake2b(key=pair, digest_size=_KDF_SIZE, person=_WRAP_PERSON)
-        state.update(k.x25519(pre.secret, epk) + epk + pre.public)
-        return state
+        return _wrap_prefix(pair, k.x25519(pre.secret, epk), epk, pre.public)
 
     state = cache.memo(("open", me.encryption_public, sender_enc, epk, pre.public), make)
-    wk, wn = _derive(state, h.id, me.agency)
+    wk, wn = _derive(state, h.id, me.agency.encode())
     content_key = _aead_decrypt(wk, wn, k.DOMAIN_WRAP + env.commitment, env.wraps[me.agency],
                                 what="key wrap", msg_id=h.id_hex)
     if not hmac.compare_digest(commitment(content_key, h.id), env.commitment):

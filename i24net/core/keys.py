@@ -8,7 +8,7 @@ forward secrecy: a *prekey* (X25519, listed in the directory with the agency's s
 rotated, its secret erased after a grace period) and a *sending key* (X25519, in memory only,
 replaced after an hour of use). A message's wrap keys derive from the pair key and the
 agreement of the sending key with the recipient's prekey (envelope.py). ``PairKeyCache``
-keeps pair keys, agreements and derivation prefixes so the X25519 work is paid once per
+keeps pair keys and wrap-derivation prefixes so the X25519 work is paid once per
 correspondent and key, as libsodium's ``crypto_box_beforenm`` intends. Every signature is over a domain-separated message (``DOMAIN_* || bytes``), so a
 signature made for one purpose can never be replayed as another.
 
@@ -315,20 +315,6 @@ class PairKeyCache:
         if found is None:
             found = pair_key(keys.encryption_secret, my_public, their_public,
                              sender_public=my_public if i_am_sender else their_public)
-            if len(self._cache) >= self.limit:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[k] = found
-        return found
-
-    def agree(self, my_secret: bytes, my_public: bytes, their_public: bytes) -> bytes:
-        """The raw X25519 output of a sending key and a prekey (either side), cached like
-        pair keys: a sender keeps one sending key for many messages, so the cost is paid
-        once per (sending key, prekey). Entries for an erased prekey age out of the FIFO;
-        ``forget`` drops them at once."""
-        k = (my_public, their_public, None)
-        found = self._cache.get(k)
-        if found is None:
-            found = x25519(my_secret, their_public)
             if len(self._cache) >= self.limit:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[k] = found

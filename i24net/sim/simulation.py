@@ -602,8 +602,7 @@ class Simulation(Engine):
                 now, d.prekey_grace_ms)  # the stored copy forgets what is past its grace
             pk = new.public()
             listed[a] = (pk.prekey, pk.prekey_sig)
-            pending = (d.serial + 1, new)
-            host.pending_keys.append(pending)
+            host.pending_keys.append((d.serial + 1, new))
         nd = d.rotate_prekeys(listed, now)
         self._issue(nd, "rotate-prekeys", ",".join(names) if agencies else "@ALL")
 

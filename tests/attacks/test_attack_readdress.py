@@ -109,7 +109,7 @@ def test_body_moved_under_the_insiders_own_header_does_not_decrypt() -> None:
     commit = commitment(content_key, h.id)
     cache = k.PairKeyCache()
     pair = cache.get(de, de.encryption_public, us.enc_key, i_am_sender=True)
-    shared = cache.agree(de.sending_secret, de.sending_public, us.prekey)
+    shared = k.x25519(de.sending_secret or b"", us.prekey)
     wk, wn = wrap_key(pair, shared, de.sending_public, us.prekey, h.id, "NCB-US")
     wrap = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(content_key, k.DOMAIN_WRAP + commit,
                                                            wn, wk)
