@@ -12,6 +12,27 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
+def demo_home(tmp_path: Path, engine: str = "embedded") -> tuple[Path, int]:
+    """A demo network home on ``engine`` and a free loopback port: (home, port). Skips
+    when the engine is Mosquitto and it is not installed."""
+    import shutil
+
+    import pytest
+
+    from i24net.broker import pick_free_port
+
+    if engine == "mosquitto" and not shutil.which("mosquitto") \
+            and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto is not installed (make install installs it)")
+    home = tmp_path / "home"
+    assert cli(home, "init", "--preset", "demo").returncode == 0
+    port = pick_free_port()
+    spec = home / "network.toml"
+    text = spec.read_text().replace("port = 18830", f"port = {port}")
+    spec.write_text(text.replace('engine = "embedded"', f'engine = "{engine}"'))
+    return home, port
+
+
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "i24net", *args, "--home", str(home)],
                           capture_output=True, text=True, timeout=timeout)

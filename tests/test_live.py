@@ -7,15 +7,12 @@ once on Mosquitto (skipped if it is not installed).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from livekit import cli, running_network
-
-from i24net.broker import pick_free_port
+from livekit import cli, demo_home, running_network
 
 pytestmark = pytest.mark.broker
 
@@ -25,14 +22,7 @@ AGENCIES = ("GS-LYON", "NCB-FR", "NCB-DE", "EUROPOL", "NCB-US", "NCB-ZA")
 @pytest.fixture(params=["embedded", "mosquitto"])
 def network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     engine = request.param
-    if engine == "mosquitto" and not shutil.which("mosquitto") \
-            and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed (make install installs it)")
-    home = tmp_path / "home"
-    assert cli(home, "init", "--preset", "demo").returncode == 0
-    spec = home / "network.toml"
-    text = spec.read_text().replace("port = 18830", f"port = {pick_free_port()}")
-    spec.write_text(text.replace('engine = "embedded"', f'engine = "{engine}"'))
+    home, _ = demo_home(tmp_path, engine)
     with running_network(home, AGENCIES, "--engine", engine):
         yield home
 
@@ -68,10 +58,7 @@ def test_diffusion_end_to_end_and_clearance_refusal(network: Path) -> None:
 def test_prekey_rotation_reaches_running_nodes(tmp_path: Path) -> None:
     """A prekey rotation published to a running network: each node loads its new prekey
     when the directory arrives, so a message sealed to the new prekey is read at once."""
-    home = tmp_path / "home"
-    assert cli(home, "init", "--preset", "demo").returncode == 0
-    spec = home / "network.toml"
-    spec.write_text(spec.read_text().replace("port = 18830", f"port = {pick_free_port()}"))
+    home, _ = demo_home(tmp_path)
     with running_network(home, AGENCIES, "--engine", "embedded"):
         rotated = cli(home, "directory", "rotate-prekeys")
         assert rotated.returncode == 0, rotated.stdout + rotated.stderr

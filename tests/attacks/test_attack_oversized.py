@@ -11,16 +11,14 @@ delivers a message afterwards.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from broker.test_limits import MAX_GROWTH, MAX_SENT, push_huge_publish, rss
-from livekit import cli, running_network
+from livekit import cli, demo_home, running_network
 
-from i24net.broker import pick_free_port
 from i24net.home import Home
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
@@ -45,14 +43,7 @@ def _pid_of(home: Path, what: str) -> int:
 @pytest.fixture(params=["embedded", "mosquitto"])
 def network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, str]]:
     engine = request.param
-    if engine == "mosquitto" and not shutil.which("mosquitto") \
-            and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed (make install installs it)")
-    home = tmp_path / "home"
-    assert cli(home, "init", "--preset", "demo").returncode == 0
-    spec = home / "network.toml"
-    text = spec.read_text().replace("port = 18830", f"port = {pick_free_port()}")
-    spec.write_text(text.replace('engine = "embedded"', f'engine = "{engine}"'))
+    home, _ = demo_home(tmp_path, engine)
     with running_network(home, AGENCIES, "--engine", engine):
         yield home, engine
 

@@ -11,7 +11,6 @@ agency's messages, but the broker still carried them and served its inbox).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,9 +18,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from livekit import cli, spawn, wait_ready
+from livekit import cli, demo_home, spawn, wait_ready
 
-from i24net.broker import pick_free_port
 from i24net.home import Home
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -33,15 +31,7 @@ WITHIN_S = 5.0
 @pytest.fixture(params=["embedded", "mosquitto"])
 def broker_home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, int]]:
     engine = request.param
-    if engine == "mosquitto" and not shutil.which("mosquitto") \
-            and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed (make install installs it)")
-    home = tmp_path / "home"
-    assert cli(home, "init", "--preset", "demo").returncode == 0
-    port = pick_free_port()
-    spec = home / "network.toml"
-    text = spec.read_text().replace("port = 18830", f"port = {port}")
-    spec.write_text(text.replace('engine = "embedded"', f'engine = "{engine}"'))
+    home, port = demo_home(tmp_path, engine)
     proc = spawn(home, "broker", "broker", "--engine", engine)
     try:
         wait_ready(home, "broker", proc, "ready 127.0.0.1")
