@@ -72,14 +72,16 @@ def send(home: Home, sender: str, to: list[str], *, kind: str = "message",
          label: str = "UNCLASSIFIED", subject: str, text: str = "",
          data: dict[str, Any] | None = None, precedence: str = "ROUTINE",
          handling: list[str] | None = None, ref: bytes | None = None,
-         ttl_hours: float = 72, store: Any | None = None) -> Header:
-    """Compose and enqueue a message; returns its header."""
+         release: bytes | None = None, ttl_hours: float = 72,
+         store: Any | None = None) -> Header:
+    """Compose and enqueue a message; returns its header. ``ref`` names the message this
+    one refers to (a forward), ``release`` is the source's signed release of it (H2)."""
     d = home.directory()
     header = make_header(
         d, sender=sender, addressing=complete_addressing(kind, list(to), sender, d),
         kind=kind, label=Label.parse(label), now_ms=now_ms(),
         ttl_ms=int(ttl_hours * 3600_000), random_bytes=os.urandom,
         precedence=Precedence.parse(precedence),
-        handling=HandlingCodes.parse(handling or []), ref=ref)
+        handling=HandlingCodes.parse(handling or []), ref=ref, release=release)
     enqueue(home, header, Body(subject, text, data or {}), store)
     return header

@@ -393,7 +393,9 @@ def render(result: Result) -> str:
         f"<h1>{escape(ex['name'])} {verdict}</h1>", desc,
         f'<p class="sub">{escape(ex["network"])}, {ex["agencies"]} agencies · '
         f'{escape(ex["mode"])} mode · seed {ex["seed"]} · '
-        f'{_clock(ex["duration_s"] or 0)} of exercise time'
+        f'{_clock(ex["duration_s"] or 0)} of exercise time planned'
+        + (f', judged at {_clock(ex["ended_s"])}' if ex["ended_s"] != ex["duration_s"]
+           else "")
         + (f" · {escape(ex['file'])}" if ex["file"] else "") + "</p>",
         '<div class="cards">' + "".join(f"<div class=\"card\"><b>{escape(str(v))}</b>"
                                         f"<span>{escape(k)}</span></div>"

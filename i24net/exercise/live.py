@@ -5,11 +5,12 @@ exercise's network on a free port, embedded broker), starts every process with t
 ``Supervisor``, and plays the injects at their offsets from the start in wall-clock
 seconds, through the same paths a user has: ``client.send`` writes to a node's outbox, the
 notice desk's store for GS actions, ``Supervisor.kill`` / ``spawn`` for crashes and
-restarts. After the last inject it polls the agencies' SQLite stores (read-only), turns
-them into ``Observations`` and stops as soon as every expectation is met, or when the
-exercise's duration is up. The processes are always stopped (``Supervisor.down`` in a
-``finally``), also on Ctrl-C, SIGTERM or SIGHUP (turned into ``Interrupted`` in the main
-thread while the run lasts) and after an error.
+restarts. After the last inject it polls the senders' outboxes (read-only) until every
+message is final, or the planned end plus the settle timeout passes, then turns the stores
+and the notice authority's register into ``Observations`` (the same kinds the virtual run
+reads from the simulator, see ``observe.py``). The processes are always stopped
+(``Supervisor.down`` in a ``finally``), also on Ctrl-C, SIGTERM or SIGHUP (turned into
+``Interrupted`` in the main thread while the run lasts) and after an error.
 
 Injects keep to the plan's clock: a repeating ``send`` (``repeat`` > 1) plays its copies on
 a thread of its own, so the injects after its first copy are not held up by the later ones.
@@ -68,6 +69,9 @@ from i24net.home import Home, now_ms
 # One OS process per agency: beyond this a laptop spends the exercise starting Python.
 MAX_LIVE_AGENCIES = 40  # live drills beyond this size are not verified yet: --virtual
 POLL_S = 0.5
+# A run ends once nothing was pending on two polls this far apart (a receipt and the
+# message it set off, e.g. the notice a request leads to, are then both on disk).
+QUIET_S = 2.0
 # An inject (or a flood's copy) played later than this after its planned time is reported
 # late: the run's timings are then the machine's as much as the network's.
 LATE_TOLERANCE_S = 0.5
@@ -218,21 +222,29 @@ class LiveRun:
             self.start_ms = now_ms()
             self.t0 = time.monotonic()
             self._play_all()
-            # Settle before judging: until the planned end, and past it until every message
-            # submitted is final (all receipts in, refused, or expired) or the settle timeout passes.
+            # Settle before judging: once every inject is played, until every message
+            # submitted is final (all receipts in, refused, or expired) on two polls in a row
+            # QUIET_S apart, or the planned end plus the settle timeout passes. A run whose
+            # messages are all final ends there, before its planned end: nothing is left to
+            # happen in it (the report gives both times).
             limit = self.ex.duration + self.settle_s
+            quiet_since: float | None = None
             while True:
                 pending = self._pending()
                 now = self._elapsed()
-                if (now >= self.ex.duration and not pending) or now >= limit:
+                if pending:
+                    quiet_since = None
+                elif quiet_since is None:
+                    quiet_since = now
+                if (quiet_since is not None and now - quiet_since >= QUIET_S) or now >= limit:
                     break
                 self._sleep_until(min(limit, now + POLL_S),
-                                  f"settling: {len(pending)} message(s) not final"
-                                  if now >= self.ex.duration else "running")
+                                  f"settling: {len(pending)} message(s) not final")
             obs = self._observe()
             obs.pending = sorted(pending)
             obs.duration = round(self._elapsed(), 3)
-            self.progress(self.ex.duration, self.ex.duration, "done")
+            self.progress(self.ex.duration, self.ex.duration,
+                          "done" if not pending else f"done: {len(pending)} not final")
             stopping, consumers = consumers, None
             stopping.stop()  # its error is the run's
             result = Result.build(self.ex, "live", self.ex.seed, obs,
@@ -240,7 +252,7 @@ class LiveRun:
             self._judge_history(result)
             result.extra["lateness"] = self.lateness_summary()
             result.extra["settle"] = {"planned_s": self.ex.duration,
-                                      "ended_s": round(self._elapsed(), 3),
+                                      "ended_s": obs.duration,
                                       "pending": len(pending), "timeout_s": self.settle_s}
             return result
         finally:
@@ -447,7 +459,47 @@ class LiveRun:
             return ""
         if isinstance(inj, m.Partition | m.Heal):
             return self._cut(inj)
+        if isinstance(inj, m.Forward):
+            return self._forward(inj)
         raise m.NotSupportedLive(f"not supported live yet: {inj.action}")
+
+    def _forward(self, inj: m.Forward) -> str:
+        """``inj.sender`` passes on a message it holds, as in virtual time: the body from
+        its inbox, the original's label, handling codes and precedence unless the inject
+        names others, a reference to the original (so the router applies the source's
+        handling codes), and with ``release`` the source's signed release for the new
+        recipients."""
+        from i24net.core.policy import Release
+
+        assert self.home is not None
+        with self._lock:
+            orig_hex = next((mid for mid, (name, _) in self.names.items()
+                             if name == inj.message), None)
+        source = next((i for i in self.ex.injects if isinstance(i, m.Send)
+                       and i.name == inj.message), None)
+        if orig_hex is None or source is None:
+            raise I24Error(f"no message named {inj.message!r} was sent to forward",
+                           reason="forward.not-held")
+        orig_id = bytes.fromhex(orig_hex)
+        with client.open_store(self.home, inj.sender, readonly=True) as store:
+            item = store.inbox_get(orig_id)
+        if item is None:
+            raise I24Error(f"{inj.sender} holds no message {orig_hex[:12]} to forward",
+                           reason="forward.not-held")
+        release = None
+        if inj.release:
+            allowed = self.home.directory().expand(list(inj.to), inj.sender)
+            release = Release(orig_id, source.sender, allowed, now_ms()).sign(
+                self.home.keys(source.sender))
+        mid = self._send(inj.sender, list(inj.to), named=(inj.name, INJECT),
+                         label=inj.label or source.label,
+                         handling=list(source.handling if inj.handling is None
+                                       else inj.handling),
+                         precedence=inj.precedence or source.precedence,
+                         subject=(inj.subject or f"FWD: {item.subject}")[:256],
+                         text=inj.text or item.text, data=dict(item.data), ref=orig_id,
+                         release=release)
+        return f"forward {mid[:12]}"
 
     # -- the network between each agency and the broker ------------------------------------
     def _needs_proxies(self) -> bool:
@@ -611,20 +663,29 @@ class LiveRun:
 
     def _notices(self, obs: Observations, inboxes: dict[str, list[Any]],
                  msgs: dict[str, MessageObs]) -> None:
+        """Each named request's fate. The decision is the notice authority's, as its
+        register recorded it (and as virtual time records it): a request its desk refused
+        is refused even if the requester never got the answer. A request the desk could
+        not even register (malformed) is known from the signed decision the GS sent, at
+        the time the GS sent it."""
+        register = self._register()
         for name, n0 in self.notices.items():
             n = replace(n0, holders={}, cancelled={})
+            entry = register.get(n.request_id)
+            if entry is not None:
+                n.decision, n.reason, n.decided = _decision(entry.notice, self._t)
+                n.number = entry.notice.number or ""
+                n.notice_id = entry.notice_id.hex() if entry.notice_id else ""
             for a, items in inboxes.items():
                 for i in items:
                     if i.data.get("request") != n.request_id:
                         continue
-                    if i.kind == "notice-decision" and a == n.requester:
+                    if i.kind == "notice-decision" and a == n.requester and entry is None:
                         decision = str(i.data.get("decision", ""))
                         if decision in ("published", "refused", "under-review") and \
                                 n.decision in ("", "under-review"):
-                            n.decision, n.decided = decision, self._t(i.received_ms)
+                            n.decision, n.decided = decision, self._t(i.created_ms)
                             n.reason = str(i.data.get("reason", ""))
-                            n.number = str(i.data.get("number", "")) or n.number
-                            n.notice_id = str(i.data.get("notice", "")) or n.notice_id
                     elif i.kind == "notice":
                         n.holders[a] = self._t(i.received_ms)
                         n.number = n.number or str(i.data.get("number", ""))
@@ -633,9 +694,18 @@ class LiveRun:
                         n.cancelled[a] = self._t(i.received_ms)
             if n.notice_id and n.notice_id in msgs:
                 n.audience = msgs[n.notice_id].recipients
-                if n.decision in ("", "under-review"):
-                    n.decision = "published"
             obs.notices[name] = n
+
+    def _register(self) -> dict[str, Any]:
+        """The notice authority's register (request id -> desk entry), read-only."""
+        from i24net.notice_store import SqliteNoticeStore, notice_store_path
+
+        assert self.home is not None
+        path = notice_store_path(self.home, self.authority) if self.authority else None
+        if path is None or not path.exists():
+            return {}
+        with SqliteNoticeStore(path, readonly=True) as ns:
+            return {e.request_id: e for e in ns.load().entries}
 
     def _drops(self, agencies: tuple[str, ...]) -> list[DropObs]:
         assert self.home is not None
@@ -655,6 +725,23 @@ class LiveRun:
                                        f"{where}:{entry.get('reason', '?')}",
                                        str(entry.get("msg_id", ""))))
         return out
+
+
+def _decision(notice: Any, t: Callable[[int], float]) -> tuple[str, str, float | None]:
+    """(decision, reason, when) of a registered request, in the words of
+    ``NoticeObs.decision``: published (also once updated or cancelled after publication),
+    refused, under-review, or "" while the desk has not screened it."""
+    from i24net.core.notices import NoticeEvent, NoticeState
+
+    if notice.published_ms is not None:
+        return "published", "", t(notice.published_ms)
+    if notice.state is NoticeState.REFUSED:
+        at = next((h.at_ms for h in reversed(notice.history)
+                   if h.event is NoticeEvent.REFUSE), None)
+        return "refused", notice.reason, None if at is None else t(at)
+    if notice.state is NoticeState.UNDER_REVIEW:
+        return "under-review", "", None
+    return "", "", None
 
 
 def _with_lateness(detail: str, late: float) -> str:

@@ -513,6 +513,7 @@ class Cancel(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Forward(Inject):
     action: ClassVar[str] = "forward"
+    live: ClassVar[bool] = True
     # ``message`` before ``name``: in a class body the field ``name`` shadows the converter.
     message: str = _f(parse=name, required=True, doc="name of the message forwarded")
     name: str = _f("", parse=name)

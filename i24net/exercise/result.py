@@ -178,7 +178,8 @@ class Result:
                          "network": ex.network.describe() if not ex.network.spec
                          else f"spec {ex.network.spec.name}",
                          "agencies": len(self.obs.agencies), "seed": self.seed,
-                         "mode": self.mode, "duration_s": _r(self.obs.duration)},
+                         "mode": self.mode, "duration_s": _r(ex.duration),
+                         "ended_s": _r(self.obs.duration)},
             "passed": self.passed,
             "summary": self.summary(),
             "expectations": [

@@ -23,7 +23,9 @@ def report(result: Result) -> Group:
     ex, s = d["exercise"], d["summary"]
     title = Text.from_markup(
         f"[bold]{_clean(ex['name'])}[/] — {_clean(ex['network'])}, {ex['agencies']} agencies, "
-        f"{ex['mode']}, seed {ex['seed']}")
+        f"{ex['mode']}, seed {ex['seed']}, planned {_dur(ex['duration_s'])}"
+        + (f", judged at {_dur(ex['ended_s'])}" if ex["ended_s"] != ex["duration_s"] else "")
+        + (f", {_dur(result.wall_seconds)} elapsed" if result.mode == "live" else ""))
 
     exp = Table(title="expectations", title_justify="left", expand=True)
     exp.add_column("#", justify="right", no_wrap=True)

@@ -220,6 +220,7 @@ class VirtualRun:
             t = min(t + SETTLE_STEP_S, total + SETTLE_S)
             history = sim.run(until=t)
         obs = self.observe(sim, history)
+        obs.duration = round(t, 3)  # judged here: the planned end, or later if it settled
         obs.pending = sorted(_pending(history))
         result = Result.build(self.ex, "virtual", self.ex.seed, obs,
                               wall_seconds=time.monotonic() - wall)

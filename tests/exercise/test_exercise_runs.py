@@ -47,7 +47,8 @@ def test_json_report_shape() -> None:
     assert d["passed"] is True
     assert d["exercise"] == {"name": "minimal", "description": "", "file": "minimal.toml",
                              "network": "preset demo", "agencies": 8, "seed": 3,
-                             "mode": "virtual", "duration_s": 600.0}
+                             "mode": "virtual", "duration_s": 600.0,
+                             "ended_s": 600.0}
     assert d["summary"]["met"] == d["summary"]["expectations"] == 2
     assert set(d["latency_by_precedence"]) == {"FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE"}
     assert d["latency_by_precedence"]["FLASH"]["target_s"] == 600
