@@ -366,9 +366,8 @@ async def _inject(home: Home, topic: str, payload: bytes) -> None:
 def prepare_home(path: Path, engine: str = "embedded") -> Home:
     """A fresh demo network on a free port."""
     from i24net.broker import pick_free_port
-    from i24net.presets import preset_toml
+    from i24net.presets import configure, preset_toml
 
     home = Home(path)
-    text = preset_toml("demo").replace("port = 18830", f"port = {pick_free_port()}")
-    home.init(text.replace('engine = "embedded"', f'engine = "{engine}"'), force=True)
+    home.init(configure(preset_toml("demo"), engine=engine, port=pick_free_port()), force=True)
     return home

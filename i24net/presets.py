@@ -26,6 +26,10 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import tomlkit
+import tomlkit.exceptions
+
+from i24net.core.errors import ConfigError
 from i24net.core.labels import DEFAULT_LEVELS
 
 PRESETS: tuple[str, ...] = ("demo", "interpol")
@@ -355,33 +359,14 @@ def _caveats(held: Iterable[str]) -> tuple[str, ...]:
 
 # --- TOML rendering -------------------------------------------------------------------------
 
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
 def _toml_str(value: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped."""
-    out = []
-    for ch in value:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+    """A TOML basic string (tomlkit escapes quotes, backslashes and control characters)."""
+    return tomlkit.item(value).as_string()
 
 
 def _toml_key(key: str) -> str:
-    return key if key and set(key) <= _BARE_KEY else _toml_str(key)
+    """A bare key when ``key`` may be one, else a quoted key (tomlkit decides)."""
+    return tomlkit.key(key).as_string()
 
 
 def _toml_array(items: Sequence[str], *, indent: str = "", key_width: int = 0) -> str:
@@ -617,29 +602,34 @@ def synthetic_toml(n_agencies: int, *, seed: int = 0) -> str:
 
 
 def configure(text: str, *, engine: str | None = None, port: int | None = None,
-              routers: int | None = None) -> str:
-    """``text`` (a network.toml) with ``[broker]`` engine and port and ``[router]`` shards
-    set; everything else, comments included, stays as it is."""
-    lines: list[str] = []
-    table = ""
-    if (engine is not None or port is not None) and not any(
-            line.strip() == "[broker]" for line in text.splitlines()):
-        text += "\n[broker]\n" + (f"engine = {_toml_str(engine)}\n" if engine else "") \
-            + (f"port = {port}\n" if port else "")
-        engine = port = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            table = stripped
-        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        if table == "[broker]" and key == "engine" and engine is not None:
-            line = f"engine = {_toml_str(engine)}"
-        elif table == "[broker]" and key == "port" and port is not None:
-            line = f"port = {port}"
-        elif table == "[router]" and key == "shards" and routers is not None:
-            line = f"shards = {routers}"
-            routers = None
-        lines.append(line)
-    if routers is not None and routers != 1:
-        lines += ["", "[router]", f"shards = {routers}"]
-    return "\n".join(lines) + "\n"
+              routers: int | None = None, tls: bool | None = None) -> str:
+    """``text`` (a network.toml) with ``[broker]`` engine, port and tls and ``[router]``
+    shards set where given; everything else, comments and layout included, stays as it is.
+
+    The text is edited as a TOML document (tomlkit), so a table written with a comment after
+    its header, as an inline table or with dotted keys is found and edited in place; a
+    ``[broker]`` table is added when there is none and a setting is given, a ``[router]``
+    table when there is none and ``routers`` is not 1. ``configure(text, engine="embedded",
+    port=p, tls=False)`` puts a network on the embedded broker at ``127.0.0.1:p`` without TLS.
+    """
+    broker_settings = {key: value for key, value in
+                       (("engine", engine), ("port", port), ("tls", tls)) if value is not None}
+    if not broker_settings and routers is None:
+        return text
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"network.toml: {exc}", reason="config.toml") from exc
+    if broker_settings:
+        if "broker" not in doc:
+            doc["broker"] = tomlkit.table()
+        broker = doc["broker"]
+        for key, value in broker_settings.items():
+            broker[key] = value  # type: ignore[index]
+    if routers is not None:
+        if "router" in doc:
+            doc["router"]["shards"] = routers  # type: ignore[index]
+        elif routers != 1:
+            doc["router"] = {"shards": routers}
+    out = doc.as_string()
+    return out if out.endswith("\n") else out + "\n"

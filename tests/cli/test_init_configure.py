@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from i24net.cli import cli
@@ -51,3 +52,54 @@ def test_router_refuses_a_shard_that_does_not_match_the_network(tmp_path: Path) 
         result = CliRunner().invoke(cli, [*args, "--home", str(home)])
         assert result.exit_code == 1, result.output  # a configuration error
         assert text in result.output, result.output
+
+
+COMMENTED = "[broker]  # where the agencies meet the network"
+
+
+def _commented_demo() -> str:
+    text = preset_toml("demo")
+    assert "\n[broker]\n" in text
+    return text.replace("\n[broker]\n", f"\n{COMMENTED}\n", 1)
+
+
+def test_configure_edits_a_broker_table_whose_header_carries_a_comment() -> None:
+    text = configure(_commented_demo(), engine="mosquitto", port=19_001, tls=False)
+    doc = tomllib.loads(text)  # one [broker] table: a second one would not parse
+    assert doc["broker"] == {"engine": "mosquitto", "host": "127.0.0.1", "port": 19_001,
+                             "tls": False}
+    assert COMMENTED in text.splitlines()
+    assert text.replace('"mosquitto"', '"embedded"').replace("19001", "18830") \
+        == _commented_demo()  # nothing else changed, layout and comments included
+
+
+def test_configure_edits_inline_and_dotted_broker_tables() -> None:
+    for text in ('broker = {engine = "embedded", port = 1}\n',
+                 'broker.engine = "embedded"\nbroker.port = 1\n'):
+        doc = tomllib.loads(configure(text, engine="nats", port=2, routers=1))
+        assert doc == {"broker": {"engine": "nats", "port": 2}}, text
+
+
+def test_configure_leaves_text_alone_when_nothing_is_set() -> None:
+    text = "[network\nname="  # not TOML: the caller's parser reports it
+    assert configure(text) == text
+
+
+def test_configure_reports_text_that_is_not_toml_as_a_config_error() -> None:
+    from i24net.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        configure("[network\nname=", engine="nats")
+    assert info.value.reason == "config.toml"
+
+
+def test_init_from_a_spec_with_a_commented_broker_header(tmp_path: Path) -> None:
+    spec_file = tmp_path / "network.toml"
+    spec_file.write_text(_commented_demo())
+    home = tmp_path / "h"
+    result = CliRunner().invoke(cli, ["init", "--home", str(home), "--spec", str(spec_file),
+                                      "--engine", "mosquitto", "--port", "19002"])
+    assert result.exit_code == 0, result.output
+    h = Home(home)
+    assert h.spec().broker.engine == "mosquitto" and h.spec().broker.port == 19_002
+    assert COMMENTED in h.spec_file.read_text().splitlines()
