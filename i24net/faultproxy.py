@@ -10,12 +10,38 @@ conditions apply to packets, never to bytes:
   ``max(t + latency ± uniform(jitter), release of the packet before it)``, so a direction's
   packets never overtake each other.
 - Loss: a PUBLISH packet (type 3) is dropped with probability ``loss``. No other packet is
-  ever dropped: losing a CONNECT, CONNACK, SUBSCRIBE or PINGREQ would only hang the session,
-  whereas a lost PUBLISH is what QoS 1 redelivery and the end-to-end retries repair. The
-  draws come from ``random.Random`` generators seeded from ``seed``, one per direction, so a
-  seed gives the same decisions for the same packets whatever the other direction does.
+  ever dropped: losing a CONNECT, CONNACK, SUBSCRIBE or PINGREQ would only hang the session.
+  The draws come from ``random.Random`` generators seeded from ``seed``, one per direction
+  and purpose, so a seed gives the same decisions for the same packets whatever the other
+  direction does.
+- Gateway filters (``GatewayFilter``, ``set_filters``): the rules of a label-aware gateway,
+  with the simulator's meaning (``i24net.sim.network``): a PUBLISH that carries an envelope
+  (on its way up to the router) or a delivery (on its way down to this agency) is read for
+  its clear header - the envelope's signed header, decoded with the strict
+  ``Header.decode``, never the body - and dropped (with a probability) or held for an added
+  delay when it matches every criterion of a rule in force. A held packet is a
+  store-and-forward hold: it leaves the link's order and later packets may overtake it. Any
+  other PUBLISH (reports, receipts, gap requests, the directory, presence) and any payload
+  that does not decode pass unfiltered, as in the simulator (whose ``peek_header`` returns
+  nothing for them); the router or the node then says what is wrong with a bad one.
 - Partition: ``partition(True)`` aborts every live connection on both sides at once and
   from then on accepts new connections only to close them, until ``partition(False)``.
+
+A PUBLISH the proxy drops (loss or a filter) or holds is, for its sender's MQTT session,
+taken over by the proxy: a QoS 1 one is acknowledged at once with a PUBACK made by the
+proxy, as a gateway that accepts a frame does. Without it the sender's session would keep
+the packet in flight - paho waits for that PUBACK for ever, holding a slot of the node's
+publish window, and the broker gives up after 5 s with an error in its log - which the
+simulator's lost or held frame does not do; the frame itself is lost past the link, and
+only end-to-end retries repair it. When a held packet is finally released, the receiver's
+PUBACK for it is not passed on (its sender has had one). QoS 2 is not used by i24net: such
+a packet is dropped or held without an answer.
+
+Time: delays are measured on the event loop's clock. Filter windows (``start`` / ``end``)
+and scheduled link changes (``set_conditions(..., at=t)``) are on the drill's clock, the
+``clock`` callable (seconds since the run's start; the default counts from the proxy's
+creation), read when a packet is read: a change at ``t`` applies to every packet read from
+``t`` on.
 
 Memory is bounded per direction by ``max_buffer`` (16 MiB unless told): a direction stops
 reading from its socket while that many bytes wait for release (TCP flow control then slows
@@ -23,10 +49,11 @@ the sender, as a congested link would), and a packet that cannot fit in ``max_bu
 closes the connection, with a log line. A malformed remaining length (a fifth length byte,
 which would exceed MQTT's maximum of 268,435,455) closes the connection too.
 
-Conditions change while traffic flows: ``set_conditions`` and ``partition`` are plain
-methods for the proxy's own event loop; called from another thread they are handed to that
-loop. ``ProxyThread`` runs a set of proxies on an event loop of its own in a daemon thread,
-for callers that are not asynchronous, and waits for each change to take effect.
+Conditions change while traffic flows: ``set_conditions``, ``set_filters`` and
+``partition`` are plain methods for the proxy's own event loop; called from another thread
+they are handed to that loop. ``ProxyThread`` runs a set of proxies on an event loop of its
+own in a daemon thread, for callers that are not asynchronous, and waits for each change to
+take effect.
 
 Every address is loopback: the proxy refuses to listen on, or forward to, anything else.
 """
@@ -39,31 +66,46 @@ import ipaddress
 import logging
 import random
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from i24net.core.envelope import Header
+from i24net.core.errors import I24Error
+from i24net.core.frames import peek_header_bytes
+
 __all__ = [
     "DEFAULT_MAX_BUFFER",
+    "DIRECTIONS",
     "MAX_REMAINING_LENGTH",
+    "PUBACK",
     "PUBLISH",
+    "Clock",
     "Conditions",
     "FaultProxy",
+    "GatewayFilter",
     "MalformedPacket",
     "PacketFramer",
     "ProxyThread",
+    "message_header",
 ]
 
 _log = logging.getLogger("i24net.faultproxy")
 
 PUBLISH = 3
+PUBACK = 4
+DIRECTIONS = ("up", "down", "both")
 MAX_REMAINING_LENGTH = 268_435_455  # the largest value four length bytes can carry
 DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
 CONNECT_TIMEOUT_S = 5.0
 _READ_CHUNK = 65536
 _TASK_PREFIX = "faultproxy"
 _T = TypeVar("_T")
+
+#: The drill's clock: seconds since the run started (negative, or -inf, before it).
+Clock = Callable[[], float]
 
 
 class MalformedPacket(ValueError):
@@ -115,7 +157,7 @@ class PacketFramer:
         return packets
 
 
-def _parse_header(buffer: bytearray, start: int) -> tuple[int, int] | None:
+def _parse_header(buffer: bytes | bytearray, start: int) -> tuple[int, int] | None:
     """``(fixed header length, remaining length)`` of the packet at ``start``, or ``None``
     while its header is incomplete; raises ``MalformedPacket``."""
     value = 0
@@ -144,13 +186,131 @@ class Conditions:
     loss: float = 0.0
 
     def __post_init__(self) -> None:
-        for what in ("latency_ms", "jitter_ms"):
-            value = getattr(self, what)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"{what} must be a number of milliseconds >= 0, not {value!r}")
-        if (isinstance(self.loss, bool) or not isinstance(self.loss, int | float)
-                or not 0.0 <= self.loss <= 1.0):
-            raise ValueError(f"loss must be a probability from 0.0 to 1.0, not {self.loss!r}")
+        _millis(self.latency_ms, "latency_ms")
+        _millis(self.jitter_ms, "jitter_ms")
+        _probability(self.loss, "loss")
+
+
+def _probability(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{what} must be a probability from 0.0 to 1.0, not {value!r}")
+
+
+def _millis(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{what} must be a number of milliseconds >= 0, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayFilter:
+    """A label-aware gateway rule on the PUBLISH packets that carry a message.
+
+    The criteria and their meaning are those of the simulator's ``Filter``
+    (``i24net.sim.network``): ``None`` matches anything; a set matches when the header's
+    value is in it. ``senders`` and ``recipients`` hold agency ids (expand groups before).
+    Going ``up`` (an envelope towards the router), ``recipients`` matches when any signed
+    recipient is in it; going ``down`` (a delivery), when the delivery's own recipient - the
+    proxy's agency - is. ``addressing`` matches an item the sender wrote (``@EU``). A
+    matching packet is dropped with probability ``drop``, else held ``delay_ms`` ±
+    ``jitter_ms`` more. The rule is in force from ``start`` until before ``end``, on the
+    proxy's clock.
+    """
+
+    name: str
+    direction: str = "both"
+    precedences: frozenset[str] | None = None
+    labels: frozenset[str] | None = None
+    caveat: str | None = None
+    kinds: frozenset[str] | None = None
+    senders: frozenset[str] | None = None
+    recipients: frozenset[str] | None = None
+    addressing: frozenset[str] | None = None
+    drop: float = 0.0
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    start: float = 0.0
+    end: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, "
+                             f"not {self.direction!r}")
+        _probability(self.drop, "drop")
+        _millis(self.delay_ms, "delay_ms")
+        _millis(self.jitter_ms, "jitter_ms")
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"filter {self.name}: end {self.end} is before start {self.start}")
+
+    def in_force(self, t: float) -> bool:
+        return self.start <= t and (self.end is None or t < self.end)
+
+    def matches(self, h: Header, direction: str, dest: str | None) -> bool:
+        """Whether a message with header ``h``, crossing the link ``direction`` (``up`` or
+        ``down``; ``dest``: the recipient of a delivery), meets every criterion."""
+        if self.direction != "both" and self.direction != direction:
+            return False
+        if self.precedences is not None and h.precedence.name not in self.precedences:
+            return False
+        if self.labels is not None and h.label.marking not in self.labels:
+            return False
+        if self.caveat is not None and self.caveat not in h.label.caveats:
+            return False
+        if self.kinds is not None and h.kind not in self.kinds:
+            return False
+        if self.senders is not None and h.sender not in self.senders:
+            return False
+        if self.recipients is not None:
+            if dest is not None:
+                if dest not in self.recipients:
+                    return False
+            elif not any(r in self.recipients for r in h.recipients):
+                return False
+        return not (self.addressing is not None
+                    and not any(a in self.addressing for a in h.addressing))
+
+    def extra_delay(self, rng: random.Random) -> float:
+        """The added hold in seconds: ``delay_ms`` ± ``jitter_ms``, never below zero (drawn
+        as the simulator draws a link delay)."""
+        ms = self.delay_ms
+        if self.jitter_ms:
+            ms += (2.0 * rng.random() - 1.0) * self.jitter_ms
+        return max(0.0, ms) / 1000.0
+
+
+def message_header(payload: bytes) -> Header | None:
+    """The clear header of the message a PUBLISH payload carries: an envelope (``i24e``)
+    or the envelope inside a delivery (``i24d``), decoded strictly but not verified (a
+    gateway has no keys; a filter only looks). ``None`` for any other frame (report,
+    receipt, gap request, directory, presence) and for anything that does not decode."""
+    try:
+        header = peek_header_bytes(payload)
+        return None if header is None else Header.decode(header)
+    except (I24Error, ValueError, IndexError):
+        return None
+
+
+def _publish_fields(packet: bytes) -> tuple[int, int | None, int] | None:
+    """``(QoS, packet id or None, offset of the payload)`` of a whole PUBLISH packet, or
+    ``None`` when its variable header does not fit in it (the broker will say so)."""
+    header = _parse_header(packet, 0)
+    if header is None:
+        return None
+    pos = header[0] + 2
+    if pos > len(packet):
+        return None
+    pos += int.from_bytes(packet[pos - 2:pos], "big")  # the topic
+    qos = (packet[0] >> 1) & 3
+    packet_id = None
+    if qos:
+        if pos + 2 > len(packet):
+            return None
+        packet_id = int.from_bytes(packet[pos:pos + 2], "big")
+        pos += 2
+    return (qos, packet_id, pos) if pos <= len(packet) else None
+
+
+def _puback(packet_id: int) -> bytes:
+    return bytes([PUBACK << 4, 2]) + packet_id.to_bytes(2, "big")
 
 
 def _loopback(host: str, what: str) -> str:
@@ -180,11 +340,15 @@ class _Direction:
         self.reader = reader
         self.writer = writer
         self.queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-        self.queued_bytes = 0
+        self.queued_bytes = 0  # waiting for release: in the queue or held
         self.queued_packets = 0
         self.last_release = 0.0
         self.room = asyncio.Event()
         self.room.set()
+        self.held: set[asyncio.TimerHandle] = set()  # filter holds, out of the queue's order
+        # packet id -> for each QoS 1 PUBLISH with that id written since a held one, in
+        # order: True if the proxy acknowledged it already (its receiver's PUBACK is eaten)
+        self.owed: dict[int, deque[bool]] = {}
 
 
 class _Link:
@@ -208,6 +372,9 @@ class _Link:
             return
         self.reason = reason
         for direction in (self.up, self.down):
+            for handle in direction.held:
+                handle.cancel()
+            direction.held.clear()
             if direction.queued_packets:
                 self.proxy._dropped[reason] += direction.queued_packets
                 direction.queued_packets = 0
@@ -235,10 +402,14 @@ class _Link:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _other(self, d: _Direction) -> _Direction:
+        return self.down if d is self.up else self.up
+
     async def _read(self, d: _Direction) -> None:
         proxy = self.proxy
         loop = asyncio.get_running_loop()
         framer = PacketFramer(max_packet=proxy.max_buffer)
+        back = self._other(d)  # its writer reaches the sender of what d reads
         try:
             while True:
                 while d.queued_bytes + framer.buffered >= proxy.max_buffer:
@@ -250,13 +421,25 @@ class _Link:
                     return
                 packets = framer.feed(data)
                 now = loop.time()
+                drill_time = proxy._drill_time()  # applies the link changes now due
                 for kind, packet in packets:
-                    # read per packet: set_conditions may have run since the last one
-                    rng_loss, rng_delay = proxy._rngs[d.key]
-                    conditions = proxy._conditions
-                    if kind == PUBLISH and rng_loss.random() < conditions.loss:
-                        proxy._dropped["loss"] += 1
+                    if kind == PUBACK and back.owed and self._eat_puback(back, packet):
                         continue
+                    # read per packet: set_conditions may have run since the last one
+                    rng_loss, rng_delay, rng_filter = proxy._rngs[d.key]
+                    conditions = proxy._conditions
+                    extra = 0.0
+                    if kind == PUBLISH:
+                        dropped: str | None = None
+                        if proxy._filters:
+                            dropped, extra = proxy._judge(packet, d.key, drill_time,
+                                                          rng_filter)
+                        if dropped is None and rng_loss.random() < conditions.loss:
+                            dropped = "loss"
+                        if dropped is not None:
+                            proxy._dropped[dropped] += 1
+                            self._take_over(back, packet)
+                            continue
                     delay = conditions.latency_ms
                     if conditions.jitter_ms:
                         delay += rng_delay.uniform(-conditions.jitter_ms, conditions.jitter_ms)
@@ -264,7 +447,10 @@ class _Link:
                     d.last_release = release
                     d.queued_bytes += len(packet)
                     d.queued_packets += 1
-                    d.queue.put_nowait((release, packet))
+                    if extra > 0:
+                        self._hold(d, back, packet, release + extra)
+                    else:
+                        d.queue.put_nowait((release, packet))
         except MalformedPacket as exc:
             _log.warning("fault proxy %s: connection %d closed: %s from the %s: %s",
                          proxy.name, self.number, "malformed packet",
@@ -277,6 +463,57 @@ class _Link:
             self.close("overflow")
         except (ConnectionError, OSError):
             self.close("reset")
+
+    def _take_over(self, back: _Direction, packet: bytes) -> int | None:
+        """Acknowledge a QoS 1 PUBLISH to its sender (through ``back``) on the receiver's
+        behalf, as a gateway that accepted it would; returns its packet id (None for QoS 0
+        or 2, which get no answer)."""
+        fields = _publish_fields(packet)
+        if fields is None or fields[0] != 1 or fields[1] is None:
+            return None
+        back.writer.write(_puback(fields[1]))
+        self.proxy._acknowledged += 1
+        return fields[1]
+
+    def _hold(self, d: _Direction, back: _Direction, packet: bytes, at: float) -> None:
+        """Release ``packet`` at loop time ``at``, outside the direction's order (a
+        store-and-forward hold); its sender is answered now."""
+        packet_id = self._take_over(back, packet)
+        loop = asyncio.get_running_loop()
+
+        def release() -> None:
+            d.held.discard(handle)
+            if self.reason is not None:
+                return  # the link closed: counted as dropped then
+            d.writer.write(packet)
+            if packet_id is not None:
+                d.owed.setdefault(packet_id, deque()).append(True)
+            self._written(d, packet)
+
+        handle = loop.call_at(at, release)
+        d.held.add(handle)
+        self.proxy._held += 1
+
+    def _eat_puback(self, d: _Direction, puback: bytes) -> bool:
+        """Whether this PUBACK (read from the receiver of ``d``'s packets) answers a held
+        PUBLISH the proxy acknowledged already: if so it goes no further."""
+        if len(puback) != 4:
+            return False
+        packet_id = int.from_bytes(puback[2:4], "big")
+        written = d.owed.get(packet_id)
+        if not written:
+            return False
+        ours = written.popleft()
+        if not written:
+            del d.owed[packet_id]
+        return ours
+
+    def _written(self, d: _Direction, packet: bytes) -> None:
+        d.queued_bytes -= len(packet)
+        d.queued_packets -= 1
+        self.proxy._forwarded[d.key] += 1
+        self.proxy._bytes[d.key] += len(packet)
+        d.room.set()
 
     async def _write(self, d: _Direction) -> None:
         loop = asyncio.get_running_loop()
@@ -292,11 +529,11 @@ class _Link:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 d.writer.write(packet)
-                d.queued_bytes -= len(packet)
-                d.queued_packets -= 1
-                self.proxy._forwarded[d.key] += 1
-                self.proxy._bytes[d.key] += len(packet)
-                d.room.set()
+                if d.owed and packet[0] >> 4 == PUBLISH:
+                    fields = _publish_fields(packet)
+                    if fields is not None and fields[0] == 1 and fields[1] in d.owed:
+                        d.owed[fields[1]].append(False)  # its PUBACK is the sender's
+                self._written(d, packet)
                 await d.writer.drain()
         except (ConnectionError, OSError):
             self.close("reset")
@@ -306,8 +543,10 @@ class FaultProxy:
     """A TCP proxy between one MQTT client and ``upstream`` that applies link conditions.
 
     ``port = await proxy.start()`` listens (port 0 picks a free one); ``await proxy.stop()``
-    closes every connection and the listener. ``set_conditions`` and ``partition`` change
-    the link at any time; ``stats()`` reports what happened.
+    closes every connection and the listener. ``set_conditions``, ``set_filters`` and
+    ``partition`` change the link at any time; ``stats()`` reports what happened. ``clock``
+    is the drill's clock for filter windows and scheduled changes (default: seconds since
+    this proxy was made).
     """
 
     def __init__(
@@ -319,6 +558,7 @@ class FaultProxy:
         name: str = "",
         max_buffer: int = DEFAULT_MAX_BUFFER,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        clock: Clock | None = None,
     ) -> None:
         self.listen_host = _loopback(listen_host, "listen host")
         self.listen_port = _port(listen_port, "listen port")
@@ -334,6 +574,11 @@ class FaultProxy:
         self._conditions = Conditions()
         self._seed: Any = None
         self._rngs = self._seeded(None)
+        self._made = time.monotonic()
+        self._clock: Clock = clock or self._since_made
+        self._scheduled: list[tuple[float, int, Conditions]] = []  # (at, order, conditions)
+        self._filters: tuple[GatewayFilter, ...] = ()
+        self._agency: str | None = None  # the recipient of the deliveries coming down
         self._partitioned = False
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -349,6 +594,11 @@ class FaultProxy:
         self._bytes: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self._closed: Counter[str] = Counter()
+        self._held = 0  # PUBLISH packets a filter held
+        self._acknowledged = 0  # PUBACKs the proxy sent for packets it dropped or held
+
+    def _since_made(self) -> float:
+        return time.monotonic() - self._made
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -406,16 +656,31 @@ class FaultProxy:
     def partitioned(self) -> bool:
         return self._partitioned
 
+    @property
+    def filters(self) -> tuple[GatewayFilter, ...]:
+        return self._filters
+
     def set_conditions(self, latency_ms: float = 0, jitter_ms: float = 0, loss: float = 0.0,
-                       seed: Any = None) -> None:
+                       seed: Any = None, *, at: float | None = None) -> None:
         """Apply these conditions to every packet read from now on (packets already
         waiting keep their release times); each call replaces all three, so
         ``set_conditions()`` clears them. A ``seed`` restarts the random draws; without
-        one they continue. Raises ``ValueError`` for a negative delay or a loss outside
-        0..1."""
+        one they continue. With ``at``, the change waits until the proxy's clock reaches
+        ``at`` (changes due at one time apply in the order they were made; an immediate
+        change leaves scheduled ones in place). Raises ``ValueError`` for a negative delay
+        or a loss outside 0..1."""
         conditions = Conditions(latency_ms, jitter_ms, loss)
+        if at is not None and seed is not None:
+            raise ValueError("a scheduled change continues the random draws: no seed")
 
         def apply() -> None:
+            if at is not None:
+                self._scheduled.append((float(at), len(self._scheduled), conditions))
+                self._scheduled.sort(key=lambda change: change[:2])
+                _log.info("fault proxy %s conditions at %g s: latency %g ms, jitter %g ms, "
+                          "loss %g", self.name, at, conditions.latency_ms,
+                          conditions.jitter_ms, conditions.loss)
+                return
             self._conditions = conditions
             if seed is not None:
                 self._seed = seed
@@ -425,6 +690,50 @@ class FaultProxy:
                       "" if seed is None else f", seed {seed!r}")
 
         self._on_loop(apply)
+
+    def set_filters(self, filters: Iterable[GatewayFilter], *,
+                    agency: str | None = None) -> None:
+        """Replace the gateway filters (an empty list removes them). ``agency`` is the one
+        this proxy serves: the recipient of the deliveries it carries down (without it, a
+        ``recipients`` criterion going down matches any signed recipient). Filters draw
+        from a generator of their own, seeded by ``set_conditions``."""
+        rules = tuple(filters)
+
+        def apply() -> None:
+            self._filters, self._agency = rules, agency
+            _log.info("fault proxy %s filters: %s", self.name,
+                      ", ".join(r.name for r in rules) or "none")
+
+        self._on_loop(apply)
+
+    def _drill_time(self) -> float:
+        """The drill's clock now, after applying every scheduled change that is due."""
+        now = self._clock()
+        while self._scheduled and self._scheduled[0][0] <= now:
+            self._conditions = self._scheduled.pop(0)[2]
+        return now
+
+    def _judge(self, packet: bytes, direction: str, now: float, rng: random.Random
+               ) -> tuple[str | None, float]:
+        """``(the name of the filter that drops this PUBLISH, or None; the hold it adds, in
+        seconds)``, as the simulator's ``_filters`` decides: the first matching rule whose
+        drop draw succeeds drops it, else the holds of every matching rule add up."""
+        fields = _publish_fields(packet)
+        if fields is None:
+            return None, 0.0
+        header = message_header(packet[fields[2]:])
+        if header is None:
+            return None, 0.0
+        dest = self._agency if direction == "down" else None
+        extra = 0.0
+        for rule in self._filters:
+            if not (rule.in_force(now) and rule.matches(header, direction, dest)):
+                continue
+            if rule.drop and (rule.drop >= 1.0 or rng.random() < rule.drop):
+                return f"filter:{rule.name}", 0.0
+            if rule.delay_ms or rule.jitter_ms:
+                extra += rule.extra_delay(rng)
+        return None, extra
 
     def partition(self, on: bool = True) -> None:
         """``True`` cuts the link: every connection is closed on both sides now and new ones
@@ -455,11 +764,14 @@ class FaultProxy:
             loop.call_soon_threadsafe(action)
 
     @staticmethod
-    def _seeded(seed: Any) -> dict[str, tuple[random.Random, random.Random]]:
+    def _seeded(seed: Any) -> dict[str, tuple[random.Random, random.Random, random.Random]]:
+        """Per direction: the loss, delay and filter generators."""
         if seed is None:
-            return {key: (random.Random(), random.Random()) for key in ("up", "down")}
+            return {key: (random.Random(), random.Random(), random.Random())
+                    for key in ("up", "down")}
         return {
-            key: (random.Random(f"{seed!r}/{key}/loss"), random.Random(f"{seed!r}/{key}/delay"))
+            key: (random.Random(f"{seed!r}/{key}/loss"), random.Random(f"{seed!r}/{key}/delay"),
+                  random.Random(f"{seed!r}/{key}/filter"))
             for key in ("up", "down")
         }
 
@@ -532,13 +844,17 @@ class FaultProxy:
         while partitioned, failed for an unreachable upstream and active; connections
         closed by reason (``eof``: one side closed, ``reset``, ``partition``, ``malformed``,
         ``overflow``, ``stop``); packets forwarded and bytes per direction (``up``: client
-        to broker); packets dropped by reason (``loss``, or the reason that closed the
-        connection they were waiting in)."""
+        to broker); packets dropped by reason (``loss``, ``filter:NAME``, or the reason that
+        closed the connection they were waiting in); packets a filter held; PUBACKs the
+        proxy sent for packets it dropped or held; the current conditions and filters."""
+        self._drill_time()
         return {
             "name": self.name,
             "listen": f"{self.listen_host}:{self._port}" if self._port else None,
             "upstream": f"{self.upstream[0]}:{self.upstream[1]}",
             "conditions": asdict(self._conditions),
+            "scheduled": len(self._scheduled),
+            "filters": [rule.name for rule in self._filters],
             "seed": self._seed,
             "partitioned": self._partitioned,
             "connections_accepted": self._accepted,
@@ -553,6 +869,8 @@ class FaultProxy:
             "bytes_forwarded_down": self._bytes["down"],
             "packets_dropped": sum(self._dropped.values()),
             "dropped": dict(self._dropped),
+            "packets_held": self._held,
+            "acknowledged_by_proxy": self._acknowledged,
         }
 
 
@@ -619,10 +937,19 @@ class ProxyThread:
         self.stop()
 
     def set_conditions(self, proxy: str | FaultProxy, latency_ms: float = 0,
-                       jitter_ms: float = 0, loss: float = 0.0, seed: Any = None) -> None:
+                       jitter_ms: float = 0, loss: float = 0.0, seed: Any = None, *,
+                       at: float | None = None) -> None:
         target = self._proxy(proxy)
         Conditions(latency_ms, jitter_ms, loss)  # a ValueError here, in the caller's thread
-        self._call(lambda: target.set_conditions(latency_ms, jitter_ms, loss, seed))
+        if at is not None and seed is not None:
+            raise ValueError("a scheduled change continues the random draws: no seed")
+        self._call(lambda: target.set_conditions(latency_ms, jitter_ms, loss, seed, at=at))
+
+    def set_filters(self, proxy: str | FaultProxy, filters: Iterable[GatewayFilter], *,
+                    agency: str | None = None) -> None:
+        target = self._proxy(proxy)
+        rules = tuple(filters)
+        self._call(lambda: target.set_filters(rules, agency=agency))
 
     def partition(self, proxy: str | FaultProxy, on: bool = True) -> None:
         target = self._proxy(proxy)

@@ -23,14 +23,22 @@ import aiomqtt
 import pytest
 
 from i24net.broker import ROUTER_USERNAME, EmbeddedBroker, accounts_for, generate_password
+from i24net.core.envelope import ID_SIZE, NONCE_SIZE, WIRE_VERSION, Header
+from i24net.core.keys import KEY_ID_SIZE
+from i24net.core.labels import Label, Precedence
+from i24net.core.wire import pack
 from i24net.faultproxy import (
     MAX_REMAINING_LENGTH,
+    PUBACK,
     PUBLISH,
     FaultProxy,
+    GatewayFilter,
     MalformedPacket,
     PacketFramer,
     ProxyThread,
+    message_header,
 )
+from i24net.sim.network import Filter, peek_header
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,6 +86,42 @@ def publish_packet(topic: str, payload: bytes, packet_id: int | None = None) -> 
 
 PINGREQ = packet(0xC0)
 PINGRESP = packet(0xD0)
+
+
+def puback_packet(packet_id: int) -> bytes:
+    return packet(0x40, struct.pack("!H", packet_id))
+
+
+def publish_id(raw: bytes) -> int:
+    """The packet id of a QoS 1 PUBLISH packet."""
+    pos = 1
+    while raw[pos] & 0x80:  # the remaining length's bytes
+        pos += 1
+    topic_end = pos + 3 + struct.unpack("!H", raw[pos + 1:pos + 3])[0]
+    return int(struct.unpack("!H", raw[topic_end:topic_end + 2])[0])
+
+
+# -- message frames with a real header (unsigned: a gateway never checks signatures) -------
+
+
+def header(**fields: object) -> Header:
+    values: dict[str, object] = {
+        "id": os.urandom(ID_SIZE), "kind": "message", "sender": "NCB-US",
+        "recipients": ("NCB-FR", "NCB-JP"), "addressing": ("NCB-FR", "NCB-JP"),
+        "label": Label("RESTRICTED", frozenset()), "precedence": Precedence.ROUTINE,
+        "created_ms": 1, "expires_ms": 2, "directory_serial": 1,
+        "key_id": bytes(KEY_ID_SIZE), "nonce": bytes(NONCE_SIZE)}
+    values.update(fields)
+    return Header(**values)  # type: ignore[arg-type]
+
+
+def envelope(h: Header) -> bytes:
+    signed = pack([h.encode(), bytes(32), bytes(32), [], b""])
+    return pack(["i24e", WIRE_VERSION, signed, bytes(64)])
+
+
+def delivery(h: Header) -> bytes:
+    return pack(["i24d", 1, pack({"id": h.id}), bytes(64), envelope(h)])
 
 
 class RawClient:
@@ -459,6 +503,229 @@ async def test_stop_closes_everything_and_leaves_no_task(echo: tuple[EchoServer,
     await fault.stop()  # twice is harmless
 
 
+# -- gateway filters --------------------------------------------------------------------
+
+
+def test_message_header_reads_envelopes_and_deliveries_and_nothing_else() -> None:
+    h = header(kind="alert", precedence=Precedence.FLASH,
+               label=Label("CONFIDENTIAL", frozenset({"EU"})))
+    assert message_header(envelope(h)) == h
+    assert message_header(delivery(h)) == h
+    report = pack(["i24s", 1, pack({"id": h.id}), bytes(64)])
+    noncanonical = envelope(h).replace(b"\xa5alert", b"\xa5ALERT")  # kinds are lower case
+    for other in (report, b"online", b"", os.urandom(300), envelope(h)[:40], noncanonical):
+        assert message_header(other) is None
+
+
+FILTER_CASES = [
+    {"precedences": frozenset({"FLASH"})},
+    {"labels": frozenset({"CONFIDENTIAL//EU"})},
+    {"caveat": "EU"},
+    {"kinds": frozenset({"alert", "diffusion"})},
+    {"senders": frozenset({"NCB-US"})},
+    {"recipients": frozenset({"NCB-JP"})},
+    {"recipients": frozenset({"NCB-DE", "NCB-BR"})},
+    {"addressing": frozenset({"@EU"})},
+    {"direction": "up", "kinds": frozenset({"alert"})},
+    {"direction": "down", "recipients": frozenset({"NCB-FR"}), "senders": frozenset({"NCB-US"})},
+]
+
+
+def test_gateway_filters_match_exactly_as_the_simulators_filters() -> None:
+    """Live and virtual runs must mean the same by a filter: the proxy's rule agrees with
+    ``i24net.sim.network.Filter`` on every header, direction and recipient tried."""
+    headers = [header(),
+               header(kind="alert", precedence=Precedence.FLASH),
+               header(kind="diffusion", sender="NCB-DE", recipients=("NCB-DE", "NCB-FR"),
+                      addressing=("@EU",), label=Label("CONFIDENTIAL", frozenset({"EU"}))),
+               header(sender="NCB-JP", recipients=("NCB-BR",), addressing=("NCB-BR",),
+                      label=Label("CONFIDENTIAL", frozenset({"EU", "CT"})))]
+    checked = 0
+    for case in FILTER_CASES:
+        ours, theirs = GatewayFilter("f", **case), Filter("f", **case)  # type: ignore[arg-type]
+        for h in headers:
+            view = peek_header(envelope(h))
+            assert view is not None
+            for direction, dest in (("up", None), ("down", "NCB-FR"), ("down", "NCB-JP"),
+                                    ("down", "NCB-BR")):
+                assert ours.matches(h, direction, dest) == theirs.matches(view, direction, dest), \
+                    (case, h.kind, direction, dest)
+                checked += ours.matches(h, direction, dest)
+    assert checked > 20  # the grid exercises matches, not only misses
+
+
+def test_gateway_filters_check_their_values_and_windows() -> None:
+    for bad in ({"direction": "sideways"}, {"drop": 1.5}, {"delay_ms": -1},
+                {"start": 10.0, "end": 5.0}):
+        with pytest.raises(ValueError):
+            GatewayFilter("bad", **bad)
+    timed = GatewayFilter("w", start=10.0, end=20.0)
+    assert [timed.in_force(t) for t in (float("-inf"), 9.9, 10.0, 19.9, 20.0)] == \
+        [False, False, True, True, False]
+
+
+class PeerServer:
+    """A stand-in broker: acknowledges every QoS 1 PUBLISH, answers PINGREQ, records what
+    arrives and can push packets to its client."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[int, bytes]] = []
+        self.writer: asyncio.StreamWriter | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, HOST, 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.writer = writer
+        framer = PacketFramer()
+        try:
+            while data := await reader.read(65536):
+                for kind, raw in framer.feed(data):
+                    self.received.append((kind, raw))
+                    if kind == PUBLISH and (raw[0] >> 1) & 3 == 1:
+                        writer.write(puback_packet(publish_id(raw)))
+                    elif kind == 12:
+                        writer.write(PINGRESP)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    def push(self, raw: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(raw)
+
+    def ids(self, kind: int) -> list[int]:
+        """Packet ids of the QoS 1 PUBLISH (or PUBACK) packets received, in order."""
+        if kind == PUBACK:
+            return [struct.unpack("!H", raw[2:4])[0] for k, raw in self.received if k == kind]
+        return [publish_id(raw) for k, raw in self.received if k == kind and raw[0] & 0x06]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[tuple[PeerServer, int]]:
+    server = PeerServer()
+    port = await server.start()
+    yield server, port
+    await server.stop()
+
+
+async def until(condition: object, timeout: float = WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_a_filter_drops_or_holds_matching_messages_and_answers_their_sender(
+    peer: tuple[PeerServer, int]
+) -> None:
+    """Going up: a dropped alert never reaches the broker, a held FLASH is overtaken by what
+    follows; the sender gets the proxy's PUBACK for both at once (and exactly one for the
+    held one: the broker's later PUBACK is not passed on); a payload that is not a message
+    passes unfiltered."""
+    server, port = peer
+    async with FaultProxy(upstream=(HOST, port), name=FR) as fault:
+        fault.set_filters([GatewayFilter("hold-flash", precedences=frozenset({"FLASH"}),
+                                         delay_ms=400),
+                           GatewayFilter("drop-alert", kinds=frozenset({"alert"}),
+                                         direction="up", drop=1.0)], agency=FR)
+        client = await RawClient.open(fault.port)
+        flash = header(precedence=Precedence.FLASH)
+        await client.send(
+            publish_packet("s", envelope(flash), packet_id=1),
+            publish_packet("s", envelope(header(kind="alert")), packet_id=2),
+            publish_packet("s", envelope(header()), packet_id=3),
+            publish_packet("s", b"\x94\xa4i24e\x01garbage", packet_id=4),
+            publish_packet("s", envelope(header(kind="alert"))))  # QoS 0: no answer
+        answered = [await client.next() for _ in range(4)]
+        assert [raw for _, raw in answered[:2]] == [puback_packet(1), puback_packet(2)]
+        assert sorted(raw for _, raw in answered[2:]) == [puback_packet(3), puback_packet(4)]
+        await until(lambda: 1 in server.ids(PUBLISH))
+        assert server.ids(PUBLISH) == [3, 4, 1]  # the FLASH came last, the alerts never
+        await client.send(PINGREQ)
+        assert await client.next() == (13, PINGRESP)  # no second PUBACK 1 before it
+        stats = fault.stats()
+        assert stats["dropped"] == {"filter:drop-alert": 2}
+        assert stats["packets_held"] == 1 and stats["acknowledged_by_proxy"] == 2
+        assert stats["filters"] == ["hold-flash", "drop-alert"]
+        await client.close()
+
+
+async def test_filters_going_down_name_the_proxys_agency_and_keep_to_their_window(
+    peer: tuple[PeerServer, int]
+) -> None:
+    """A delivery coming down is matched on the agency the proxy serves, only while the
+    rule is in force on the drill's clock; what it drops, the broker is told is taken."""
+    server, port = peer
+    now = [5.0]
+    async with FaultProxy(upstream=(HOST, port), name="NCB-JP", clock=lambda: now[0]) as fault:
+        rule = GatewayFilter("jp-window", direction="down", recipients=frozenset({"NCB-JP"}),
+                             senders=frozenset({"NCB-US"}), drop=1.0, start=10.0, end=20.0)
+        fault.set_filters([rule], agency="NCB-JP")
+        client = await RawClient.open(fault.port)
+        await client.send(PINGREQ)
+        assert await client.next() == (13, PINGRESP)
+        frame = delivery(header())
+        for t, packet_id, delivered in ((5.0, 11, True), (15.0, 12, False), (25.0, 13, True)):
+            now[0] = t
+            down = publish_packet("i/NCB-JP", frame, packet_id=packet_id)
+            server.push(down)
+            await client.send(publish_packet("s", frame, packet_id=20 + packet_id))  # up
+            got = {await client.next() for _ in range(1 + delivered)}
+            # going up is not this rule's direction: the broker's PUBACK comes back
+            assert got == {(PUBACK, puback_packet(20 + packet_id))} | (
+                {(PUBLISH, down)} if delivered else set())
+            if not delivered:  # the proxy took the dropped delivery off the broker's hands
+                await until(lambda: 12 in server.ids(PUBACK))
+        assert server.ids(PUBACK) == [12]
+        fault.set_filters([rule], agency="NCB-FR")  # another agency's deliveries pass
+        now[0] = 15.0
+        server.push(publish_packet("i/NCB-FR", frame, packet_id=14))
+        assert (await client.next())[1] == publish_packet("i/NCB-FR", frame, packet_id=14)
+        assert fault.stats()["dropped"] == {"filter:jp-window": 1}
+        await client.close()
+
+
+async def test_a_scheduled_change_applies_once_the_clock_reaches_it(
+    echo: tuple[EchoServer, int]
+) -> None:
+    now = [0.0]
+    async with FaultProxy(upstream=(HOST, echo[1]), name="timed", clock=lambda: now[0]) as fault:
+        fault.set_conditions(latency_ms=150, at=10.0)
+        fault.set_conditions(latency_ms=0, at=20.0)
+        with pytest.raises(ValueError, match="no seed"):
+            fault.set_conditions(latency_ms=5, at=30.0, seed=1)
+        client = await RawClient.open(fault.port)
+        loop = asyncio.get_running_loop()
+        round_trips = []
+        for t in (5.0, 10.0, 25.0):
+            now[0] = t
+            started = loop.time()
+            await client.send(PINGREQ)
+            await client.next()
+            round_trips.append(loop.time() - started)
+        assert round_trips[0] < 0.1 and round_trips[1] >= 0.3 and round_trips[2] < 0.1
+        assert fault.stats()["scheduled"] == 0
+        await client.close()
+
+
 # -- end to end: the embedded broker behind the proxy --------------------------------------
 
 
@@ -489,8 +756,12 @@ async def test_total_loss_drops_every_publish_and_nothing_else(
     assert (await client.next())[0] == 9  # SUBACK
     await client.send(publish_packet(f"{PREFIX}/presence/{DE}", b"lost", packet_id=2))
     await client.send(PINGREQ)
-    assert await client.next() == (13, PINGRESP)  # no PUBACK came before it: dropped
-    assert broker_proxy.stats()["dropped"] == {"loss": 1}
+    # the proxy answers the lost QoS 1 PUBLISH itself, so the session does not keep it in
+    # flight; the broker never saw it: no copy comes back on our own subscription
+    assert await client.next() == (4, b"\x40\x02\x00\x02")
+    assert await client.next() == (13, PINGRESP)
+    stats = broker_proxy.stats()
+    assert stats["dropped"] == {"loss": 1} and stats["acknowledged_by_proxy"] == 1
 
     broker_proxy.set_conditions(loss=0.0)  # the same session carries on
     await client.send(publish_packet(f"{PREFIX}/presence/{DE}", b"kept", packet_id=3))
