@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from i24net.core.errors import I24Error
 
 WINDOW = 64
@@ -142,29 +144,54 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def peak_rss_mb(pid: int | str = "self") -> float:
-    """Peak resident set (``VmHWM``) of a process in MiB; ``getrusage`` for ourselves when
-    /proc is not there."""
+def process(pid: int | None) -> psutil.Process | None:
+    """A handle on ``pid`` (None if it is gone). psutil records the process's create time:
+    a reading through the handle is refused once that process has exited, even when its
+    pid has been given to another process since."""
+    if pid is None:
+        return None
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def _running(proc: psutil.Process | None) -> bool:
+    try:
+        return proc is not None and proc.is_running()
+    except psutil.Error:
+        return False
+
+
+def peak_rss_mb(proc: psutil.Process | None = None) -> float:
+    """Peak resident set (``VmHWM``) in MiB of ``proc`` (NaN once it has exited), or of this
+    process (``getrusage`` when /proc is not there)."""
+    if proc is not None and not _running(proc):
+        return math.nan
+    try:
+        for line in Path(f"/proc/{proc.pid if proc else 'self'}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    if pid == "self":
+    if proc is None:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return math.nan
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds a process has used so far (NaN when unknown)."""
-    if pid is None:
+def cpu_seconds(proc: psutil.Process | int | None) -> float:
+    """User + system CPU seconds a process has used so far (NaN when unknown or, for a
+    handle, once its process has exited). Give a handle (``process``) to compare two
+    readings: a bare pid is looked up anew each time."""
+    if isinstance(proc, int):
+        proc = process(proc)
+    if proc is None or not _running(proc):
         return math.nan
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        times = proc.cpu_times()
+    except psutil.Error:
         return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float(times.user + times.system)
 
 
 def machine_info() -> dict[str, Any]:
@@ -239,6 +266,7 @@ class Child:
         self.role = role
         self.proc = proc
         self.log = log
+        self.process = process(proc.pid)  # for readings that must be this process's
 
     @classmethod
     async def start(cls, role: str, args: dict[str, Any], log: Path,
@@ -282,7 +310,7 @@ class Child:
         return await self._read(timeout)
 
     def rss_mb(self) -> float:
-        return peak_rss_mb(self.pid)
+        return peak_rss_mb(self.process) if self.process is not None else math.nan
 
     async def stop(self, timeout: float = 5.0) -> None:
         if self.proc.returncode is None and self.proc.stdin is not None:
@@ -315,12 +343,12 @@ class _CpuMeter:
     """CPU time per message of each process taking part in a round."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = pids
-        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.procs = {name: process(pid) for name, pid in pids.items()}
+        self.start = {name: cpu_seconds(proc) for name, proc in self.procs.items()}
 
     def per_message(self, n: int) -> dict[str, float]:
-        out = {name: (cpu_seconds(pid) - self.start[name]) * 1000 / n
-               for name, pid in self.pids.items()}
+        out = {name: (cpu_seconds(proc) - self.start[name]) * 1000 / n
+               for name, proc in self.procs.items()}
         out["total"] = sum(v for v in out.values() if not math.isnan(v))
         return out
 
@@ -683,14 +711,15 @@ class LiveNet:
         pids = {"bench (FLASH sender + recipient)": os.getpid(), "router": self.router.pid,
                 "broker": self.broker_pid, "flood senders": blaster.pid,
                 f"flood recipient {FLOOD_RECIPIENT}": self.flood_node.pid}
-        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        procs = {k: process(p) for k, p in pids.items()}
+        cpu0 = {k: cpu_seconds(p) for k, p in procs.items()}
         t_probe = time.monotonic()
         self.say(f"  flooding at {rate:,.0f} msg/s offered; {n} FLASH probes")
         flooded, done = await self.probes(n, plan.flash_interval_s)
         sent = await blaster.ask("stats")
         after = await self.router.ask("stats")
         busy = {k: (cpu_seconds(p) - cpu0[k]) / (time.monotonic() - t_probe)
-                for k, p in pids.items()}
+                for k, p in procs.items()}
         sink = await self.flood_node.ask("stats")
         await blaster.ask("stop")
         await self.stop_probes(done, wait)  # the stragglers: bounded, else timeouts

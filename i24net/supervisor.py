@@ -13,8 +13,10 @@ on any failure, timeout or interruption it stops everything it started and raise
 the process (and, for a host, the agency) with the tail of its log.
 
 The pids and each process's agencies go to ``state/processes.json``; ``status``, ``stop``,
-``start`` and ``down`` read it back and check that each pid still runs the command recorded
-for it, so a recycled pid is never signalled.
+``start`` and ``down`` read it back and check that each pid is still the process started:
+the create time recorded at spawn (psutil) and the command line both match, so a recycled pid
+is never signalled. A record without a create time (a state file written before they were
+recorded) is judged by its command line alone.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
 
 from i24net.core.errors import ConfigError, I24Error, WaitTimeout
 from i24net.core.netspec import CLUSTER_ENGINES
@@ -60,23 +64,63 @@ class Proc:
     log: str
     started: float
     agencies: tuple[str, ...] = ()  # the agencies it runs (a host's, or its own)
+    created: float | None = None  # psutil create time at spawn; None in older state files
+    boot: float | None = None  # psutil boot time when ``created`` was read
 
     @property
     def alive(self) -> bool:
-        return pid_runs(self.pid, self.argv)
+        return self.process() is not None
+
+    def process(self) -> psutil.Process | None:
+        """A psutil handle on this process if it still runs (see ``process_of``)."""
+        return process_of(self.pid, self.argv, self.created, self.boot)
 
 
-def pid_runs(pid: int, argv: Iterable[str]) -> bool:
-    """True if ``pid`` is alive and its command line is the one we started (not recycled)."""
+#: Half a clock tick: the kernel records a process's start in ticks (1/100 s) since boot.
+START_SLACK_S = 0.005
+
+
+def start_stamp(pid: int) -> tuple[float | None, float | None]:
+    """``pid``'s create time and the boot time it counts from (psutil, seconds since the
+    epoch), or ``(None, None)`` if it is gone."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError, IndexError):
-        if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False  # a zombie has exited
-    return raw.rstrip(b"\0").split(b"\0")[-len(tuple(argv)):] == [a.encode() for a in argv]
+        return float(psutil.Process(pid).create_time()), float(psutil.boot_time())
+    except psutil.Error:
+        return None, None
+
+
+def same_start(proc: psutil.Process, created: float, boot: float) -> bool:
+    """Whether ``proc`` started at ``created`` (``start_stamp`` read on another day, perhaps
+    by another process). Compared as time since boot, which the kernel keeps in clock ticks:
+    psutil's epoch times add the boot time, which a clock step (NTP) moves."""
+    since_boot = float(proc.create_time()) - float(psutil.boot_time())
+    return abs(since_boot - (created - boot)) <= START_SLACK_S
+
+
+def process_of(pid: int, argv: Iterable[str], created: float | None = None,
+               boot: float | None = None) -> psutil.Process | None:
+    """A handle on ``pid`` if it is alive (not a zombie) and is the process we started: it
+    started at ``created`` (``same_start``) and its command line ends with ``argv``; without
+    ``created`` and ``boot`` (a record from before they were kept) the command line alone
+    decides. None otherwise: gone, exited, or a recycled pid."""
+    want = list(argv)
+    try:
+        proc = psutil.Process(pid)
+        if created is not None and boot is not None and not same_start(proc, created, boot):
+            return None  # the pid now belongs to a process started later
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None  # a zombie has exited
+        cmdline = proc.cmdline()
+    except psutil.Error:
+        return None
+    return proc if want and cmdline[-len(want):] == want else None
+
+
+def pid_runs(pid: int, argv: Iterable[str], created: float | None = None,
+             boot: float | None = None) -> bool:
+    """True if ``pid`` is alive and is the process we started (not recycled): see
+    ``process_of``."""
+    return process_of(pid, argv, created, boot) is not None
 
 
 class Supervisor:
@@ -96,7 +140,7 @@ class Supervisor:
             return {}
         data = json.loads(self.state_file.read_text())
         return {n: Proc(n, p["pid"], tuple(p["argv"]), p["log"], p["started"],
-                        tuple(p.get("agencies", ())))
+                        tuple(p.get("agencies", ())), p.get("created"), p.get("boot"))
                 for n, p in data.items()}
 
     def _save(self, procs: dict[str, Proc]) -> None:
@@ -213,7 +257,9 @@ class Supervisor:
                                  stdin=subprocess.DEVNULL, start_new_session=True,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._children[p.pid] = p
-        proc = Proc(name, p.pid, argv, str(log), time.time(), runs)
+        # Our child cannot be reaped (nor its pid reused) before we wait for it, so its
+        # create time is readable here even if it has already exited.
+        proc = Proc(name, p.pid, argv, str(log), time.time(), runs, *start_stamp(p.pid))
         procs = self.load()
         procs[name] = proc
         self._save(procs)
@@ -342,12 +388,12 @@ class Supervisor:
     # -- stopping -------------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> bool:
         p = self.load().get(name)
-        if p is None or not p.alive:
+        handle = p.process() if p is not None else None
+        if p is None or handle is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, sig)
+        _signal_group(p, sig)
         if sig == signal.SIGKILL:
-            _wait_gone([p], 5.0, self._children)
+            _wait_gone([handle], 5.0)
         return True
 
     def stop_processes(self, procs: Iterable[Proc], timeout: float = STOP_TIMEOUT_S) -> None:
@@ -371,14 +417,16 @@ class Supervisor:
                 (self.home.broker_dir / "endpoint.json").unlink()
 
     def _terminate(self, group: list[Proc], timeout: float) -> None:
+        handles = {}
         for p in group:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        left = [p for p in _wait_gone(group, timeout, self._children)]
-        for p in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-        _wait_gone(left, 5.0, self._children)
+            _signal_group(p, signal.SIGTERM)
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(p.pid)
+                if not _foreign(p, proc):
+                    handles[proc] = p
+        for proc in _wait_gone(list(handles), timeout):
+            _signal_group(handles[proc], signal.SIGKILL)
+        _wait_gone(list(handles), 5.0)
 
     # -- agencies inside their processes ----------------------------------------------------
     def _group(self, agencies: Iterable[str]) -> dict[str, list[str]]:
@@ -511,22 +559,56 @@ class Supervisor:
         return list(procs)
 
 
-def _wait_gone(procs: list[Proc], timeout: float,
-               children: dict[int, subprocess.Popen[bytes]] | None = None) -> list[Proc]:
-    def alive(p: Proc) -> bool:
-        child = (children or {}).get(p.pid)
-        if child is not None:  # our own child: its handle knows, and reaps it
-            return child.poll() is None
-        return p.alive
+def _foreign(p: Proc, proc: psutil.Process) -> bool:
+    """Whether ``proc``, found at ``p``'s pid, is another process than the one recorded
+    (started later, by its create time; or, for a record without one, another command)."""
+    try:
+        if p.created is not None and p.boot is not None:
+            return not same_start(proc, p.created, p.boot)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False  # ours or not, it has exited; the old check signalled it too
+        want = list(p.argv)
+        return bool(proc.cmdline()[-len(want):] != want)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # not ours to read, so not ours to signal
+
+
+def _signal_group(p: Proc, sig: int) -> None:
+    """Send ``sig`` to ``p``'s process group (each process runs in a session of its own,
+    with whatever it started), unless its pid now belongs to another process. A gone
+    leader is no reason to skip it: Linux does not hand out a pid that is still some
+    group's id, so the group, if it is there, is still ours."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        if _foreign(p, psutil.Process(p.pid)):
+            return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, sig)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until ``procs`` have exited (``psutil.wait_procs``, which also reaps our own
+    children); returns those still running after ``timeout``. A zombie, dead but not yet
+    reaped by a parent that is not us, counts as gone, and so does a handle whose pid has
+    been taken by another process (``is_running`` compares create times)."""
+    def running(proc: psutil.Process) -> bool:
+        try:
+            if not proc.is_running():
+                return False
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(psutil.TimeoutExpired):
+                    proc.wait(timeout=0)  # reaps it if it is our child
+                return False
+            return True
+        except psutil.Error:
+            return False
 
     deadline = time.monotonic() + timeout
-    left = [p for p in procs if alive(p)]
-    while left and time.monotonic() < deadline:
-        for p in left:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(p.pid, os.WNOHANG)  # reap our own children
-        time.sleep(0.02)
-        left = [p for p in left if alive(p)]
+    left = [p for p in procs if running(p)]
+    while left and (remaining := deadline - time.monotonic()) > 0:
+        _, left = psutil.wait_procs(left, timeout=min(0.1, remaining))
+        left = [p for p in left if running(p)]
     return left
 
 
