@@ -625,10 +625,10 @@ def configure(text: str, *, engine: str | None = None, port: int | None = None,
             doc["broker"] = tomlkit.table()
         broker = doc["broker"]
         for key, value in broker_settings.items():
-            broker[key] = value  # type: ignore[index]
+            broker[key] = value
     if routers is not None:
         if "router" in doc:
-            doc["router"]["shards"] = routers  # type: ignore[index]
+            doc["router"]["shards"] = routers
         elif routers != 1:
             doc["router"] = {"shards": routers}
     out = doc.as_string()
