@@ -36,15 +36,28 @@ def wake(home: Home, agency: str, *, timeout: float = 5.0) -> bool:
     """Tell ``agency``'s running node that its outbox changed, so it sends now (nodes do
     not poll their store). False if no node of that agency answers: the message then
     goes when it starts."""
+    return node_state(home, agency, timeout=timeout)[0] == "up"
+
+
+def node_state(home: Home, agency: str, *, timeout: float = 5.0) -> tuple[str, str]:
+    """``(state, detail)`` of ``agency``'s node as its process tells it when woken over its
+    control socket: ``up``, ``starting``, ``stopped`` or ``failed`` (a host keeps running
+    the agencies it stopped), or ``down`` when no process answers (none runs it: the
+    network or its host is down; ``detail`` says why the socket did not answer). The
+    socket of a host started by ``i24net up`` and of an ``i24net node`` started by hand
+    are both found (``Supervisor.control_path``). Waking is harmless: a node with nothing
+    due sends nothing."""
     from i24net.control import ControlError, request
     from i24net.supervisor import Supervisor
 
     try:
         answer = request(Supervisor(home).control_path(agency),
                          {"op": "wake", "agency": agency}, timeout=timeout)
-    except ControlError:
-        return False
-    return answer.get("state") == "up"
+    except ControlError as exc:
+        return "down", exc.reason
+    except I24Error as exc:  # the process answered, but does not run this agency
+        return "down", exc.reason
+    return str(answer.get("state", "down")), str(answer.get("reason", "") or "")
 
 
 def enqueue(home: Home, header: Header, body: Body, store: Any | None = None, *,

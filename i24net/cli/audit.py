@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from collections.abc import Iterator
@@ -38,9 +39,10 @@ def _reason(e: au.AuditEntry) -> str:
 def read_lines(path: str | Path) -> Iterator[bytes]:
     """The file's lines, each read with a bound, so a hostile file cannot fill memory: a
     line longer than the limit comes back cut (the parser refuses it as oversized) and the
-    rest of it is skipped, so the line numbers after it stay right."""
+    rest of it is skipped, so the line numbers after it stay right. "-" reads stdin."""
     limit = au.MAX_LINE + 3
-    with open(path, "rb") as fh:
+    with (contextlib.nullcontext(click.get_binary_stream("stdin")) if str(path) == "-"
+          else open(path, "rb")) as fh:
         while line := fh.readline(limit):
             if len(line) == limit and not line.endswith(b"\n"):
                 while (rest := fh.readline(limit)) and not rest.endswith(b"\n"):
@@ -88,7 +90,7 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--checkpoint", "checkpoint_file", type=click.Path(exists=True, dir_okay=False),
               help="A signed checkpoint kept outside the log; also catches entries removed "
                    "from the end.")
@@ -98,7 +100,7 @@ def audit() -> None:
 @home_option
 def audit_verify(file: str, checkpoint_file: str | None, key_opts: tuple[str, ...],
                  home: str | None) -> None:
-    """Check FILE's hash chain. Exit 0 if valid, 3 at the first bad line."""
+    """Check FILE's hash chain ('-': stdin). Exit 0 if valid, 3 at the first bad line."""
     anchor = None
     if checkpoint_file:
         lines = list(read_lines(checkpoint_file))
@@ -130,14 +132,17 @@ def audit_verify(file: str, checkpoint_file: str | None, key_opts: tuple[str, ..
 
 
 @audit.command("show")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per entry).")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON lines (NDJSON): one object per entry, one entry per line.")
 @click.option("--tail", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only the last N entries.")
 def audit_show(file: str, as_json: bool, tail: int | None) -> None:
-    """List FILE's entries as a table or JSON.
+    """List FILE's entries ('-': stdin) as a table or as JSON lines.
 
     Each line is parsed strictly, but the chain is not checked: run 'audit verify' for that.
+    With --json each entry is one JSON object on a line of its own (NDJSON), as the log
+    itself is kept, so 'jq' or 'grep' can read it entry by entry.
     """
     selected: deque[tuple[int, bytes]] = deque(maxlen=tail)
     selected.extend(enumerate(read_lines(file), 1))
@@ -148,7 +153,8 @@ def audit_show(file: str, as_json: bool, tail: int | None) -> None:
         except WireFormatError as exc:
             _raise(WireFormatError(f"{file} line {lineno}: {exc.message}", reason=exc.reason))
     if as_json:
-        click.echo(json.dumps([e.to_json() for e in entries], indent=2))
+        for e in entries:
+            click.echo(json.dumps(e.to_json()))
         return
     if not entries:
         console.print(f"{escape(file)}: no entries")

@@ -11,7 +11,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from i24net.cli import EXIT_ERROR, cli, console, err_console, plain_text
+from i24net.cli import (
+    EXIT_ERROR,
+    cli,
+    console,
+    err_console,
+    json_report_option,
+    plain_text,
+    write_json_report,
+)
 
 
 @cli.command("bench")
@@ -44,9 +52,7 @@ from i24net.cli import EXIT_ERROR, cli, console, err_console, plain_text
               help="--scale: messages per round (default 1500, 200 with --quick).")
 @click.option("--repeats", type=click.IntRange(1, 9), default=None,
               help="--scale: rounds per layout (default 3, 1 with --quick).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, metavar="FILE", help="Write every figure as JSON; a markdown "
-              "table goes next to it (FILE with .md) unless --markdown says otherwise.")
+@json_report_option("every figure")
 @click.option("--markdown", "--table", "md_path",
               type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Write the markdown table here.")
@@ -55,14 +61,15 @@ from i24net.cli import EXIT_ERROR, cli, console, err_console, plain_text
               "under DIR (for investigation).")
 def bench_cmd(quick: bool, engine: str | None, scale: bool, network: bool,
               cases: str | None, idle_s: float | None, routers: int, nodes: int,
-              messages: int | None, repeats: int | None, json_path: Path | None,
+              messages: int | None, repeats: int | None, json_path: str | None,
               md_path: Path | None, keep: Path | None) -> None:
     """Measure i24net against a plain MQTT relay on the same broker, in one run.
 
     Relay throughput and latency (baseline vs. the full sealed, routed, receipted
     pipeline on SQLite), fan-out cost of sealing, FLASH latency under a ROUTINE flood,
     virtual-time simulation speed, and peak memory at 198 agencies. Prints a table;
-    --json writes the figures (bench/README.md explains each key).
+    --json prints the figures (bench/README.md explains each key), --json-out FILE writes
+    them with a markdown table next to it (FILE with .md) unless --markdown says otherwise.
 
     --network measures the whole network live instead, and --scale router shards; both
     are described in bench/README.md.
@@ -102,17 +109,28 @@ def bench_cmd(quick: bool, engine: str | None, scale: bool, network: bool,
                   f"{results['seconds']:.0f} s[/]")
     for note in bench.notes(results):
         console.print(f"[dim]- {note}[/]")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(bench.to_json(results))
-        md_path = md_path or json_path.with_suffix(".md")
+    md_path = _write_json(json_path, bench.to_json(results), md_path)
     if md_path is not None:
         md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(bench.markdown(results, command))
 
 
+def _write_json(json_path: str | None, text: str, md_path: Path | None) -> Path | None:
+    """Write ``text`` to ``json_path`` (stdout for "-"); returns where the markdown table
+    goes: ``md_path``, else next to a JSON file."""
+    if json_path is None:
+        return md_path
+    if json_path == "-":
+        write_json_report(json_path, text)
+        return md_path
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return md_path or path.with_suffix(".md")
+
+
 def _scale(engine: str, routers: int, nodes: int, messages: int, repeats: int,
-           json_path: Path | None, keep: Path | None, say: object) -> None:
+           json_path: str | None, keep: Path | None, say: object) -> None:
     import json
 
     from i24net.scale import run_scale
@@ -134,12 +152,10 @@ def _scale(engine: str, routers: int, nodes: int, messages: int, repeats: int,
                       f"{part[f'rate_{routers}_routers']:.0f} msg/s, ratio "
                       f"{part['ratio']:.2f}")
     console.print(f"[dim]{r['cpu_model']}, {r['cores']} cores, {r['seconds']:.0f} s[/]")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(r, indent=2))
+    _write_json(json_path, json.dumps(r, indent=2), None)
 
 
-def _network(quick: bool, cases: str | None, idle_s: float | None, json_path: Path | None,
+def _network(quick: bool, cases: str | None, idle_s: float | None, json_path: str | None,
              md_path: Path | None, keep: Path | None, say: Callable[[str], None]) -> None:
     from i24net import netscale
 
@@ -169,10 +185,7 @@ def _network(quick: bool, cases: str | None, idle_s: float | None, json_path: Pa
     for c in failed:
         err_console.print(f"[bold red]{c['case']} failed:[/] {plain_text(c['error'])}",
                           soft_wrap=True)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(netscale.to_json(results))
-        md_path = md_path or json_path.with_suffix(".md")
+    md_path = _write_json(json_path, netscale.to_json(results), md_path)
     if md_path is not None:
         md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(netscale.markdown(results, _command("i24net bench --network")))

@@ -13,7 +13,14 @@ from rich.table import Table
 
 from i24net.chaos import PLANS, Soak, prepare
 from i24net.checker import CLASSES, Allowance
-from i24net.cli import EXIT_REFUSED, cli, console
+from i24net.cli import (
+    EXIT_REFUSED,
+    cli,
+    console,
+    json_report_option,
+    refuse_running_home,
+    write_json_report,
+)
 from i24net.core.errors import I24Error
 from i24net.core.labels import Label
 from i24net.home import Home
@@ -50,16 +57,17 @@ from i24net.home import Home
 @click.option("--settle", type=float, default=300.0, show_default=True, metavar="S",
               help="At most this long to wait for every outbox to settle afterwards.")
 @click.option("--home", "home", default=None, metavar="DIR",
-              help="Where to create the network (default: a temporary folder, removed afterwards unless the soak fails: its logs say why).")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
-              help="Write the report here.")
+              help="Where to create the network, replacing any stopped network there "
+              "(default: a temporary folder, removed afterwards unless the soak fails: "
+              "its logs say why).")
+@json_report_option("the report")
 @click.option("--history", "history_file", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Keep the outside history here (default: history.jsonl "
               "in the home, so it is gone with a temporary home); 'i24net check FILE' "
               "judges it again.")
 def chaos(messages: int, nodes: int, preset: str | None, network_file: str | None,
           label: str, engine: str, routers: int, plan: str, duration: float, seed: int,
-          settle: float, home: str | None, json_file: str | None,
+          settle: float, home: str | None, json_path: str | None,
           history_file: str | None) -> None:
     """Send MESSAGES among NODES while killing the router, nodes and the broker and freezing
     nodes; then classify every message from the outside history (what the senders were
@@ -67,6 +75,8 @@ def chaos(messages: int, nodes: int, preset: str | None, network_file: str | Non
     delivered exactly once to each of its recipients (a refusal, an expiry, a loss, a
     duplicate, a message still pending or one delivered where it must not be fails the
     run), or if no fault was injected."""
+    if home:
+        refuse_running_home(Path(home))
     spec = Path(network_file).read_text() if network_file else None
     tmp = tempfile.mkdtemp(prefix="i24net-chaos-")
     kept = False
@@ -109,9 +119,10 @@ def chaos(messages: int, nodes: int, preset: str | None, network_file: str | Non
     console.print(t)
     if report.failed_reasons:
         console.print(f"failed by reason: {report.failed_reasons}")
-    if json_file:
-        Path(json_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_file).write_text(report.to_json())
+    if json_path:
+        if json_path != "-":
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        write_json_report(json_path, report.to_json())
     if history_file:
         console.print(f"history: {history_file}")
     if not report.ok or not report.kills:
@@ -150,7 +161,7 @@ def check_cmd(history: str, allowed: tuple[str, ...], refusals: tuple[str, ...],
 
     v = judge(history, Allowance(frozenset(allowed), frozenset(refusals)))
     if as_json:
-        console.print_json(json.dumps(v.summary()))
+        click.echo(json.dumps(v.summary(), indent=2))
     else:
         t = Table(title=f"checker: {history}")
         t.add_column("class")

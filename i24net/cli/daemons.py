@@ -12,9 +12,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from i24net.cli import EXIT_REFUSED, cli, console, home_option
+from i24net.cli import (
+    EXIT_ERROR,
+    EXIT_REFUSED,
+    check_agencies,
+    check_agency,
+    cli,
+    console,
+    err_console,
+    home_option,
+    plain_text,
+    require_running,
+)
 from i24net.cli.envelope import compose, message_options
 from i24net.client import enqueue, open_store
 from i24net.core.errors import WaitTimeout
@@ -55,8 +67,8 @@ async def _until_signalled(main: Any) -> None:
 @cli.command()
 @click.option("--engine", type=click.Choice(["embedded", "mosquitto", "nats"]), default=None,
               help="Broker engine (default from network.toml): embedded (amqtt), mosquitto, "
-              "or nats (a local NATS cluster with MQTT and JetStream, [broker] members "
-              "members, default 3; see brokers/README.md).")
+              "or nats (a local NATS cluster with MQTT and JetStream, as many members as "
+              "[broker] members says, default 3; see brokers/README.md).")
 @click.option("--member", type=int, default=None, metavar="K",
               help="nats only: run member K of the cluster alone (i24net up runs each member "
               "as its own process). Default: every member.")
@@ -269,12 +281,7 @@ def _run_host(h: Home, name: str, agencies: list[str], manual_review: bool,
 
     ep = endpoint(h).with_addresses(_brokers(brokers))
     d = h.directory()
-    unknown = [a for a in agencies if a not in d.agencies]
-    if unknown:
-        from i24net.core.errors import ConfigError
-
-        raise ConfigError(f"not agencies of this network: {', '.join(unknown)}",
-                          reason="config.agency")
+    check_agencies(d, agencies)
     passwords = h.broker_passwords()
 
     def make(agency: str) -> Any:
@@ -304,33 +311,65 @@ def _run_host(h: Home, name: str, agencies: list[str], manual_review: bool,
         asyncio.run(_until_signalled(main()))
     except HostStartError as exc:
         click.echo(f"failed {exc.agency}: {exc.message}")
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_ERROR) from None
 
 
 @cli.command()
 @message_options
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
               help="Wait for the router's verdict and the delivery receipts.")
+@click.option("--queue", is_flag=True,
+              help="Queue the message even when the sender's node is not running: it waits "
+              "in the outbox and goes when the node starts (with --wait: waits for that).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the message id.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: id, kind, sender, recipients, label, state "
+              "(queued, accepted, delivered, refused, expired), reason, receipts, "
+              "node_running.")
 @home_option
-def publish(wait_s: float | None, home: str | None, **o: Any) -> None:
+def publish(wait_s: float | None, queue: bool, quiet: bool, as_json: bool, home: str | None,
+            **o: Any) -> None:
     """Send a message through the sender's node (durable before this returns).
 
     The message is sealed and written to the sender's outbox; the running node daemon sends
-    it and retries until receipts arrive. With --wait: exit 0 when every recipient
-    receipted, 3 if refused, 4 on timeout.
+    it and retries until receipts arrive. The sender's node must be running (exit 7
+    otherwise, nothing queued) unless --queue. With --wait: exit 0 when every recipient
+    receipted, 3 if refused, 4 on timeout. An unknown sender, recipient or group exits 6.
     """
+    if quiet and as_json:
+        raise click.UsageError("give -q or --json, not both")
     h = Home.resolve(home)
     header, body = compose(h, o)
+    node = require_running(h, header.sender, queue=queue)
     store = open_store(h, header.sender)
-    enqueue(h, header, body, store, notify=False)  # durable before anything else happens
-    console.print(f"queued {header.kind} {header.id_hex} in {header.sender}'s outbox for "
-                  f"{', '.join(header.recipients)}")
+    waiting = _Waiting(h, header, store, say=not (quiet or as_json))
+    waiting.node_running = node in ("up", "starting")
+    try:
+        enqueue(h, header, body, store, notify=False)  # durable before anything else happens
+        if quiet:
+            click.echo(header.id_hex)
+        waiting.say(f"queued {header.kind} {header.id_hex} in {header.sender}'s outbox for "
+                    f"{', '.join(header.recipients)}")
+        try:
+            _send(h, header, waiting, wait_s)
+        except WaitTimeout:
+            waiting.report(as_json)
+            raise
+        except click.exceptions.Exit:  # refused
+            waiting.report(as_json)
+            raise
+        waiting.report(as_json)
+    finally:
+        store.close()
+
+
+def _send(h: Home, header: Any, waiting: _Waiting, wait_s: float | None) -> None:
+    """Wake the sender's node and, with ``wait_s``, follow the message until it is final."""
     from i24net.control import ControlError, request, watch
     from i24net.supervisor import Supervisor
 
     ctl = Supervisor(h).control_path(header.sender)
     deadline = time.monotonic() + (wait_s or 0.0)
-    waiting = _Waiting(h, header, store)
     told = False
     while True:
         try:
@@ -339,11 +378,13 @@ def publish(wait_s: float | None, home: str | None, **o: Any) -> None:
             if events is not None and waiting.show(next(events)):
                 return
             request(ctl, {"op": "wake", "agency": header.sender})
+            waiting.node_running = True
         except (ControlError, StopIteration):
+            waiting.node_running = False
             if not told:
-                console.print(f"[yellow]{header.sender}'s node is not running[/]: the message "
-                              f"waits in its outbox and goes when it starts ('i24net up' or "
-                              f"'i24net start {header.sender}')")
+                waiting.say(f"[yellow]{header.sender}'s node is not running[/]: the "
+                            f"message waits in its outbox and goes when it starts ('i24net "
+                            f"up' or 'i24net start {header.sender}')", soft_wrap=True)
                 told = True
             if wait_s is None or time.monotonic() >= deadline:
                 break
@@ -366,12 +407,33 @@ def publish(wait_s: float | None, home: str | None, **o: Any) -> None:
 
 
 class _Waiting:
-    """What ``publish --wait`` has heard of its message, from the node's events."""
+    """What ``publish`` has heard of its message, from the node's events; says it as it
+    goes (unless quiet) and reports it at the end (``--json``)."""
 
-    def __init__(self, h: Home, header: Any, store: Any) -> None:
+    def __init__(self, h: Home, header: Any, store: Any, *, say: bool = True) -> None:
         self.h, self.header, self.store = h, header, store
         self.accepted = False
         self.seen: set[str] = set()
+        self.loud = say
+        self.node_running: bool | None = None
+
+    def say(self, text: str, **kw: Any) -> None:
+        if self.loud:
+            console.print(text, **kw)
+
+    def report(self, as_json: bool) -> None:
+        """``--json``: the message as the sender's outbox holds it now."""
+        if not as_json:
+            return
+        e = self.store.outbox_get(self.header.id)
+        hd = self.header
+        click.echo(json.dumps({
+            "id": hd.id_hex, "kind": hd.kind, "sender": hd.sender,
+            "recipients": list(hd.recipients), "label": hd.label.marking,
+            "state": e.state if e is not None else "queued",
+            "reason": (e.reason or None) if e is not None else None,
+            "receipts": dict(sorted(e.receipts.items())) if e is not None else {},
+            "node_running": self.node_running}))
 
     def show(self, event: dict[str, Any]) -> bool:
         """Print what is new; True once the message is final (delivered, or refused)."""
@@ -397,8 +459,7 @@ class _Waiting:
         elif kind == "refused":
             self._refused(str(event.get("reason", "")))
         elif kind == "deferred":
-            console.print(f"  deferred by the router ({event.get('reason')}); the node "
-                          "retries")
+            self.say(f"  deferred by the router ({event.get('reason')}); the node retries")
         elif kind == "expired":
             raise WaitTimeout("the message expired before every recipient receipted",
                               reason="time.expired")
@@ -408,20 +469,20 @@ class _Waiting:
 
     def _accepted(self) -> None:
         if not self.accepted:
-            console.print("[green]accepted[/] by the router")
+            self.say("[green]accepted[/] by the router")
             self.accepted = True
 
     def _receipt(self, receiver: str, status: str) -> None:
         if receiver not in self.seen:
             self.seen.add(receiver)
-            console.print(f"  receipt: {receiver} {status}")
+            self.say(f"  receipt: {receiver} {status}")
 
     def _delivered(self) -> bool:
         self._accepted()
         e = self.store.outbox_get(self.header.id)
         for r, status in sorted(e.receipts.items()):
             self._receipt(r, status)
-        console.print(f"delivered to {len(e.receipts)} recipient(s)")
+        self.say(f"delivered to {len(e.receipts)} recipient(s)")
         return True
 
     def _refused(self, reason: str) -> None:
@@ -431,7 +492,11 @@ class _Waiting:
         e = self.store.outbox_get(self.header.id)
         why = decide(Envelope.parse(e.raw), self.h.directory(), now_ms())
         detail = why.message if why.reason == e.reason else REASONS.get(e.reason, "")
-        console.print(f"[red]refused[/] ({e.reason or reason}): {detail}", soft_wrap=True)
+        text = f"[red]refused[/] ({plain_text(e.reason or reason)}): {plain_text(detail)}"
+        if self.loud:
+            console.print(text, soft_wrap=True)
+        else:  # -q / --json: stdout has the id or the JSON; the refusal goes to stderr
+            err_console.print(text, soft_wrap=True)
         raise click.exceptions.Exit(EXIT_REFUSED)
 
 
@@ -449,14 +514,20 @@ def _fmt_ms(ms: int) -> str:
 
 @cli.command()
 @click.argument("agency")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: an array of messages (oldest first); with --follow one "
+              "object per line (NDJSON).")
 @click.option("--follow", is_flag=True, help="Keep printing new messages (Ctrl-C to stop).")
 @click.option("--limit", type=int, default=50, show_default=True)
 @home_option
 def inbox(agency: str, as_json: bool, follow: bool, limit: int, home: str | None) -> None:
-    """List AGENCY's inbox: subject, sender, label, kind, time, state."""
+    """List AGENCY's inbox: id, time, sender, kind, label, precedence, subject, state.
+
+    The id is the one --ref takes (a forward, a reply).
+    """
     h = Home.resolve(home)
     d = h.directory()
+    check_agency(d, agency)
     store = open_store(h, agency, readonly=True)
     items = list(reversed(store.inbox_list(limit=limit)))
     if as_json and not follow:
@@ -464,13 +535,15 @@ def inbox(agency: str, as_json: bool, follow: bool, limit: int, home: str | None
         return
     if not follow:
         t = Table(title=f"{agency} inbox ({len(items)} shown)")
-        for col in ("received", "from", "kind", "label", "prec", "subject", "state"):
+        t.add_column("id", no_wrap=True)
+        t.add_column("received", no_wrap=True)
+        for col in ("from", "kind", "label", "prec", "subject", "state"):
             t.add_column(col)
         for i in items:
-            t.add_row(_fmt_ms(i.received_ms), i.sender, i.kind,
-                      f"[{d.scale.colour(i.label.split('//')[0])}]{i.label}[/]",
+            t.add_row(i.msg_id.hex(), _fmt_ms(i.received_ms), i.sender, i.kind,
+                      f"[{d.scale.colour(i.label.split('//')[0])}]{escape(i.label)}[/]",
                       f"[{Precedence(i.precedence).colour}]{Precedence(i.precedence).name}[/]",
-                      i.subject, i.state)
+                      escape(i.subject), i.state)
         console.print(t)
         return
     shown = {i.msg_id for i in items}
@@ -489,5 +562,44 @@ def _print_item(i: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_item_json(i), default=str))
     else:
-        console.print(f"{_fmt_ms(i.received_ms)} {i.sender:>8} {i.kind:<14} {i.label:<20} "
-                      f"{Precedence(i.precedence).name:<9} {i.subject} [{i.state}]")
+        console.print(f"{i.msg_id.hex()} {_fmt_ms(i.received_ms)} {i.sender:>8} "
+                      f"{i.kind:<14} {i.label:<20} {Precedence(i.precedence).name:<9} "
+                      f"{i.subject} [{i.state}]", markup=False)
+
+
+def _outbox_json(e: Any) -> dict[str, Any]:
+    return {"id": e.msg_id.hex(), "kind": e.kind, "to": list(e.recipients),
+            "subject": e.subject, "state": e.state, "reason": e.reason or None,
+            "receipts": dict(sorted(e.receipts.items())), "attempts": e.attempts,
+            "created_ms": e.created_ms}
+
+
+@cli.command()
+@click.argument("agency")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: an array of messages, oldest first.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@home_option
+def outbox(agency: str, as_json: bool, limit: int, home: str | None) -> None:
+    """List what AGENCY sent: id, recipients, kind, subject, state (queued, accepted,
+    delivered, refused, expired) with the refusal's reason and the receipts."""
+    h = Home.resolve(home)
+    check_agency(h.directory(), agency)
+    store = open_store(h, agency, readonly=True)
+    entries = list(reversed(store.outbox_list(limit=limit)))  # oldest first
+    if as_json:
+        click.echo(json.dumps([_outbox_json(e) for e in entries], indent=2, default=str))
+        return
+    t = Table(title=f"{agency} outbox ({len(entries)} shown)")
+    t.add_column("id", no_wrap=True)
+    t.add_column("created", no_wrap=True)
+    for col in ("to", "kind", "subject", "state", "receipts"):
+        t.add_column(col)
+    for e in entries:
+        state = {"delivered": "[green]delivered[/]", "refused": "[red]refused[/]"}.get(
+            e.state, escape(e.state))
+        if e.reason:
+            state += f" ({escape(e.reason)})"
+        t.add_row(e.msg_id.hex(), _fmt_ms(e.created_ms), ", ".join(e.recipients), e.kind,
+                  escape(e.subject), state, f"{len(e.receipts)}/{len(e.recipients)}")
+    console.print(t)

@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from i24net.cli import cli, console
+from i24net.cli import cli, console, json_report_option, refuse_running_home, write_json_report
 from i24net.core import envelope as env
 from i24net.core.errors import I24Error
 from i24net.core.labels import ClassificationScale, HandlingCodes, Label, Precedence
@@ -173,7 +173,8 @@ def _demo_spec() -> str:
 
 @cli.command()
 @click.option("--home", "home", default=None, metavar="DIR",
-              help="Network home to use (default: a temporary folder, removed after).")
+              help="Where to create the demo network, replacing any stopped network there "
+              "(default: a temporary folder, removed after).")
 @click.option("--headless", is_flag=True,
               help="Plain log and summary, no dashboard (automatic when not on a terminal).")
 @click.option("--engine", type=click.Choice(["embedded", "mosquitto"]), default="embedded",
@@ -181,14 +182,13 @@ def _demo_spec() -> str:
 @click.option("--duration", type=float, default=0.0, metavar="S",
               help="Keep the network running (and the dashboard live) for at least S "
                    "seconds in all.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
-              help="Also write the summary as JSON to this file.")
+@json_report_option("the summary")
 @click.option("--pace", type=float, default=None, metavar="S",
               help="Pause between steps so people can follow (default 4 s with the "
                    "dashboard, 0 headless).")
 @click.option("--tour", is_flag=True, help="Only the offline envelope tour (no network).")
 def demo(home: str | None, headless: bool, engine: str, duration: float,
-         json_file: str | None, pace: float | None, tour: bool) -> None:
+         json_path: str | None, pace: float | None, tour: bool) -> None:
     """Start a demo network and play a one-minute storyline.
 
     A Red Notice is requested, published and cancelled; an H2 diffusion cannot be forwarded
@@ -196,6 +196,8 @@ def demo(home: str | None, headless: bool, engine: str, duration: float,
     forged message and a political notice request are refused; a node is killed and catches
     up. Exit 0 when every step did what it should, 1 naming the step otherwise.
     """
+    if home:
+        refuse_running_home(Path(home))
     with contextlib.ExitStack() as stack:
         path = Path(home) if home else Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="i24net-demo-"))) / "home"
@@ -230,8 +232,8 @@ def demo(home: str | None, headless: bool, engine: str, duration: float,
                     _linger(story, started, duration, refresh)
             snap = story.monitor.snapshot()
         console.print(Group(summary_table(snap)))
-        if json_file:
-            Path(json_file).write_text(json.dumps(summary_json(story, snap), indent=2))
+        if json_path:
+            write_json_report(json_path, json.dumps(summary_json(story, snap), indent=2))
         failed = [s for s in story.steps if s.state != "ok"]
         if failed:
             raise click.ClickException(f"step failed: {failed[0].title}: {failed[0].detail}")

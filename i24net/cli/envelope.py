@@ -13,7 +13,16 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from i24net.cli import EXIT_REFUSED, cli, console, home_option
+from i24net.cli import (
+    EXIT_REFUSED,
+    check_addressing,
+    check_agency,
+    cli,
+    console,
+    err_console,
+    home_option,
+    read_input,
+)
 from i24net.core import envelope as env
 from i24net.core.errors import I24Error, PolicyError
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
@@ -49,14 +58,17 @@ def message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ref", default=None, metavar="ID",
                      help="Id (hex) of an earlier message this one refers to or forwards."),
         click.option("--release", "release_file", default=None, metavar="FILE",
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="Signed release from the source (forwarding an H2 message)."),
+                     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+                     help="Signed release from the source (forwarding an H2 message); "
+                     "'-': stdin."),
         click.option("--ttl", "ttl_hours", type=float, default=None, metavar="HOURS",
                      help="Lifetime (default from network.toml)."),
         click.option("--subject", required=True),
         click.option("--text", default=None,
                      help="The message text (default: none, the subject says it all)."),
-        click.option("--body-file", type=click.Path(exists=True, dir_okay=False), default=None),
+        click.option("--body-file", type=click.Path(exists=True, dir_okay=False,
+                                                    allow_dash=True), default=None,
+                     metavar="FILE", help="The message text from FILE (UTF-8); '-': stdin."),
         click.option("--data", "data", multiple=True, metavar="KEY=VALUE",
                      help="Structured field (repeatable), e.g. --data colour=red."),
     ]
@@ -64,13 +76,14 @@ def message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _read_text(path: str) -> str:
-    """The body file as text: UTF-8 (the body's wire encoding), or a usage error."""
-    raw = Path(path).read_bytes()
+    """The body file (stdin for "-") as text: UTF-8 (the body's wire encoding), or a usage
+    error."""
+    raw = read_input(path)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise click.BadParameter(
-            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            f"{'stdin' if path == '-' else path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
             "convert it (e.g. iconv -t UTF-8) or send binary data base64-encoded",
             param_hint="--body-file") from None
 
@@ -80,6 +93,9 @@ def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
     d = h.directory()
     if o["text"] is not None and o["body_file"] is not None:
         raise click.UsageError("give --text or --body-file, not both")
+    if o["body_file"] == "-" and o["release_file"] == "-":
+        raise click.UsageError("--body-file and --release cannot both read stdin")
+    check_agency(d, o["sender"], "--as")
     # no text at all is fine: a short alert says it in its subject
     text = _read_text(o["body_file"]) if o["body_file"] is not None else o["text"] or ""
     data: dict[str, str] = {}
@@ -91,6 +107,7 @@ def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
     addressing = [a.strip() for a in o["to"].split(",") if a.strip()]
     if not addressing:
         raise click.UsageError("--to names no recipient")
+    check_addressing(d, addressing)
     addressing = complete_addressing(o["kind"], addressing, o["sender"], d)
     ref = None
     if o["ref"]:
@@ -110,7 +127,7 @@ def compose(h: Home, o: dict[str, Any]) -> tuple[env.Header, env.Body]:
         tlp=TLP.parse(o["tlp"]) if o["tlp"] else None,
         evaluation=Evaluation.parse(o["evaluation"]) if o["evaluation"] else None,
         ref=ref,
-        release=Path(o["release_file"]).read_bytes() if o["release_file"] else None,
+        release=read_input(o["release_file"]) if o["release_file"] else None,
     )
     return header, env.Body(o["subject"], text, data)
 
@@ -128,19 +145,31 @@ def envelope() -> None:
 
 @envelope.command("seal")
 @message_options
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the sealed envelope.")
+@click.option("-o", "--output", default="-", show_default=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where to write the sealed envelope; '-': stdout (not a terminal).")
 @home_option
 def envelope_seal(output: str, home: str | None, **o: Any) -> None:
-    """Sign and encrypt a message to its recipients; write the envelope to a file."""
+    """Sign and encrypt a message to its recipients; write the envelope to a file or
+    stdout (the line saying what was sealed then goes to stderr)."""
     h = Home.resolve(home)
+    to_stdout = output == "-"
+    if to_stdout and click.get_binary_stream("stdout").isatty():
+        raise click.UsageError("refusing to write a binary envelope to the terminal: give "
+                               "-o FILE or redirect stdout")
     header, body = compose(h, o)
     raw = seal_with_home(h, header, body)
-    Path(output).write_bytes(raw)
-    console.print(f"sealed {header.kind} {header.id_hex} from {header.sender} to "
+    if to_stdout:
+        out = click.get_binary_stream("stdout")
+        out.write(raw)
+        out.flush()
+    else:
+        Path(output).write_bytes(raw)
+    (err_console if to_stdout else console).print(
+        f"sealed {header.kind} {header.id_hex} from {header.sender} to "
                   f"{len(header.recipients)} recipient(s) "
                   f"[{h.directory().scale.colour(header.label.level)}]{header.label.marking}[/]"
-                  f" -> {output} ({len(raw)} bytes)")
+                  f" -> {'stdout' if to_stdout else output} ({len(raw)} bytes)")
 
 
 def _signature_status(h: Home, e: env.Envelope) -> tuple[bool, str]:
@@ -152,13 +181,14 @@ def _signature_status(h: Home, e: env.Envelope) -> tuple[bool, str]:
 
 
 @envelope.command("inspect")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @home_option
 def envelope_inspect(file: str, as_json: bool, home: str | None) -> None:
-    """Show header, label, recipients and signature status. Never decrypts."""
+    """Show header, label, recipients and signature status of FILE ('-': stdin). Never
+    decrypts."""
     h = Home.resolve(home)
-    raw = Path(file).read_bytes()
+    raw = read_input(file)
     e = env.Envelope.parse(raw)
     ok, status = _signature_status(h, e)
     summary = {**e.header.summary(), "size": len(raw), "digest": e.digest.hex(),
@@ -189,16 +219,18 @@ def envelope_inspect(file: str, as_json: bool, home: str | None) -> None:
 
 
 @envelope.command("open")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--as", "agency", required=True, metavar="AGENCY", help="Opening agency.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @home_option
 def envelope_open(file: str, agency: str, as_json: bool, home: str | None) -> None:
-    """Verify and decrypt FILE as AGENCY; print subject and text. Exit 3 if refused,
-    including when AGENCY's clearance does not dominate the label (clearance.recipient)."""
+    """Verify and decrypt FILE ('-': stdin) as AGENCY; print subject and text. Exit 3 if
+    refused, including when AGENCY's clearance does not dominate the label
+    (clearance.recipient)."""
     h = Home.resolve(home)
     d = h.directory()
-    opened = env.open_envelope(Path(file).read_bytes(), h.keys(agency), d)
+    check_agency(d, agency, "--as")
+    opened = env.open_envelope(read_input(file), h.keys(agency), d)
     hd = opened.header
     # the node's re-check before anything is shown (docs/protocol.md 8.5): the label must be
     # one this agency is cleared for, whoever put its name on the envelope
@@ -228,21 +260,20 @@ def envelope_open(file: str, agency: str, as_json: bool, home: str | None) -> No
             console.print(f"  {key}: {value}", markup=False)
 
 
-
-
 @envelope.command("check")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @home_option
 def envelope_check(file: str, as_json: bool, home: str | None) -> None:
-    """Run the router's decision on FILE: accepted (and for whom) or the refusal (exit 3).
+    """Run the router's decision on FILE ('-': stdin): accepted (and for whom) or the
+    refusal (exit 3).
 
     Tells a sender, before sending, why a message would be refused. Replays and forwards
     are judged as by a router that has not seen the earlier messages.
     """
     h = Home.resolve(home)
     d = h.directory()
-    decision = decide(env.Envelope.parse(Path(file).read_bytes()), d, now_ms())
+    decision = decide(env.Envelope.parse(read_input(file)), d, now_ms())
     if as_json:
         click.echo(json.dumps({"accepted": decision.accepted, "reason": decision.reason,
                                "message": decision.message,

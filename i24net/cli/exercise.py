@@ -16,10 +16,18 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from i24net.cli import EXIT_REFUSED, EXIT_USAGE, cli, console, err_console, plain_text
+from i24net.cli import (
+    EXIT_DIFFERENT,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    cli,
+    console,
+    err_console,
+    json_report_option,
+    plain_text,
+    write_json_report,
+)
 from i24net.exercise import model as m
-
-EXIT_DIFFERENT = 5  # run --both: the two modes disagree
 
 
 def _fail(message: str) -> None:
@@ -102,8 +110,7 @@ def validate(files: tuple[str, ...], live: bool) -> None:
 @click.option("--seed", type=int, default=None, help="Override the file's seed.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               metavar="OUT.html", help="Write the self-contained HTML after-action report.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              metavar="OUT.json", help="Write the JSON after-action report.")
+@json_report_option("the after-action report")
 @click.option("--workdir", type=click.Path(file_okay=False, exists=True), default=None,
               metavar="DIR", help="Live runs: create the temporary network home in DIR "
               "(default: the system's temporary folder).")
@@ -162,7 +169,7 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
                 err_console.print(f"[dim]network home kept: {plain_text(str(live.tmp))}[/]",
                                   soft_wrap=True)
     if json_path:
-        Path(json_path).write_text(result.to_json())
+        write_json_report(json_path, result.to_json())
     if report_path:
         Path(report_path).write_text(render(result))
     if quiet:
@@ -178,7 +185,7 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
                           f"times (tolerance {late['tolerance_s']:g} s)" +
                           (f": [yellow]{n} played late[/]" if n else ""))
         for what, path in (("JSON", json_path), ("HTML report", report_path)):
-            if path:
+            if path and path != "-":
                 console.print(f"[dim]{what}: {plain_text(path)}[/]")
     if not result.passed:
         raise SystemExit(EXIT_REFUSED)
@@ -216,7 +223,7 @@ def _run_both(ex: m.Exercise, seed: int | None, workdir: str | None, keep: bool,
         console.print(f"#{r.index} {plain_text(r.description)}: virtual {mark[r.virtual]}, "
                       f"live {mark[r.live]}{flag}", soft_wrap=True)
     if json_path:
-        Path(json_path).write_text(json.dumps({
+        write_json_report(json_path, json.dumps({
             "virtual": json.loads(virtual.to_json()), "live": json.loads(live.to_json()),
             "comparison": [r.to_dict() for r in rows], "same": same_verdicts(rows)},
             indent=2, sort_keys=True) + "\n")

@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from i24net.cli import cli, console, err_console, home_option
+from i24net.cli import check_agencies, check_agency, cli, console, err_console, home_option
 from i24net.core import directory as dirmod
 from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
@@ -173,6 +173,7 @@ def directory_rotate(agency: str, home: str | None) -> None:
     """Give AGENCY new keys and issue the next directory version (published to a running
     network)."""
     h = Home.resolve(home)
+    check_agency(h.directory(), agency)
     d, _ = h.rotate(agency)
     console.print(f"rotated keys of {agency} (key version {d.agency(agency).key_version}); "
                   f"directory is now version {d.serial}")
@@ -192,6 +193,7 @@ def directory_rotate_prekeys(agencies: tuple[str, ...], home: str | None) -> Non
     and from the key file at the next rotation. Once erased, a stolen long-term key no
     longer opens what was sealed to it (docs/protocol.md, forward secrecy)."""
     h = Home.resolve(home)
+    check_agencies(h.directory(), agencies)
     d = h.rotate_prekeys(list(agencies) or None)
     grace_h = d.prekey_grace_ms / 3_600_000
     who = ", ".join(agencies) if agencies else "every active agency"
@@ -207,6 +209,7 @@ def directory_revoke(agency: str, home: str | None) -> None:
     """Revoke AGENCY; takes effect at the new directory version issued now (published to a
     running network, so the router refuses AGENCY's next message without a restart)."""
     h = Home.resolve(home)
+    check_agency(h.directory(), agency)
     d = h.revoke(agency)
     console.print(f"revoked {agency}; directory is now version {d.serial}")
     _publish(h, d)

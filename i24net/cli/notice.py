@@ -26,7 +26,16 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from i24net.cli import EXIT_REFUSED, cli, console, err_console, home_option, plain_text
+from i24net.cli import (
+    EXIT_REFUSED,
+    check_agency,
+    cli,
+    console,
+    err_console,
+    home_option,
+    plain_text,
+    require_running,
+)
 from i24net.core.directory import Directory
 from i24net.core.envelope import Body, Header, make_header
 from i24net.core.errors import ConfigError, StateError, WaitTimeout, WireFormatError
@@ -35,7 +44,9 @@ from i24net.core.lifecycle import REASON_CANCELLED, NoticeDesk
 from i24net.core.node import NodeEvent, NodeMachine
 from i24net.core.notices import (
     NOTICE_NUMBER,
+    Notice,
     NoticeColour,
+    NoticeState,
     explain,
     request,
     screen_request,
@@ -74,6 +85,7 @@ def _is_authority(d: Directory, agency: str) -> bool:
 
 
 def _require_authority(d: Directory, agency: str, action: str) -> None:
+    check_agency(d, agency, "--as")
     if not _is_authority(d, agency):
         _refused(f"{agency} may not {action}: only the notice authority "
                  f"({', '.join(d.authorities(AUTHORITY_ROLE)) or 'none listed'}) may",
@@ -113,8 +125,10 @@ def _release(h: Home, agency: str, store: SqliteNodeStore, events: list[NodeEven
             if entry is not None:
                 store.outbox_put(replace(entry, next_ms=0))
                 queued = True
-    if queued:
-        wake(h, agency)
+    if queued and not wake(h, agency):
+        err_console.print(f"[yellow]note:[/] {agency}'s node is not running: what it queued "
+                          f"goes when it starts ('i24net up' or 'i24net start {agency}')",
+                          soft_wrap=True)
 
 
 def _queue(h: Home, header: Header, body: Body) -> SqliteNodeStore:
@@ -146,11 +160,43 @@ def _resolve(desk: NoticeDesk, text: str, param: str, diffusion: bool = False) -
         raise click.BadParameter(exc.message, param_hint=param) from None
 
 
-def _run(h: Home, m: NodeMachine, store: SqliteNodeStore, action: Any) -> list[NodeEvent]:
-    """Run a desk action; a refusal by the rules exits 3, what it queued is sent now."""
+_STANDING = {
+    NoticeState.REQUESTED: "is still being screened",
+    NoticeState.UNDER_REVIEW: "is under review",
+    NoticeState.PUBLISHED: "is already published",
+    NoticeState.UPDATED: "is already published (and updated)",
+    NoticeState.REFUSED: "was refused",
+    NoticeState.CANCELLED: "is already cancelled",
+    NoticeState.EXPIRED: "has expired",
+}
+_ALLOWED = {
+    "approve": "only a request under review can be approved",
+    "refuse": "only a request under review can be refused",
+    "cancel": "only a notice in force, or a request not decided yet, can be cancelled",
+}
+
+
+def _in_words(notice: Notice, verb: str) -> str:
+    """Why ``verb`` cannot apply to ``notice``, for a person: "cannot approve notice
+    A-1/12-2026: it is already published; only a request under review can be approved"."""
+    what = f"notice {notice.number}" if notice.number else f"request {notice.request_id[:12]}"
+    standing = _STANDING.get(notice.state, f"is {notice.state.value}")
+    if notice.reason and notice.state in (NoticeState.REFUSED, NoticeState.CANCELLED):
+        standing += f" ({notice.reason})"
+    return f"cannot {verb} {what}: it {standing}; {_ALLOWED[verb]}"
+
+
+def _run(h: Home, m: NodeMachine, store: SqliteNodeStore, action: Any,
+         explain_for: tuple[NoticeDesk, str, str] | None = None) -> list[NodeEvent]:
+    """Run a desk action; a refusal by the rules exits 3, what it queued is sent now.
+    ``explain_for`` (desk, request id, verb) puts a move the notice's state does not allow
+    in words."""
     try:
         events: list[NodeEvent] = action()
     except StateError as exc:
+        if exc.reason == "notice.illegal-transition" and explain_for is not None:
+            desk, rid, verb = explain_for
+            _refused(_in_words(desk.registry.get(rid), verb), exc.reason)
         _refused(exc.message, exc.reason)
     except WireFormatError as exc:  # a reason code the register will not keep
         raise click.UsageError(exc.message) from None
@@ -176,6 +222,9 @@ def _report(events: list[NodeEvent]) -> None:
 
 as_option = click.option("--as", "agency", required=True, metavar="AGENCY",
                          help="The agency acting.")
+queue_option = click.option(
+    "--queue", is_flag=True, help="Queue it even when the agency's node is not running: it "
+    "waits in the outbox and goes when the node starts.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -187,9 +236,12 @@ def notice() -> None:
     """Request, review and cancel notices (Red, Yellow, Blue ... UN-Special).
 
     An NCB requests a notice; the notice authority (the GS) screens it against Article 3
-    and its colour's rules, then publishes it to every cleared agency or refuses it. The GS
-    daemon reviews automatically unless started with 'i24net node GS-LYON --manual-review';
-    then 'notice review' decides.
+    and its colour's rules, then publishes it to every cleared agency or refuses it.
+
+    The GS daemon decides at once unless it runs with manual review: start the network
+    with I24NET_MANUAL_REVIEW=1 in the environment ('I24NET_MANUAL_REVIEW=1 i24net up';
+    every node host inherits it) or the GS node alone with 'i24net node GS-LYON
+    --manual-review'. Screened requests then wait, under review, for 'notice review'.
     """
 
 
@@ -210,13 +262,19 @@ def notice() -> None:
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
               help="Wait for the GS's decision: exit 0 published, 3 refused, 4 timeout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the request id.")
+@queue_option
 @home_option
 def notice_request(agency: str, colour: str, subject: str, offence: str, warrant: str,
                    level: str | None, caveats: tuple[str, ...], precedence: str,
-                   wait_s: float | None, quiet: bool, home: str | None) -> None:
-    """Ask the notice authority to publish a notice; prints the request id."""
+                   wait_s: float | None, quiet: bool, queue: bool, home: str | None) -> None:
+    """Ask the notice authority to publish a notice; prints the request id.
+
+    AGENCY's node sends it: it must be running (exit 7 otherwise, nothing queued) unless
+    --queue.
+    """
     h = Home.resolve(home)
     d = h.directory()
+    check_agency(d, agency, "--as")
     c = NoticeColour.parse(colour)
     fields = {"subject": subject, "offence": offence, "warrant": warrant}
     missing = validate_request(c, fields)
@@ -230,6 +288,7 @@ def notice_request(agency: str, colour: str, subject: str, offence: str, warrant
     body = Body(f"{c.value} notice request: {subject}"[:256],
                 f"Request for a {c.value} notice: {c.purpose}.",
                 {"colour": c.value, **{k: v.strip() for k, v in fields.items()}})
+    require_running(h, agency, queue=queue)
     store = _queue(h, header, body)
     try:
         if quiet:
@@ -299,7 +358,7 @@ def notice_list(agency: str | None, as_json: bool, home: str | None) -> None:
     """
     h = Home.resolve(home)
     d = h.directory()
-    agency = agency or _authorities(d)[0]
+    agency = check_agency(d, agency, "--as") if agency else _authorities(d)[0]
     if not _is_authority(d, agency):
         _list_holdings(h, agency, as_json)
         return
@@ -372,7 +431,8 @@ def notice_review(agency: str, request_id: str, approve: bool, refuse_reason: st
     with _desk(h, agency, "review notice requests") as (desk, m, store):
         rid = _resolve(desk, request_id, "ID")
         events = _run(h, m, store, lambda: desk.approve(m, rid, now_ms()) if approve
-                      else desk.refuse(m, rid, now_ms(), reason))
+                      else desk.refuse(m, rid, now_ms(), reason),
+                      (desk, rid, "approve" if approve else "refuse"))
     _report(events)
 
 
@@ -384,24 +444,32 @@ def notice_review(agency: str, request_id: str, approve: bool, refuse_reason: st
 @click.option("--classification", "level", default=None, metavar="LEVEL",
               help=f"Owner only: classification of the cancellation request (default "
               f"{DEFAULT_LEVEL}).")
+@click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
+              help="Owner only: wait for the authority's answer: exit 0 cancelled, 3 "
+              "refused, 4 timeout.")
+@queue_option
 @home_option
 def notice_cancel(agency: str, target: str, reason: str, level: str | None,
-                  home: str | None) -> None:
+                  wait_s: float | None, queue: bool, home: str | None) -> None:
     """Cancel a notice by NUMBER or withdraw a request by ID (or a unique prefix).
 
     NUMBER looks like A-12/05-2026.
 
     As the notice authority: cancels it now and sends a notice-cancel to every holder.
-    As the notice's owner: sends a notice-cancel-request to the authority, whose desk
-    cancels it (or answers with the reason it will not).
+    As the notice's owner (the agency that requested it): sends a notice-cancel-request
+    to the authority, whose desk cancels it (or answers with the reason it will not). Any
+    other agency is refused at once (exit 3, notice.not-owner): its own store shows it did
+    not request the notice. The owner's node must be running (exit 7) unless --queue.
     """
     h = Home.resolve(home)
     d = h.directory()
+    check_agency(d, agency, "--as")
     code = _code(reason, "--reason")
     if _is_authority(d, agency):
         with _desk(h, agency, "cancel notices") as (desk, m, store):
             rid = _resolve(desk, target, "NUMBER|ID")
-            events = _run(h, m, store, lambda: desk.cancel(m, rid, now_ms(), code))
+            events = _run(h, m, store, lambda: desk.cancel(m, rid, now_ms(), code),
+                          (desk, rid, "cancel"))
         _report(events)
         return
     authority = _authorities(d)[0]
@@ -410,6 +478,8 @@ def notice_cancel(agency: str, target: str, reason: str, level: str | None,
         number = target.strip()
     else:
         ref = _own_reference(h, agency, target)
+    rid = _check_owner(h, agency, authority, number, ref)
+    require_running(h, agency, queue=queue)
     header = make_header(d, sender=agency, addressing=[authority],
                          kind="notice-cancel-request", label=_label(d, level, ()),
                          now_ms=now_ms(), ttl_ms=int(h.spec().default_ttl_hours * 3600_000),
@@ -418,9 +488,82 @@ def notice_cancel(agency: str, target: str, reason: str, level: str | None,
     body = Body(f"Cancellation request: {what}"[:256],
                 f"{agency} asks {authority} to cancel {what} ({code}).",
                 {"number": number, "reason": code})
-    _queue(h, header, body).close()
-    console.print(f"queued notice-cancel-request {header.id_hex} for {what} to {authority}; "
-                  f"{authority}'s desk cancels it and tells every holder")
+    store = _queue(h, header, body)
+    try:
+        console.print(f"queued notice-cancel-request {header.id_hex} for {what} to "
+                      f"{authority}; {authority}'s desk cancels it and tells every holder")
+        if wait_s is not None:
+            _wait_cancel(store, header, authority, rid, number, wait_s)
+    finally:
+        store.close()
+
+
+def _check_owner(h: Home, agency: str, authority: str, number: str,
+                 ref: bytes | None) -> bytes | None:
+    """The id of the request behind the notice that ``agency`` asks to cancel, from its own
+    store; exit 3 (``notice.not-owner``) when that store shows the request is not its own.
+    ``None`` when the store does not know the notice: the authority's desk decides."""
+    path = node_store_path(h, agency)
+    if not path.exists():
+        return None
+    with SqliteNodeStore(path, readonly=True) as store:
+        own = {e.msg_id for e in store.outbox_list(limit=None) if e.kind == "notice-request"}
+        if ref is not None and ref in own:
+            return ref
+        rid: bytes | None = None
+        label = number or (ref.hex()[:12] if ref else "")
+        for i in store.inbox_list(limit=None, kinds=["notice", "notice-decision"]):
+            request_hex = str(i.data.get("request", ""))
+            if i.kind == "notice-decision" and i.ref is not None and i.ref in own:
+                request_hex = i.ref.hex()
+            held = (ref is not None and i.msg_id == ref and i.kind == "notice") or \
+                (bool(number) and str(i.data.get("number", "")) == number)
+            if held and request_hex:
+                try:
+                    rid = bytes.fromhex(request_hex)
+                except ValueError:
+                    continue
+                label = str(i.data.get("number", "")) or label
+                if rid in own:
+                    return rid
+        if rid is None:
+            return None
+    _refused(f"{agency} did not request notice {label} (request {rid.hex()[:12]} is not in "
+             f"its outbox): only the agency that requested it, or the notice authority "
+             f"{authority}, may cancel it", "notice.not-owner")
+
+
+def _wait_cancel(store: SqliteNodeStore, header: Header, authority: str, rid: bytes | None,
+                 number: str, wait_s: float) -> None:
+    """Until the authority's answer to the cancellation request ``header`` arrives."""
+    deadline = time.monotonic() + wait_s
+    delivered = False
+    while time.monotonic() < deadline:
+        entry = store.outbox_get(header.id)
+        if entry is not None and entry.state == "refused":
+            _refused(f"the router refused the cancellation request: {entry.reason}",
+                     entry.reason)
+        if entry is not None and authority in entry.receipts and not delivered:
+            console.print(f"delivered to {authority}")
+            delivered = True
+        for item in store.inbox_list(limit=None, kinds=["notice-decision", "notice-cancel"],
+                                     since_ms=header.created_ms - 60_000):
+            decision = str(item.data.get("decision", ""))
+            if item.ref == header.id and decision == "cancel-refused":
+                _refused(f"{authority} refused the cancellation: {item.text}",
+                         str(item.data.get("reason", "notice.refused")))
+            about = (rid is not None and str(item.data.get("request", "")) == rid.hex()) or \
+                (bool(number) and str(item.data.get("number", "")) == number)
+            if about and (item.kind == "notice-cancel" or decision in ("cancelled",
+                                                                       "withdrawn")):
+                console.print(f"[yellow]cancelled[/] {escape(number or item.subject)}",
+                              soft_wrap=True)
+                return
+        time.sleep(0.1)
+    raise WaitTimeout(f"no answer from {authority} within {wait_s:g}s "
+                      f"({'delivered' if delivered else 'not delivered yet'}); the answer "
+                      f"will arrive in the inbox ('i24net inbox {header.sender}')",
+                      reason="timeout")
 
 
 def _own_reference(h: Home, agency: str, text: str) -> bytes:

@@ -10,7 +10,17 @@ from typing import Any
 import click
 from rich.table import Table
 
-from i24net.cli import cli, console, err_console, home_option, plain_text
+from i24net.cli import (
+    EXIT_ERROR,
+    EXIT_SIGNAL,
+    check_agencies,
+    cli,
+    console,
+    err_console,
+    home_hint,
+    home_option,
+    plain_text,
+)
 from i24net.core.errors import ConfigError
 from i24net.home import Home
 from i24net.supervisor import StartError, Supervisor, agency_status
@@ -90,14 +100,14 @@ def up(engine: str | None, isolate_text: str | None, process_per_agency: bool,
                              per_process=process_per_agency, hosts=hosts, timeout=timeout)
     except _Interrupted:
         console.print("[red]interrupted[/]: stopped everything 'up' had started")
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_SIGNAL + signal.SIGINT) from None
     except StartError as exc:
         err_console.print(f"[bold red]ERROR:[/] {plain_text(exc.message)} [dim]({exc.reason})[/]",
                           soft_wrap=True)
         for line in exc.tail:
             err_console.print(f"  [dim]|[/] {plain_text(line)}", soft_wrap=True)
         err_console.print("everything 'up' had started is stopped")
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_ERROR) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     procs = sup.load()
@@ -178,7 +188,7 @@ def status(as_json: bool, counts: bool, home: str | None) -> None:
         up_n = sum(1 for r in active if r["up"])
         console.print(f"{up_n}/{len(active)} agencies up in {len(hosts)} process(es)")
     if not all_up:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_ERROR)
 
 
 @cli.command()
@@ -194,6 +204,7 @@ def stop(agencies: tuple[str, ...], kill: bool, home: str | None) -> None:
     senders' outboxes; 'i24net start' brings it back.
     """
     h = Home.resolve(home)
+    check_agencies(h.directory(), agencies)
     stopped = Supervisor(h).stop_agencies(agencies, kill=kill)
     not_running = sorted(set(agencies) - set(stopped))
     how = "killed" if kill else "stopped"
@@ -210,16 +221,17 @@ def start(agencies: tuple[str, ...], home: str | None) -> None:
     """Start AGENCIES again inside their processes (after 'i24net stop' or a failure).
     Exits 1 if one does not come up."""
     h = Home.resolve(home)
+    check_agencies(h.directory(), agencies)
     sup = Supervisor(h)
     if not sup.running():
-        raise ConfigError("the network is not up: 'i24net up' starts it",
+        raise ConfigError(f"the network is not up: 'i24net up{home_hint(h)}' starts it",
                           reason="supervisor.down")
     states = sup.start_agencies(agencies)
     bad = {a: s for a, s in states.items() if s != "up"}
     for a, s in sorted(states.items()):
         console.print(f"{a}: {'[green]up[/]' if s == 'up' else f'[red]{s}[/]'}")
     if bad:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_ERROR)
 
 
 @cli.command()

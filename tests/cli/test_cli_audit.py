@@ -104,11 +104,12 @@ def test_show_table_and_tail(tmp_path: Path) -> None:
     assert chain.entries[0].msg_id[:12] not in result.stdout
 
 
-def test_show_json(tmp_path: Path) -> None:
+def test_show_json_is_one_object_per_line(tmp_path: Path) -> None:
     path, _, chain = make_log(tmp_path)
     result = run("audit", "show", str(path), "--json", "--tail", "2")
     assert result.exit_code == 0
-    shown = json.loads(result.stdout)
+    shown = [json.loads(line) for line in result.stdout.splitlines()]  # NDJSON
+    assert len(result.stdout.splitlines()) == 2
     assert [e["index"] for e in shown] == [18, 19]
     assert shown[-1]["hash"] == chain.head.hex()
 

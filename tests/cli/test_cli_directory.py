@@ -169,7 +169,7 @@ def test_revoke(run: Run, home: Path) -> None:
     assert {a["id"]: a["status"] for a in doc["agencies"]}["NCB-FR"] == "revoked"
     clean_error(run("directory", "revoke", "NCB-FR", "--home", home), 3,
                 "(directory.revoked)")
-    clean_error(run("directory", "revoke", "NCB-XX", "--home", home), 3,
+    clean_error(run("directory", "revoke", "NCB-XX", "--home", home), 6,
                 "(directory.unknown-agency)")
     assert show(run, home)["serial"] == 2
 
@@ -186,7 +186,7 @@ def test_rotate(run: Run, home: Path) -> None:
     assert after["NCB-FR"] == before["NCB-FR"]
     assert (home / "keys" / "NCB-DE.key").read_text() != old_key
     assert stat.S_IMODE((home / "keys" / "NCB-DE.key").stat().st_mode) == 0o600
-    clean_error(run("directory", "rotate", "NCB-XX", "--home", home), 3, "NCB-XX")
+    clean_error(run("directory", "rotate", "NCB-XX", "--home", home), 6, "NCB-XX")
 
 
 def test_issue_after_editing_the_spec(run: Run, home: Path) -> None:

@@ -1,6 +1,6 @@
 """``i24net envelope seal / inspect / open`` through click's CliRunner, on a demo home.
 
-Exit codes: 0 ok, 1 error, 3 refused or failed verification. Every failure is one line on
+Exit codes: 0 ok, 1 error, 3 refused or failed verification, 6 unknown agency or group. Every failure is one line on
 stderr, ``ERROR: <message> (<reason>)``, never a traceback.
 """
 
@@ -268,12 +268,12 @@ def test_inspect_shows_hostile_header_text_literally(run: Run, home: Path,
     (("--tlp", "WHITE"), {}, 1, "(label.tlp)"),
     (("--evaluation", "B²"), {}, 1, "(label.evaluation)"),
     (("--evaluation", "Z1"), {}, 1, "(label.evaluation)"),
-    ((), {"to": "@NOPE"}, 3, "(directory.unknown-group)"),
-    ((), {"to": "@[/]"}, 3, "@[/]"),
-    ((), {"to": "@X\nY"}, 3, "@X\\nY"),
+    ((), {"to": "@NOPE"}, 6, "(directory.unknown-group)"),
+    ((), {"to": "@[/]"}, 6, "@[/]"),
+    ((), {"to": "@X\nY"}, 6, "@X\\nY"),
     ((), {"to": "@AFRICA", "sender": "NCB-ZA"}, 3, "(addressing.empty)"),
-    ((), {"to": "NCB-XX"}, 3, "NCB-XX"),
-    ((), {"sender": "NCB-XX"}, 3, "NCB-XX"),
+    ((), {"to": "NCB-XX"}, 6, "NCB-XX"),
+    ((), {"sender": "NCB-XX"}, 6, "NCB-XX"),
     ((), {"subject": "\udcff"}, 3, "encode"),
 ])
 def test_bad_message_options(run: Run, home: Path, tmp_path: Path, extra: tuple[str, ...],
@@ -315,7 +315,7 @@ def test_unwritable_output(run: Run, home: Path, tmp_path: Path) -> None:
 
 def test_unknown_opening_agency(run: Run, home: Path, tmp_path: Path) -> None:
     out = sealed(run, home, tmp_path / "m.i24")
-    clean_error(open_as(run, home, out, "NCB-XX"), 1, "no private keys")
+    clean_error(open_as(run, home, out, "NCB-XX"), 6, "unknown agency NCB-XX")
 
 
 def test_no_home(run: Run, tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def ok(result: Result) -> Result:
 
 def request(run: Run, home: Path, *extra: str, agency: str = "NCB-FR",
             offence: str = "homicide") -> str:
-    out = ok(run("notice", "request", "--home", home, "--as", agency, "--colour", "RED",
+    out = ok(run("notice", "request", "--queue", "--home", home, "--as", agency, "--colour", "RED",
                  "--subject", "John DOE", "--offence", offence, "--warrant", "W-1", "-q",
                  *extra))
     rid = out.stdout.strip()
@@ -126,7 +126,7 @@ def gs_outbox(home: Path) -> list[tuple[str, tuple[str, ...], int]]:
 
 
 def test_request_queues_a_notice_request_for_the_gs(run: Run, home: Path) -> None:
-    result = ok(run("notice", "request", "--home", home, "--as", "NCB-FR", "--colour", "red",
+    result = ok(run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour", "red",
                     "--subject", "John DOE", "--offence", "homicide", "--warrant", "W-1"))
     rid = re.search(r"request ([0-9a-f]{32})", result.stdout)
     assert rid, result.stdout
@@ -137,7 +137,7 @@ def test_request_queues_a_notice_request_for_the_gs(run: Run, home: Path) -> Non
 
 
 def test_an_incomplete_red_request_is_a_usage_error(run: Run, home: Path) -> None:
-    result = run("notice", "request", "--home", home, "--as", "NCB-FR", "--colour", "RED",
+    result = run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour", "RED",
                  "--subject", "John DOE", "--offence", "homicide")
     assert result.exit_code == 2 and "warrant" in result.stderr
 
@@ -157,7 +157,7 @@ def test_a_request_wait_reports_the_publication(run: Run, home: Path) -> None:
     t = threading.Thread(target=daemons, name="home-net")
     t.start()
     try:
-        result = ok(run("notice", "request", "--home", home, "--as", "NCB-FR", "--colour",
+        result = ok(run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour",
                         "RED", "--subject", "John DOE", "--offence", "homicide",
                         "--warrant", "W-1", "--wait", "20"))
     finally:
@@ -167,7 +167,7 @@ def test_a_request_wait_reports_the_publication(run: Run, home: Path) -> None:
 
 
 def test_a_request_wait_without_daemons_times_out(run: Run, home: Path) -> None:
-    result = run("notice", "request", "--home", home, "--as", "NCB-FR", "--colour", "RED",
+    result = run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour", "RED",
                  "--subject", "John DOE", "--offence", "homicide", "--warrant", "W-1",
                  "--wait", "0.3")
     assert result.exit_code == 4 and "not delivered yet" in result.stderr
@@ -200,7 +200,7 @@ def test_manual_review_approve_restart_and_owner_cancel(run: Run, home: Path,
     assert [(h["number"], h["state"]) for h in held] == [(number, "new")]
 
     net.restart_gs()  # a new desk over the same register
-    out = ok(run("notice", "cancel", "--home", home, "--as", "NCB-FR", number))
+    out = ok(run("notice", "cancel", "--queue", "--home", home, "--as", "NCB-FR", number))
     assert "notice-cancel-request" in out.stdout
     net.pump()
     assert register(run, home)[rid]["state"] == "cancelled"
@@ -221,7 +221,7 @@ def test_refuse_sends_the_reason_to_the_requester(run: Run, home: Path,
 
 
 def test_an_article3_request_cannot_be_approved(run: Run, home: Path, net: HomeNet) -> None:
-    result = run("notice", "request", "--home", home, "--as", "NCB-FR", "--colour", "RED",
+    result = run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour", "RED",
                  "--subject", "John DOE", "--offence", "political", "--warrant", "W-1")
     assert result.exit_code == 0 and "will refuse it" in result.stderr
     net.pump()
@@ -272,7 +272,7 @@ def test_the_authority_cancels_and_every_holder_is_told(run: Run, home: Path,
 
 def test_a_diffusion_found_non_compliant_is_deleted(run: Run, home: Path,
                                                     net: HomeNet) -> None:
-    ok(run("publish", "--home", home, "--as", "NCB-FR", "--to", "NCB-DE", "--kind",
+    ok(run("publish", "--queue", "--home", home, "--as", "NCB-FR", "--to", "NCB-DE", "--kind",
            "diffusion", "--classification", "RESTRICTED", "--subject", "Wanted",
            "--text", "x"))
     net.pump()
