@@ -224,7 +224,7 @@ def require_running(h: Any, agency: str, *, queue: bool = False) -> str:
         how = f"`i24net start {agency}{hint}`"
     else:
         how = f"`i24net up{hint}`"
-    why = f" ({detail})" if detail and state != "down" else ""
+    why = f" ({state}{': ' + detail if detail else ''})" if state != "down" else ""
     raise NotRunning(f"node {agency} is not running{why}; start it with {how}, or give "
                      "--queue to leave the message in its outbox until it runs",
                      agency=agency)
@@ -305,7 +305,7 @@ def write_json_report(path: str | Path, text: str) -> None:
 def read_input(path: str | Path) -> bytes:
     """The bytes of ``path``, or of stdin when it is "-"."""
     if str(path) == "-":
-        return click.get_binary_stream("stdin").read()
+        return sys.stdin.buffer.read()
     return Path(path).read_bytes()
 
 
@@ -334,6 +334,8 @@ class I24Group(click.Group):
         except KeyboardInterrupt:
             err_console.print("interrupted")
             ctx.exit(EXIT_SIGNAL + signal.SIGINT)
+        finally:  # a --json that moved the human output to stderr ends with the command,
+            console.stderr = False  # also when its options failed to parse
 
 
 home_option = click.option(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ def read_lines(path: str | Path) -> Iterator[bytes]:
     line longer than the limit comes back cut (the parser refuses it as oversized) and the
     rest of it is skipped, so the line numbers after it stay right. "-" reads stdin."""
     limit = au.MAX_LINE + 3
-    with (contextlib.nullcontext(click.get_binary_stream("stdin")) if str(path) == "-"
+    with (contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-"
           else open(path, "rb")) as fh:
         while line := fh.readline(limit):
             if len(line) == limit and not line.endswith(b"\n"):

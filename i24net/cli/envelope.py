@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,13 +155,13 @@ def envelope_seal(output: str, home: str | None, **o: Any) -> None:
     stdout (the line saying what was sealed then goes to stderr)."""
     h = Home.resolve(home)
     to_stdout = output == "-"
-    if to_stdout and click.get_binary_stream("stdout").isatty():
+    if to_stdout and sys.stdout.isatty():
         raise click.UsageError("refusing to write a binary envelope to the terminal: give "
                                "-o FILE or redirect stdout")
     header, body = compose(h, o)
     raw = seal_with_home(h, header, body)
     if to_stdout:
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         out.write(raw)
         out.flush()
     else:

@@ -287,3 +287,67 @@ def test_a_diffusion_found_non_compliant_is_deleted(run: Run, home: Path,
     again = run("diffusion", "non-compliant", "--home", home, "--as", GS, did, "--reason",
                 "diffusion.article3")
     assert again.exit_code == 3 and "diffusion.already-ordered" in again.stderr
+
+
+# -- refusals in words; who may cancel ----------------------------------------------------
+
+
+def published(run: Run, home: Path, net: HomeNet) -> tuple[str, str]:
+    """A RED notice requested by NCB-FR and published: (request id, number)."""
+    rid = request(run, home)
+    net.pump()
+    ok(run("notice", "review", "--home", home, "--as", GS, rid, "--approve"))
+    net.pump()
+    return rid, str(register(run, home)[rid]["number"])
+
+
+def test_a_move_the_state_does_not_allow_is_said_in_words(run: Run, home: Path,
+                                                          net: HomeNet) -> None:
+    rid, number = published(run, home, net)
+    again = run("notice", "review", "--home", home, "--as", GS, rid, "--approve")
+    assert again.exit_code == 3
+    assert (f"cannot approve notice {number}: it is already published; only a request "
+            "under review can be approved (notice.illegal-transition)") in again.stderr
+    assert "can't handle event" not in again.stderr and "state=" not in again.stderr
+    refuse = run("notice", "review", "--home", home, "--as", GS, rid, "--refuse", "late")
+    assert refuse.exit_code == 3 and "only a request under review can be refused" in \
+        refuse.stderr
+    ok(run("notice", "cancel", "--home", home, "--as", GS, number))
+    twice = run("notice", "cancel", "--home", home, "--as", GS, number)
+    assert twice.exit_code == 3
+    assert f"cannot cancel notice {number}: it is already cancelled (notice.cancelled)" in \
+        twice.stderr
+
+
+def test_a_cancel_by_an_agency_that_did_not_request_the_notice_is_refused(
+        run: Run, home: Path, net: HomeNet) -> None:
+    _, number = published(run, home, net)
+    held = json.loads(ok(run("notice", "list", "--home", home, "--as", "NCB-DE",
+                             "--json")).stdout)
+    before = gs_outbox(home)
+    for target in (number, held[0]["id"][:10]):  # by number, and by the held message's id
+        result = run("notice", "cancel", "--queue", "--home", home, "--as", "NCB-DE", target)
+        assert result.exit_code == 3, result.output
+        assert f"NCB-DE did not request notice {number}" in result.stderr
+        assert "(notice.not-owner)" in result.stderr and result.stdout == ""
+    with SqliteNodeStore(node_store_path(Home(home), "NCB-DE"), readonly=True) as s:
+        assert [e.kind for e in s.outbox_list(None)] == []  # nothing was queued
+    assert gs_outbox(home) == before
+    assert [r["state"] for r in register(run, home).values()] == ["published"]
+
+
+def test_the_owners_cancel_waits_for_the_authority(run: Run, home: Path,
+                                                   net: HomeNet) -> None:
+    _, number = published(run, home, net)
+    results: list[Result] = []
+    t = threading.Thread(target=lambda: results.append(run(
+        "notice", "cancel", "--queue", "--home", home, "--as", "NCB-FR", number,
+        "--wait", "20")), name="cli")
+    t.start()
+    while t.is_alive():  # the daemons, in this thread (their stores are bound to it)
+        net.pump(rounds=1)
+        t.join(0.05)
+    (result,) = results
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert f"cancelled {number}" in result.stdout
+    assert register(run, home)[next(iter(register(run, home)))]["state"] == "cancelled"
