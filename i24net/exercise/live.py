@@ -13,7 +13,8 @@ reads from the simulator, see ``observe.py``). The processes are always stopped
 ``Interrupted`` in the main thread while the run lasts) and after an error.
 
 Injects keep to the plan's clock: a repeating ``send`` (``repeat`` > 1) plays its copies on
-a thread of its own, so the injects after its first copy are not held up by the later ones.
+a thread of its own, so the injects after its first copy are not held up by the later ones;
+so does a ``compromise`` with several forgeries.
 Each inject and each copy records how late it was played against its planned time;
 ``result.extra["lateness"]`` gives the worst and those beyond ``LATE_TOLERANCE_S``.
 
@@ -24,9 +25,13 @@ daemons originated themselves (notices the desk issues) and every sender's last 
 message lost, or a delivery nobody sent fails the run, whatever the expectations say;
 refusals, expiries and messages still in flight are the expectations' to judge.
 
-Not every action has a live form yet (partitions and link conditions need a fault proxy;
-key compromise and revocation need the directory pushed to running daemons):
-``check_live`` names the first one a file uses.
+The key injects play through ``livekeys.KeyDrills``: ``revoke``, ``rotate`` and
+``rotate-prekeys`` issue and publish the next signed directory version and return once the
+running router and nodes adopted it; ``compromise`` is a thief outside the victim's node,
+on a broker connection of its own with the victim's credentials, forging with the stolen
+key, while an eavesdropper started with the run records the traffic the stolen keys are
+tried on. An action without a live form (``skew``: a live run has one clock) is refused by
+``check_live``, which names the first one a file uses and says why.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from i24net.core.errors import I24Error
 from i24net.core.labels import Label, Precedence
 from i24net.exercise import model as m
 from i24net.exercise.expect import Outcome
+from i24net.exercise.livekeys import KeyDrills
 from i24net.exercise.observe import (
     FLOOD,
     INJECT,
@@ -124,8 +130,9 @@ def check_live(ex: m.Exercise) -> None:
     """Raise ``NotSupportedLive`` naming the first thing the live runner cannot play."""
     for i in ex.injects:
         if not i.live:
-            raise m.NotSupportedLive(f"{ex.source or ex.name}: inject[{i.index}]: not "
-                                     f"supported live yet: {i.action}")
+            raise m.NotSupportedLive(f"{ex.source or ex.name}: inject[{i.index}]: " + (
+                f"not supported live: {i.action}: {i.why_not_live}" if i.why_not_live
+                else f"not supported live yet: {i.action}"))
     c = ex.conditions
     if c.filters or c.router or c.broker_queue_limit is not None:
         raise m.NotSupportedLive(f"{ex.source or ex.name}: conditions: not supported live "
@@ -178,6 +185,7 @@ class LiveRun:
         self._floods: list[threading.Thread] = []
         self._flood_error: BaseException | None = None
         self.lateness: list[dict[str, Any]] = []  # one per played action (copies too)
+        self.keydrills: KeyDrills | None = None  # the directory actions and the thief
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> Result:
@@ -219,6 +227,11 @@ class LiveRun:
             sup.up(isolate=crashed)
             consumers.start()
             self.sup = sup
+            if KeyDrills.needed(self.ex):  # before any traffic: the eavesdropper records it
+                self.keydrills = KeyDrills(home, self.ex, history=self.history,
+                                           lock=self._lock, clock=self._elapsed, to_t=self._t,
+                                           reachable=self._reachable)
+                self.keydrills.start()
             self.start_ms = now_ms()
             self.t0 = time.monotonic()
             self._play_all()
@@ -266,6 +279,8 @@ class LiveRun:
             if consumers is not None:  # an error or a signal: the run's result is lost
                 with contextlib.suppress(Exception):
                     consumers.stop()
+            if self.keydrills is not None:
+                self.keydrills.stop()
             if sup is not None:
                 sup.down()
             if self.proxies is not None:
@@ -308,17 +323,18 @@ class LiveRun:
 
     # -- injects --------------------------------------------------------------------------
     def _play_all(self) -> None:
-        """Play every inject at its planned time: each repeating send on a thread of its
-        own, the others here in time order; return once the last copy is played."""
+        """Play every inject at its planned time: each repeating send (and each compromise
+        with several forgeries) on a thread of its own, the others here in time order;
+        return once the last copy is played."""
         ordered = sorted(self.ex.injects, key=lambda i: (i.at, i.index))
         for inj in ordered:
-            if isinstance(inj, m.Send) and inj.repeat > 1:
+            if isinstance(inj, m.Send | m.Compromise) and _repeated(inj):
                 t = threading.Thread(target=self._flood_thread, args=(inj,), daemon=True,
                                      name=f"inject-{inj.index}")
                 self._floods.append(t)
                 t.start()
         for inj in ordered:
-            if not (isinstance(inj, m.Send) and inj.repeat > 1):
+            if not _repeated(inj):
                 self._sleep_until(inj.at, f"next: inject[{inj.index}] {inj.action}")
                 self._play(inj)
         for t in self._floods:
@@ -365,14 +381,18 @@ class LiveRun:
         with self._lock:
             self.played.append(obs)
 
-    def _flood_thread(self, inj: m.Send) -> None:
-        """A repeating send's copies, each at ``at + n * every``; the first failure ends
-        it (reported as the inject's failure)."""
+    def _flood_thread(self, inj: m.Send | m.Compromise) -> None:
+        """A repeating send's copies, or a compromise's forgeries (the theft before the
+        first), each at ``at + n * every``; the first failure ends it (reported as the
+        inject's failure)."""
+        count, (one, many) = (inj.repeat, ("copy", "copies")) if isinstance(inj, m.Send) \
+            else (inj.count, ("forgery", "forgeries"))
         first: float | None = None
         worst = 0.0
         problem = ""
+        notes: list[str] = []
         try:
-            for n in range(inj.repeat):
+            for n in range(count):
                 planned = inj.at + n * inj.every
                 while (wait := planned - self._elapsed()) > 0:
                     if self._stop.wait(min(wait, 0.2)):
@@ -383,20 +403,31 @@ class LiveRun:
                 first = t if first is None else first
                 worst = max(worst, self._late(inj, planned, t, copy=n + 1))
                 try:
-                    self._send_copy(inj, n)
+                    notes.append(self._copy(inj, n))
                 except I24Error as exc:
-                    problem = f"copy {n + 1} of {inj.repeat}: {exc.message} ({exc.reason})"
+                    problem = f"{one} {n + 1} of {count}: {exc.message} ({exc.reason})"
                     break
         except BaseException as exc:  # re-raised in the main thread
             self._flood_error = exc
             return
         played = n + 1 if not problem else n
-        detail = problem or f"{played} copies"
+        detail = "; ".join(x for x in (*notes, problem or f"{played} {many}") if x)
         obs = InjectObs(round(first if first is not None else self._elapsed(), 3),
                         inj.index, inj.action, inj.describe(), not problem,
                         f"{detail}; played up to {worst:.3f} s late")
         with self._lock:
             self.played.append(obs)
+
+    def _copy(self, inj: m.Send | m.Compromise, n: int) -> str:
+        """Copy ``n`` of an inject played copy by copy: a send's copy, or a forgery (the
+        theft first); returns what the report should say about it."""
+        if isinstance(inj, m.Send):
+            self._send_copy(inj, n)
+            return ""
+        assert self.keydrills is not None  # made at the start for a file with key injects
+        note = self.keydrills.steal(inj) if n == 0 else ""
+        self.keydrills.forge(inj)
+        return note
 
     def _send_copy(self, inj: m.Send, n: int) -> None:
         self._send(inj.sender, list(inj.to), named=(inj.name, FLOOD if inj.repeat > 1
@@ -461,7 +492,31 @@ class LiveRun:
             return self._cut(inj)
         if isinstance(inj, m.Forward):
             return self._forward(inj)
+        if isinstance(inj, m.Compromise):  # one forgery (several play on their own thread)
+            return self._copy(inj, 0)
+        if isinstance(inj, m.Revoke | m.Rotate | m.RotatePrekeys):
+            return self._directory_action(inj)
         raise m.NotSupportedLive(f"not supported live yet: {inj.action}")
+
+    def _directory_action(self, inj: m.Revoke | m.Rotate | m.RotatePrekeys) -> str:
+        """The authority's next directory version, published; returns once the running
+        router and nodes adopted it (``livekeys``)."""
+        keys = self.keydrills
+        assert keys is not None  # made at the start for a file with key injects
+        if isinstance(inj, m.Revoke):
+            return keys.revoke(inj)
+        if isinstance(inj, m.Rotate):
+            return keys.rotate(inj)
+        return keys.rotate_prekeys(inj)
+
+    def _reachable(self) -> set[str]:
+        """The agencies whose node is up and connected to the broker now, partitioned ones
+        aside: a new directory version reaches them at once."""
+        states = self.sup.agency_states()
+        with self._lock:
+            cut = set(self.cut)
+        return {a for a, (state, _, detail) in states.items()
+                if state == "up" and not detail} - cut
 
     def _forward(self, inj: m.Forward) -> str:
         """``inj.sender`` passes on a message it holds, as in virtual time: the body from
@@ -643,6 +698,8 @@ class LiveRun:
                     # its report came back was decided by its first delivery, below
                     decided=self._t(e.decided_ms) if e.decided_ms else None,
                     refused_by={r: "refused" for r, s in e.receipts.items() if s == "refused"})
+        if self.keydrills is not None:  # the thefts, and the forgeries no outbox holds
+            msgs.update(self.keydrills.observe(obs))
         for a, items in inboxes.items():
             for i in items:
                 msg = msgs.get(i.msg_id.hex())
@@ -742,6 +799,13 @@ def _decision(notice: Any, t: Callable[[int], float]) -> tuple[str, str, float |
     if notice.state is NoticeState.UNDER_REVIEW:
         return "under-review", "", None
     return "", "", None
+
+
+def _repeated(inj: m.Inject) -> bool:
+    """A repeating send, or a compromise with several forgeries: its copies play on a
+    thread of their own, beside the other injects."""
+    return (isinstance(inj, m.Send) and inj.repeat > 1) or \
+        (isinstance(inj, m.Compromise) and inj.count > 1)
 
 
 def _with_lateness(detail: str, late: float) -> str:

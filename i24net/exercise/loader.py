@@ -465,7 +465,9 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
         if isinstance(inj, m.Revoke):
             revoked.setdefault(inj.agency, inj.at)
         if ex.mode == "live" and not inj.live:
-            raise r.fail((*p, "action"), f"not supported live yet: {inj.action}")
+            raise r.fail((*p, "action"), f"not supported live: {inj.action}: "
+                         f"{inj.why_not_live}" if inj.why_not_live
+                         else f"not supported live yet: {inj.action}")
     c = ex.conditions
     if ex.mode == "live":
         for key, used in (("filter", c.filters), ("router", c.router),

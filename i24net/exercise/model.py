@@ -432,6 +432,8 @@ class Inject:
 
     action: ClassVar[str] = ""
     live: ClassVar[bool] = False  # can the live runner play it?
+    # why a live run cannot give it its virtual meaning, when that is not just "not yet"
+    why_not_live: ClassVar[str] = ""
     at: float = _f(parse=seconds, required=True, doc="seconds, or mm:ss")
     note: str = _f("", doc="free text shown in the report's timeline")
     index: int = 0
@@ -575,6 +577,7 @@ class Restart(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Compromise(Inject):
     action: ClassVar[str] = "compromise"
+    live: ClassVar[bool] = True
     name: str = _f("", parse=name, doc="names the attacker's messages")
     agency: str = _f(parse=agency, required=True, doc="whose key is stolen")
     to: tuple[str, ...] = _f(("@ALL",), parse=targets, doc="the attacker's recipients")
@@ -593,6 +596,7 @@ class Compromise(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Revoke(Inject):
     action: ClassVar[str] = "revoke"
+    live: ClassVar[bool] = True
     agency: str = _f(parse=agency, required=True)
 
     def describe(self) -> str:
@@ -602,6 +606,7 @@ class Revoke(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rotate(Inject):
     action: ClassVar[str] = "rotate"
+    live: ClassVar[bool] = True
     agency: str = _f(parse=agency, required=True)
 
     def describe(self) -> str:
@@ -611,6 +616,7 @@ class Rotate(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RotatePrekeys(Inject):
     action: ClassVar[str] = "rotate-prekeys"
+    live: ClassVar[bool] = True
     agencies: tuple[str, ...] = _f((), parse=agencies, doc="default: every active agency")
 
     def describe(self) -> str:
@@ -620,6 +626,11 @@ class RotatePrekeys(Inject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Skew(Inject):
     action: ClassVar[str] = "skew"
+    why_not_live: ClassVar[str] = (
+        "a live run has one clock, the machine's: the runner stamps every message it sends "
+        "for an agency with it and the router and each node check it against it, so one "
+        "agency's clock cannot run ahead or behind; run the file --virtual (or live without "
+        "the skew)")
     agency: str = _f(parse=agency, required=True)
     seconds: float = _f(parse=signed_seconds, required=True, doc="clock offset")
 

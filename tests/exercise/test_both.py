@@ -72,11 +72,14 @@ def test_both_modes_agree_on_a_small_drill(tmp_path: Path) -> None:
     assert list(tmp_path.glob("i24-exercise-*")) == []  # the live home is gone
 
 
-def test_validate_live_refuses_what_cannot_run_live_with_the_reason() -> None:
+def test_validate_live_refuses_what_cannot_run_live_with_the_reason(tmp_path: Path) -> None:
     ok = i24net("exercise", "validate", "--live", str(EXAMPLES / "live_smoke.toml"))
     assert ok.returncode == 0 and "runnable live" in ok.stdout
-    bad = i24net("exercise", "validate", "--live", str(EXAMPLES / "stolen_key.toml"))
+    skewed = tmp_path / "skewed.toml"
+    skewed.write_text((EXAMPLES / "stolen_key.toml").read_text().replace(
+        'action = "rotate"\nagency = "NCB-JP"', 'action = "skew"\nagency = "NCB-JP"\nseconds = 600'))
+    bad = i24net("exercise", "validate", "--live", str(skewed))
     assert bad.returncode == 2
-    assert "not runnable live" in bad.stderr and "compromise" in bad.stderr
+    assert "not runnable live" in bad.stderr and "skew: a live run has one clock" in bad.stderr
     big = i24net("exercise", "validate", "--live", str(EXAMPLES / "interpol_broadcast.toml"))
     assert big.returncode == 2 and "not runnable live" in big.stderr

@@ -125,9 +125,9 @@ def test_live_file_refuses_what_live_cannot_play() -> None:
     loads(text)  # an agency's link rule runs live (through its fault proxy)
     with pytest.raises(ExerciseError, match=r"conditions\.link"):
         loads(text.replace('agency = "NCB-ZA"\n', 'between = ["NCB-ZA", "NCB-FR"]\n'))
-    text = text.replace('action = "cancel"', 'action = "revoke"\nagency = "NCB-JP"\n'
-                        '[[inject]]\nat = "5:00"\naction = "cancel"')
-    with pytest.raises(ExerciseError, match="not supported live yet: revoke"):
+    text = text.replace('action = "cancel"', 'action = "skew"\nagency = "NCB-JP"\n'
+                        'seconds = 600\n[[inject]]\nat = "5:00"\naction = "cancel"')
+    with pytest.raises(ExerciseError, match="not supported live: skew: a live run has one"):
         loads(text)
 
 
