@@ -88,13 +88,18 @@ def validate(files: tuple[str, ...], live: bool) -> None:
     """Check exercise FILEs: 'ok: NAME, N injects, M expectations' or one ERROR line."""
     for f in files:
         ex = _load(f)
-        problem = _live_problem(ex) if live or ex.mode == "live" else None
+        checked_live = live or ex.mode == "live"
+        problem = _live_problem(ex) if checked_live else None
         if problem:
             _fail(f"not runnable live: {problem}")
         console.print(f"ok: {plain_text(ex.name)}, {len(ex.injects)} injects, "
                       f"{len(ex.expectations)} expectations"
-                      + (", runnable live" if live or ex.mode == "live" else ""),
-                      soft_wrap=True)
+                      + (", runnable live" if checked_live else ""), soft_wrap=True)
+        if checked_live:
+            from i24net.exercise.live import virtual_only
+
+            for note in virtual_only(ex):
+                console.print(f"  note: {plain_text(note)}", soft_wrap=True)
 
 
 @exercise.command("run")

@@ -133,17 +133,86 @@ def check_live(ex: m.Exercise) -> None:
             raise m.NotSupportedLive(f"{ex.source or ex.name}: inject[{i.index}]: " + (
                 f"not supported live: {i.action}: {i.why_not_live}" if i.why_not_live
                 else f"not supported live yet: {i.action}"))
-    c = ex.conditions
-    if c.filters or c.router or c.broker_queue_limit is not None:
-        raise m.NotSupportedLive(f"{ex.source or ex.name}: conditions: not supported live "
-                                 "yet: filters, router costs and queue limits (a live run "
-                                 "uses the real router and broker)")
-    for rule in c.links:
-        if rule.between or rule.start or rule.end is not None:
-            raise m.NotSupportedLive(
-                f"{ex.source or ex.name}: conditions.link[{rule.index}]: not supported live "
-                "yet: links between two agencies and links with a start or an end (a live "
-                "run applies an agency's or a group's link for the whole run)")
+    if ex.conditions.broker_queue_limit is not None:
+        raise m.NotSupportedLive(
+            f"{ex.source or ex.name}: conditions.broker_queue_limit: not supported live: "
+            "the embedded broker a live run uses (amqtt 0.12) keeps an offline session's "
+            "messages without a limit and has no setting for one (Mosquitto's "
+            "max_queued_messages would be one); run it --virtual")
+
+
+def virtual_only(ex: m.Exercise) -> list[str]:
+    """The conditions a live run accepts without playing them, each saying why: what
+    ``exercise validate --live`` and the live report print beside the verdict."""
+    notes = []
+    if ex.conditions.router is not None:
+        notes.append("conditions.router: virtual-only: the router's service times model its "
+                     "CPU in virtual time; a live run uses the real router, whose own costs "
+                     "apply")
+    return notes
+
+
+Members = Callable[[str], tuple[str, ...]]  # an agency or a @GROUP -> its agencies
+
+
+def _link_timeline(c: m.Conditions, agency: str, members: Members
+                   ) -> list[tuple[float, tuple[float, float, float]]]:
+    """The agency's link over the run as the simulator plays it, as ``(from time,
+    (latency_ms, jitter_ms, loss))``, the first from 0: a rule naming the agency or one of
+    its groups overlays its set values on the link at its ``start``, and its ``end``
+    returns the link to the defaults (``reset_link``), whatever other rule still runs;
+    changes at one time apply in file order, a rule's start before its end. Rules between
+    two agencies are gateway filters (``_gateway_filters``)."""
+    events: list[tuple[float, int, dict[str, float] | None]] = []
+    for k, rule in enumerate(c.links):
+        if rule.between or agency not in members(rule.agency or rule.group or ""):
+            continue
+        events.append((rule.start, 2 * k, {key: value for key, value in (
+            ("latency_ms", rule.latency_ms), ("jitter_ms", rule.jitter_ms),
+            ("loss", rule.loss)) if value is not None}))
+        if rule.end is not None:
+            events.append((rule.end, 2 * k + 1, None))
+    timeline = [(0.0, (c.latency_ms, c.jitter_ms, c.loss))]
+    override: dict[str, float] = {}
+    for at, _, changes in sorted(events, key=lambda e: e[:2]):
+        override = {} if changes is None else {**override, **changes}
+        link = (override.get("latency_ms", c.latency_ms),
+                override.get("jitter_ms", c.jitter_ms), override.get("loss", c.loss))
+        if at <= timeline[-1][0]:
+            timeline[-1] = (timeline[-1][0], link)
+        else:
+            timeline.append((at, link))
+    return timeline
+
+
+def _gateway_filters(c: m.Conditions, members: Members) -> list[Any]:
+    """The file's ``[[conditions.filter]]`` rules and its links ``between`` two agencies
+    as the fault proxies' gateway filters, named and built as the simulator builds them
+    (``VirtualRun._conditions``): a ``between = [A, B]`` rule adds its delay and loss to
+    each delivery of a message from A coming down to B."""
+    from i24net.faultproxy import GatewayFilter
+
+    def agencies(target: str | None) -> frozenset[str] | None:
+        return None if target is None else frozenset(members(target))
+
+    rules = [GatewayFilter(f"link-{rule.index}", direction="down",
+                           senders=agencies(rule.between[0]),
+                           recipients=agencies(rule.between[1]), drop=rule.loss or 0.0,
+                           delay_ms=rule.latency_ms or 0.0, jitter_ms=rule.jitter_ms or 0.0,
+                           start=rule.start, end=rule.end)
+             for rule in c.links if rule.between]
+    for f in c.filters:
+        delay = f.action == "delay"
+        rules.append(GatewayFilter(
+            f"filter-{f.index}", direction=f.direction,
+            precedences=frozenset({f.precedence}) if f.precedence else None,
+            labels=frozenset({f.label}) if f.label else None, caveat=f.caveat,
+            kinds=frozenset({f.kind}) if f.kind else None, senders=agencies(f.sender),
+            recipients=agencies(f.to),
+            addressing=frozenset({f.to_group}) if f.to_group else None,
+            drop=0.0 if delay else f.probability, delay_ms=f.delay_ms if delay else 0.0,
+            jitter_ms=f.jitter_ms if delay else 0.0, start=f.start, end=f.end))
+    return rules
 
 
 def _with_port(text: str, port: int) -> str:
@@ -559,12 +628,16 @@ class LiveRun:
     # -- the network between each agency and the broker ------------------------------------
     def _needs_proxies(self) -> bool:
         c = self.ex.conditions
-        return bool(c.loss or c.links or any(isinstance(i, m.Partition | m.Heal)
-                                              for i in self.ex.injects))
+        return bool(c.loss or c.links or c.filters or any(
+            isinstance(i, m.Partition | m.Heal) for i in self.ex.injects))
 
     def _start_proxies(self, home: Home, broker_port: int) -> None:
         """A fault proxy between each agency and the broker (``broker/routes.json``), with
-        the file's conditions: its defaults, then each agency's or group's link rule."""
+        the file's conditions: its defaults; each agency's or group's link rule from its
+        start, back to the defaults at its end (``_link_timeline``); and the gateway
+        filters (``_gateway_filters``) on every proxy. Timed rules run on the run's clock,
+        seconds since ``t0``, which is set once the processes are up: until then no timed
+        change is due and no filter is in force (no message flows before it)."""
         if not self._needs_proxies():
             return
         from i24net.faultproxy import FaultProxy, ProxyThread
@@ -572,22 +645,28 @@ class LiveRun:
 
         d = home.directory()
         names = sorted(d.agencies)
-        thread = ProxyThread([FaultProxy(upstream=("127.0.0.1", broker_port), name=a)
-                              for a in names], name="exercise-links")
+
+        def run_clock() -> float:
+            return self._elapsed() if self.t0 else float("-inf")
+
+        def members(target: str) -> tuple[str, ...]:
+            return tuple(d.expand([target], "")) if target.startswith("@") else (target,)
+
+        thread = ProxyThread([FaultProxy(upstream=("127.0.0.1", broker_port), name=a,
+                                         clock=run_clock) for a in names],
+                             name="exercise-links")
         ports = thread.start()
         self.proxies = thread
         routes_file(home).write_text(json.dumps({a: f"127.0.0.1:{ports[a]}" for a in names}))
         c = self.ex.conditions
+        filters = _gateway_filters(c, members)
         for n, a in enumerate(names):
-            lat, jit, loss = c.latency_ms, c.jitter_ms, c.loss
-            for rule in c.links:
-                members = (rule.agency,) if rule.agency else d.expand([rule.group or ""], "")
-                if a in members:
-                    lat = rule.latency_ms if rule.latency_ms is not None else lat
-                    jit = rule.jitter_ms if rule.jitter_ms is not None else jit
-                    loss = rule.loss if rule.loss is not None else loss
-            thread.set_conditions(a, latency_ms=lat, jitter_ms=jit, loss=loss,
-                                  seed=self.ex.seed * 1000 + n)
+            (_, first), *later = _link_timeline(c, a, members)
+            thread.set_conditions(a, *first, seed=self.ex.seed * 1000 + n)
+            for at, link in later:
+                thread.set_conditions(a, *link, at=at)
+            if filters:
+                thread.set_filters(a, filters, agency=a)
 
     def _cut(self, inj: m.Partition | m.Heal) -> str:
         assert self.home is not None

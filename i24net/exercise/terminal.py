@@ -71,6 +71,11 @@ def report(result: Result) -> Group:
     for t in errors:
         parts.append(Text.from_markup(f"[yellow]inject[{t['index']}] {t['action']} failed:[/] "
                                       f"{_clean(t['error'])}"))
+    if result.mode == "live":
+        from i24net.exercise.live import virtual_only
+
+        for note in virtual_only(result.exercise):
+            parts.append(Text.from_markup(f"[dim]note: {_clean(note)}[/]"))
     parts.append(verdict)
     return Group(*parts)  # type: ignore[arg-type]
 

@@ -123,8 +123,10 @@ def test_review_needs_manual_review() -> None:
 def test_live_file_refuses_what_live_cannot_play() -> None:
     text = MINIMAL.replace('seed = 3', 'seed = 3\nmode = "live"')
     loads(text)  # an agency's link rule runs live (through its fault proxy)
-    with pytest.raises(ExerciseError, match=r"conditions\.link"):
-        loads(text.replace('agency = "NCB-ZA"\n', 'between = ["NCB-ZA", "NCB-FR"]\n'))
+    loads(text.replace('agency = "NCB-ZA"\n', 'between = ["NCB-ZA", "NCB-FR"]\n'))  # a filter
+    with pytest.raises(ExerciseError, match=r"conditions\.broker_queue_limit: not supported "
+                       "live: the embedded broker"):
+        loads(text.replace("latency_ms = 30\n", "latency_ms = 30\nbroker_queue_limit = 10\n"))
     text = text.replace('action = "cancel"', 'action = "skew"\nagency = "NCB-JP"\n'
                         'seconds = 600\n[[inject]]\nat = "5:00"\naction = "cancel"')
     with pytest.raises(ExerciseError, match="not supported live: skew: a live run has one"):

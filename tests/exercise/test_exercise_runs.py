@@ -84,11 +84,12 @@ def test_cli_run_exit_codes_and_outputs(tmp_path: Path, minimal: Path) -> None:
 
 
 def test_cli_run_refuses_live_for_virtual_only_actions(minimal: Path) -> None:
-    minimal.write_text(minimal.read_text().replace('agency = "NCB-ZA"\n',
-                                                   'between = ["NCB-ZA", "NCB-FR"]\n'))
+    minimal.write_text(minimal.read_text().replace("latency_ms = 30\n",
+                                                   "latency_ms = 30\nbroker_queue_limit = 5\n"))
     res = CliRunner().invoke(cli, ["exercise", "run", str(minimal), "--live"])
     assert res.exit_code == 2
-    assert "not supported live yet" in res.stderr and "Traceback" not in res.output
+    assert "broker_queue_limit: not supported live" in res.stderr
+    assert "Traceback" not in res.output
 
 
 def test_a_failing_inject_is_reported_not_raised() -> None:
@@ -369,6 +370,7 @@ def test_live_preconditions_need_no_network() -> None:
     with pytest.raises(m.NotSupportedLive, match="198 agencies"):
         run(interpol, "live")  # ...but 198 processes is not a laptop drill
     check_live(loads(MINIMAL))  # an agency's link rule runs live, through its fault proxy
-    pair = MINIMAL.replace('agency = "NCB-ZA"\n', 'between = ["NCB-ZA", "NCB-FR"]\n')
-    with pytest.raises(m.NotSupportedLive, match="between two agencies"):
-        check_live(loads(pair))
+    check_live(loads(MINIMAL.replace('agency = "NCB-ZA"\n', 'between = ["NCB-ZA", "NCB-FR"]\n')))
+    limited = MINIMAL.replace("latency_ms = 30\n", "latency_ms = 30\nbroker_queue_limit = 5\n")
+    with pytest.raises(m.NotSupportedLive, match="broker_queue_limit: not supported live"):
+        check_live(loads(limited))
