@@ -42,8 +42,9 @@ def wake(home: Home, agency: str, *, timeout: float = 5.0) -> bool:
 def node_state(home: Home, agency: str, *, timeout: float = 5.0) -> tuple[str, str]:
     """``(state, detail)`` of ``agency``'s node as its process tells it when woken over its
     control socket: ``up``, ``starting``, ``stopped`` or ``failed`` (a host keeps running
-    the agencies it stopped), or ``down`` when no process answers (none runs it: the
-    network or its host is down; ``detail`` says why the socket did not answer). The
+    the agencies it stopped); ``busy`` when a process took the connection but did not
+    answer within ``timeout`` (it is there: loaded, or frozen); ``down`` when no process
+    listens (none runs it: the network or its host is down; ``detail`` says why). The
     socket of a host started by ``i24net up`` and of an ``i24net node`` started by hand
     are both found (``Supervisor.control_path``). Waking is harmless: a node with nothing
     due sends nothing."""
@@ -54,7 +55,7 @@ def node_state(home: Home, agency: str, *, timeout: float = 5.0) -> tuple[str, s
         answer = request(Supervisor(home).control_path(agency),
                          {"op": "wake", "agency": agency}, timeout=timeout)
     except ControlError as exc:
-        return "down", exc.reason
+        return ("busy" if exc.reason == "control.timeout" else "down"), exc.reason
     except I24Error as exc:  # the process answered, but does not run this agency
         return "down", exc.reason
     return str(answer.get("state", "down")), str(answer.get("reason", "") or "")

@@ -209,13 +209,14 @@ def home_hint(home: Any) -> str:
 def require_running(h: Any, agency: str, *, queue: bool = False) -> str:
     """The state of ``agency``'s node (``up`` or ``starting``), or ``NotRunning`` (exit 7)
     saying how to start it. Running means: a process answers on the agency's control
-    socket (a node host or ``i24net node``) and reports the agency up or starting.
+    socket (a node host or ``i24net node``) and reports the agency up or starting, or
+    takes the connection but is too busy to answer in time.
     With ``queue`` nothing is raised: the state is returned (``down``, ``stopped``...)."""
     from i24net.client import node_state
     from i24net.supervisor import Supervisor
 
     state, detail = node_state(h, agency)
-    if state in ("up", "starting") or queue:
+    if state in ("up", "starting", "busy") or queue:  # busy: there, and will send
         return state
     sup = Supervisor(h)
     where = sup.where(agency)
@@ -224,7 +225,10 @@ def require_running(h: Any, agency: str, *, queue: bool = False) -> str:
         how = f"`i24net start {agency}{hint}`"
     else:
         how = f"`i24net up{hint}`"
-    why = f" ({state}{': ' + detail if detail else ''})" if state != "down" else ""
+    if state != "down":
+        why = f" ({state}{': ' + detail if detail else ''})"
+    else:
+        why = "" if detail == "control.unreachable" else f" (its control socket: {detail})"
     raise NotRunning(f"node {agency} is not running{why}; start it with {how}, or give "
                      "--queue to leave the message in its outbox until it runs",
                      agency=agency)

@@ -343,7 +343,7 @@ def publish(wait_s: float | None, queue: bool, quiet: bool, as_json: bool, home:
     node = require_running(h, header.sender, queue=queue)
     store = open_store(h, header.sender)
     waiting = _Waiting(h, header, store, say=not (quiet or as_json))
-    waiting.node_running = node in ("up", "starting")
+    waiting.node_running = node in ("up", "starting", "busy")
     try:
         enqueue(h, header, body, store, notify=False)  # durable before anything else happens
         if quiet:

@@ -142,10 +142,12 @@ def test_a_sealed_envelope_to_an_unknown_agency_is_not_written(run: Run, home: P
 
 class FakeHost:
     """Answers on ``host-1``'s control socket as a node host does: ``wake`` gets the
-    agency's state; recorded in state/processes.json as this (live) process."""
+    agency's state; recorded in state/processes.json as this (live) process. ``silent``:
+    takes each connection and never answers, as a loaded or frozen process."""
 
-    def __init__(self, home: Path, state: str, agencies: tuple[str, ...] = ("NCB-DE",)):
-        self.state = state
+    def __init__(self, home: Path, state: str, agencies: tuple[str, ...] = ("NCB-DE",),
+                 silent: bool = False):
+        self.state, self.silent = state, silent
         self.requests: list[dict[str, object]] = []
         h = Home(home)
         ctl_dir(h).mkdir(parents=True, exist_ok=True)
@@ -172,6 +174,9 @@ class FakeHost:
                 conn.settimeout(2)
                 req = json.loads(conn.makefile("rb").readline())
                 self.requests.append(req)
+                if self.silent:
+                    self.stop.wait()
+                    continue
                 conn.sendall(json.dumps({"ok": True, "state": self.state}).encode() + b"\n")
 
     def close(self) -> None:
@@ -184,8 +189,8 @@ class FakeHost:
 def fake_host(home: Path) -> Iterator[Callable[[str], FakeHost]]:
     made: list[FakeHost] = []
 
-    def make(state: str) -> FakeHost:
-        made.append(FakeHost(home, state))
+    def make(state: str, silent: bool = False) -> FakeHost:
+        made.append(FakeHost(home, state, silent=silent))
         return made[-1]
 
     yield make
@@ -223,6 +228,20 @@ def test_publish_through_a_running_node_wakes_it(run: Run, home: Path,
     assert re.fullmatch(r"[0-9a-f]{32}", msg_id) and result.stdout == msg_id + "\n"
     assert outbox(home) == [msg_id]
     assert [r["op"] for r in host.requests] == ["wake", "wake"]  # the probe, then the send
+
+
+def test_a_node_too_busy_to_answer_counts_as_running(
+        home: Path, fake_host: Callable[..., FakeHost]) -> None:
+    """A process took the connection: it is there (loaded, or frozen by a drill) and sends
+    the message when it gets to it; only a socket nobody listens on means not running."""
+    from i24net.cli import require_running
+    from i24net.client import node_state
+
+    h = Home(home)
+    assert node_state(h, "NCB-DE", timeout=0.3) == ("down", "control.unreachable")
+    fake_host("up", silent=True)
+    assert node_state(h, "NCB-DE", timeout=0.3) == ("busy", "control.timeout")
+    assert require_running(h, "NCB-DE") == "busy"
 
 
 def test_queue_keeps_the_old_behaviour_and_json_says_so(run: Run, home: Path) -> None:
