@@ -66,6 +66,8 @@ from typing import Any
 import psutil
 
 from i24net.core.errors import I24Error
+from i24net.core.units import percentile
+from i24net.core.events import Delivered, Received
 
 WINDOW = 64
 SIM_TIMEOUT_S = 3600
@@ -130,15 +132,6 @@ class Plan:
 
 
 # -- small helpers -----------------------------------------------------------------------
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..100); NaN when there are no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
@@ -466,7 +459,7 @@ class LiveNet:
             self._sink(bytes(m.payload))  # type: ignore[arg-type]
 
     def _on_recipient_event(self, ev: Any) -> None:
-        if ev.kind == "received" and ev.detail.startswith("t="):
+        if isinstance(ev, Received) and ev.detail.startswith("t="):
             if ev.precedence == 0:
                 self.flash_inbox[ev.msg_id] = time.time_ns()
             self._arrived((time.monotonic_ns() - int(ev.detail[2:])) / 1e6, ev.precedence)
@@ -508,7 +501,7 @@ class LiveNet:
                 for name, v in spans.items()}
 
     def _on_sender_event(self, ev: Any) -> None:
-        if ev.kind == "delivered":
+        if isinstance(ev, Delivered):
             self._delivered()
 
     # -- 1. relay against the pipeline -----------------------------------------------------
@@ -1201,7 +1194,7 @@ async def _worker_node(args: dict[str, Any]) -> None:
         node = make_node(home, agency, logger=log, transport=t)
 
         def on_event(ev: Any) -> None:
-            if ev.kind == "received":
+            if isinstance(ev, Received):
                 received.append(ev.latency_ms)
 
         node.on_event = on_event

@@ -48,6 +48,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from i24net.core.units import percentile
+
 __all__ = ["CLASSES", "Allowance", "Verdict", "check", "parse_history"]
 
 CLASSES = ("delivered", "duplicated", "misdelivered", "refused", "expired", "lost",
@@ -145,11 +147,6 @@ def _wholeness(records: list[Mapping[str, Any]]) -> list[str]:
     return problems
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * q // 100) - 1))]
-
-
 def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), *,
           problems: Iterable[str] = ()) -> Verdict:
     """Classify every submitted message of ``records`` and judge the run; ``problems``
@@ -201,7 +198,7 @@ def check(records: Iterable[Mapping[str, Any]], allow: Allowance = Allowance(), 
     v.unexpected = sum(1 for mid in seen if mid not in submits)
     v.ids["unexpected"] = sorted(mid for mid in seen if mid not in submits)
     if latencies:
-        v.latency_ms = {"p50": _percentile(latencies, 50), "p99": _percentile(latencies, 99),
+        v.latency_ms = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
                         "max": max(latencies)}
     _judge(v, submits, allow, unexpected_reasons)
     return v

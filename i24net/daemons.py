@@ -11,9 +11,11 @@ in a ``TaskGroup`` over one ``Transport``:
   ``window`` concurrent publishes, so the backlog stays in the machine's priority queue
   and not in the transport's FIFO.
 
-The node daemon also runs ``tick`` (retries, gap requests, expiry, and pick-up of messages
-that ``i24net publish`` wrote straight into the node's store) when the machine's next
-deadline comes or ``wake`` says the outbox changed; it never polls.
+A fourth task, ``timers``, calls the machine's ``handle_timer`` when its ``next_timer``
+comes, and only then (node: retries, gap requests, expiry, key maintenance, and pick-up of
+messages that ``i24net publish`` wrote straight into the node's store; router: the
+summaries of drop windows that have closed). A frame that brings the timer forward, or
+``wake`` saying the outbox changed, wakes it early; it never polls.
 """
 
 from __future__ import annotations
@@ -24,44 +26,42 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from i24net.core import frames as fr
 from i24net.core.audit import AuditChain
 from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
+from i24net.core.events import (
+    DirectoryAdopted,
+    DirectoryInstalled,
+    Dropped,
+    Expired,
+    FrameDropped,
+    KeyChanged,
+    NodeEvent,
+    Refused,
+    RefusedIn,
+    Retried,
+    RouterEvent,
+    SequenceGap,
+    SubmissionRefused,
+    Violation,
+)
+from i24net.core.frames import frame_priority
 from i24net.core.keys import AgencyKeys
-from i24net.core.node import NodeEvent, NodeMachine
-from i24net.core.router import CONTROL_PRIORITY, RouterEvent, RouterMachine
+from i24net.core.node import NodeMachine
+from i24net.core.router import RouterMachine
 from i24net.transport.base import Delivery, Transport
 
 Clock = Callable[[], int]
 AUDIT_BUFFER_BYTES = 64 * 1024  # then the audit lines are written without waiting for idle
-MIN_TICK_GAP_S = 0.005  # between back-to-back ticks when more work is due at once
+MIN_TICK_GAP_S = 0.005  # between back-to-back timer runs when more work is due at once
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def frame_priority(payload: bytes) -> int:
-    """Precedence of an inbound frame without verifying it (only used to order work).
-
-    Envelopes (at the router) and deliveries (at a node) carry their message's precedence,
-    read from the clear header in ~10-20 us whatever the size (``fr.peek_precedence``);
-    control frames (reports, receipts, gap requests) go at ``CONTROL_PRIORITY``, behind FLASH
-    and level with IMMEDIATE, as in the router's outbound queue.
-    """
-    try:
-        prec = fr.peek_precedence(payload)
-    except I24Error:
-        return 0  # malformed: cheap to refuse, handle it promptly
-    return CONTROL_PRIORITY if prec is None else prec
-
-
-DROP_WINDOW_TICK_S = 5.0  # how often the router closes drop windows that have ended
 
 
 class AuditLog:
@@ -126,14 +126,27 @@ class AuditLog:
         self._fh.close()
 
 
+class Timed(Protocol):
+    """What the shells need of a machine's timers (both machines have them)."""
+
+    def next_timer(self) -> int | None: ...
+    def handle_timer(self, now_ms: int) -> Sequence[Any]: ...
+    def pending(self) -> int: ...
+
+
 class _Shell:
-    """What the router and node daemons share: the queues and the three loops."""
+    """What the router and node daemons share: the queues and the four loops.
+
+    ``tick_s``: after an error in ``handle_timer`` (a broken store), the wait before the
+    timers run again, so that the loop does not spin.
+    """
 
     name = "daemon"
+    machine: Timed
 
     def __init__(self, transport: Transport, *, clock: Clock = wall_ms,
                  logger: logging.Logger | None = None, window: int = 64,
-                 on_event: Callable[[Any], None] | None = None) -> None:
+                 on_event: Callable[[Any], None] | None = None, tick_s: float = 1.0) -> None:
         self.transport = transport
         self.clock = clock
         self.log = logger or logging.getLogger(f"i24net.{self.name}")
@@ -148,6 +161,9 @@ class _Shell:
         self.ready = asyncio.Event()
         self.publish_errors = 0
         self._closed = False
+        self.tick_s = tick_s
+        self._timer_wake = asyncio.Event()
+        self._sleeping_until: int | None = None
 
     # -- machine hooks (overridden) -------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, now: int) -> list[Any]:
@@ -215,7 +231,43 @@ class _Shell:
             self.window.release()
 
     def _after_frames(self) -> None:
-        pass
+        # A frame can bring the machine's next timer forward (a gap to ask about, a report
+        # that frees the send window, a drop window opened): wake the timers if they sleep
+        # past it.
+        due = self.machine.next_timer()
+        if due is not None and (self._sleeping_until is None or due < self._sleeping_until):
+            self._timer_wake.set()
+
+    async def _timers(self) -> None:
+        """Run the machine's timers when they are due, and not otherwise: the time comes
+        from the machine (``next_timer``), and a frame or ``wake`` that brings it forward
+        wakes the loop early. An idle daemon does no work at all."""
+        while True:
+            due = self.machine.next_timer()
+            now = self.clock()
+            if due is None or due > now:
+                self._sleeping_until = due
+                timeout = None if due is None else (due - now) / 1000
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._timer_wake.wait()
+                self._sleeping_until = None
+            self._timer_wake.clear()
+            now = self.clock()
+            try:
+                events = self.machine.handle_timer(now)
+            except Exception:
+                self.log.exception("internal error in a timer")
+                await asyncio.sleep(self.tick_s)  # do not spin on a broken store
+                continue
+            for ev in events:
+                self._record(ev, now)
+            if self.machine.pending():
+                self._wake.set()
+            self._idle()
+            due = self.machine.next_timer()
+            if due is not None and due <= self.clock():
+                await asyncio.sleep(MIN_TICK_GAP_S)  # more due at once: let frames flow
 
     def _idle(self) -> None:
         """The inbound queue ran dry: make what was decided visible (audit lines)."""
@@ -237,6 +289,7 @@ class _Shell:
             tg.create_task(self._recv(), name=f"{self.name}-recv")
             tg.create_task(self._work(), name=f"{self.name}-work")
             tg.create_task(self._send(), name=f"{self.name}-send")
+            tg.create_task(self._timers(), name=f"{self.name}-timers")
             await self._extra_tasks(tg)
             self.ready.set()
             self._wake.set()
@@ -280,6 +333,7 @@ class _Shell:
 
 class RouterDaemon(_Shell):
     name = "router"
+    machine: RouterMachine
 
     def __init__(self, machine: RouterMachine, transport: Transport, *,
                  audit: AuditLog | None = None, prune_every_s: float = 60.0,
@@ -373,36 +427,27 @@ class RouterDaemon(_Shell):
                 return []  # the version already held (the retained copy, seen on connect)
             self.machine.set_directory(d)
         except I24Error as exc:
-            return [RouterEvent("drop", reason=exc.reason, detail=f"directory: {exc.message}")]
+            return [FrameDropped(reason=exc.reason, detail=f"directory: {exc.message}")]
         self._follow_agencies()
-        return [RouterEvent("directory", reason="ok",
-                            detail=f"version {held.serial} -> {d.serial}")]
+        return [DirectoryAdopted(reason="ok", detail=f"version {held.serial} -> {d.serial}")]
 
     def _pop(self, now: int, limit: int) -> list[tuple[str, bytes, int]]:
         return self.machine.pop(now, limit)
 
     def _record(self, ev: RouterEvent, now: int) -> None:
-        if ev.kind == "directory":
-            self.log.info("adopted directory %s", ev.detail)
-        elif ev.kind in ("refuse", "drop"):
-            self.log.info("%s %s from %s: %s %s", ev.kind, ev.msg_id[:12], ev.sender,
-                          ev.reason, ev.detail)
-        else:
-            self.log.debug("%s %s from %s to %s", ev.kind, ev.msg_id[:12], ev.sender,
-                           ",".join(ev.recipients[:5]))
+        match ev:
+            case DirectoryAdopted():
+                self.log.info("adopted directory %s", ev.detail)
+            case Refused() | FrameDropped():
+                self.log.info("%s %s from %s: %s %s", ev.kind, ev.msg_id[:12], ev.sender,
+                              ev.reason, ev.detail)
+            case _:
+                self.log.debug("%s %s from %s to %s", ev.kind, ev.msg_id[:12], ev.sender,
+                               ",".join(ev.recipients[:5]))
         if self.audit is not None:
             self.audit.append(now, ev.kind, ev.msg_id, ev.reason, ev.audit_details())
         if self.on_event:
             self.on_event(ev)
-
-    async def _close_drop_windows(self) -> None:
-        """Summaries of bounded drops are written when their window ends, not at the next
-        frame (a flood that stops would otherwise leave its last window unwritten)."""
-        while True:
-            await asyncio.sleep(DROP_WINDOW_TICK_S)
-            now = self.clock()
-            for ev in self.machine.tick(now):
-                self._record(ev, now)
 
     async def _prune(self) -> None:
         while True:
@@ -415,7 +460,6 @@ class RouterDaemon(_Shell):
 
     async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
         tg.create_task(self._prune(), name="router-prune")
-        tg.create_task(self._close_drop_windows(), name="router-drop-windows")
 
     def _close(self, *, flush: bool = True) -> None:
         if self._closed:
@@ -423,7 +467,7 @@ class RouterDaemon(_Shell):
         self._closed = True
         if self.audit and flush:
             now = self.clock()
-            for ev in self.machine.tick(now, close_all=True):  # the open windows' summaries
+            for ev in self.machine.close_drop_windows(now):  # the open windows' summaries
                 self._record(ev, now)
             self.audit.close()
         elif self.audit:
@@ -433,11 +477,17 @@ class RouterDaemon(_Shell):
             close()
 
 
+# Node events logged at INFO, what an operator should see; the others at DEBUG.
+_NOTABLE = (Dropped, SubmissionRefused, RefusedIn, Expired, SequenceGap, KeyChanged,
+            Violation)
+
+
 class NodeDaemon(_Shell):
     name = "node"
+    machine: NodeMachine
 
     def __init__(self, machine: NodeMachine, transport: Transport, *,
-                 audit: AuditLog | None = None, tick_s: float = 1.0,
+                 audit: AuditLog | None = None,
                  directory_anchor: bytes | None = None,
                  load_keys: Callable[[], AgencyKeys] | None = None, **kw: Any) -> None:
         super().__init__(transport, **kw)
@@ -445,10 +495,7 @@ class NodeDaemon(_Shell):
         self.machine = machine
         self.load_keys = load_keys  # the agency's keys again, after a prekey rotation
         self.audit = audit
-        self.tick_s = tick_s
         self.anchor = directory_anchor
-        self._tick_wake = asyncio.Event()
-        self._sleeping_until: int | None = None
         if directory_anchor is not None:
             self.directory_topic = f"{machine.prefix}/directory"
 
@@ -469,16 +516,16 @@ class NodeDaemon(_Shell):
         try:
             d: Directory = load(payload, self.anchor or b"", held=self.machine.directory)
         except I24Error as exc:
-            return [NodeEvent("drop", reason=exc.reason, detail=exc.message)]
+            return [Dropped(reason=exc.reason, detail=exc.message)]
         if d.serial > self.machine.directory.serial:
             self.machine.set_directory(d)
-            events = [NodeEvent("directory", detail=f"now version {d.serial}")]
+            events: list[NodeEvent] = [DirectoryInstalled(detail=f"now version {d.serial}")]
             if self.machine.needs_keys() and self.load_keys is not None:
                 try:
                     self.machine.set_keys(self.load_keys())
                 except I24Error as exc:
-                    return [*events, NodeEvent("drop", reason=exc.reason, detail=exc.message)]
-                events.append(NodeEvent("key", detail="keys loaded again: new prekey"))
+                    return [*events, Dropped(reason=exc.reason, detail=exc.message)]
+                events.append(KeyChanged(detail="keys loaded again: new prekey"))
             return events
         return []
 
@@ -486,61 +533,18 @@ class NodeDaemon(_Shell):
         return self.machine.pop(limit)
 
     def _record(self, ev: NodeEvent, now: int) -> None:
-        level = logging.INFO if ev.kind in ("drop", "refused", "refused-in", "expired",
-                                             "gap", "key", "violation") else logging.DEBUG
+        level = logging.INFO if isinstance(ev, _NOTABLE) else logging.DEBUG
         self.log.log(level, "%s %s %s %s %s", ev.kind, ev.msg_id[:12], ev.peer, ev.reason,
                      ev.detail)
-        if self.audit is not None and ev.kind not in ("retry",):
+        if self.audit is not None and not isinstance(ev, Retried):  # retries: counted only
             self.audit.append(now, ev.kind, ev.msg_id, ev.reason, {"peer": ev.peer})
         if self.on_event:
             self.on_event(ev)
 
     def wake(self) -> None:
-        """The outbox was written from outside (``i24net publish``): tick now."""
+        """The outbox was written from outside (``i24net publish``): its timer runs now."""
         self.machine.outbox_changed()
-        self._tick_wake.set()
-
-    def _after_frames(self) -> None:
-        # A frame can bring the machine's next deadline forward (a gap to ask about, a
-        # report that frees the send window): wake the timer if it sleeps past it.
-        due = self.machine.next_deadline()
-        if due is not None and (self._sleeping_until is None or due < self._sleeping_until):
-            self._tick_wake.set()
-
-    async def _tick(self) -> None:
-        """Run the machine's timers when they are due, and not otherwise: the deadline
-        comes from the machine, and a submit or a frame that brings it forward wakes the
-        loop early. An idle node does no work at all."""
-        while True:
-            due = self.machine.next_deadline()
-            now = self.clock()
-            if due is None or due > now:
-                self._sleeping_until = due
-                timeout = None if due is None else (due - now) / 1000
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._tick_wake.wait()
-                self._sleeping_until = None
-            self._tick_wake.clear()
-            now = self.clock()
-            try:
-                events = self.machine.tick(now)
-            except Exception:
-                self.log.exception("internal error in tick")
-                await asyncio.sleep(self.tick_s)  # do not spin on a broken store
-                continue
-            for ev in events:
-                self._record(ev, now)
-            if self.machine.pending():
-                self._wake.set()
-            if self.audit:
-                self.audit.flush()
-            due = self.machine.next_deadline()
-            if due is not None and due <= self.clock():
-                await asyncio.sleep(MIN_TICK_GAP_S)  # more due at once: let frames flow
-
-    async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
-        tg.create_task(self._tick(), name=f"{self.name}-tick")
+        self._timer_wake.set()
 
     def _close(self, *, flush: bool = True) -> None:
         if self._closed:

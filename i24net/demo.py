@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import json
 import os
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from i24net.core import frames as fr
 from i24net.core.envelope import Body, make_header, recipient_keys, seal
 from i24net.core.keys import AgencyKeys, key_id
 from i24net.core.labels import Label, Precedence
+from i24net.core.units import percentile
 from i24net.home import ROUTER_ACCOUNT, Home, now_ms
 from i24net.supervisor import Supervisor
 
@@ -68,12 +68,8 @@ class Snapshot:
         return len(self.latencies)
 
     def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        if len(self.latencies) == 1:
-            return float(self.latencies[0])
-        cuts = statistics.quantiles(self.latencies, n=100, method="inclusive")
-        return cuts[min(98, max(0, int(q) - 1))]
+        """The nearest-rank ``q``-th percentile of the latencies (ms); None before any."""
+        return float(percentile(self.latencies, q)) if self.latencies else None
 
 
 class Monitor:

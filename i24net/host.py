@@ -33,13 +33,23 @@ from typing import Any
 
 from i24net.control import ControlError, ctl_dir, ctl_path, request, socket_address
 from i24net.core.errors import I24Error
-from i24net.core.node import NodeEvent
+from i24net.core.events import (
+    Delivered,
+    Expired,
+    NodeEvent,
+    ReceiptIn,
+    SubmissionAccepted,
+    SubmissionDeferred,
+    SubmissionRefused,
+)
 from i24net.daemons import NodeDaemon
 from i24net.home import Home
 
 START_CONCURRENCY = 32  # agencies connecting to the broker at once
 STOP_TIMEOUT_S = 5.0
-WATCHED = ("accepted", "refused", "deferred", "receipt", "delivered", "expired")
+# What ``publish --wait`` follows of a message it sent (each under its audit name)
+WATCHED = (SubmissionAccepted, SubmissionRefused, SubmissionDeferred, ReceiptIn, Delivered,
+           Expired)
 
 
 class HostStartError(I24Error):
@@ -173,18 +183,20 @@ class NodeHost:
 
     # -- events for watchers ----------------------------------------------------------------
     def _dispatch(self, agency: str, ev: NodeEvent) -> None:
-        if ev.kind not in WATCHED:
+        if not isinstance(ev, WATCHED):
             return
         watchers = self.watches.get((agency, ev.msg_id))
         if not watchers:
             return
         event: dict[str, Any] = {"event": ev.kind}
-        if ev.kind == "receipt":
-            event.update(peer=ev.peer, status=ev.detail, reason=ev.reason)
-        elif ev.reason:
-            event["reason"] = ev.reason
-        if ev.detail and ev.kind != "receipt":
-            event["detail"] = ev.detail
+        match ev:
+            case ReceiptIn():
+                event.update(peer=ev.peer, status=ev.detail, reason=ev.reason)
+            case _:
+                if ev.reason:
+                    event["reason"] = ev.reason
+                if ev.detail:
+                    event["detail"] = ev.detail
         for w in watchers:
             w.queue.put_nowait(event)
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from i24net.core.labels import TLP, Handling, HandlingCodes, Label
-from i24net.core.node import InboxItem, MemoryNodeStore, NodeStore, OutboxEntry
+from i24net.core.node import InboxItem, MemoryNodeStore, NodeStore, OutboxEntry, OutboxState
 from i24net.core.policy import PriorMessage
 from i24net.core.router import MemoryRouterStore, RouterStore
 from i24net.store import (
@@ -263,9 +263,9 @@ def test_sqlite_round_trips_arbitrary_entries(tmp_path: Path) -> None:
     with SqliteNodeStore(tmp_path / "node.sqlite") as store:
         @settings(max_examples=60)
         @given(st.builds(OutboxEntry, _ids, st.binary(max_size=200), _text, _ints,
-                         st.lists(_agencies, max_size=5).map(tuple), _ints, _ints, _text,
-                         _text, st.dictionaries(_agencies, _text, max_size=4), _ints, _ints,
-                         _text),
+                         st.lists(_agencies, max_size=5).map(tuple), _ints, _ints,
+                         st.sampled_from(OutboxState), _text,
+                         st.dictionaries(_agencies, _text, max_size=4), _ints, _ints, _text),
                st.builds(InboxItem, _ids, _text, _text, _text, _ints, _text,
                          st.text(max_size=400), _data, _ints, _ints,
                          st.none() | st.binary(max_size=20), _text))

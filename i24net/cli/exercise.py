@@ -27,6 +27,7 @@ from i24net.cli import (
     plain_text,
     write_json_report,
 )
+from i24net.core.units import clock
 from i24net.exercise import model as m
 
 
@@ -47,12 +48,6 @@ def _load(path: str) -> m.Exercise:
         _fail(f"{path}: could not load it ({type(exc).__name__}: {exc}); please report "
               "this with the file")
         raise
-
-
-def _clock(s: float) -> str:
-    s = int(s)
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 @cli.group()
@@ -147,11 +142,12 @@ def run(file: str, mode: str | None, seed: int | None, report_path: str | None,
                         disable=quiet or not err_console.is_terminal)
     with progress:
         task = progress.add_task("", total=max(ex.duration, 1e-9),
-                                 clock=f"{unit} 0:00 / {_clock(ex.duration)}")
+                                 clock=f"{unit} 0:00 / {clock(ex.duration, truncate=True)}")
 
         def tick(now: float, total: float, text: str) -> None:
             progress.update(task, completed=now, description=text,
-                            clock=f"{unit} {_clock(now)} / {_clock(total)}")
+                            clock=f"{unit} {clock(now, truncate=True)} / "
+                                  f"{clock(total, truncate=True)}")
         try:
             if chosen == "live":
                 live = LiveRun(ex if seed is None else replace(ex, seed=seed), progress=tick,

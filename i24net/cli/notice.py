@@ -39,9 +39,17 @@ from i24net.cli import (
 from i24net.core.directory import Directory
 from i24net.core.envelope import Body, Header, make_header
 from i24net.core.errors import ConfigError, StateError, WaitTimeout, WireFormatError
+from i24net.core.events import (
+    DeletionOrdered,
+    NodeEvent,
+    NoticeCancelled,
+    NoticePublished,
+    NoticeRefused,
+    Submitted,
+)
 from i24net.core.labels import Label, Precedence
 from i24net.core.lifecycle import REASON_CANCELLED, NoticeDesk
-from i24net.core.node import NodeEvent, NodeMachine
+from i24net.core.node import NodeMachine
 from i24net.core.notices import (
     NOTICE_NUMBER,
     Notice,
@@ -120,7 +128,7 @@ def _release(h: Home, agency: str, store: SqliteNodeStore, events: list[NodeEven
 
     queued = False
     for ev in events:
-        if ev.kind == "submit":
+        if isinstance(ev, Submitted):
             entry = store.outbox_get(bytes.fromhex(ev.msg_id))
             if entry is not None:
                 store.outbox_put(replace(entry, next_ms=0))
@@ -206,18 +214,20 @@ def _run(h: Home, m: NodeMachine, store: SqliteNodeStore, action: Any,
 
 def _report(events: list[NodeEvent]) -> None:
     for ev in events:
-        if ev.kind == "submit":
-            console.print(f"  queued {escape(ev.detail)} [dim]({ev.msg_id[:12]} to "
-                          f"{escape(ev.peer)})[/]", soft_wrap=True)
-        elif ev.kind == "notice-published":
-            console.print(f"[green]published[/] notice {ev.detail} (message {ev.msg_id[:12]})")
-        elif ev.kind == "notice-refused":
-            console.print(f"[yellow]refused[/] request {ev.msg_id[:12]} ({ev.reason})")
-        elif ev.kind == "notice-cancelled":
-            console.print(f"[yellow]cancelled[/] {escape(ev.detail)} ({ev.reason})")
-        elif ev.kind == "deletion-ordered":
-            console.print(f"[yellow]deletion ordered[/] for diffusion {ev.msg_id[:12]} "
-                          f"({ev.reason}, {ev.detail})")
+        match ev:
+            case Submitted():
+                console.print(f"  queued {escape(ev.detail)} [dim]({ev.msg_id[:12]} to "
+                              f"{escape(ev.peer)})[/]", soft_wrap=True)
+            case NoticePublished():
+                console.print(f"[green]published[/] notice {ev.detail} "
+                              f"(message {ev.msg_id[:12]})")
+            case NoticeRefused():
+                console.print(f"[yellow]refused[/] request {ev.msg_id[:12]} ({ev.reason})")
+            case NoticeCancelled():
+                console.print(f"[yellow]cancelled[/] {escape(ev.detail)} ({ev.reason})")
+            case DeletionOrdered():
+                console.print(f"[yellow]deletion ordered[/] for diffusion {ev.msg_id[:12]} "
+                              f"({ev.reason}, {ev.detail})")
 
 
 as_option = click.option("--as", "agency", required=True, metavar="AGENCY",

@@ -26,7 +26,7 @@ from typing import Any
 from i24net.core import keys as k
 from i24net.core.directory import AgencyRecord, Directory
 from i24net.core.envelope import ID_SIZE, MAX_HEADER, WIRE_VERSION
-from i24net.core.errors import CryptoError, WireFormatError
+from i24net.core.errors import CryptoError, I24Error, WireFormatError
 from i24net.core.labels import Precedence
 from i24net.core.wire import (
     MAX_ENVELOPE,
@@ -46,6 +46,11 @@ RECEIPT_STATUSES = ("delivered", "read", "refused")
 MAX_GAP = 10_000  # one request may ask for at most this many sequence numbers
 DOMAIN_REPORT = b"i24net/v1/report\x00"
 DOMAIN_GAP = b"i24net/v1/gap\x00"
+
+# Control traffic (reports, receipts, gap requests, resends) goes ahead of ROUTINE and behind
+# FLASH, level with IMMEDIATE: a sender waiting on an answer should not queue behind a flood
+# of routine deliveries. The router's outbound queue and every inbound queue use it.
+CONTROL_PRIORITY = 1
 
 
 def peek_magic(raw: bytes) -> str | None:
@@ -121,6 +126,22 @@ def peek_precedence(raw: bytes) -> int | None:
         return int(Precedence[prec])
     except KeyError:
         fail("header", f"unknown precedence {prec[:16]!r}", reason="wire.schema")
+
+
+def frame_priority(payload: bytes) -> int:
+    """Where an inbound frame goes in its receiver's queue, without verifying it (only used
+    to order work; lower first).
+
+    Envelopes (at the router) and deliveries (at a node) carry their message's precedence,
+    read from the clear header in ~10-20 us whatever the size (``peek_precedence``); control
+    frames (reports, receipts, gap requests) go at ``CONTROL_PRIORITY``. A malformed frame
+    goes first (0): it is cheap to refuse, and refusing it promptly tells its sender.
+    """
+    try:
+        prec = peek_precedence(payload)
+    except I24Error:
+        return 0
+    return CONTROL_PRIORITY if prec is None else prec
 
 
 @dataclass(frozen=True, slots=True)

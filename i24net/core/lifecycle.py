@@ -41,8 +41,23 @@ from typing import Protocol
 
 from i24net.core.envelope import Body, Header, make_header
 from i24net.core.errors import I24Error, StateError
+from i24net.core.events import (
+    DeletionOrdered,
+    DeskError,
+    ItemCancelled,
+    ItemChanged,
+    ItemDeleted,
+    ItemUpdated,
+    NodeEvent,
+    NoticeCancelled,
+    NoticeCancelRefused,
+    NoticeDuplicate,
+    NoticePublished,
+    NoticeRefused,
+    NoticeUnderReview,
+)
 from i24net.core.labels import HandlingCodes, Label, Precedence
-from i24net.core.node import Hook, InboxItem, NodeEvent, NodeMachine
+from i24net.core.node import Hook, InboxItem, NodeMachine
 from i24net.core.notices import (
     NOTICE_NUMBER,
     REQUEST_FIELDS,
@@ -208,7 +223,13 @@ class MemoryDeskStore:
 class Holdings:
     """What a node remembers to apply withdrawals in any order."""
 
-    withdrawn: dict[bytes, str] = field(default_factory=dict)  # msg id -> final state
+    # msg id -> the withdrawal (cancel, deletion) that came before the item itself
+    withdrawn: dict[bytes, type[ItemChanged]] = field(default_factory=dict)
+
+
+# What each withdrawal event does to the item it refers to.
+_CHANGES: dict[str, type[ItemChanged]] = {
+    "notice-cancel": ItemCancelled, "deletion-order": ItemDeleted, "notice-update": ItemUpdated}
 
 
 @dataclass
@@ -386,8 +407,8 @@ class NoticeDesk:
             self.diffusions[diffusion_id] = done
             b.diffusions.append(done)
             b.out.append((header, body))
-        return [NodeEvent("deletion-ordered", diffusion_id.hex(), rec.sender, reason,
-                          detail=f"{len(to)} recipient(s)"), *_submit_all(m, b.out, now_ms)]
+        return [DeletionOrdered(diffusion_id.hex(), rec.sender, reason,
+                                detail=f"{len(to)} recipient(s)"), *_submit_all(m, b.out, now_ms)]
 
     # -- handlers (the delivery hook) -----------------------------------------------------
 
@@ -407,7 +428,7 @@ class NoticeDesk:
         rid = h.id_hex
         with self._changing() as b:
             if rid in self.registry:  # the same request again (a restored inbox)
-                return [NodeEvent("notice-duplicate", rid, h.sender)]
+                return [NoticeDuplicate(rid, h.sender)]
             try:
                 colour = NoticeColour.parse(data.get("colour", "RED"))
                 fields = {k: data.get(k, "") for k in REQUEST_FIELDS}
@@ -418,7 +439,8 @@ class NoticeDesk:
                                        f"Notice request refused: {exc.message}",
                                        {"decision": "refused", "reason": exc.reason,
                                         "request": rid}))
-                events = [NodeEvent("notice-refused", rid, h.sender, exc.reason, exc.message)]
+                events: list[NodeEvent] = [NoticeRefused(rid, h.sender, exc.reason,
+                                                         exc.message)]
             else:
                 self.carriage[rid] = Carriage.of(h)
                 b.touch(rid)
@@ -435,7 +457,7 @@ class NoticeDesk:
             b.out.append(_decision(m, now_ms, notice.requester, self.carriage[rid],
                                    bytes.fromhex(rid), "Notice request under review",
                                    {"decision": "under-review", "request": rid}))
-            return [NodeEvent("notice-review", rid, notice.requester, detail="awaiting review")]
+            return [NoticeUnderReview(rid, notice.requester, detail="awaiting review")]
         try:
             return self._publish(m, b, rid, now_ms)
         except StateError as exc:  # e.g. nobody cleared: refuse rather than leave it hanging
@@ -460,8 +482,7 @@ class NoticeDesk:
                                        f"{exc.message}",
                                        {"decision": "cancel-refused", "reason": exc.reason,
                                         "number": number, "request": h.id_hex}))
-                events = [NodeEvent("notice-cancel-refused", h.id_hex, h.sender, exc.reason,
-                                    exc.message)]
+                events = [NoticeCancelRefused(h.id_hex, h.sender, exc.reason, exc.message)]
         return events + _submit_all(m, b.out, now_ms)
 
     def _cancel_target(self, number: str, ref: bytes | None) -> str:
@@ -509,7 +530,7 @@ class NoticeDesk:
                                f"Notice {number} published",
                                {"decision": "published", "number": number, "request": rid,
                                 "notice": header.id_hex}))
-        return [NodeEvent("notice-published", header.id_hex, notice.requester, detail=number)]
+        return [NoticePublished(header.id_hex, notice.requester, detail=number)]
 
     def _refuse(self, m: NodeMachine, b: _Batch, rid: str, now_ms: int,
                 reason: str) -> list[NodeEvent]:
@@ -520,7 +541,7 @@ class NoticeDesk:
                                bytes.fromhex(rid), f"Notice request refused ({notice.reason})",
                                {"decision": "refused", "reason": notice.reason,
                                 "request": rid}))
-        return [NodeEvent("notice-refused", rid, notice.requester, notice.reason)]
+        return [NoticeRefused(rid, notice.requester, notice.reason)]
 
     def _cancel(self, m: NodeMachine, b: _Batch, rid: str, now_ms: int, reason: str,
                 by: str) -> list[NodeEvent]:
@@ -546,8 +567,8 @@ class NoticeDesk:
                                    f"Notice {name} {verb}",
                                    {"decision": verb, "reason": reason, "request": rid,
                                     "number": notice.number or ""}))
-        return [NodeEvent("notice-cancelled", (nid or bytes.fromhex(rid)).hex(), by, reason,
-                          detail=f"{name} ({len(to)} holder(s) told)")]
+        return [NoticeCancelled((nid or bytes.fromhex(rid)).hex(), by, reason,
+                                detail=f"{name} ({len(to)} holder(s) told)")]
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -591,18 +612,17 @@ def _reachable(m: NodeMachine, agencies: Collection[str], label: Label) -> list[
 
 def _holder_hook(holdings: Holdings) -> Hook:
     def hook(m: NodeMachine, item: InboxItem, h: Header, now_ms: int) -> list[NodeEvent]:
-        target_state = {"notice-cancel": "cancelled", "deletion-order": "deleted",
-                        "notice-update": "updated"}.get(h.kind)
-        if target_state and h.ref is not None:
-            if target_state != "updated":
-                holdings.withdrawn[h.ref] = target_state
+        change = _CHANGES.get(h.kind)
+        if change is not None and h.ref is not None:
+            if change is not ItemUpdated:  # an update does not withdraw the item
+                holdings.withdrawn[h.ref] = change
             if m.store.inbox_get(h.ref) is not None:
-                m.store.inbox_set_state(h.ref, target_state)
-            return [NodeEvent(target_state, h.ref.hex(), h.sender, detail=item.subject)]
-        if h.id in holdings.withdrawn:  # the withdrawal overtook the item itself
-            m.store.inbox_set_state(h.id, holdings.withdrawn[h.id])
-            return [NodeEvent(holdings.withdrawn[h.id], h.id_hex, h.sender,
-                              detail="withdrawn before it arrived")]
+                m.store.inbox_set_state(h.ref, change.state)
+            return [change(h.ref.hex(), h.sender, detail=item.subject)]
+        overtaken = holdings.withdrawn.get(h.id)
+        if overtaken is not None:  # the withdrawal overtook the item itself
+            m.store.inbox_set_state(h.id, overtaken.state)
+            return [overtaken(h.id_hex, h.sender, detail="withdrawn before it arrived")]
         return []
     return hook
 
@@ -619,7 +639,7 @@ def _desk_hook(desk: NoticeDesk) -> Hook:
             if h.kind == "notice-cancel-request":
                 return desk.on_cancel_request(m, item, h, now_ms)
         except I24Error as exc:
-            return [NodeEvent("desk-error", h.id_hex, h.sender, exc.reason, exc.message)]
+            return [DeskError(h.id_hex, h.sender, exc.reason, exc.message)]
         return []
     return hook
 

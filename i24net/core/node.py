@@ -8,8 +8,9 @@ frames queued for the driver to ``pop``:
   message is durable before anyone is told it was sent.
 - ``handle(topic, payload, now)``: a delivery (router stamp + envelope), a router report
   (accepted / refused), or a receipt forwarded from a recipient.
-- ``tick(now)``: retries of outbox entries whose receipts are missing, gap requests for
-  missing sequence numbers, expiry.
+- ``handle_timer(now)``: retries of outbox entries whose receipts are missing, gap
+  requests for missing sequence numbers, expiry, key maintenance. ``next_timer()`` says
+  when it is next due, so a driver sleeps until then instead of polling.
 
 A delivery is acted on only after every check passes, in this order: the router's stamp
 (signature by a listed router key, digest of the enclosed envelope, this node named), the
@@ -37,6 +38,7 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Protocol
 
 from i24net.core import frames as fr
@@ -58,6 +60,24 @@ from i24net.core.errors import (
     NotRecipientError,
     WireFormatError,
 )
+from i24net.core.events import (
+    Delivered,
+    Dropped,
+    DuplicateDelivery,
+    Expired,
+    KeyChanged,
+    NodeEvent,
+    ReceiptIn,
+    Received,
+    RefusedIn,
+    Retried,
+    SequenceGap,
+    SubmissionAccepted,
+    SubmissionDeferred,
+    SubmissionRefused,
+    Submitted,
+    Violation,
+)
 from i24net.core.policy import AUTHORITY_KINDS, TRANSIENT_REASONS, reader_clearance
 from i24net.core.shards import shard_count, shard_of, to_shard_topic
 
@@ -76,7 +96,24 @@ SEND_WINDOW = 64
 # re-delivers on a retry, so retry less eagerly than for an unanswered submission.
 ACCEPTED_RETRY_MIN_MS = 8_000
 MAX_GAP_REQUESTS = 3  # then the missing numbers are let go: sender retries repair the rest
-OUTBOX_FINAL = ("refused", "delivered", "expired")
+
+
+class OutboxState(StrEnum):
+    """Where an outbox entry stands. A ``StrEnum``: stores and views keep the plain names.
+
+    queued -> accepted (the router's report) -> delivered (every receipt in); refused (the
+    router's report) and expired (no receipts by the expiry) are final too. A refused entry
+    may still turn accepted: a late report from a retry the router accepted.
+    """
+
+    QUEUED = "queued"
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    DELIVERED = "delivered"
+    EXPIRED = "expired"
+
+
+OUTBOX_FINAL = (OutboxState.REFUSED, OutboxState.DELIVERED, OutboxState.EXPIRED)
 
 
 def _digest(raw: bytes) -> bytes:
@@ -93,13 +130,17 @@ class OutboxEntry:
     recipients: tuple[str, ...]
     created_ms: int
     expires_ms: int
-    state: str = "queued"  # queued | accepted | refused | delivered | expired
+    state: OutboxState = OutboxState.QUEUED
     reason: str = ""
     receipts: dict[str, str] = field(default_factory=dict)
     attempts: int = 1
     next_ms: int = 0
     subject: str = ""
     decided_ms: int = 0  # when the router accepted or refused it (its report); 0: not yet
+
+    def __post_init__(self) -> None:
+        # a store hands back the plain name it saved
+        object.__setattr__(self, "state", OutboxState(self.state))
 
     @property
     def final(self) -> bool:
@@ -120,17 +161,6 @@ class InboxItem:
     received_ms: int
     ref: bytes | None = None
     state: str = "new"  # new | read | cancelled | deleted | expired
-
-
-@dataclass(frozen=True, slots=True)
-class NodeEvent:
-    kind: str  # submit accepted refused receipt delivered received duplicate drop gap expired key
-    msg_id: str = ""
-    peer: str = ""
-    reason: str = ""
-    detail: str = ""
-    latency_ms: int = -1
-    precedence: int = 3
 
 
 class NodeStore(Protocol):
@@ -215,8 +245,11 @@ class NodeMachine:
         self._gap_due: dict[bytes, int] = {}
         self._gap_tries: dict[bytes, int] = {}
         self.retry_jitter = RETRY_JITTER
-        # When ``tick`` next has outbox work (ms): 0 until the first tick, which picks up
-        # whatever was stored while no driver ran; None when nothing is scheduled.
+        # When the outbox next has work (ms): 0 until the first ``handle_timer``, which
+        # picks up whatever was stored while no driver ran; None when nothing is scheduled.
+        # Never later than the work, at times earlier (an entry finished by a receipt keeps
+        # it until the next ``handle_timer`` recomputes it): a wake-up too many, never one
+        # too few.
         self._outbox_due: int | None = 0
         self._window_blocked = False
 
@@ -243,22 +276,19 @@ class NodeMachine:
     def pending(self) -> int:
         return len(self._queue)
 
-    def next_deadline(self) -> int | None:
-        """The earliest time (ms) at which ``tick`` has work: a retry, an expiry, a gap
-        request, or a message held back by the send window once a report freed a place.
-        None when nothing is scheduled, so a driver can sleep until something arrives
-        (a frame, a ``submit``, or ``outbox_changed``) instead of polling."""
-        due = [d for d in (self._outbox_due, *self._gap_due.values(), self.keys_due())
+    # -- timers ---------------------------------------------------------------------------
+    def next_timer(self) -> int | None:
+        """The earliest time (ms) at which ``handle_timer`` has work: a retry, an expiry, a
+        gap request, a key to replace or erase, or a message held back by the send window
+        once a report freed a place. None when nothing is scheduled, so a driver can sleep
+        until something arrives (a frame, a ``submit``, or ``outbox_changed``) instead of
+        polling. Each input may bring it forward: a driver asks again after each."""
+        due = [d for d in (self._outbox_due, *self._gap_due.values(), self._keys_due())
                if d is not None]
         return min(due, default=None)
 
     # -- keys -----------------------------------------------------------------------------
-    def gap_due(self) -> int | None:
-        """When the next gap request falls due (a driver that wakes nodes on the store's
-        outbox deadline needs this one too)."""
-        return min(self._gap_due.values(), default=None)
-
-    def keys_due(self) -> int | None:
+    def _keys_due(self) -> int | None:
         """When the sending key must be replaced or a retired prekey erased."""
         due = [p.retired_ms + self.directory.prekey_grace_ms + 1 for p in self.keys.prekeys
                if p.retired_ms is not None]
@@ -266,24 +296,24 @@ class NodeMachine:
             due.append(self._sending_since + SENDING_KEY_MS)
         return min(due, default=None)
 
-    def maintain_keys(self, now_ms: int) -> list[NodeEvent]:
+    def _maintain_keys(self, now_ms: int) -> list[NodeEvent]:
         """Replace a sending key older than ``SENDING_KEY_MS`` and erase the prekeys
         retired longer ago than the directory's grace period, with everything derived from
         them: once gone, nothing in this node opens what was sealed under them."""
-        events = []
+        events: list[NodeEvent] = []
         if self._sending_since is not None and now_ms >= self._sending_since + SENDING_KEY_MS:
             self.cache.forget(self.keys.sending_public)
             self.keys = self.keys.with_sending_key(self.random_bytes(k.KEY_SIZE))
             self._sending_since = None  # until it first seals: an idle node stays idle
-            events.append(NodeEvent("key", detail="new sending key"))
+            events.append(KeyChanged(detail="new sending key"))
         kept = self.keys.erase_prekeys(now_ms, self.directory.prekey_grace_ms)
         if kept is not self.keys:
             gone = [p for p in self.keys.prekeys if kept.prekey(p.id) is None]
             for p in gone:
                 self.cache.forget(p.public)
             self.keys = kept
-            events.append(NodeEvent("key", detail=f"erased prekey(s) "
-                                    f"{', '.join(p.id.hex() for p in gone)}"))
+            events.append(KeyChanged(detail=f"erased prekey(s) "
+                                     f"{', '.join(p.id.hex() for p in gone)}"))
         return events
 
     def needs_keys(self) -> bool:
@@ -302,7 +332,7 @@ class NodeMachine:
 
     def outbox_changed(self) -> None:
         """The store's outbox was written by someone else (``i24net publish`` enqueues
-        straight into it): the next ``tick`` is due now."""
+        straight into it): ``handle_timer`` is due now."""
         self._outbox_due = 0
 
     def _due(self, at_ms: int) -> None:
@@ -328,9 +358,9 @@ class NodeMachine:
         self.directory = directory
 
     # -- sending --------------------------------------------------------------------------
-    def submit(self, header: Header, body: Body, now_ms: int) -> tuple[bytes, NodeEvent]:
+    def submit(self, header: Header, body: Body, now_ms: int) -> tuple[bytes, Submitted]:
         """Seal and persist a message, then queue it; returns (envelope bytes, event)."""
-        self.maintain_keys(now_ms)
+        self._maintain_keys(now_ms)
         if self._sending_since is None:
             self._sending_since = now_ms
         raw = seal(header, body, self.keys, recipient_keys(self.directory, header),
@@ -342,7 +372,7 @@ class NodeMachine:
         self._push(int(header.precedence), raw)
         self._due(min(entry.next_ms, entry.expires_ms + 1))
         self._count("submit")
-        return raw, NodeEvent("submit", header.id_hex, ",".join(header.recipients[:5]),
+        return raw, Submitted(header.id_hex, ",".join(header.recipients[:5]),
                               precedence=int(header.precedence), detail=body.subject)
 
     def _jitter(self, delay: int) -> int:
@@ -351,20 +381,25 @@ class NodeMachine:
         unit = int.from_bytes(self.random_bytes(2), "big") / 65535  # uniform in [0, 1]
         return int(delay * (1 - self.retry_jitter + 2 * self.retry_jitter * unit))
 
-    def tick(self, now_ms: int) -> list[NodeEvent]:
-        events: list[NodeEvent] = self.maintain_keys(now_ms)
+    def handle_timer(self, now_ms: int) -> list[NodeEvent]:
+        """Do what is due by ``now_ms`` (see ``next_timer``): key maintenance, expiry and
+        retries of outbox entries (at most ``MAX_RETRIES_PER_TICK``, within the send
+        window), gap requests. Calling it early is harmless: nothing is due, nothing done."""
+        events: list[NodeEvent] = self._maintain_keys(now_ms)
         retried = 0
         active = sorted(self.store.outbox_active(), key=lambda e: e.precedence)
-        unanswered = sum(1 for e in active if e.state == "queued" and e.attempts >= 1)
+        unanswered = sum(1 for e in active
+                         if e.state == OutboxState.QUEUED and e.attempts >= 1)
         due: int | None = None
         blocked = False
         for e in active:
             if now_ms > e.expires_ms:
-                self.store.outbox_put(replace(e, state="expired", reason="time.expired"))
+                self.store.outbox_put(replace(e, state=OutboxState.EXPIRED,
+                                              reason="time.expired"))
                 self._count("expired")
-                events.append(NodeEvent("expired", e.msg_id.hex(), reason="time.expired",
-                                        detail=f"{len(e.receipts)}/{len(e.recipients)} "
-                                        "receipts"))
+                events.append(Expired(e.msg_id.hex(), reason="time.expired",
+                                      detail=f"{len(e.receipts)}/{len(e.recipients)} "
+                                      "receipts"))
                 continue
             next_ms = e.next_ms
             if now_ms >= e.next_ms and retried < MAX_RETRIES_PER_TICK:
@@ -375,17 +410,18 @@ class NodeMachine:
                     if e.attempts == 0:
                         unanswered += 1
                     retried += 1
-                    base = ACCEPTED_RETRY_MIN_MS if e.state == "accepted" else RETRY_MIN_MS
+                    base = ACCEPTED_RETRY_MIN_MS if e.state == OutboxState.ACCEPTED \
+                        else RETRY_MIN_MS
                     delay = self._jitter(min(RETRY_MAX_MS, base << min(e.attempts, 5)))
                     next_ms = now_ms + delay
                     self.store.outbox_put(replace(e, attempts=e.attempts + 1,
                                                   next_ms=next_ms))
                     self._push(e.precedence, e.raw)
                     self._count("retry")
-                    events.append(NodeEvent("retry", e.msg_id.hex(), detail=f"attempt "
-                                            f"{e.attempts + 1}", precedence=e.precedence))
+                    events.append(Retried(e.msg_id.hex(), detail=f"attempt {e.attempts + 1}",
+                                          precedence=e.precedence))
             elif now_ms >= e.next_ms:
-                next_ms = now_ms  # over this tick's retry budget: the next tick, at once
+                next_ms = now_ms  # over this call's retry budget: the next call, at once
             at = min(next_ms, e.expires_ms + 1)
             due = at if due is None else min(due, at)
         self._outbox_due = due
@@ -401,8 +437,8 @@ class NodeMachine:
                     self.store.seq_put(kid, last, set())
                     self._gap_tries.pop(kid, None)
                     self._count("gap.abandoned")
-                    events.append(NodeEvent("gap", reason="gap.abandoned",
-                                            detail=f"{len(missing)} number(s) let go"))
+                    events.append(SequenceGap(reason="gap.abandoned",
+                                              detail=f"{len(missing)} number(s) let go"))
                 elif missing:
                     self._gap_tries[kid] = tries + 1
                     first, end = min(missing), max(missing)
@@ -412,14 +448,14 @@ class NodeMachine:
                                self._to_shard(self._stream_shard(kid)))
                     self._gap_due[kid] = now_ms + GAP_GRACE_MS * 4
                     self._count("gap")
-                    events.append(NodeEvent("gap", detail=f"asked for {first}-{end}"))
+                    events.append(SequenceGap(detail=f"asked for {first}-{end}"))
         return events
 
     # -- receiving ------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now_ms: int) -> list[NodeEvent]:
         if topic != self.inbox_topic:
             self._count("drop.topic")
-            return [NodeEvent("drop", reason="topic.unexpected", detail=topic)]
+            return [Dropped(reason="topic.unexpected", detail=topic)]
         try:
             frame = fr.parse_frame(payload)
             if frame.magic == fr.DELIVERY:
@@ -431,8 +467,7 @@ class NodeMachine:
             raise I24Error(f"unexpected {frame.magic} frame on an inbox", reason="wire.magic")
         except I24Error as exc:
             self._count(f"drop.{exc.reason}")
-            return [NodeEvent("drop", exc.msg_id or "", exc.agency or "", exc.reason,
-                              exc.message)]
+            return [Dropped(exc.msg_id or "", exc.agency or "", exc.reason, exc.message)]
 
     def _track_seq(self, kid: bytes, seq: int, now_ms: int) -> None:
         last, missing = self.store.seq_get(kid)
@@ -469,7 +504,7 @@ class NodeMachine:
         if self.store.inbox_has(h.id):
             self._receipt(env, "delivered", "", now_ms, int(h.precedence))
             self._count("duplicate")
-            return [NodeEvent("duplicate", h.id_hex, h.sender, precedence=int(h.precedence))]
+            return [DuplicateDelivery(h.id_hex, h.sender, precedence=int(h.precedence))]
         env.verify(self.directory)  # nothing below acts on bytes the sender did not sign
         try:
             opened = open_verified(env, self.keys, self.directory, cache=self.cache)
@@ -481,15 +516,16 @@ class NodeMachine:
         if refusal:
             self._receipt(env, "refused", refusal, now_ms, int(h.precedence))
             self._count(f"refuse.{refusal}")
-            return [NodeEvent("refused-in", h.id_hex, h.sender, refusal)]
+            return [RefusedIn(h.id_hex, h.sender, refusal)]
         item = InboxItem(h.id, h.sender, h.kind, h.label.marking, int(h.precedence),
                          opened.body.subject, opened.body.text, dict(opened.body.data),
                          h.created_ms, now_ms, h.ref)
         self.store.inbox_put(item)
         self._receipt(env, "delivered", "", now_ms, int(h.precedence))
         self._count("received")
-        events = [NodeEvent("received", h.id_hex, h.sender, detail=opened.body.subject,
-                            latency_ms=now_ms - h.created_ms, precedence=int(h.precedence))]
+        events: list[NodeEvent] = [
+            Received(h.id_hex, h.sender, detail=opened.body.subject,
+                     latency_ms=now_ms - h.created_ms, precedence=int(h.precedence))]
         for hook in self.hooks:
             events += hook(self, item, h, now_ms)
         return events
@@ -502,10 +538,10 @@ class NodeMachine:
         recorded with its sender, and the refusal says so (``copy.unreadable``)."""
         h = env.header
         reason = exc.reason
-        events = []
+        events: list[NodeEvent] = []
         me = self.directory.agencies.get(self.agency)
         if h.kind == "diffusion" and me is not None and "notice-authority" in me.roles:
-            events.append(NodeEvent("violation", h.id_hex, h.sender, "copy.unreadable",
+            events.append(Violation(h.id_hex, h.sender, "copy.unreadable",
                                     f"the copy of diffusion {h.id_hex[:12]} from {h.sender} "
                                     f"cannot be read ({reason}): {exc.message}",
                                     precedence=int(h.precedence)))
@@ -513,7 +549,7 @@ class NodeMachine:
             reason = "copy.unreadable"
         self._receipt(env, "refused", reason, now_ms, int(h.precedence))
         self._count(f"refuse.{exc.reason}")
-        return [NodeEvent("refused-in", h.id_hex, h.sender, reason, exc.message,
+        return [RefusedIn(h.id_hex, h.sender, reason, exc.message,
                           precedence=int(h.precedence)), *events]
 
     def _recheck(self, h: Header, now_ms: int) -> str | None:
@@ -548,27 +584,31 @@ class NodeMachine:
             # copied id): the answer is not about this message, which keeps its course
             raise I24Error("report for another envelope with this message's id",
                            reason="report.digest", msg_id=rep.msg_id.hex())
-        if entry.final and not (entry.state == "refused" and rep.accepted):
+        if entry.final and not (entry.state == OutboxState.REFUSED and rep.accepted):
             return []
         if self._window_blocked:
             self._due(0)  # an answer frees a place in the send window
         if not rep.accepted and rep.reason in TRANSIENT_REASONS:
             # "not now" (rate.limited): keep the entry and its retry schedule; backpressure
             self._count(f"deferred.{rep.reason}")
-            return [NodeEvent("deferred", rep.msg_id.hex(), reason=rep.reason,
-                              detail=rep.message, precedence=entry.precedence)]
+            return [SubmissionDeferred(rep.msg_id.hex(), reason=rep.reason,
+                                       detail=rep.message, precedence=entry.precedence)]
         if rep.accepted:
-            state = "delivered" if set(entry.receipts) >= set(entry.recipients) else "accepted"
+            state = OutboxState.DELIVERED if set(entry.receipts) >= set(entry.recipients) \
+                else OutboxState.ACCEPTED
             self.store.outbox_put(replace(entry, state=state, reason="",
                                           decided_ms=rep.router_ms))
+            if state == OutboxState.ACCEPTED:
+                # a refused entry that turns accepted is active again: its retries resume
+                self._due(min(entry.next_ms, entry.expires_ms + 1))
             self._count("accepted")
-            return [NodeEvent("accepted", rep.msg_id.hex(), detail=rep.message,
-                              precedence=entry.precedence)]
-        self.store.outbox_put(replace(entry, state="refused", reason=rep.reason,
+            return [SubmissionAccepted(rep.msg_id.hex(), detail=rep.message,
+                                       precedence=entry.precedence)]
+        self.store.outbox_put(replace(entry, state=OutboxState.REFUSED, reason=rep.reason,
                                       decided_ms=rep.router_ms))
         self._count(f"refused.{rep.reason}")
-        return [NodeEvent("refused", rep.msg_id.hex(), reason=rep.reason, detail=rep.message,
-                          precedence=entry.precedence)]
+        return [SubmissionRefused(rep.msg_id.hex(), reason=rep.reason, detail=rep.message,
+                                  precedence=entry.precedence)]
 
     def _on_receipt(self, frame: fr.Frame) -> list[NodeEvent]:
         rec = fr.verify_receipt(frame, self.directory)
@@ -584,14 +624,13 @@ class NodeMachine:
             return []  # a repeat; the only news after a first receipt is "read"
         receipts = {**entry.receipts, rec.receiver: rec.status}
         state = entry.state
-        if set(receipts) >= set(entry.recipients) and state != "refused":
-            state = "delivered"
+        if set(receipts) >= set(entry.recipients) and state != OutboxState.REFUSED:
+            state = OutboxState.DELIVERED
         self.store.outbox_put(replace(entry, receipts=receipts, state=state))
         self._count(f"receipt.{rec.status}")
-        events = [NodeEvent("receipt", rec.msg_id.hex(), rec.receiver, rec.reason,
-                            rec.status, precedence=entry.precedence)]
-        if state == "delivered" and entry.state != "delivered":
-            events.append(NodeEvent("delivered", rec.msg_id.hex(),
-                                    detail=f"{len(receipts)} receipt(s)",
+        events: list[NodeEvent] = [ReceiptIn(rec.msg_id.hex(), rec.receiver, rec.reason,
+                                             rec.status, precedence=entry.precedence)]
+        if state == OutboxState.DELIVERED and entry.state != OutboxState.DELIVERED:
+            events.append(Delivered(rec.msg_id.hex(), detail=f"{len(receipts)} receipt(s)",
                                     precedence=entry.precedence))
         return events

@@ -31,8 +31,9 @@ gap to the recipient.
   ``rate.limited`` (the node retries later) so one flooding agency cannot delay the others.
 - Drops (bytes that do not decode, frames on topics not served here, receipts and gap
   requests that do not verify): always counted, but recorded as events only up to
-  ``AuditBound`` per source and window, the rest summed up in one ``drop-summary`` event when
-  the window closes, so a flood cannot fill the audit log. Bytes that do not decode on a
+  ``AuditBound`` per source and window, the rest summed up in one ``DropSummary`` event when
+  the window closes (``handle_timer``, due at ``next_timer``), so a flood cannot fill the
+  audit log. Bytes that do not decode on a
   listed agency's own topic are answered with a signed report under the all-zero id
   (``frames.NO_MESSAGE_ID``) naming their digest and the reason, bounded the same way.
 
@@ -55,12 +56,20 @@ from i24net.core import keys as k
 from i24net.core.directory import Directory
 from i24net.core.envelope import Envelope
 from i24net.core.errors import ConfigError, DirectoryError, I24Error
+from i24net.core.events import (
+    Accepted,
+    DropSummary,
+    DuplicateSubmission,
+    Forwarded,
+    FrameDropped,
+    ReceiptForwarded,
+    Refused,
+    Resent,
+    RouterEvent,
+)
+from i24net.core.frames import CONTROL_PRIORITY
 from i24net.core.policy import Decision, PriorMessage, decide
 from i24net.core.shards import Shard, route_index, route_topic, shard_of
-
-# Control traffic (reports, receipts, resends) goes ahead of ROUTINE and behind FLASH:
-# a sender waiting on an answer should not queue behind a flood of routine deliveries.
-CONTROL_PRIORITY = 1
 
 # Forwarded receipt frames kept for re-forwarding (~250 bytes each): 65,536 is 16 MiB, a
 # broadcast to every NCB several hundred times over. Beyond it the oldest messages' frames
@@ -106,13 +115,13 @@ class AuditBound:
     does not own, a receipt or gap request that does not verify...) would otherwise be one
     event, hence one audit entry and one log line (about 310 bytes each): a flood would fill
     the audit log without bound. Per source, a window opens at the source's first drop and
-    lasts ``window_ms``; its first ``per_window`` drops are returned as ``drop`` events (and
-    an undecodable submission among them answered with a report); the rest are only counted
-    (``counters`` still counts every drop) and summed up in one ``drop-summary`` event, with
-    the count per reason, when the window closes. Sources: each agency of the directory (the
+    lasts ``window_ms``; its first ``per_window`` drops are returned as ``FrameDropped``
+    events (and an undecodable submission among them answered with a report); the rest are
+    only counted (``counters`` still counts every drop) and summed up in one ``DropSummary``
+    event, with the count per reason, when the window closes. Sources: each agency of the directory (the
     account of the submit topic), all unlisted agencies together, every topic the router does
     not own together, the route topic. So at most ``per_window + 1`` events per source and
-    window, whatever arrives. Time comes from the caller (``handle``, ``tick``).
+    window, whatever arrives. Time comes from the caller (``handle``, ``handle_timer``).
     """
 
     per_window: int = 16
@@ -125,45 +134,8 @@ class AuditBound:
 
 
 DEFAULT_AUDIT_BOUND = AuditBound()
-SUMMARY = "drop-summary"  # the event kind that sums up the drops not recorded one by one
 # Drop sources that are not agencies (an agency id never contains parentheses):
 OTHER_TOPICS, UNLISTED, ROUTE = "(other topics)", "(unlisted agencies)", "(route topic)"
-
-
-@dataclass(frozen=True, slots=True)
-class RouterEvent:
-    """Something worth logging, counting and auditing."""
-
-    kind: str  # accept refuse duplicate receipt resend forward drop drop-summary | directory
-    msg_id: str = ""
-    sender: str = ""
-    reason: str = ""
-    recipients: tuple[str, ...] = ()
-    detail: str = ""
-    precedence: int = 3
-    digest: str = ""  # drops: SHA-256 (hex) of the bytes dropped
-    count: int = 1  # frames this event stands for (a drop-summary: the drops it sums up)
-    reasons: tuple[tuple[str, int], ...] = ()  # drop-summary: (reason, count), sorted
-    source: str = ""  # drop, drop-summary: the source the audit bound counts it under
-    since_ms: int = 0  # drop-summary: the window's first and last drop
-    until_ms: int = 0
-
-    def audit_details(self) -> dict[str, str | int | list[str | int]]:
-        """The details of this event's audit entry: sender, recipients (the first 32) and
-        their number, as for every event, and for drops the digest of the bytes and the
-        source, for a summary the count, the counts per reason and the window."""
-        out: dict[str, str | int | list[str | int]] = {
-            "from": self.sender, "to": list(self.recipients[:32]), "n": len(self.recipients)}
-        if self.digest:
-            out["digest"] = self.digest
-        if self.source:
-            out["source"] = self.source
-        if self.kind == SUMMARY:
-            out["count"] = self.count
-            out["reasons"] = [r for r, _ in self.reasons[:64]]
-            out["counts"] = [n for _, n in self.reasons[:64]]
-            out["since_ms"], out["until_ms"] = self.since_ms, self.until_ms
-        return out
 
 
 @dataclass(slots=True)
@@ -344,7 +316,7 @@ class RouterMachine:
     def handle(self, topic: str, payload: bytes, now_ms: int) -> list[RouterEvent]:
         """One inbound frame: the events to log, count and audit (first, the summaries of
         drop windows that have closed by ``now_ms``)."""
-        closed = self.tick(now_ms) if self._closing else []
+        closed = self.handle_timer(now_ms) if self._closing else []
         events = self._handle(topic, payload, now_ms)
         return closed + events if closed else events
 
@@ -383,8 +355,8 @@ class RouterMachine:
         digest = hashlib.sha256(payload).digest()
         if answer:
             self._refuse_undecodable(agency, digest, reason, detail, len(payload), now_ms)
-        return [RouterEvent("drop", sender=agency, reason=reason, detail=detail,
-                            digest=digest.hex(), source=source)]
+        return [FrameDropped(sender=agency, reason=reason, detail=detail, digest=digest.hex(),
+                             source=source)]
 
     def _record_drop(self, source: str, reason: str, now_ms: int) -> bool:
         """Whether this drop is recorded one by one (True) or only counted in the window."""
@@ -404,13 +376,27 @@ class RouterMachine:
         w.last_ms = max(w.last_ms, now_ms)
         return False
 
-    def tick(self, now_ms: int, *, close_all: bool = False) -> list[RouterEvent]:
-        """Close the drop windows that end by ``now_ms`` (every open one with ``close_all``,
-        e.g. before stopping) and return a ``drop-summary`` event for each that held drops
-        not recorded one by one. ``handle`` calls this first; a driver may call it on a timer
-        so that a summary is not held until the next frame."""
+    # -- timers ---------------------------------------------------------------------------
+    def next_timer(self) -> int | None:
+        """The earliest time (ms) at which ``handle_timer`` has work: the end of the first
+        open drop window; None when no window is open. ``handle`` may open one (a driver
+        asks again after each frame)."""
+        return self._closing[0][0] if self._closing else None
+
+    def handle_timer(self, now_ms: int) -> list[RouterEvent]:
+        """Close the drop windows that end by ``now_ms`` and return a ``DropSummary`` for
+        each that held drops not recorded one by one. ``handle`` calls this first; a driver
+        calls it at ``next_timer`` so that a summary is not held until the next frame."""
+        return self._close_windows(now_ms, every=False)
+
+    def close_drop_windows(self, now_ms: int) -> list[RouterEvent]:
+        """Close every open drop window now, ended or not (before stopping: their drops are
+        summed up rather than forgotten)."""
+        return self._close_windows(now_ms, every=True)
+
+    def _close_windows(self, now_ms: int, *, every: bool) -> list[RouterEvent]:
         out: list[RouterEvent] = []
-        while self._closing and (close_all or self._closing[0][0] <= now_ms):
+        while self._closing and (every or self._closing[0][0] <= now_ms):
             _, _, source = heapq.heappop(self._closing)
             w = self._windows.pop(source)
             if not w.counts:
@@ -418,8 +404,8 @@ class RouterMachine:
             reasons = tuple(sorted(w.counts.items()))
             count = sum(w.counts.values())
             shown = ", ".join(f"{r} x{n}" for r, n in reasons[:8])
-            out.append(RouterEvent(
-                SUMMARY, sender=source if source in self.directory.agencies else "",
+            out.append(DropSummary(
+                sender=source if source in self.directory.agencies else "",
                 count=count, reasons=reasons, source=source,
                 since_ms=w.first_ms, until_ms=w.last_ms,
                 detail=f"{count} more frame(s) from {source} dropped between {w.first_ms} and "
@@ -482,28 +468,29 @@ class RouterMachine:
         if not decision.accepted:
             self._count(f"refuse.{decision.reason}")
             self._report(env, decision, now_ms, to=agency)
-            return [RouterEvent("refuse", h.id_hex, h.sender, decision.reason,
-                                decision.agencies, decision.message, int(h.precedence))]
+            return [Refused(h.id_hex, h.sender, decision.reason, decision.agencies,
+                            decision.message, int(h.precedence))]
         earlier = self.store.prior(h.id)
+        outcome: type[Accepted | DuplicateSubmission]
         if earlier is None:
             self.store.record(PriorMessage.of(env), payload,
                               h.expires_ms + self.directory.max_skew_ms)
             targets = decision.recipients
-            kind = "accept"
+            outcome = Accepted
+            self._count("accept")
         else:
             done = self.store.receipted(h.id)
             held = self._receipts.get(h.id, {})
             targets = tuple(r for r in decision.recipients if r not in done or r not in held)
-            kind = "duplicate"
-        self._count(kind)
+            outcome = DuplicateSubmission
+            self._count("duplicate")
         self._report(env, decision, now_ms, to=agency)
         if earlier is not None:
             for frame in self._receipts.get(h.id, {}).values():
                 self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{h.sender}", payload=frame)
         for r in targets:
             self._push(int(h.precedence), f"{self.prefix}/inbox/{r}", msg_id=h.id, recipient=r)
-        return [RouterEvent(kind, h.id_hex, h.sender, "ok", targets, decision.message,
-                            int(h.precedence))]
+        return [outcome(h.id_hex, h.sender, "ok", targets, decision.message, int(h.precedence))]
 
     def _limited(self, agency: str, env: Envelope, now_ms: int) -> list[RouterEvent]:
         h = env.header
@@ -514,8 +501,8 @@ class RouterMachine:
                             "retries later", header=h, agencies=(agency,))
         self._count("refuse.rate.limited")
         self._report(env, d, now_ms, to=agency, priority=LIMITED_PRIORITY)
-        return [RouterEvent("refuse", h.id_hex, h.sender, d.reason, d.agencies, d.message,
-                            int(h.precedence))]
+        return [Refused(h.id_hex, h.sender, d.reason, d.agencies, d.message,
+                        int(h.precedence))]
 
     def _report(self, env: Envelope, d: Decision, now_ms: int, *, to: str,
                 priority: int | None = None) -> None:
@@ -531,7 +518,7 @@ class RouterMachine:
                  msg_id: str = "") -> list[RouterEvent]:
         self._push(CONTROL_PRIORITY, route_topic(self.prefix, owner), payload=payload)
         self._count("forward")
-        return [RouterEvent("forward", msg_id, agency, "ok", detail=f"{what} to shard {owner}")]
+        return [Forwarded(msg_id, agency, "ok", detail=f"{what} to shard {owner}")]
 
     def _on_receipt(self, agency: str, payload: bytes, *,
                     routed: bool = False) -> list[RouterEvent]:
@@ -555,8 +542,8 @@ class RouterMachine:
         self._count("receipt")
         self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{prior.sender}",
                    payload=payload)
-        return [RouterEvent("receipt", rec.msg_id.hex(), prior.sender, rec.status,
-                            (rec.receiver,), rec.reason)]
+        return [ReceiptForwarded(rec.msg_id.hex(), prior.sender, rec.status, (rec.receiver,),
+                                 rec.reason)]
 
     def _hold_receipt(self, msg_id: bytes, receiver: str, frame: bytes) -> None:
         held = self._receipts.setdefault(msg_id, {})
@@ -587,8 +574,7 @@ class RouterMachine:
         for f in frames:
             self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{agency}", payload=f)
         self._count("resend")
-        return [RouterEvent("resend", sender=agency, detail=f"{gap.first}-{gap.last}: "
-                            f"{len(frames)} frame(s)")]
+        return [Resent(sender=agency, detail=f"{gap.first}-{gap.last}: {len(frames)} frame(s)")]
 
     # -- outputs --------------------------------------------------------------------------
     def _push(self, priority: int, topic: str, *, payload: bytes = b"", msg_id: bytes = b"",

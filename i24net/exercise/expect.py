@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from i24net.core.labels import Precedence
+from i24net.core.units import duration
 from i24net.exercise import model as m
 from i24net.exercise.observe import ATTACKER, MessageObs, Observations
 
@@ -30,15 +31,8 @@ class Outcome:
 
 
 def _fmt(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 120:
-        return f"{s:.2f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.2f} h"
+    """A time in a verdict's detail: precise, since it is read against a limit."""
+    return duration(s, precise=True)
 
 
 def _deadline(within: float | str | None, msg: MessageObs) -> float | None:

@@ -21,6 +21,7 @@ import math
 from html import escape
 from typing import Any
 
+from i24net.core.units import clock, duration
 from i24net.exercise.result import PRECEDENCES, TARGETS, Result
 
 COLOURS = {"FLASH": "#d62728", "IMMEDIATE": "#ff7f0e", "PRIORITY": "#b8a000",
@@ -54,22 +55,6 @@ footer{{color:#6b7280;font-size:12px;margin-top:32px}}
 
 def _n(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
-
-
-def _dur(s: float) -> str:
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-
-def _clock(s: float) -> str:
-    s = round(s)
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _svg(chart: str, w: int, h: int, body: list[str], label: str) -> str:
@@ -135,12 +120,12 @@ def latency_chart(result: Result) -> str:
         body.append(f'<line x1="{left}" y1="{_n(y0 + row_h)}" x2="{w - right}" '
                     f'y2="{_n(y0 + row_h)}" stroke="{GRID}"/>')
         body.append(_text(left - 10, mid - 4, p, "end", 13, colour, ' font-weight="600"'))
-        body.append(_text(left - 10, mid + 12, f"n={s['count']}  target {_dur(TARGETS[p])}",
+        body.append(_text(left - 10, mid + 12, f"n={s['count']}  target {duration(TARGETS[p])}",
                           "end", 11, MUTED))
         tx = x(TARGETS[p])
         body.append(f'<line class="target" x1="{_n(tx)}" y1="{_n(y0 + 4)}" x2="{_n(tx)}" '
                     f'y2="{_n(y0 + row_h - 4)}" stroke="{colour}" stroke-width="2" '
-                    f'stroke-dasharray="5,4"><title>{p} target: {_dur(TARGETS[p])}</title>'
+                    f'stroke-dasharray="5,4"><title>{p} target: {duration(TARGETS[p])}</title>'
                     '</line>')
         if not values:
             body.append(_text(left + 8, mid + 4, "no delivery", "start", 11, MUTED))
@@ -149,16 +134,17 @@ def latency_chart(result: Result) -> str:
         body.append(f'<rect class="box" x="{_n(x(p50))}" y="{_n(mid - 12)}" '
                     f'width="{_n(max(2.0, x(p95) - x(p50)))}" height="24" fill="{colour}" '
                     f'fill-opacity="0.15" stroke="{colour}"><title>{p}: median '
-                    f'{_dur(p50)}, p95 {_dur(p95)}, max {_dur(s["max_s"])}</title></rect>')
+                    f'{duration(p50)}, p95 {duration(p95)}, '
+                    f'max {duration(s["max_s"])}</title></rect>')
         body.append(f'<line x1="{_n(x(p50))}" y1="{_n(mid - 12)}" x2="{_n(x(p50))}" '
                     f'y2="{_n(mid + 12)}" stroke="{colour}" stroke-width="3"/>')
         shown = _sample(values, MAX_DOTS)
         for i, v in enumerate(shown):
             cy = mid + _spread(i, len(shown)) * (row_h - 20)
             body.append(f'<circle class="dot" cx="{_n(x(v))}" cy="{_n(cy)}" r="3" '
-                        f'fill="{colour}" fill-opacity="0.7"><title>{_dur(v)}</title></circle>')
+                        f'fill="{colour}" fill-opacity="0.7"><title>{duration(v)}</title></circle>')
         late = len(values) - s.get("within_target", 0)
-        note = f"max {_dur(s['max_s'])}" + (f", {late} over target" if late else "")
+        note = f"max {duration(s['max_s'])}" + (f", {late} over target" if late else "")
         body.append(_text(w - right, y0 + 14, note, "end", 11, FAIL if late else MUTED))
     return _svg("latency", w, h, body, "delivery latency by precedence against targets")
 
@@ -181,7 +167,7 @@ def timeline_chart(result: Result) -> str:
     while t <= duration + 1e-9:
         body.append(f'<line x1="{_n(x(t))}" y1="{top}" x2="{_n(x(t))}" y2="{bottom}" '
                     f'stroke="{GRID}"/>')
-        body.append(_text(x(t), bottom + 16, _clock(t), "middle", 11, MUTED))
+        body.append(_text(x(t), bottom + 16, clock(t), "middle", 11, MUTED))
         t += step
     body.append(_text(left + plot_w / 2, bottom + 34, f"exercise time ({result.mode})",
                       "middle", 12, MUTED))
@@ -191,7 +177,7 @@ def timeline_chart(result: Result) -> str:
         cx, cy = x(i.t), top + 12.0 + (k % 4) * 20
         colour = "#7c3aed" if i.ok else FAIL
         body.append(f'<path class="inject" d="M{_n(cx)},{_n(cy - 6)} l6,6 l-6,6 l-6,-6 z" '
-                    f'fill="{colour}"><title>{escape(_clock(i.t))} inject[{i.index}] '
+                    f'fill="{colour}"><title>{escape(clock(i.t))} inject[{i.index}] '
                     f'{escape(i.text)}{escape(" — " + i.detail) if i.detail else ""}'
                     '</title></path>')
         body.append(f'<line x1="{_n(cx)}" y1="{_n(cy + 6)}" x2="{_n(cx)}" '
@@ -209,7 +195,7 @@ def timeline_chart(result: Result) -> str:
         lane = [m for m in msgs if m.precedence == p]
         for j, msg in enumerate(lane):
             cy = mid + _spread(j, len(lane)) * (lane_h - 12)
-            tip = (f"{_clock(msg.sent)} {msg.name or msg.kind} {msg.sender} → "
+            tip = (f"{clock(msg.sent)} {msg.name or msg.kind} {msg.sender} → "
                    f"{len(msg.recipients)} recipient(s): {msg.state}"
                    + (f" ({msg.reason})" if msg.reason else ""))
             if msg.state == "refused":
@@ -346,15 +332,15 @@ def render(result: Result) -> str:
         ["#", "expectation", "result", "detail", "measured"],
         [[str(o["index"]), escape(o["description"]),
           '<span class="ok">met</span>' if o["passed"] else '<span class="bad">FAILED</span>',
-          escape(o["detail"]), escape(_dur(o["measured_s"])) if o["measured_s"] is not None
+          escape(o["detail"]), escape(duration(o["measured_s"])) if o["measured_s"] is not None
           else ""] for o in d["expectations"]], {4})
     lat_rows = []
     for p, s in d["latency_by_precedence"].items():
         lat_rows.append([f'<span style="color:{COLOURS[p]};font-weight:600">{p}</span>',
-                         str(s["count"]), _dur(s["target_s"]),
-                         _dur(s["p50_s"]) if s["count"] else "-",
-                         _dur(s["p95_s"]) if s["count"] else "-",
-                         _dur(s["max_s"]) if s["count"] else "-",
+                         str(s["count"]), duration(s["target_s"]),
+                         duration(s["p50_s"]) if s["count"] else "-",
+                         duration(s["p95_s"]) if s["count"] else "-",
+                         duration(s["max_s"]) if s["count"] else "-",
                          f"{s['within_target']}/{s['count']}" if s["count"] else "-"])
     latency_table = _table(["precedence", "deliveries", "target", "median", "p95", "max",
                             "within target"], lat_rows, {1, 3, 4, 5, 6})
@@ -368,7 +354,7 @@ def render(result: Result) -> str:
             [[escape(n), escape(v["requester"]), escape(v["decision"] + (
                 f" ({v['reason']})" if v["reason"] else "")), escape(v["number"]),
               f"{v['holders']}/{v['audience']}", str(v["withdrawn"]),
-              _dur(v["time_to_withdraw_s"]) if v["time_to_withdraw_s"] is not None else ""]
+              duration(v["time_to_withdraw_s"]) if v["time_to_withdraw_s"] is not None else ""]
              for n, v in d["notices"].items()], {4, 5, 6})
     violations = d["flowcheck"]["violations"]
     if not d["flowcheck"]["ran"]:
@@ -380,7 +366,7 @@ def render(result: Result) -> str:
         flow = _table(["#", "violation"], [[str(i + 1), escape(str(v))]
                                            for i, v in enumerate(violations[:200])])
     injects = _table(["time", "#", "action", "what", "result"],
-                     [[_clock(t["t"]), str(t["index"]), escape(t["action"]), escape(t["text"]),
+                     [[clock(t["t"]), str(t["index"]), escape(t["action"]), escape(t["text"]),
                        '<span class="bad">' + escape(t["error"]) + "</span>" if "error" in t
                        else '<span class="ok">played</span>']
                       for t in d["timeline"] if t["type"] == "inject"])
@@ -393,8 +379,8 @@ def render(result: Result) -> str:
         f"<h1>{escape(ex['name'])} {verdict}</h1>", desc,
         f'<p class="sub">{escape(ex["network"])}, {ex["agencies"]} agencies · '
         f'{escape(ex["mode"])} mode · seed {ex["seed"]} · '
-        f'{_clock(ex["duration_s"] or 0)} of exercise time planned'
-        + (f', judged at {_clock(ex["ended_s"])}' if ex["ended_s"] != ex["duration_s"]
+        f'{clock(ex["duration_s"] or 0)} of exercise time planned'
+        + (f', judged at {clock(ex["ended_s"])}' if ex["ended_s"] != ex["duration_s"]
            else "")
         + (f" · {escape(ex['file'])}" if ex["file"] else "") + "</p>",
         '<div class="cards">' + "".join(f"<div class=\"card\"><b>{escape(str(v))}</b>"

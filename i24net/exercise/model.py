@@ -25,6 +25,7 @@ from i24net.core.directory import AGENCY_ID, GROUP_NAME
 from i24net.core.envelope import KINDS as MESSAGE_KINDS
 from i24net.core.errors import ConfigError, I24Error
 from i24net.core.labels import HandlingCodes, Label, Precedence
+from i24net.core.units import clock
 
 MODES = ("virtual", "live")
 PRESETS = ("demo", "interpol")
@@ -659,21 +660,10 @@ class Expectation:
         return self.title or self.kind
 
 
-def clock(seconds: float) -> str:
-    """``45s``, ``10:00``, ``1:30:00``: how a time reads in the file."""
-    if seconds < 60:
-        return f"{seconds:g}s"
-    whole = int(seconds)
-    h, rest = divmod(whole, 3600)
-    frac = f"{seconds - whole:.3f}".rstrip("0").rstrip(".")[1:] if seconds != whole else ""
-    return (f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else
-            f"{rest // 60}:{rest % 60:02d}") + frac
-
-
 def _within(w: float | str | None) -> str:
     if w is None:
         return ""
-    return " within the service target" if w == "target" else f" within {clock(float(w))}"
+    return " within the service target" if w == "target" else f" within {clock(float(w), exact=True)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

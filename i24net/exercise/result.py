@@ -10,13 +10,13 @@ float rounded to the millisecond), so a virtual run gives identical bytes for a 
 from __future__ import annotations
 
 import json
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from i24net.core.labels import Precedence
+from i24net.core.units import percentile
 from i24net.exercise import model as m
 from i24net.exercise.expect import Outcome, judge
 from i24net.exercise.observe import ATTACKER, Observations
@@ -30,13 +30,6 @@ MAX_TIMELINE_MESSAGES = 2_000
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 3)
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[min(98, max(0, round(q * 100) - 1))]
 
 
 @dataclass(slots=True)
@@ -78,7 +71,7 @@ class Result:
             values = sorted(values)
             row: dict[str, Any] = {"count": len(values), "target_s": TARGETS[p]}
             if values:
-                row.update(p50_s=_r(_quantile(values, 0.5)), p95_s=_r(_quantile(values, 0.95)),
+                row.update(p50_s=_r(percentile(values, 50)), p95_s=_r(percentile(values, 95)),
                            max_s=_r(values[-1]),
                            within_target=sum(1 for v in values if v <= TARGETS[p]))
             out[p] = row

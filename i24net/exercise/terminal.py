@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from i24net.exercise.htmlreport import _dur
+from i24net.core.units import duration
 from i24net.exercise.result import Result
 
 _PREC_STYLE = {"FLASH": "bold red", "IMMEDIATE": "dark_orange", "PRIORITY": "yellow",
@@ -23,9 +23,9 @@ def report(result: Result) -> Group:
     ex, s = d["exercise"], d["summary"]
     title = Text.from_markup(
         f"[bold]{_clean(ex['name'])}[/] — {_clean(ex['network'])}, {ex['agencies']} agencies, "
-        f"{ex['mode']}, seed {ex['seed']}, planned {_dur(ex['duration_s'])}"
-        + (f", judged at {_dur(ex['ended_s'])}" if ex["ended_s"] != ex["duration_s"] else "")
-        + (f", {_dur(result.wall_seconds)} elapsed" if result.mode == "live" else ""))
+        f"{ex['mode']}, seed {ex['seed']}, planned {duration(ex['duration_s'])}"
+        + (f", judged at {duration(ex['ended_s'])}" if ex["ended_s"] != ex["duration_s"] else "")
+        + (f", {duration(result.wall_seconds)} elapsed" if result.mode == "live" else ""))
 
     exp = Table(title="expectations", title_justify="left", expand=True)
     exp.add_column("#", justify="right", no_wrap=True)
@@ -54,9 +54,9 @@ def report(result: Result) -> Group:
         if not row["count"]:
             continue
         over = row["count"] - row["within_target"]
-        lat.add_row(f"[{_PREC_STYLE[p]}]{p}[/]", str(row["count"]), _dur(row["p50_s"]),
-                    _dur(row["p95_s"]), ("[red]" if over else "") + _dur(row["max_s"])
-                    + ("[/]" if over else ""), _dur(row["target_s"]))
+        lat.add_row(f"[{_PREC_STYLE[p]}]{p}[/]", str(row["count"]), duration(row["p50_s"]),
+                    duration(row["p95_s"]), ("[red]" if over else "") + duration(row["max_s"])
+                    + ("[/]" if over else ""), duration(row["target_s"]))
 
     failed = [o for o in d["expectations"] if not o["passed"]]
     verdict = Text.from_markup(

@@ -14,7 +14,7 @@ virtual time plus that component's clock skew), the links (``network.Conditions`
 broker's persistent sessions (frames for a client that is offline - partitioned or crashed -
 queue at the broker, in order, and flow when it is back, as MQTT QoS 1 persistent sessions
 do; a broker crash loses them and everything in flight), the router's service time, timers
-(a node is woken exactly when its outbox or gap timers fall due; see ``SimNodeStore``),
+(a node is woken when its machine's ``next_timer`` falls due, as the node daemon is),
 directory distribution (a new version reaches the router at once and each node after its
 link latency, or when it reconnects: it is the retained directory topic) and faults.
 
@@ -41,13 +41,39 @@ from typing import Any
 from i24net.core.directory import Directory
 from i24net.core.envelope import Envelope, Header
 from i24net.core.errors import I24Error
+from i24net.core.events import (
+    Accepted,
+    Delivered,
+    Dropped,
+    DuplicateDelivery,
+    DuplicateSubmission,
+    Expired,
+    FrameDropped,
+    ItemChanged,
+    NodeEvent,
+    NoticeCancelled,
+    NoticePublished,
+    NoticeRefused,
+    ReceiptIn,
+    Received,
+    Refused,
+    RefusedIn,
+    Resent,
+    Retried,
+    RouterEvent,
+    SequenceGap,
+    SubmissionAccepted,
+    SubmissionDeferred,
+    SubmissionRefused,
+    Submitted,
+)
+from i24net.core.frames import frame_priority
 from i24net.core.keys import PairKeyCache
 from i24net.core.lifecycle import MemoryDeskStore, NoticeDesk, install_lifecycle
 from i24net.core.netspec import NetworkSpec
-from i24net.core.node import NodeEvent, NodeMachine
-from i24net.core.router import RouterEvent, RouterMachine
+from i24net.core.node import NodeMachine
+from i24net.core.router import RouterMachine
 from i24net.core.wire import unpack
-from i24net.daemons import frame_priority
 from i24net.sim import history as hs
 from i24net.sim.keyring import Keyring, SimKeys
 from i24net.sim.network import Conditions, LinkParams, frame_info, peek_header
@@ -250,12 +276,11 @@ class Engine:
         m = host.machine
         if m is None:
             return
-        # The store knows the outbox deadlines; the machine its gap and key timers. The
-        # driver wakes the node at the first, without polling thousands of nodes.
-        dues = [d for d in (host.store.next_due(), m.gap_due(), m.keys_due()) if d is not None]
-        if not dues:
+        # The machine says when it next has work; the driver wakes the node then, without
+        # polling thousands of nodes.
+        due = m.next_timer()
+        if due is None:
             return
-        due = min(dues)
         t = max((due - self.start_ms - host.skew_ms) * 1000, self.clock.now_us)
         if host.wake_at is not None and host.wake_at <= t:
             return
@@ -275,7 +300,7 @@ class Engine:
         m = host.machine
         if m is None:
             return
-        self._node_events(host, m.tick(self._now_ms(host)), "")
+        self._node_events(host, m.handle_timer(self._now_ms(host)), "")
         self._flush(host)
         self._plan_wake(host)
 
@@ -293,50 +318,50 @@ class Engine:
         me = host.agency
         rec = self.history.events.append
         for ev in events:
-            k = ev.kind
-            if k == "received":
-                sent = self._sent_us.get(ev.msg_id)
-                lat = (self.clock.now_us - sent) / 1000 if sent is not None else \
-                    float(ev.latency_ms)
-                m = host.machine
-                rec(hs.Deliver(t, ev.msg_id, me, ev.peer, lat, PREC_NAMES[ev.precedence],
-                               m.directory.serial if m else 0))
-            elif k == "receipt":
-                rec(hs.Receipt(t, ev.msg_id, me, ev.peer, ev.detail, ev.reason))
-            elif k == "delivered":
-                sent = self._sent_us.get(ev.msg_id)
-                lat = (self.clock.now_us - sent) / 1000 if sent is not None else -1.0
-                rec(hs.Delivered(t, ev.msg_id, me, lat, PREC_NAMES[ev.precedence]))
-            elif k in ("accepted", "refused", "deferred"):
-                continue  # the router's own accept / refuse events say it first
-            elif k == "duplicate":
-                rec(hs.Duplicate(t, ev.msg_id, me, ev.peer))
-            elif k == "refused-in":
-                rec(hs.RefuseIn(t, ev.msg_id, me, ev.peer, ev.reason))
-            elif k == "drop":
-                kind = frame_info(frame)[0] if isinstance(frame, bytes) else "other"
-                rec(hs.Drop(t, me, ev.reason, me, kind, ev.msg_id, ev.detail))
-            elif k == "retry":
-                rec(hs.Retry(t, ev.msg_id, me, ev.detail))
-            elif k == "expired":
-                rec(hs.Expired(t, ev.msg_id, me, ev.detail))
-            elif k == "gap":
-                rec(hs.Gap(t, me, ev.detail, ev.reason))
-            elif k == "submit":
-                self._record_hook_send(host, ev.msg_id)
-            elif k == "notice-published":
-                rid = ""
-                if host.desk is not None:
-                    rid = host.desk.by_notice.get(bytes.fromhex(ev.msg_id), "")
-                rec(hs.NoticePublished(t, ev.msg_id, rid, ev.detail, ev.peer))
-            elif k == "notice-refused":
-                rec(hs.NoticeRefused(t, ev.msg_id, ev.peer, ev.reason))
-            elif k == "notice-cancelled":
-                rec(hs.NoticeCancelled(t, ev.msg_id, ev.peer, ev.reason, ev.detail))
-            elif k in ("cancelled", "deleted", "updated"):
-                rec(hs.Withdrawn(t, ev.msg_id, me, k, ev.peer))
-            else:
-                rec(hs.Desk(t, me, k, ev.msg_id, ev.peer, ev.reason, ev.detail))
+            match ev:
+                case Received():
+                    sent = self._sent_us.get(ev.msg_id)
+                    lat = (self.clock.now_us - sent) / 1000 if sent is not None else \
+                        float(ev.latency_ms)
+                    m = host.machine
+                    rec(hs.Deliver(t, ev.msg_id, me, ev.peer, lat, PREC_NAMES[ev.precedence],
+                                   m.directory.serial if m else 0))
+                case ReceiptIn():
+                    rec(hs.Receipt(t, ev.msg_id, me, ev.peer, ev.detail, ev.reason))
+                case Delivered():
+                    sent = self._sent_us.get(ev.msg_id)
+                    lat = (self.clock.now_us - sent) / 1000 if sent is not None else -1.0
+                    rec(hs.Delivered(t, ev.msg_id, me, lat, PREC_NAMES[ev.precedence]))
+                case SubmissionAccepted() | SubmissionRefused() | SubmissionDeferred():
+                    pass  # the router's own accept / refuse events say it first
+                case DuplicateDelivery():
+                    rec(hs.Duplicate(t, ev.msg_id, me, ev.peer))
+                case RefusedIn():
+                    rec(hs.RefuseIn(t, ev.msg_id, me, ev.peer, ev.reason))
+                case Dropped():
+                    kind = frame_info(frame)[0] if isinstance(frame, bytes) else "other"
+                    rec(hs.Drop(t, me, ev.reason, me, kind, ev.msg_id, ev.detail))
+                case Retried():
+                    rec(hs.Retry(t, ev.msg_id, me, ev.detail))
+                case Expired():
+                    rec(hs.Expired(t, ev.msg_id, me, ev.detail))
+                case SequenceGap():
+                    rec(hs.Gap(t, me, ev.detail, ev.reason))
+                case Submitted():
+                    self._record_hook_send(host, ev.msg_id)
+                case NoticePublished():
+                    rid = ""
+                    if host.desk is not None:
+                        rid = host.desk.by_notice.get(bytes.fromhex(ev.msg_id), "")
+                    rec(hs.NoticePublished(t, ev.msg_id, rid, ev.detail, ev.peer))
+                case NoticeRefused():
+                    rec(hs.NoticeRefused(t, ev.msg_id, ev.peer, ev.reason))
+                case NoticeCancelled():
+                    rec(hs.NoticeCancelled(t, ev.msg_id, ev.peer, ev.reason, ev.detail))
+                case ItemChanged():
+                    rec(hs.Withdrawn(t, ev.msg_id, me, ev.state, ev.peer))
+                case _:  # the desk's other events, key changes, violations: under their name
+                    rec(hs.Desk(t, me, ev.kind, ev.msg_id, ev.peer, ev.reason, ev.detail))
 
     def _record_send(self, host: Host, h: Header, subject: str, origin: str) -> hs.Send:
         rel_source = rel_for = ""
@@ -665,22 +690,22 @@ class Engine:
         rec = self.history.events.append
         serial = self._router_serial
         for ev in events:
-            k = ev.kind
-            if k == "accept":
-                rec(hs.Accept(t, ev.msg_id, ev.sender, ev.recipients,
-                              PREC_NAMES[ev.precedence], serial))
-            elif k == "refuse":
-                rec(hs.Refuse(t, ev.msg_id, ev.sender, ev.reason, ev.recipients, ev.detail,
-                              serial))
-            elif k == "duplicate":
-                rec(hs.RouterRetry(t, ev.msg_id, ev.sender, ev.recipients))
-            elif k == "resend":
-                rec(hs.Resend(t, ev.sender, ev.detail))
-            elif k == "drop":
-                kind, mid = frame_info(payload)
-                rec(hs.Drop(t, ROUTER, ev.reason, ev.sender, kind, ev.msg_id or mid,
-                            ev.detail))
-            # "receipt": the sender's receipt event records it where it matters
+            match ev:
+                case Accepted():
+                    rec(hs.Accept(t, ev.msg_id, ev.sender, ev.recipients,
+                                  PREC_NAMES[ev.precedence], serial))
+                case Refused():
+                    rec(hs.Refuse(t, ev.msg_id, ev.sender, ev.reason, ev.recipients, ev.detail,
+                                  serial))
+                case DuplicateSubmission():
+                    rec(hs.RouterRetry(t, ev.msg_id, ev.sender, ev.recipients))
+                case Resent():
+                    rec(hs.Resend(t, ev.sender, ev.detail))
+                case FrameDropped():
+                    kind, mid = frame_info(payload)
+                    rec(hs.Drop(t, ROUTER, ev.reason, ev.sender, kind, ev.msg_id or mid,
+                                ev.detail))
+                # a forwarded receipt: the sender's receipt event records it where it matters
 
     def _router_publish(self, topic: str, frame: bytes) -> None:
         host = self.hosts.get(topic[len(self.inbox_prefix):]) \

@@ -45,11 +45,12 @@ The event kinds, with their ``event`` name in JSON:
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
+
+from i24net.core.units import percentile  # the nearest-rank percentile of the summaries
 
 PRECEDENCES = ("FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE")
 
@@ -321,15 +322,6 @@ class DirectoryVersion:
     reason: str
     revoked: tuple[str, ...]
     key_versions: tuple[tuple[str, int], ...]  # agencies whose key_version > 1
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The ``p``-th percentile (0-100) by the nearest-rank method; nan for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 @dataclass

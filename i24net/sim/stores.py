@@ -5,10 +5,9 @@ reference implementations; they scan everything they hold (``outbox_active`` wal
 outbox, ``prune`` the whole log), which is right for tests and wrong for a run of a million
 messages. These subclasses keep the same observable behaviour and add indexes:
 
-- ``SimNodeStore`` keeps the active (non-final) outbox entries apart, and a heap of when each
-  one next needs the node's attention (``next_due``: its retry or its expiry), so the driver
-  wakes a node exactly when its ``tick`` has work, instead of polling thousands of nodes.
-  With ``keep_bodies=False`` it forgets what a long benchmark never reads again: the text
+- ``SimNodeStore`` keeps the active (non-final) outbox entries apart, so the node machine's
+  ``handle_timer`` walks only those (when it runs is the machine's ``next_timer``, as in the
+  daemon). With ``keep_bodies=False`` it forgets what a long benchmark never reads again: the text
   and data of inbox items (the id stays, so de-duplication is unchanged) and the envelope
   bytes of outbox entries that can no longer be retried (delivered or expired).
 - ``SimRouterStore`` prunes through an expiry heap and a per-message index of its delivery
@@ -28,19 +27,13 @@ from i24net.core.policy import PriorMessage
 from i24net.core.router import MemoryRouterStore
 
 
-def _due(entry: OutboxEntry) -> int:
-    # tick() retries when now >= next_ms and expires when now > expires_ms
-    return min(entry.next_ms, entry.expires_ms + 1)
-
-
 class SimNodeStore(MemoryNodeStore):
-    """``MemoryNodeStore`` with an index of active outbox entries and their due times."""
+    """``MemoryNodeStore`` with an index of the active outbox entries."""
 
     def __init__(self, *, keep_bodies: bool = True) -> None:
         super().__init__()
         self.keep_bodies = keep_bodies
         self.active: dict[bytes, OutboxEntry] = {}
-        self._due: list[tuple[int, bytes]] = []
 
     def outbox_put(self, entry: OutboxEntry) -> None:
         if entry.final:
@@ -50,22 +43,10 @@ class SimNodeStore(MemoryNodeStore):
                 entry = replace(entry, raw=b"")
         else:
             self.active[entry.msg_id] = entry
-            heapq.heappush(self._due, (_due(entry), entry.msg_id))
         self.outbox[entry.msg_id] = entry
 
     def outbox_active(self) -> list[OutboxEntry]:
         return list(self.active.values())
-
-    def next_due(self) -> int | None:
-        """The earliest node time (ms) at which ``tick`` has an outbox entry to act on."""
-        heap = self._due
-        while heap:
-            due, msg_id = heap[0]
-            e = self.active.get(msg_id)
-            if e is not None and _due(e) == due:
-                return due
-            heapq.heappop(heap)  # stale: the entry moved on since this was pushed
-        return None
 
     def inbox_put(self, item: InboxItem) -> None:
         if not self.keep_bodies:

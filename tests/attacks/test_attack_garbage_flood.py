@@ -29,13 +29,12 @@ from netfixtures import DEMO_AGENCIES, SECOND, Net, build, inbox_topic, submit_t
 from i24net.core import audit as au
 from i24net.core import frames as fr
 from i24net.core.errors import ConfigError
+from i24net.core.events import DropSummary, RouterEvent
 from i24net.core.router import (
     DEFAULT_AUDIT_BOUND,
     OTHER_TOPICS,
-    SUMMARY,
     UNLISTED,
     AuditBound,
-    RouterEvent,
 )
 
 PER_WINDOW, WINDOW = DEFAULT_AUDIT_BOUND.per_window, DEFAULT_AUDIT_BOUND.window_ms
@@ -66,7 +65,7 @@ def counts_in(lines: list[bytes]) -> int:
         d = e.details_map()
         if e.event == "drop":
             total += 1
-        elif e.event == SUMMARY:
+        elif e.event == DropSummary.kind:
             assert d["count"] == sum(d["counts"])  # type: ignore[arg-type]
             total += d["count"]  # type: ignore[operator]
     return total
@@ -83,7 +82,7 @@ def test_ten_thousand_undecodable_submissions_leave_a_bounded_audit_log() -> Non
         now = start + i * 10  # 100 a second for 100 s: two windows of 60 s
         lines += audit(net.router.handle(submit_topic("NCB-FR"), payload, now), chain, now)
     end = start + n * 10
-    lines += audit(net.router.tick(end, close_all=True), chain, end)
+    lines += audit(net.router.close_drop_windows(end), chain, end)
     assert counted(net.router.counters, "drop.") == n  # every frame is still counted
     windows = 2
     assert len(lines) <= windows * (PER_WINDOW + 1)
@@ -120,7 +119,7 @@ def test_a_flood_from_every_kind_of_source_stays_bounded_per_source() -> None:
                       f"i24/v1/elsewhere/{rng.randrange(10**6)}"):  # not the router's
             lines += audit(net.router.handle(topic, payload, net.now), chain, net.now)
             sent += 1
-    lines += audit(net.router.tick(net.now, close_all=True), chain, net.now)
+    lines += audit(net.router.close_drop_windows(net.now), chain, net.now)
     sources = len(DEMO_AGENCIES) + 2
     assert len(lines) == sources * (PER_WINDOW + 1)
     assert counts_in(lines) == sent
@@ -141,16 +140,16 @@ def test_a_window_closes_by_time_and_a_new_one_records_again() -> None:
     topic = submit_topic("NCB-DE")
     recorded = [len(net.router.handle(topic, b"junk", net.now)) for _ in range(PER_WINDOW + 5)]
     assert recorded == [1] * PER_WINDOW + [0] * 5
-    assert net.router.tick(net.now + WINDOW - 1) == []  # still open
+    assert net.router.handle_timer(net.now + WINDOW - 1) == []  # still open
     # the next frame after the window's end brings the summary first, then its own drop
     events = net.router.handle(topic, b"junk", net.now + WINDOW)
-    assert [(e.kind, e.count) for e in events] == [(SUMMARY, 5), ("drop", 1)]
+    assert [(e.kind, e.count) for e in events] == [(DropSummary.kind, 5), ("drop", 1)]
     summary = events[0]
     assert summary.sender == "NCB-DE" and summary.reasons == (("wire.magic", 5),)
     assert (summary.since_ms, summary.until_ms) == (net.now, net.now)
     # a window without drops beyond the bound closes without a summary
-    assert net.router.tick(net.now + 3 * WINDOW) == []
-    assert net.router.tick(net.now + 4 * WINDOW, close_all=True) == []
+    assert net.router.handle_timer(net.now + 3 * WINDOW) == []
+    assert net.router.close_drop_windows(net.now + 4 * WINDOW) == []
 
 
 def test_legitimate_traffic_is_never_summarised() -> None:
@@ -161,7 +160,7 @@ def test_legitimate_traffic_is_never_summarised() -> None:
         net.router.handle(submit_topic("NCB-FR"), b"\xc1", net.now)
     for _ in range(3):
         legit_message_flows(net)
-    assert net.router.tick(net.now, close_all=True)[0].count == 2 * PER_WINDOW
+    assert net.router.close_drop_windows(net.now)[0].count == 2 * PER_WINDOW
 
 
 @pytest.mark.parametrize(("bound", "recorded"), [(AuditBound(per_window=0), 0),
@@ -172,7 +171,7 @@ def test_the_bound_is_configurable_and_can_be_off(bound: AuditBound | None,
     net.router.audit_bound = bound
     events = [e for _ in range(50) for e in net.router.handle(submit_topic("NCB-FR"), b"x",
                                                               net.now)]
-    summaries = net.router.tick(net.now, close_all=True)
+    summaries = net.router.close_drop_windows(net.now)
     assert len(events) == recorded
     assert len(events) + sum(e.count for e in summaries) == 50
     assert len(net.router.pop(net.now, limit=100)) == recorded  # answers follow the records
@@ -252,7 +251,7 @@ def test_frames_that_decode_but_do_not_verify_are_bounded_but_not_answered() -> 
     for _ in range(PER_WINDOW + 10):
         net.router.handle(submit_topic("NCB-US"), receipt, net.now)
     assert net.router.pop(net.now) == []
-    (summary,) = net.router.tick(net.now + WINDOW)
+    (summary,) = net.router.handle_timer(net.now + WINDOW)
     assert summary.reasons == (("sender.topic", 10),) and summary.sender == "NCB-US"
 
 

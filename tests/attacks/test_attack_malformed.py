@@ -120,7 +120,7 @@ def router_accounts_for(net: Net, agency: str, n: int, recorded: int) -> None:
     the router's summary accounts for the rest, and each recorded one was answered to the
     sender with a signed report under no message id (the bytes do not decode: there is no
     id to trust), never anything else."""
-    summaries = net.router.tick(net.now, close_all=True)
+    summaries = net.router.close_drop_windows(net.now)
     assert all(e.kind == "drop-summary" and e.source == agency for e in summaries)
     assert recorded + sum(e.count for e in summaries) == n
     assert all(r.startswith("wire.") for e in summaries for r, _ in e.reasons)

@@ -158,9 +158,9 @@ def test_an_oversized_line_is_refused_and_counted_as_one_line(tmp_path: Path) ->
 def test_show_says_what_a_drop_summary_stands_for(tmp_path: Path) -> None:
     """The router sums up drops beyond its audit bound in one entry; the table shows the
     count and the reasons, not an empty reason."""
-    from i24net.core.router import RouterEvent
+    from i24net.core.events import DropSummary
 
-    ev = RouterEvent("drop-summary", sender="NCB-FR", count=9984, source="NCB-FR",
+    ev = DropSummary(sender="NCB-FR", count=9984, source="NCB-FR",
                      reasons=(("wire.magic", 9000), ("wire.truncated", 984)),
                      since_ms=1, until_ms=2)
     chain = AuditChain()

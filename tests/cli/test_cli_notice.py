@@ -68,7 +68,7 @@ class HomeNet:
         for _ in range(rounds):
             now = now_ms()
             for node in self.nodes.values():
-                node.tick(now)
+                node.handle_timer(now)
             wire = [(t, p) for n in self.nodes.values() for t, p, _ in n.pop(10_000)]
             while wire:
                 topic, payload = wire.pop(0)

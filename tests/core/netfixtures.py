@@ -270,7 +270,7 @@ class Net:
         """Move the clock, let every node's timers fire, and pump."""
         self.now += ms
         for a, node in self.nodes.items():
-            self.node_events[a] += node.tick(self.now)
+            self.node_events[a] += node.handle_timer(self.now)
         self.pump()
 
     def settle(self, *, step: int = 5 * SECOND, limit: int = 2 * HOUR) -> None:

@@ -1,4 +1,4 @@
-"""The node machine, driven directly: submit / handle / tick in, pop out.
+"""The node machine, driven directly: submit / handle / handle_timer in, pop out.
 
 Deliveries are stamped by hand with the router key from the fixtures (or with the wrong key,
 or not at all), so each test controls exactly what reaches the node, including what a
@@ -131,7 +131,7 @@ def test_reports_and_receipts_drive_the_outbox_to_delivered() -> None:
     assert entry.state == "delivered"
     assert entry.receipts == {"NCB-DE": "delivered", "EUROPOL": "delivered"}
     assert deliver(n, _receipt(raw, "EUROPOL")) == []  # repeated receipt: nothing new
-    assert n.tick(T0 + HOUR // 2) == []  # delivered: never retried
+    assert n.handle_timer(T0 + HOUR // 2) == []  # delivered: never retried
     assert n.pop() and not n.pop()
 
 
@@ -168,7 +168,7 @@ def test_refused_report_ends_the_entry() -> None:
     entry = store(n).outbox[parsed(raw).header.id]
     assert (entry.state, entry.reason) == ("refused", "clearance.recipient")
     assert entry.decided_ms == T0 + 250  # the router's time, signed in its report
-    assert n.tick(T0 + HOUR // 2) == []
+    assert n.handle_timer(T0 + HOUR // 2) == []
     assert n.pop() == []
 
 
@@ -186,7 +186,7 @@ def test_a_refusal_of_other_bytes_under_the_same_id_cancels_nothing() -> None:
     assert kinds(events) == [("drop", "report.digest")]
     entry = store(n).outbox[mid]
     assert (entry.state, entry.reason, entry.decided_ms) == ("queued", "", 0)
-    assert n.tick(T0 + HOUR // 2)  # still retried
+    assert n.handle_timer(T0 + HOUR // 2)  # still retried
     receipt = fr.Receipt(mid, bytes(32), "NCB-FR", "NCB-DE", "delivered", "", T0)
     events = deliver(n, fr.make_receipt(receipt, keys_for("NCB-DE")))
     assert kinds(events) == [("drop", "receipt.digest")]
@@ -359,7 +359,7 @@ def test_property_hostile_bytes_are_only_ever_dropped(payload: bytes, prefix: by
 
 # -- timers -----------------------------------------------------------------------------------
 
-def test_tick_retries_with_backoff_then_expires() -> None:
+def test_handle_timer_retries_with_backoff_then_expires() -> None:
     n = node("NCB-FR")
     n.retry_jitter = 0.0  # exact schedule; jitter has its own test
     ttl = 200 * SECOND
@@ -369,7 +369,7 @@ def test_tick_retries_with_backoff_then_expires() -> None:
     retries = []
     t = T0
     while t <= T0 + ttl + SECOND:
-        for e in n.tick(t):
+        for e in n.handle_timer(t):
             if e.kind == "retry":
                 retries.append(t - T0)
                 assert n.pop() == [(submit_topic("NCB-FR"), raw, int(Precedence.ROUTINE))]
@@ -386,7 +386,7 @@ def test_tick_retries_with_backoff_then_expires() -> None:
     assert retries == expected == [2_000, 6_000, 14_000, 30_000, 62_000, 122_000, 182_000]
     entry = store(n).outbox[mid]
     assert (entry.state, entry.reason) == ("expired", "time.expired")
-    assert n.tick(T0 + 10 * ttl) == []
+    assert n.handle_timer(T0 + 10 * ttl) == []
 
 
 def test_accepted_but_unreceipted_entries_keep_retrying() -> None:
@@ -395,7 +395,7 @@ def test_accepted_but_unreceipted_entries_keep_retrying() -> None:
     deliver(n, _report(raw))
     deliver(n, _receipt(raw, "NCB-DE"))
     n.pop()
-    assert [e.kind for e in n.tick(T0 + RETRY_MIN_MS)] == ["retry"]
+    assert [e.kind for e in n.handle_timer(T0 + RETRY_MIN_MS)] == ["retry"]
     assert [p for _, p, _ in n.pop()] == [raw]
 
 
@@ -409,17 +409,17 @@ def test_a_gap_is_requested_after_the_grace_period() -> None:
     n = node("NCB-DE")
     _seq(n, 1, T0)
     _seq(n, 3, T0)
-    assert n.tick(T0 + GAP_GRACE_MS - 1) == []
+    assert n.handle_timer(T0 + GAP_GRACE_MS - 1) == []
     assert n.pop() == []
-    events = n.tick(T0 + GAP_GRACE_MS)
+    events = n.handle_timer(T0 + GAP_GRACE_MS)
     assert [e.kind for e in events] == ["gap"]
     (topic, payload, _), = n.pop()
     assert topic == submit_topic("NCB-DE")
     gap = fr.verify_gap(fr.parse_frame(payload), D)
     assert (gap.agency, gap.first, gap.last) == ("NCB-DE", 2, 2)
     # still missing: asked again, but not in a tight loop
-    assert n.tick(T0 + GAP_GRACE_MS + 1) == []
-    assert [e.kind for e in n.tick(T0 + 5 * GAP_GRACE_MS)] == ["gap"]
+    assert n.handle_timer(T0 + GAP_GRACE_MS + 1) == []
+    assert [e.kind for e in n.handle_timer(T0 + 5 * GAP_GRACE_MS)] == ["gap"]
 
 
 def test_a_gap_filled_in_time_asks_for_nothing() -> None:
@@ -428,7 +428,7 @@ def test_a_gap_filled_in_time_asks_for_nothing() -> None:
     _seq(n, 4, T0)
     _seq(n, 2, T0 + 100)
     _seq(n, 3, T0 + 200)
-    assert n.tick(T0 + 10 * GAP_GRACE_MS) == []
+    assert n.handle_timer(T0 + 10 * GAP_GRACE_MS) == []
     assert n.pop() == []
 
 
@@ -436,7 +436,7 @@ def test_gap_request_covers_every_missing_number() -> None:
     n = node("NCB-DE")
     _seq(n, 2, T0)
     _seq(n, 5, T0)
-    n.tick(T0 + GAP_GRACE_MS)
+    n.handle_timer(T0 + GAP_GRACE_MS)
     (_, payload, _), = n.pop()
     gap = fr.verify_gap(fr.parse_frame(payload), D)
     assert (gap.first, gap.last) == (1, 4)
@@ -484,13 +484,13 @@ def test_retry_delays_are_jittered_and_bounded_per_tick() -> None:
     n = node("NCB-FR")
     ids = [parsed(sent_by_fr(n, ["NCB-DE"])).header.id for _ in range(100)]
     n.pop()
-    events = n.tick(T0 + 2 * SECOND)
+    events = n.handle_timer(T0 + 2 * SECOND)
     assert sum(e.kind == "retry" for e in events) == MAX_RETRIES_PER_TICK
     due = sorted(store(n).outbox[i].next_ms for i in ids if store(n).outbox[i].attempts > 1)
     assert len(due) == MAX_RETRIES_PER_TICK and len(set(due)) > 10  # spread, not one wave
     base = 2 * SECOND + (RETRY_MIN_MS << 1)
     assert all(base * 0.5 - 1 <= d - T0 <= base * 1.5 + 1 for d in due)
-    assert sum(e.kind == "retry" for e in n.tick(T0 + 2 * SECOND + 200)) == MAX_RETRIES_PER_TICK
+    assert sum(e.kind == "retry" for e in n.handle_timer(T0 + 2 * SECOND + 200)) == MAX_RETRIES_PER_TICK
 
 
 def test_new_messages_wait_for_the_send_window() -> None:
@@ -504,35 +504,35 @@ def test_new_messages_wait_for_the_send_window() -> None:
     n.pop()
     entry = store(n).outbox[late]
     store(n).outbox_put(replace(entry, attempts=0, next_ms=0))  # as publish leaves it
-    events = n.tick(T0 + 100)
+    events = n.handle_timer(T0 + 100)
     assert not any(e.msg_id == late.hex() for e in events)  # held back by the window
 
 
 # -- deadlines: what a driver sleeps until --------------------------------------------------
 
 def test_a_fresh_machine_is_due_at_once_then_idle() -> None:
-    """The first tick picks up what was stored while no driver ran; after it, a machine
+    """The first handle_timer picks up what was stored while no driver ran; after it, a machine
     with nothing to do has no deadline at all (its driver sleeps until a frame comes)."""
     n = node("NCB-DE")
-    assert n.next_deadline() == 0
-    assert n.tick(T0) == []
-    assert n.next_deadline() is None
+    assert n.next_timer() == 0
+    assert n.handle_timer(T0) == []
+    assert n.next_timer() is None
 
 
 def test_the_deadline_follows_the_retry_schedule_and_expiry() -> None:
     n = node("NCB-FR")
     n.retry_jitter = 0.0
-    n.tick(T0)
+    n.handle_timer(T0)
     ttl = 200 * SECOND
     raw = sent_by_fr(n, ["NCB-DE"], ttl=ttl)
     n.pop()
-    assert n.next_deadline() == T0 + RETRY_MIN_MS
+    assert n.next_timer() == T0 + RETRY_MIN_MS
     t = T0
     seen = []
-    while (due := n.next_deadline()) is not None:
-        assert due > t  # never a deadline in the past after a tick: no busy loop
+    while (due := n.next_timer()) is not None:
+        assert due > t  # never a deadline in the past after handle_timer: no busy loop
         t = due
-        seen += [e.kind for e in n.tick(t)]
+        seen += [e.kind for e in n.handle_timer(t)]
         n.pop()
     # the last deadline replaces the sending key an hour after it first sealed
     assert seen.count("retry") == 7 and seen[-2:] == ["expired", "key"]
@@ -541,38 +541,38 @@ def test_the_deadline_follows_the_retry_schedule_and_expiry() -> None:
 
 def test_a_retry_budget_left_over_is_due_at_once() -> None:
     n = node("NCB-FR")
-    n.tick(T0)
+    n.handle_timer(T0)
     for _ in range(MAX_RETRIES_PER_TICK + 5):
         sent_by_fr(n, ["NCB-DE"])
     n.pop()
     t = T0 + 3 * RETRY_MIN_MS
-    assert sum(e.kind == "retry" for e in n.tick(t)) == MAX_RETRIES_PER_TICK
-    assert n.next_deadline() == t  # the other 5 go on the next tick, not in 2 s
+    assert sum(e.kind == "retry" for e in n.handle_timer(t)) == MAX_RETRIES_PER_TICK
+    assert n.next_timer() == t  # the other 5 go on the next call, not in 2 s
 
 
 def test_a_report_wakes_what_waits_for_the_send_window() -> None:
     n = node("NCB-FR")
-    n.tick(T0)
+    n.handle_timer(T0)
     first = [sent_by_fr(n, ["NCB-DE"]) for _ in range(SEND_WINDOW)]
     n.pop()
     late = parsed(sent_by_fr(n, ["NCB-DE"])).header.id
     n.pop()
     store(n).outbox_put(replace(store(n).outbox[late], attempts=0, next_ms=0))
     n.outbox_changed()
-    assert n.next_deadline() == 0
-    assert n.tick(T0 + 100) == []  # the window is full: held back
-    held = n.next_deadline()
+    assert n.next_timer() == 0
+    assert n.handle_timer(T0 + 100) == []  # the window is full: held back
+    held = n.next_timer()
     assert held is not None and held > T0 + 100
     deliver(n, _report(first[0]))  # one answer frees a place
-    assert n.next_deadline() == 0
-    assert [e.kind for e in n.tick(T0 + 200)] == ["retry"]
+    assert n.next_timer() == 0
+    assert [e.kind for e in n.handle_timer(T0 + 200)] == ["retry"]
     assert store(n).outbox[late].attempts == 1
 
 
 def test_a_gap_brings_the_deadline_forward() -> None:
     n = node("NCB-DE")
-    n.tick(T0)
+    n.handle_timer(T0)
     _seq(n, 1, T0)
-    assert n.next_deadline() is None
+    assert n.next_timer() is None
     _seq(n, 3, T0)
-    assert n.next_deadline() == T0 + GAP_GRACE_MS
+    assert n.next_timer() == T0 + GAP_GRACE_MS

@@ -263,7 +263,7 @@ def test_a_taken_over_shard_continues_its_stream_and_repairs_by_retry() -> None:
     assert not net.nodes["NCB-FR"].store.inbox_has(lost)
     # the sender's retry reaches the new server of shard 1, which continues at seq 2
     net.now += 10 * 60_000
-    net.nodes["NCB-US"].tick(net.now)
+    net.nodes["NCB-US"].handle_timer(net.now)
     net.pump()
     assert net.nodes["NCB-FR"].store.inbox_has(first)
     assert net.nodes["NCB-FR"].store.inbox_has(lost)
@@ -309,7 +309,7 @@ def test_a_nodes_gap_request_goes_to_the_shard_of_the_stream() -> None:
     for router_keys, index in ((R1, 1), (R2, 2)):
         kid = k.key_id(router_keys.verify_key)
         node._track_seq(kid, 3, T0)  # 1 and 2 missing from shard index's stream
-        node.tick(T0 + 60_000)
+        node.handle_timer(T0 + 60_000)
         (topic, payload, _), = node.pop()
         assert topic == f"{PREFIX}/submit/NCB-FR/to/{index}"
         gap = fr.GapRequest.from_doc(fr.parse_frame(payload).doc)

@@ -112,6 +112,6 @@ def test_router_and_nodes_turn_any_frame_into_events(raw: bytes) -> None:
         assert events == [] or events[0].kind in ("drop", "received", "duplicate", "refused-in",
                                                   "receipt", "accepted", "refused",
                                                   "deferred", "delivered")
-        node.tick(T0 + 10_000)
+        node.handle_timer(T0 + 10_000)
         node.pop(limit=1000)
     router.pop(T0, limit=1000)

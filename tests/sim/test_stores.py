@@ -17,17 +17,14 @@ def entry(n: int, *, next_ms: int, expires_ms: int = 10_000, state: str = "queue
                        state=state, next_ms=next_ms)
 
 
-def test_next_due_follows_retries_expiry_and_final_states() -> None:
+def test_the_active_index_follows_retries_and_final_states() -> None:
     s = SimNodeStore()
-    assert s.next_due() is None
+    assert s.outbox_active() == []
     s.outbox_put(entry(1, next_ms=2_000))
     s.outbox_put(entry(2, next_ms=5_000, expires_ms=3_000))
-    assert s.next_due() == 2_000
     s.outbox_put(replace(entry(1, next_ms=2_000), next_ms=6_000, attempts=2))  # retried
-    assert s.next_due() == 3_001  # entry 2 expires first (tick: now > expires_ms)
     s.outbox_put(replace(entry(2, next_ms=5_000, expires_ms=3_000), state="delivered"))
-    assert s.next_due() == 6_000
-    assert [e.msg_id[0] for e in s.outbox_active()] == [1]
+    assert [(e.msg_id[0], e.next_ms) for e in s.outbox_active()] == [(1, 6_000)]
     ref = MemoryNodeStore()
     for e in s.outbox.values():
         ref.outbox_put(e)
