@@ -627,8 +627,11 @@ class LiveRun:
 
     # -- the network between each agency and the broker ------------------------------------
     def _needs_proxies(self) -> bool:
+        """Whether the file has a link model to play: any latency or jitter (the defaults,
+        20 ± 5 ms, are one), loss, a link rule, a filter or a partition. Only a file with
+        ideal links (latency and jitter 0) and none of the rest runs on the bare loopback."""
         c = self.ex.conditions
-        return bool(c.loss or c.links or c.filters or any(
+        return bool(c.latency_ms or c.jitter_ms or c.loss or c.links or c.filters or any(
             isinstance(i, m.Partition | m.Heal) for i in self.ex.injects))
 
     def _start_proxies(self, home: Home, broker_port: int) -> None:
