@@ -66,8 +66,8 @@ from typing import Any
 import psutil
 
 from i24net.core.errors import I24Error
-from i24net.core.units import percentile
 from i24net.core.events import Delivered, Received
+from i24net.core.units import percentile
 
 WINDOW = 64
 SIM_TIMEOUT_S = 3600

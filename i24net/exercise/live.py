@@ -708,6 +708,7 @@ class LiveRun:
 
     def _desk(self, action: Callable[[Any, Any], list[Any]]) -> str:
         """Run a GS desk action beside the running GS daemon, as 'i24net notice' does."""
+        from i24net.core.events import Submitted
         from i24net.core.lifecycle import NoticeDesk
         from i24net.core.node import NodeMachine
         from i24net.notice_store import SqliteNoticeStore, notice_store_path
@@ -721,7 +722,7 @@ class LiveRun:
             machine = NodeMachine(gs, h.keys(gs), h.directory(), store, random_bytes=os.urandom)
             events = action(NoticeDesk(gs, ns, auto_review=False), machine)
             for ev in events:
-                if ev.kind == "submit":
+                if isinstance(ev, Submitted):
                     entry = store.outbox_get(bytes.fromhex(ev.msg_id))
                     if entry is not None:
                         store.outbox_put(replace(entry, next_ms=0))
@@ -729,7 +730,7 @@ class LiveRun:
                             self._record(entry.msg_id, gs, entry.recipients)
                             self.names.setdefault(entry.msg_id.hex(), ("", LIFECYCLE))
         client.wake(h, gs)
-        return ", ".join(ev.kind for ev in events if ev.kind != "submit")
+        return ", ".join(ev.kind for ev in events if not isinstance(ev, Submitted))
 
     # -- observing ------------------------------------------------------------------------
     def _t(self, ms: int) -> float:
