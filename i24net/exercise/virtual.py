@@ -165,7 +165,7 @@ class VirtualRun:
             requester = req.inject.sender  # type: ignore[attr-defined]
             by = inj.by or requester
             if by == sim.notice_authority():
-                sim.at(at, lambda s, r=req.sent, why=inj.reason: _gs_cancel(s, r, why))
+                sim.authority_cancel(at, req.sent, reason=inj.reason)
             else:
                 sent = sim.cancel_notice(at, by, req.sent, reason=inj.reason)
                 self._keep(inj, sent, "", INJECT)
@@ -365,27 +365,6 @@ class VirtualRun:
             out.append(InjectObs(inj.at, inj.index, inj.action, inj.describe(),
                                  not problem, problem))
         return out
-
-
-def _gs_cancel(sim: Any, request: Any, reason: str) -> None:
-    """The notice authority itself cancels a notice (``Simulation`` has no public call for
-    it yet): the desk's ``cancel``, driven the way ``Simulation.review`` drives ``approve``."""
-    from i24net.sim import history as hs
-
-    gs = sim._gs()
-    if gs is None or request.msg_id is None:
-        sim._record(hs.Desk(sim.now, "", "cancel-error", reason="node.down",
-                            detail="the notice authority's node is not running"))
-        return
-    try:
-        events = gs.desk.cancel(gs.machine, request.msg_id, sim._now_ms(gs), reason)
-    except I24Error as exc:
-        sim._record(hs.Desk(sim.now, gs.agency, "cancel-error", reason=exc.reason,
-                            detail=exc.message))
-        return
-    sim._node_events(gs, events, "")
-    sim._flush(gs)
-    sim._plan_wake(gs)
 
 
 def run_virtual(exercise: m.Exercise, *, progress: Progress | None = None) -> Result:

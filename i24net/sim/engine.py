@@ -146,7 +146,7 @@ class Engine:
                                   start_ms=start_ms)
         self.history.directories[d.serial] = d
         self.history.versions.append(hs.DirectoryVersion(d.serial, 0.0, "initial", (), ()))
-        self.conditions = Conditions(self)
+        self.conditions = Conditions(self._resolve, self._links_changed, self._condition)
         self.inbox_prefix = f"{d.prefix}/inbox/"
         self.submit_prefix = f"{d.prefix}/submit/"
         # router

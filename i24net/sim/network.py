@@ -27,7 +27,7 @@ Every random draw (jitter, loss, filter drops) comes from the simulation's one `
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -206,9 +206,17 @@ class Conditions:
     Every setter takes an optional ``at`` (virtual seconds): given, the change happens then
     (recorded as an ``inject``); omitted, it applies now. ``who`` arguments take an agency
     id, a ``@GROUP`` (expanded with the directory at that time) or a list of them.
+
+    The engine that owns the conditions hands over the three things they need from it:
+    ``resolve`` (agency ids for ids and groups, ``ValueError`` for unknown ones),
+    ``links_changed`` (the links of these agencies, or of all with None, changed) and
+    ``schedule`` (apply a change now or at ``at``, recording it).
     """
 
-    sim: Any = field(repr=False)
+    resolve: Callable[..., frozenset[str]] = field(repr=False, compare=False)
+    links_changed: Callable[[frozenset[str] | None], None] = field(repr=False, compare=False)
+    schedule: Callable[[float | None, str, str, str, Callable[[], None]], None] = \
+        field(repr=False, compare=False)
     default: LinkParams = field(default_factory=LinkParams)
     links: dict[str, dict[str, float]] = field(default_factory=dict)
     router_link: LinkParams = field(default_factory=lambda: LinkParams(0.0, 0.0, 0.0))
@@ -261,7 +269,7 @@ class Conditions:
         precs = _names(precedence)
         for who in (sender, recipient):  # unknown ids and groups fail now, not at ``at``
             if who is not None:
-                self.sim._resolve(who)
+                self.resolve(who)
         self._count += 1
         f = Filter(
             name=name or f"filter-{self._count}",
@@ -273,8 +281,8 @@ class Conditions:
 
         def install() -> None:
             self.filters.append(replace(
-                f, senders=self.sim._resolve(sender) if sender is not None else None,
-                recipients=self.sim._resolve(recipient) if recipient is not None else None))
+                f, senders=self.resolve(sender) if sender is not None else None,
+                recipients=self.resolve(recipient) if recipient is not None else None))
         self._later(at, "filter", f.name, _describe(f, sender, recipient), install)
         if until is not None:
             self.remove_filter(f.name, at=until)
@@ -312,28 +320,28 @@ class Conditions:
 
     def _set_default(self, new: LinkParams) -> None:
         self.default = new
-        self.sim._links_changed(None)
+        self.links_changed(None)
 
     def _set_links(self, who: str | Iterable[str], changes: dict[str, float]) -> None:
-        targets = self.sim._resolve(who, allow_router=True)
+        targets = self.resolve(who, allow_router=True)
         for a in sorted(targets):
             if a == "router":
                 self.router_link = replace(self.router_link, **changes)
                 continue
             self.links[a] = {**self.links.get(a, {}), **changes}
-        self.sim._links_changed(targets)
+        self.links_changed(targets)
 
     def _reset_links(self, who: str | Iterable[str]) -> None:
-        targets = self.sim._resolve(who, allow_router=True)
+        targets = self.resolve(who, allow_router=True)
         for a in targets:
             if a == "router":
                 self.router_link = LinkParams(0.0, 0.0, 0.0)
             self.links.pop(a, None)
-        self.sim._links_changed(targets)
+        self.links_changed(targets)
 
     def _later(self, at: float | None, action: str, target: str, detail: str,
-               apply: Any) -> None:
-        self.sim._condition(at, action, target, detail, apply)
+               apply: Callable[[], None]) -> None:
+        self.schedule(at, action, target, detail, apply)
 
 
 def _label(who: str | Iterable[str]) -> str:

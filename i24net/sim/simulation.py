@@ -32,9 +32,10 @@ from i24net.core.envelope import (
     seal,
 )
 from i24net.core.errors import I24Error
+from i24net.core.events import NodeEvent
 from i24net.core.keys import AgencyKeys, key_id
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
-from i24net.core.lifecycle import NoticeDesk
+from i24net.core.lifecycle import REASON_CANCELLED, NoticeDesk
 from i24net.core.netspec import NetworkSpec, parse_spec
 from i24net.core.node import InboxItem, NodeMachine, OutboxEntry
 from i24net.core.policy import Release, complete_addressing
@@ -255,6 +256,13 @@ class Simulation(Engine):
                        reason: str = "diffusion.non-compliant") -> None:
         """The GS finds a diffusion non-compliant and orders every recipient to delete it."""
         self._at(at, self._do_order_deletion, diffusion, reason)
+
+    def authority_cancel(self, at: float, request: Sent | str, *,
+                         reason: str = REASON_CANCELLED) -> None:
+        """The notice authority itself cancels the notice published for ``request`` (or
+        withdraws the request if it is not decided yet): every holder is told, and the
+        requester if it holds no copy. ``cancel_notice`` is the requester asking for it."""
+        self._at(at, self._do_authority_cancel, request, reason)
 
     def at(self, at: float, fn: Callable[[Simulation], Any]) -> None:
         """Call ``fn(sim)`` at virtual time ``at`` (anything the API does not cover)."""
@@ -512,43 +520,44 @@ class Simulation(Engine):
                 return h
         return None
 
-    def _do_review(self, request: Sent | str, approve: bool, reason: str) -> None:
+    def _at_desk(self, error: str,
+                 act: Callable[[NoticeDesk, NodeMachine, int], list[NodeEvent]]) -> None:
+        """Run a task-force action on the GS's desk now, as ``i24net notice`` does beside the
+        running daemon, and move what it sends. A failure is recorded as a desk event named
+        ``error`` (the action stays undone), never raised: it happens in virtual time."""
         gs = self._gs()
-        what = "approve" if approve else "refuse"
         if gs is None or gs.desk is None or gs.machine is None:
-            self._record(hs.Desk(self._t(), "", f"{what}-error", reason="node.down",
+            self._record(hs.Desk(self._t(), "", error, reason="node.down",
                                  detail="the notice authority's node is not running"))
             return
         try:
-            rid_b = self._ref(request)
-            assert rid_b is not None
-            now = self._now_ms(gs)
-            events = gs.desk.approve(gs.machine, rid_b.hex(), now) if approve else \
-                gs.desk.refuse(gs.machine, rid_b.hex(), now, reason)
+            events = act(gs.desk, gs.machine, self._now_ms(gs))
         except I24Error as exc:
-            self._record(hs.Desk(self._t(), gs.agency, f"{what}-error", reason=exc.reason,
+            self._record(hs.Desk(self._t(), gs.agency, error, reason=exc.reason,
                                  detail=exc.message))
             return
         self._node_events(gs, events, "")
         self._flush(gs)
         self._plan_wake(gs)
 
+    def _ref_hex(self, ref: Sent | str) -> str:
+        found = self._ref(ref)
+        assert found is not None
+        return found.hex()
+
+    def _do_review(self, request: Sent | str, approve: bool, reason: str) -> None:
+        def act(desk: NoticeDesk, m: NodeMachine, now: int) -> list[NodeEvent]:
+            rid = self._ref_hex(request)
+            return desk.approve(m, rid, now) if approve else desk.refuse(m, rid, now, reason)
+        self._at_desk("approve-error" if approve else "refuse-error", act)
+
     def _do_order_deletion(self, diffusion: Sent | str, reason: str) -> None:
-        gs = self._gs()
-        if gs is None or gs.desk is None or gs.machine is None:
-            self._record(hs.Desk(self._t(), "", "deletion-error", reason="node.down"))
-            return
-        try:
-            did = self._ref(diffusion)
-            assert did is not None
-            events = gs.desk.order_deletion(gs.machine, did, self._now_ms(gs), reason)
-        except I24Error as exc:
-            self._record(hs.Desk(self._t(), gs.agency, "deletion-error", reason=exc.reason,
-                                 detail=exc.message))
-            return
-        self._node_events(gs, events, "")
-        self._flush(gs)
-        self._plan_wake(gs)
+        self._at_desk("deletion-error", lambda desk, m, now: desk.order_deletion(
+            m, bytes.fromhex(self._ref_hex(diffusion)), now, reason))
+
+    def _do_authority_cancel(self, request: Sent | str, reason: str) -> None:
+        self._at_desk("cancel-error", lambda desk, m, now: desk.cancel(
+            m, self._ref_hex(request), now, reason))
 
     # -- internals: the attacker and the authority -----------------------------------------
 

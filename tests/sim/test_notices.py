@@ -63,3 +63,23 @@ def test_manual_review_and_deletion_order() -> None:
     deleted = sorted(e.holder for e in h.of(Withdrawn) if e.state == "deleted")
     assert deleted == ["NCB-BR", "NCB-JP", "NCB-US"]  # the sender is told too
     assert_clean(h)
+
+
+def test_the_authority_cancels_a_notice_itself(demo: Simulation) -> None:
+    """``authority_cancel``: the GS withdraws a published notice on its own; a request that
+    was never sent, or a GS that is down, is recorded as a ``cancel-error``, never raised."""
+    req = demo.notice_request(1.0, "NCB-FR", colour="RED", subject="John DOE",
+                              offence="homicide", warrant="FR-2026-0417")
+    demo.authority_cancel(30.0, req, reason="notice.arrested")
+    demo.crash(40.0, "GS-LYON")
+    demo.authority_cancel(45.0, req)
+    demo.restart(50.0, "GS-LYON")
+    h = demo.run(until=120)
+    [pub] = h.of(NoticePublished)
+    [gone] = h.of(NoticeCancelled)
+    assert (gone.msg_id, gone.by, gone.reason) == (pub.msg_id, "GS-LYON", "notice.arrested")
+    holders = demo.messages[pub.msg_id].recipients
+    assert sorted(h.withdrawals(pub.msg_id)) == sorted(holders)
+    assert [(e.t, e.what, e.reason) for e in h.of(Desk)] == [(45.0, "cancel-error",
+                                                             "node.down")]
+    assert_clean(h)
