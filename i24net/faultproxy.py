@@ -803,9 +803,11 @@ class FaultProxy:
                     upstream = await asyncio.open_connection(*self.upstream)
             except (OSError, TimeoutError) as exc:
                 self._upstream_failures += 1
-                _log.warning("fault proxy %s: connection %d closed: the upstream %s:%d "
-                             "is unreachable: %s", self.name, number, *self.upstream,
-                             exc or type(exc).__name__)
+                # not a warning: a broker that is down (a drill's broker crash) is expected
+                # to refuse, its clients retry, and stats() counts it (connections_failed)
+                _log.info("fault proxy %s: connection %d closed: the upstream %s:%d is "
+                          "unreachable: %s", self.name, number, *self.upstream,
+                          exc or type(exc).__name__)
                 writer.transport.abort()
                 return
             upstream_writer = upstream[1]

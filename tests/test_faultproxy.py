@@ -1,4 +1,5 @@
-"""The fault proxy: MQTT packets through it unchanged, delayed, lost (PUBLISH only) or cut.
+"""The fault proxy: MQTT packets through it unchanged, delayed, lost (PUBLISH only), filtered
+as a label-aware gateway would (messages only), or cut.
 
 Byte-level tests put a raw TCP echo (or sink) server behind the proxy; end-to-end tests put
 the embedded broker behind it and talk MQTT with aiomqtt or hand-made packets. Everything
@@ -501,6 +502,23 @@ async def test_stop_closes_everything_and_leaves_no_task(echo: tuple[EchoServer,
     stats = fault.stats()
     assert stats["dropped"] == {"stop": 3} and stats["connections_closed"] == {"stop": 3}
     await fault.stop()  # twice is harmless
+
+
+async def test_a_broker_that_is_down_closes_the_client_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A drill crashes the broker: the proxy closes each client that connects meanwhile (the
+    client retries), counts it, and does not warn about what the drill did on purpose."""
+    with socket.create_server((HOST, 0)) as closed:
+        port = closed.getsockname()[1]
+    async with FaultProxy(upstream=(HOST, port), name="down") as fault:
+        with caplog.at_level(logging.INFO, "i24net.faultproxy"):
+            client = await RawClient.open(fault.port)
+            assert await client.closed()
+            await client.close()
+        assert fault.stats()["connections_failed"] == 1
+    assert "unreachable" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 # -- gateway filters --------------------------------------------------------------------
