@@ -68,6 +68,7 @@ import psutil
 from i24net.core.errors import I24Error
 from i24net.core.events import Delivered, Received
 from i24net.core.units import percentile
+from i24net.logsetup import configure_logging, file_logger
 
 WINDOW = 64
 SIM_TIMEOUT_S = 3600
@@ -197,20 +198,6 @@ def machine_info() -> dict[str, Any]:
     return {"cpu_model": model, "cores": os.cpu_count() or 0,
             "python": platform.python_version(), "platform": platform.platform(),
             "loadavg_start": os.getloadavg()[0]}
-
-
-def _logger(path: Path, name: str) -> logging.Logger:
-    """A logger writing to ``path`` only (daemon chatter stays off the console)."""
-    log = logging.getLogger(f"i24net.bench.{name}")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    return log
 
 
 def _filler(n: int) -> str:
@@ -405,7 +392,7 @@ class LiveNet:
         # loop that does the measuring.
         engine = "embedded-process" if self.engine == "embedded" else self.engine
         broker = start_broker(engine, self.work / "broker", accounts,
-                              logger=_logger(logs / "broker.log", "broker"))
+                              logger=file_logger(logs / "broker.log", "i24net.bench.broker"))
         await self.stack.enter_async_context(broker)
         self.host, self.port = broker.host, broker.port
         self.broker_pid = getattr(broker, "pid", None)
@@ -421,7 +408,7 @@ class LiveNet:
 
         self.nodes = {}
         for agency in (SENDER, RECIPIENT):
-            log = _logger(logs / f"node-{agency}.log", f"node-{agency}")
+            log = file_logger(logs / f"node-{agency}.log", f"i24net.bench.node-{agency}")
             will = Will(f"{self.d.prefix}/presence/{agency}", b"offline", True)
             t = make_transport(self.home, agency, ep=self.ep, logger=log, will=will)
             await self.stack.enter_async_context(t)
@@ -1336,8 +1323,7 @@ def worker_main(argv: list[str]) -> int:
         print("usage: python -m i24net.bench worker {router|node|relay|blast} JSON",
               file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(logging.WARNING, stream=sys.stderr)
     try:
         asyncio.run(_WORKERS[argv[1]](json.loads(argv[2])))
     except KeyboardInterrupt:

@@ -93,6 +93,7 @@ from i24net.broker.process import (
     validate_port,
 )
 from i24net.broker.refusals import RefusalLog, shown
+from i24net.logsetup import configure_logging
 
 __all__ = [
     "AccountsTopicPlugin",
@@ -1183,10 +1184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         config = read_embedded_config_file(args.config)
         asyncio.run(_serve(config, args.config))

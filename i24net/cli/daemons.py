@@ -32,6 +32,7 @@ from i24net.client import enqueue, open_store
 from i24net.core.errors import WaitTimeout
 from i24net.core.labels import Precedence
 from i24net.home import Home, now_ms
+from i24net.logsetup import CHATTY, configure_logging
 
 log_option = click.option("--log-level", default="INFO", show_default=True,
                           type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -39,10 +40,7 @@ log_option = click.option("--log-level", default="INFO", show_default=True,
 
 
 def _logging(level: str, name: str) -> logging.Logger:
-    logging.basicConfig(level=level.upper(), format=f"%(asctime)s {name} %(levelname)s "
-                        "%(message)s")
-    for noisy in ("amqtt", "transitions", "paho"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(level, quiet=CHATTY)
     return logging.getLogger(f"i24net.{name}")
 
 
