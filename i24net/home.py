@@ -1,6 +1,6 @@
 """The network home: one folder holding a network's spec, directory, keys and state.
 
-Layout::
+Layout (docs/home.md 1)::
 
     network.toml          the human-edited spec
     directory.signed      the current signed directory (msgpack [doc, signature])

@@ -5,7 +5,8 @@ stream is flowing: the receiving node is SIGKILLed after about 100 deliveries an
 the broker is stopped (SIGTERM) and started again on the same port, and the router is
 SIGKILLed after about 300 deliveries and restarted. Afterwards every outbox entry at NCB-FR
 must be ``delivered`` with NCB-DE's receipt, and NCB-DE's inbox must hold each subject
-exactly once: no duplicates, nothing missing, nothing unexpected. That verdict comes from
+exactly once: no duplicates, nothing missing, nothing unexpected (docs/protocol.md 8.7). That
+verdict comes from
 the outside history (``i24net.history``): the feeder records each submit once it returned
 (fsync'd), NCB-DE's application consumer records every hand-over from the node's hand-over
 log (a repeat included), and at the end NCB-FR's outcomes; ``i24net.checker`` judges it.

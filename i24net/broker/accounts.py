@@ -1,6 +1,7 @@
 """Broker accounts and the topic rules every broker engine enforces.
 
-Theory of operation: the network's broker isolation (docs/security.md) is a list of accounts, one
+Theory of operation: the network's broker isolation (docs/security.md 4.6) is a list of
+accounts, one
 per agency plus the router's, each with the topic filters it may publish to and subscribe to.
 Everything else is derived from that list: Mosquitto's password and ACL files, the embedded
 amqtt broker's plugins, and the in-memory transport's checks. So the three agree, the rules
@@ -313,7 +314,8 @@ def accounts_for(
     subscribe only ``{prefix}/inbox/A``, ``{prefix}/directory`` and ``{prefix}/presence/+``. The
     router subscribes ``submit/+``, ``submit/+/to/+``, ``directory``, ``presence/+`` and
     ``route/+`` and publishes
-    ``inbox/+``, ``directory``, ``presence/+`` and ``route/+`` (docs/protocol.md; ``route/<k>`` carries
+    ``inbox/+``, ``directory``, ``presence/+`` and ``route/+`` (docs/protocol.md 6.1;
+    ``route/<k>`` carries
     frames between router shards). ``passwords`` maps each username, the
     router's (``ROUTER_USERNAME``) included, to its plaintext password.
     """

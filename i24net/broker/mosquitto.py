@@ -1,7 +1,8 @@
 """Eclipse Mosquitto configured from broker accounts, run as a child process.
 
 Theory of operation: ``write_mosquitto_config`` renders three files into one directory from
-the accounts: ``mosquitto.conf`` (from the ``string.Template`` skeletons below),
+the accounts (docs/protocol.md 6.2): ``mosquitto.conf`` (from the ``string.Template`` skeletons
+below),
 ``passwd`` (PBKDF2-SHA512 hashes) and ``acl`` (``user`` / ``topic write`` / ``topic read``
 lines). The templates are Python constants rather than files under ``brokers/`` so an installed
 package always finds them; ``brokers/mosquitto/`` holds a README and a launch script.

@@ -4,8 +4,9 @@ Theory of operation: ``NatsCluster`` runs ``members`` nats-server processes on 1
 a ``NatsMember`` with its own directory (``member-<k>/``: ``nats.conf``, ``jetstream/``,
 ``nats.log``). For a base port P, member k listens for MQTT on ``P + 10*(k-1)`` and for NATS
 clients, cluster routes and HTTP monitoring on the next three ports (``nats_ports``). Every
-member's config is rendered from the same ``BrokerAccount`` list, so a member can
-be started on its own (``start_broker("nats", ..., member=k)``) and agree with the others.
+member's config is rendered from the same ``BrokerAccount`` list (docs/protocol.md 6.2), so a
+member can be started on its own (``start_broker("nats", ..., member=k)``) and agree with the
+others.
 
 NATS speaks MQTT 3.1.1 by mapping topics to subjects (``a/b`` -> ``a.b``, ``+`` -> ``*``,
 ``#`` -> ``>``) and keeping MQTT state in JetStream streams of the account: sessions

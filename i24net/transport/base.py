@@ -3,7 +3,7 @@
 Theory of operation: a transport moves opaque bytes between topics with MQTT's QoS 1
 semantics - at least once, in order per publisher, acknowledged by the broker. It is
 deliberately thin. A broker acknowledgement means the broker took responsibility for the
-message, not that any recipient got it: end-to-end receipts, de-duplication
+message, not that any recipient got it (docs/protocol.md 8.8): end-to-end receipts, de-duplication
 and durable outboxes live in the layers above, which is also why a transport may deliver a
 message twice (a publish retried after a lost PUBACK, a redelivery after a reconnect).
 
@@ -33,7 +33,7 @@ class Delivery:
     Attributes:
         topic: the concrete topic name it was published to (never a wildcard filter).
         payload: the bytes exactly as published; the transport never decodes them, because
-            signatures cover the exact bytes sent.
+            signatures cover the exact bytes sent (docs/protocol.md 2.2, 8.8).
     """
 
     topic: str

@@ -28,7 +28,7 @@ next link (so the broker may see it twice; receivers de-duplicate by message id)
 for every pending call beyond ten and paho queues beyond its own in-flight limit, so
 thousands of concurrent publishes would otherwise flood the log and hit timeouts.
 
-Traps handled here: paho PUBACKs an incoming message as soon as its
+Traps handled here (docs/protocol.md 8.8): paho PUBACKs an incoming message as soon as its
 callback returns, before our code sees it, and aiomqtt drops messages when its queue is
 bounded and full - so that queue is unbounded and drained promptly into ours, and whatever
 is left in it when a link ends is drained too rather than thrown away.

@@ -66,7 +66,7 @@ class DeliveryQueue:
     Unbounded on purpose: by the time a message reaches us the client library has already
     acknowledged it to the broker (paho sends the PUBACK right after its callback), so a
     full queue could only drop a message the broker believes delivered - the aiomqtt trap
-   . Back-pressure belongs to the sender's receipts, not here.
+    (docs/protocol.md 8.8). Back-pressure belongs to the sender's receipts, not here.
     """
 
     def __init__(self) -> None:

@@ -7,7 +7,7 @@ what it publishes where it may not (another inbox as if it were the router, the 
 another agency's submit or presence topic) reaches no one (MQTT 3.1.1 acknowledges and drops
 it silently). Every check is paired with a control message on an allowed path, sent last, so
 "the first message is the control" proves the forbidden one was refused, not slow. The
-broker stays up throughout. The ACLs are generated from the directory; the
+broker stays up throughout. The ACLs are generated from the directory (docs/protocol.md 6.2); the
 same on both engines through aiomqtt is tests/broker/test_isolation.py.
 """
 

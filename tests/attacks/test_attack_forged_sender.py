@@ -3,7 +3,8 @@ credentials) sends a message that claims to come from NCB-FR.
 
 The claim is the header's ``from``; only NCB-FR's Ed25519 key can sign for it, and the router
 and every recipient verify that signature over the received bytes with the key the directory
-lists. Covered elsewhere, not repeated: every header field's tampering
+lists (docs/protocol.md 7.2, docs/security.md 4.1). Covered elsewhere, not repeated: every
+header field's tampering
 (tests/core/test_envelope.py), the policy table (tests/core/test_policy.py).
 """
 

@@ -1,7 +1,7 @@
 """Drill: a low-order X25519 key in a directory record. With a small-order point as an
 agency's ``enc_key`` the X25519 shared secret is all zeros, a pair key anyone could compute;
 libsodium refuses it and PyNaCl raises ``RuntimeError``, which the core turns
-into ``key.low-order``.
+(docs/protocol.md 2.4) into ``key.low-order``.
 
 The directory is signed by the authority, so such a record can only come from the issuer
 (an agency that registered a bad public key). Issuing refuses it and so does loading

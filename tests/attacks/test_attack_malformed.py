@@ -3,7 +3,8 @@ and the nodes consume: ``submit/<AGENCY>`` (envelopes, receipts, gap requests),
 ``inbox/<AGENCY>`` (deliveries, reports, forwarded receipts) and ``directory`` (the signed
 directory, read by the daemons through ``directory.load``).
 
-Each hostile frame is dropped with a ``wire.*`` reason (explicit size and depth
+Each hostile frame is dropped with a ``wire.*`` reason (docs/protocol.md 1.3 and 11: explicit
+size and depth
 limits, a typed error, counted), nothing but a refusal report is published in answer, and a
 legitimate message goes through afterwards. The strict decoder itself is
 tested in tests/core/test_wire.py; here every consumer is fed. The router answers what arrives

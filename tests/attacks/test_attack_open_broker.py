@@ -5,7 +5,8 @@ misconfigured or compromised broker). The real asyncio daemons (``RouterDaemon``
 ``NodeDaemon``) run on it; an attacker client publishes garbage, forged frames, a directory
 signed by someone else and an older genuine directory on every topic - submit, inbox,
 directory, presence. End-to-end signatures and encryption hold (defence in
-depth): every daemon stays up, nothing hostile is acted on, each refusal is an event (logged
+depth: docs/security.md 3, broker ACLs): every daemon stays up, nothing hostile is acted on,
+each refusal is an event (logged
 and audited by the daemon), and a legitimate message still arrives exactly once.
 """
 

@@ -4,7 +4,7 @@ NCB-DE received NCB-FR's signed message and wants NCB-US to receive it *as NCB-F
 copies the envelope into its own submission, edits the recipient list, re-signs the signed
 part, or moves the encrypted body under a header of its own. The header (sender, recipients)
 is signed and is the body's associated data, and each wrap is bound to its recipient
-``sender.topic``, ``sig.invalid``, ``not-recipient``, ``aead.invalid``.
+(docs/protocol.md 13.2): ``sender.topic``, ``sig.invalid``, ``not-recipient``, ``aead.invalid``.
 """
 
 from __future__ import annotations

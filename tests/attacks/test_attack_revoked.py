@@ -4,7 +4,7 @@ old keys (and an old directory of its own).
 
 From the version that revokes it, a revoked agency is neither a sender (``sender.revoked``)
 nor a recipient (``recipient.revoked`` by name; groups leave it out), and its receipts are
-dropped; an old signing key is ``sig.unknown-key``. Nodes apply the same rule
+dropped; an old signing key is ``sig.unknown-key`` (docs/protocol.md 7.2). Nodes apply the same rule
 to what a router stamped.
 """
 

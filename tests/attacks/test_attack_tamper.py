@@ -2,8 +2,8 @@
 broker, a man in the middle without TLS) or between the router and a node edits a valid
 envelope: a header field, a key wrap, the encrypted body, the signature.
 
-The signature covers the header bytes, every wrap and the ciphertext, and the
-router checks it before anything else: every edit is ``sig.invalid`` (or a parse failure,
+The signature covers the header bytes, every wrap and the ciphertext (docs/protocol.md 13.2),
+and the router checks it before anything else: every edit is ``sig.invalid`` (or a parse failure,
 dropped). A node re-verifies even what the router stamped. Every single-field edit of the
 header and every bit flip are already covered at the envelope level
 (tests/core/test_envelope.py); here the edits travel through the router and the nodes.

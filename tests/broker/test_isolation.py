@@ -1,4 +1,5 @@
-"""Broker isolation on both engines, through a real MQTT client (aiomqtt).
+"""Broker isolation (docs/protocol.md 6.2, docs/security.md 4.6) on both engines, through a real
+MQTT client (aiomqtt).
 
 Negative checks carry a positive control sent right after the forbidden one on the same
 path: the test waits for the control message, so "nothing arrived" means the broker refused

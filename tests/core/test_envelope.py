@@ -1,8 +1,8 @@
 """envelope: seal/open round trips, tamper resistance of every signed byte, hostile input.
 
-Properties under test: 1 authenticity (every byte is signed), 2 confidentiality
-(only recipients open), 3 binding (header, wraps and ciphertext cannot be recombined), 5
-freshness, 6 revocation and rotation, 8 bad input yields a typed error.
+Properties under test (docs/security.md 4.1-4.5): authenticity (every byte is signed),
+confidentiality (only recipients open), binding (header, wraps and ciphertext cannot be
+recombined), freshness, revocation and rotation, bad input yields a typed error.
 """
 
 from __future__ import annotations

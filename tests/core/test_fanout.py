@@ -1,4 +1,4 @@
-"""Fan-out cost: a broadcast to 196 NCBs costs little more than one message.
+"""Fan-out cost (docs/protocol.md 4.5): a broadcast to 196 NCBs costs little more than one message.
 
 The body is encrypted once; each recipient adds one 32-byte XChaCha20-Poly1305 wrap under a
 key derived (one BLAKE2b) from a cached pair key and a cached sending-key / prekey

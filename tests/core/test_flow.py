@@ -2,7 +2,7 @@
 
 The wire is a list; the fault hook drops or duplicates chosen frames; the clock moves only
 when a test advances it, so retries, gap requests and expiry fire exactly when asked. These
-are 's delivery guarantees: nothing accepted is lost, exactly once to the
+are the delivery guarantees of docs/protocol.md 8: nothing accepted is lost, exactly once to the
 application, and nothing reaches an agency the router did not accept.
 """
 

@@ -1,7 +1,8 @@
 """The core is sans-IO: no event loop, network, database, terminal, clock or randomness.
 
 ``i24net/core`` takes the clock and the random source as
-arguments. This test reads every core module's imports with ``ast`` (nothing is executed),
+arguments (README.md, Layout). This test reads every core module's imports with ``ast`` (nothing
+is executed),
 including imports nested in functions and ``if TYPE_CHECKING`` blocks.
 """
 

@@ -1,4 +1,4 @@
-"""The routing decision: one refusal and one acceptance per reason code,
+"""The routing decision (docs/protocol.md 7.2, 7.4): one refusal and one acceptance per reason code,
 then property tests over random directories, labels and addressings.
 
 Each scenario is a pair built on the demo network: ``refused`` must produce exactly its

@@ -1,6 +1,7 @@
 """Seal refuses what open would refuse: whatever ``seal`` accepts, ``open`` accepts.
 
-The decoder has explicit limits: header bytes, envelope bytes, field lengths,
+The decoder has explicit limits (docs/protocol.md 1.3, 11): header bytes, envelope bytes, field
+lengths,
 items per array or map, nesting depth, text map keys. A sender that sealed something beyond
 them would get a signed message that every receiver drops as malformed, after the router has
 accepted it, with no useful reason given to anyone. So seal checks the same limits and says

@@ -1,6 +1,6 @@
 """Fuzzers: Hypothesis over structured mutations of valid objects.
 
-The contract under test: hostile bytes give an ``I24Error`` (a typed reason),
+The contract under test (docs/protocol.md 1.3): hostile bytes give an ``I24Error`` (a typed reason),
 never another exception, and never hang. The routing-core fixtures (``tests/core``) supply
 the valid seeds; that folder is put on ``sys.path`` so this one runs on its own too.
 ``HYPOTHESIS_PROFILE=thorough`` runs ten times the examples (see tests/conftest.py).

@@ -115,7 +115,8 @@ def test_core_dollar_topics_stay_out_of_hash() -> None:
 
 
 def agency_acl(client_id: str, action: Literal["publish", "subscribe"], topic: str) -> bool:
-    """The broker ACL shape: publish only to your submit topic, read only your inbox."""
+    """The broker ACL shape (docs/protocol.md 6.2): publish only to your submit topic, read only
+    your inbox."""
     if client_id == "router":
         return True
     if action == "publish":
