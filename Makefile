@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-quick test-cluster lint bench bench-scale chaos mutants clean
+.PHONY: install system-deps demo test test-quick test-cluster lint bench bench-scale chaos exercises mutants clean
 
 install: $(STAMP)
 
@@ -72,11 +72,27 @@ chaos: install
 # Scale-out: a 3-member NATS cluster on 127.0.0.1, two router shards, nodes spread
 # over the members. The tests, then a chaos soak that SIGKILLs a member and a router
 # mid-stream and keeps them down while messages flow; exits 3 on any loss or duplicate.
+# Writes the soak's figures to CLUSTER_JSON (default bench/out/cluster-chaos.json, ignored by
+# git; `make test-cluster CLUSTER_JSON=FILE` names another) and its history next to it;
+# the committed bench/cluster-chaos.json is the reference result (bench/README.md).
+CLUSTER_JSON ?= bench/out/cluster-chaos.json
 test-cluster: install
 	$(BIN)/pytest -q -p no:cacheprovider -m cluster
 	$(BIN)/i24net chaos --engine nats --routers 2 --plan cluster --nodes 12 --messages 3000 \
-	  --duration 90 --settle 300 --json bench/out/cluster-chaos.json \
-	  --history bench/out/cluster-chaos-history.jsonl
+	  --duration 90 --settle 300 --json $(CLUSTER_JSON) \
+	  --history $(basename $(CLUSTER_JSON))-history.jsonl
+
+# Every example drill both ways (about 25 minutes): virtual time, then live on the embedded
+# broker, each expectation's two verdicts compared; stops at the first file whose verdicts
+# differ or fail. Writes one JSON report per file under bench/out/exercises/ (ignored by git).
+EXERCISES ?= $(wildcard examples/exercises/*.toml)
+exercises: install
+	@mkdir -p bench/out/exercises
+	@for f in $(EXERCISES); do \
+	  echo "== $$f"; \
+	  $(BIN)/i24net exercise run --both -q "$$f" \
+	    --json-out bench/out/exercises/$$(basename $$f .toml).json || exit $$?; \
+	done
 
 # Scale (several minutes): the whole network live, side by side (interpol on the embedded
 # broker and on Mosquitto, 1,000 agencies on the embedded broker): up, processes, RSS, @ALL,
