@@ -15,10 +15,16 @@ pytestmark = pytest.mark.broker
 def test_headless_demo_plays_the_whole_storyline(tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
     home = tmp_path / "home"
-    run = subprocess.run([sys.executable, "-m", "i24net", "demo", "--headless", "--home",
-                          str(home), "--json", str(out)], capture_output=True, text=True,
-                         timeout=240)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    demo = subprocess.Popen([sys.executable, "-m", "i24net", "demo", "--headless", "--home",
+                             str(home), "--json", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = demo.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        demo.terminate()  # SIGTERM: the demo stops the network it started (a SIGKILL would not)
+        stdout, stderr = demo.communicate(timeout=60)
+        pytest.fail("the demo took more than 240 s:\n" + stdout[-3000:] + stderr[-3000:])
+    assert demo.returncode == 0, stdout[-3000:] + stderr[-3000:]
     summary = json.loads(out.read_text())
     assert summary["ok"] and all(s["state"] == "ok" for s in summary["steps"])
     assert summary["refused"] == {"clearance.recipient": 1, "handling.h2-release": 1}
