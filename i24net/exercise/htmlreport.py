@@ -328,6 +328,10 @@ def render(result: Result) -> str:
              ("refused", summary["refused"]), ("dropped frames", summary["dropped_frames"]),
              ("flow violations", summary["flowcheck_violations"]),
              ("injects", summary["injects"])]
+    if "lateness" in d:  # live: how far the plan's clock slipped
+        cards.append(("worst inject lateness", duration(d["lateness"]["worst_s"])))
+    if d.get("settle", {}).get("pending"):
+        cards.append(("not final at the end", d["settle"]["pending"]))
     expectations = _table(
         ["#", "expectation", "result", "detail", "measured"],
         [[str(o["index"]), escape(o["description"]),
