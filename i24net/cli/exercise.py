@@ -59,19 +59,25 @@ def exercise() -> None:
 
 
 def _live_problem(ex: m.Exercise) -> str | None:
-    """Why this file cannot run live on this machine (inject kinds, conditions, size)."""
-    from i24net.exercise.live import MAX_LIVE_AGENCIES, check_live
-    from i24net.exercise.loader import network_spec
+    """Why this file cannot run live on this machine: an inject kind or a condition the
+    live runner does not play, or a network that does not fit here (memory, cores, open
+    files: ``livesize``), with what to do."""
+    from i24net.exercise.live import check_live
+    from i24net.exercise.livesize import live_size
 
     try:
         check_live(ex)
     except m.NotSupportedLive as exc:
         return exc.message
-    n = len(network_spec(ex.network).agencies)
-    if n > MAX_LIVE_AGENCIES:
-        return (f"{ex.source or ex.name}: network: {n} agencies; live runs take at most "
-                f"{MAX_LIVE_AGENCIES} on one machine (run it --virtual)")
-    return None
+    return live_size(ex).problem
+
+
+def _live_fit(ex: m.Exercise) -> str:
+    """How a live run of this file is laid out here and what it costs, for a user to see
+    before starting one: '198 agencies in 2 host processes, about 400 MiB, ...'."""
+    from i24net.exercise.livesize import live_size
+
+    return live_size(ex).describe()
 
 
 @exercise.command("validate")
@@ -89,7 +95,8 @@ def validate(files: tuple[str, ...], live: bool) -> None:
             _fail(f"not runnable live: {problem}")
         console.print(f"ok: {plain_text(ex.name)}, {len(ex.injects)} injects, "
                       f"{len(ex.expectations)} expectations"
-                      + (", runnable live" if checked_live else ""), soft_wrap=True)
+                      + (f", runnable live: {_live_fit(ex)}" if checked_live else ""),
+                      soft_wrap=True)
         if checked_live:
             from i24net.exercise.live import virtual_only
 

@@ -57,6 +57,8 @@ from i24net.core.labels import Label, Precedence
 from i24net.exercise import model as m
 from i24net.exercise.expect import Outcome
 from i24net.exercise.livekeys import KeyDrills
+from i24net.exercise.livesize import allow_open_files, live_size, measure
+from i24net.exercise.livestores import OutboxWatch
 from i24net.exercise.observe import (
     FLOOD,
     INJECT,
@@ -72,8 +74,6 @@ from i24net.exercise.result import Result
 from i24net.history import Consumers, History, judge, record_outcomes
 from i24net.home import Home, now_ms
 
-# One OS process per agency: beyond this a laptop spends the exercise starting Python.
-MAX_LIVE_AGENCIES = 40  # live drills beyond this size are not verified yet: --virtual
 POLL_S = 0.5
 # A run ends once nothing was pending on two polls this far apart (a receipt and the
 # message it set off, e.g. the notice a request leads to, are then both on disk).
@@ -266,15 +266,16 @@ class LiveRun:
         from i24net.exercise.loader import network_spec
         from i24net.supervisor import Supervisor
 
-        spec = network_spec(self.ex.network)
-        if len(spec.agencies) > MAX_LIVE_AGENCIES:
-            raise m.NotSupportedLive(
-                f"live mode runs at most {MAX_LIVE_AGENCIES} agencies; network {spec.name} has "
-                f"{len(spec.agencies)} agencies: run it --virtual")
+        # What fits is the machine's to say (memory, cores, open files), not a count of
+        # agencies: refused before anything starts, with the reason and what to do.
+        size = live_size(self.ex, network_spec(self.ex.network))
+        if size.problem:
+            raise m.NotSupportedLive(size.problem)
         sup = consumers = None
         saved_env = os.environ.get("I24NET_MANUAL_REVIEW")
         wall = time.monotonic()
         tmp: Path | None = None
+        allow_open_files(size.open_files)  # the proxies and the processes inherit it
         try:
             tmp = self.tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
             home = Home(tmp / "home")
@@ -288,13 +289,19 @@ class LiveRun:
                 os.environ["I24NET_MANUAL_REVIEW"] = "1"
             sup = Supervisor(home)
             self.progress(0.0, self.ex.duration, "starting the network")
-            # Crash injects SIGKILL a real process: their targets run on their own.
-            crashed = sorted({i.who for i in self.ex.injects if isinstance(i, m.Crash)}
-                             & set(d.agencies))
             self.history = History(tmp / "history.jsonl", "exercise", name=self.ex.name)
             consumers = Consumers(home, d.agencies, self.history)
-            sup.up(isolate=crashed)
+            ready: dict[str, float] = {}  # process -> seconds from the run's start to ready
+
+            def started(name: str) -> None:
+                ready[name] = round(time.monotonic() - wall, 3)
+                self.progress(0.0, self.ex.duration, f"starting the network: {name} ready")
+
+            # Crash injects SIGKILL a real process: their targets run on their own (the
+            # layout the size check priced).
+            sup.up(isolate=size.isolated, on_ready=started)
             consumers.start()
+            self.outboxes = OutboxWatch(home, d.agencies)
             self.sup = sup
             if KeyDrills.needed(self.ex):  # before any traffic: the eavesdropper records it
                 self.keydrills = KeyDrills(home, self.ex, history=self.history,
@@ -336,6 +343,13 @@ class LiveRun:
             result.extra["settle"] = {"planned_s": self.ex.duration,
                                       "ended_s": obs.duration,
                                       "pending": len(pending), "timeout_s": self.settle_s}
+            # Where the time and the memory went: start-up (each process's ready time), the
+            # played and settled part, the whole; the estimate beside each process's peak.
+            result.extra["time"] = {"planned_s": self.ex.duration, "ended_s": obs.duration,
+                                    "startup_s": round(self.t0 - wall, 3), "ready_s": ready,
+                                    "elapsed_s": round(time.monotonic() - wall, 3)}
+            result.extra["size"] = {"estimate": size.to_dict(), "measured": measure(
+                {n: (p.pid, len(p.agencies)) for n, p in sup.running().items()})}
             return result
         finally:
             self._stop.set()
@@ -753,10 +767,9 @@ class LiveRun:
             return []
 
     def _pending(self) -> list[str]:
-        """Ids of the messages in some agency's outbox that are not final yet."""
-        assert self.home is not None
-        return [e.msg_id.hex() for a in sorted(self.home.directory().agencies)
-                for e in self._outbox(a) if not e.final]
+        """Ids of the messages in some agency's outbox that are not final yet: each look
+        reads only the stores that changed since the last (``OutboxWatch``)."""
+        return [e.msg_id.hex() for e in self.outboxes.pending()]
 
     def _observe(self) -> Observations:
         assert self.home is not None
