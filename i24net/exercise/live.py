@@ -42,6 +42,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -262,7 +263,6 @@ class LiveRun:
             return self._run()
 
     def _run(self) -> Result:
-        from i24net.broker import pick_free_port
         from i24net.exercise.loader import network_spec
         from i24net.supervisor import Supervisor
 
@@ -279,11 +279,16 @@ class LiveRun:
         try:
             tmp = self.tmp = Path(tempfile.mkdtemp(prefix="i24-exercise-", dir=self.workdir))
             home = Home(tmp / "home")
-            port = pick_free_port()
-            home.init(_with_port(self.ex.network.toml_text(), port), force=True)
-            d = home.directory()
-            self.home = home
-            self._start_proxies(home, port)
+            # The broker's port stays bound here until its proxies listen: they take one
+            # port of the kernel's choosing per agency (198 of the same range), and none
+            # of them may be the broker's.
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as reserved:
+                reserved.bind(("127.0.0.1", 0))
+                port = reserved.getsockname()[1]
+                home.init(_with_port(self.ex.network.toml_text(), port), force=True)
+                d = home.directory()
+                self.home = home
+                self._start_proxies(home, port)
             self.authority = (d.authorities("notice-authority") or [""])[0]
             if self.ex.network.review == "manual":
                 os.environ["I24NET_MANUAL_REVIEW"] = "1"
