@@ -74,6 +74,7 @@ from typing import Any, TypeVar
 
 from i24net.core.envelope import Header
 from i24net.core.errors import I24Error
+from i24net.core.filters import DIRECTIONS, HeaderView, matches
 from i24net.core.frames import peek_header_bytes
 
 __all__ = [
@@ -96,7 +97,6 @@ _log = logging.getLogger("i24net.faultproxy")
 
 PUBLISH = 3
 PUBACK = 4
-DIRECTIONS = ("up", "down", "both")
 MAX_REMAINING_LENGTH = 268_435_455  # the largest value four length bytes can carry
 DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
 CONNECT_TIMEOUT_S = 5.0
@@ -246,27 +246,9 @@ class GatewayFilter:
 
     def matches(self, h: Header, direction: str, dest: str | None) -> bool:
         """Whether a message with header ``h``, crossing the link ``direction`` (``up`` or
-        ``down``; ``dest``: the recipient of a delivery), meets every criterion."""
-        if self.direction != "both" and self.direction != direction:
-            return False
-        if self.precedences is not None and h.precedence.name not in self.precedences:
-            return False
-        if self.labels is not None and h.label.marking not in self.labels:
-            return False
-        if self.caveat is not None and self.caveat not in h.label.caveats:
-            return False
-        if self.kinds is not None and h.kind not in self.kinds:
-            return False
-        if self.senders is not None and h.sender not in self.senders:
-            return False
-        if self.recipients is not None:
-            if dest is not None:
-                if dest not in self.recipients:
-                    return False
-            elif not any(r in self.recipients for r in h.recipients):
-                return False
-        return not (self.addressing is not None
-                    and not any(a in self.addressing for a in h.addressing))
+        ``down``; ``dest``: the recipient of a delivery), meets every criterion: the
+        simulator's own rule (``i24net.core.filters``)."""
+        return matches(self, HeaderView.of(h), direction, dest)
 
     def extra_delay(self, rng: random.Random) -> float:
         """The added hold in seconds: ``delay_ms`` ± ``jitter_ms``, never below zero (drawn

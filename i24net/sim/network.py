@@ -33,9 +33,9 @@ from typing import Any
 
 from i24net.core import frames as fr
 from i24net.core.errors import I24Error
+from i24net.core.filters import DIRECTIONS, HeaderView, matches
 from i24net.core.wire import MAX_RECIPIENTS, unpack
 
-DIRECTIONS = ("up", "down", "both")
 PRECEDENCE_NAMES = ("FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE")
 
 
@@ -77,20 +77,6 @@ class RouterCost:
     def __post_init__(self) -> None:
         if min(self.envelope_ms, self.control_ms, self.stamp_ms, self.relay_ms) < 0:
             raise ValueError("router costs must not be negative")
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderView:
-    """What a filter may see of a message: its clear header fields."""
-
-    msg_id: str
-    sender: str
-    recipients: tuple[str, ...]
-    addressing: tuple[str, ...]
-    label: str
-    caveats: frozenset[str]
-    precedence: str
-    kind: str
 
 
 def peek_header(raw: bytes) -> HeaderView | None:
@@ -177,26 +163,7 @@ class Filter:
             raise ValueError(f"precedence must be among {', '.join(PRECEDENCE_NAMES)}")
 
     def matches(self, h: HeaderView, direction: str, dest: str | None) -> bool:
-        if self.direction != "both" and self.direction != direction:
-            return False
-        if self.precedences is not None and h.precedence not in self.precedences:
-            return False
-        if self.labels is not None and h.label not in self.labels:
-            return False
-        if self.caveat is not None and self.caveat not in h.caveats:
-            return False
-        if self.kinds is not None and h.kind not in self.kinds:
-            return False
-        if self.senders is not None and h.sender not in self.senders:
-            return False
-        if self.recipients is not None:
-            if dest is not None:
-                if dest not in self.recipients:
-                    return False
-            elif not any(r in self.recipients for r in h.recipients):
-                return False
-        return not (self.addressing is not None
-                    and not any(a in self.addressing for a in h.addressing))
+        return matches(self, h, direction, dest)
 
 
 @dataclass
