@@ -196,7 +196,12 @@ def test_the_interpol_preset_runs_live_with_an_ncb_crashed_in_its_own_process(
     measured = size["measured"]
     assert measured["processes"]["NCB-FR"]["agencies"] == 1  # the restarted process
     assert sum(p["agencies"] for p in measured["processes"].values()) == 198
-    assert measured["peak_mib"] < 1.5 * size["estimate"]["estimated_mib"], size
+    # The processes the run started, against their estimate: the runner here is the test
+    # session, whose peak holds every test before this one.
+    started = sum(p["peak_mib"] for name, p in measured["processes"].items()
+                  if name != "runner")
+    runner_part = livesize.RUNNER_MIB + 198 * livesize.RUNNER_AGENCY_MIB
+    assert started < 1.5 * (size["estimate"]["estimated_mib"] - runner_part), size
     # a quiet settle reads few stores: far fewer than one per agency and look
     assert run.outboxes.reads < 198 * run.outboxes.looks / 2, (run.outboxes.reads,
                                                                run.outboxes.looks)
