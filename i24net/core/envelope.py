@@ -37,7 +37,13 @@ import nacl.exceptions
 
 from i24net.core import keys as k
 from i24net.core.directory import Directory
-from i24net.core.errors import CryptoError, DirectoryError, NotRecipientError, WireFormatError
+from i24net.core.errors import (
+    CryptoError,
+    DirectoryError,
+    I24Error,
+    NotRecipientError,
+    WireFormatError,
+)
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
 from i24net.core.wire import (
     MAX_BODY,
@@ -659,6 +665,32 @@ def open_as_sender(env: Envelope, sender: k.AgencyKeys, directory: Directory,
         raise CryptoError("the wrap opens to an uncommitted key", reason="aead.commitment",
                           msg_id=h.id_hex)
     return Opened(env, Body.decode(decrypt_body(env, content_key)))
+
+
+def exposure(recorded: Mapping[str, bytes], agency: str, keys: k.AgencyKeys,
+             directory: Directory, prekeys: Mapping[bytes, bytes]
+             ) -> tuple[list[str], dict[str, str]]:
+    """What a thief holding ``keys`` (``agency``'s, stolen) reads of ``recorded`` traffic
+    (message id hex -> envelope bytes): the ids of the envelopes to or from ``agency`` it
+    opens, as a recipient or as their sender, and for the others the reason they stay shut
+    (``prekey.unknown``, ``key.sending``, ...). Envelopes neither to nor from ``agency`` are
+    left out. The drills' forward-secrecy measure (``unreadable-to-thief``), in both modes."""
+    readable: list[str] = []
+    shut: dict[str, str] = {}
+    for mid, raw in recorded.items():
+        env = Envelope.parse(raw)
+        h = env.header
+        if agency not in h.recipients and agency != h.sender:
+            continue
+        try:
+            if agency in h.recipients:
+                open_envelope(env, keys, directory)
+            else:
+                open_as_sender(env, keys, directory, prekeys)
+            readable.append(mid)
+        except I24Error as exc:
+            shut[mid] = exc.reason
+    return readable, shut
 
 
 def decrypt_body(env: Envelope, content_key: bytes) -> bytes:

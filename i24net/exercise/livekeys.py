@@ -71,9 +71,8 @@ from i24net.core.directory import Directory
 from i24net.core.envelope import (
     Body,
     Envelope,
+    exposure,
     make_header,
-    open_as_sender,
-    open_envelope,
     recipient_keys,
     seal,
 )
@@ -399,22 +398,7 @@ class KeyDrills:
         prekeys = {r.prekey_id: r.prekey for v in self.versions for r in v.agencies.values()}
         with self._captured_lock:
             captured = dict(self.captured)
-        readable: list[str] = []
-        shut: dict[str, str] = {}
-        for mid, raw in captured.items():
-            env = Envelope.parse(raw)
-            h = env.header
-            if agency not in h.recipients and agency != h.sender:
-                continue
-            try:
-                if agency in h.recipients:
-                    open_envelope(env, keys, d)
-                else:
-                    open_as_sender(env, keys, d, prekeys)
-                readable.append(mid)
-            except I24Error as exc:
-                shut[mid] = exc.reason
-        return readable, shut
+        return exposure(captured, agency, keys, d, prekeys)
 
     def forge(self, inj: m.Compromise) -> None:
         """One forgery: addressed and sealed from the public directory, signed with the

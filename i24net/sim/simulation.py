@@ -23,11 +23,9 @@ from i24net.core.directory import Directory
 from i24net.core.envelope import (
     KINDS,
     Body,
-    Envelope,
     Header,
+    exposure,
     make_header,
-    open_as_sender,
-    open_envelope,
     recipient_keys,
     seal,
 )
@@ -580,23 +578,9 @@ class Simulation(Engine):
         d = self.directory
         prekeys = {r.prekey_id: r.prekey for v in self.history.directories.values()
                    for r in v.agencies.values()}
-        readable, unreadable, reasons = [], [], []
-        for mid, raw in self._captured.items():
-            env = Envelope.parse(raw)
-            h = env.header
-            if agency not in h.recipients and agency != h.sender:
-                continue
-            try:
-                if agency in h.recipients:
-                    open_envelope(env, keys, d)
-                else:
-                    open_as_sender(env, keys, d, prekeys)
-                readable.append(mid)
-            except I24Error as exc:
-                unreadable.append(mid)
-                reasons.append(exc.reason)
-        self._record(hs.Exposure(self._t(), agency, tuple(readable), tuple(unreadable),
-                                 tuple(reasons)))
+        readable, shut = exposure(self._captured, agency, keys, d, prekeys)
+        self._record(hs.Exposure(self._t(), agency, tuple(readable), tuple(shut),
+                                 tuple(shut.values())))
 
     def _do_rotate_prekeys(self, agencies: list[str] | None) -> None:
         d = self.directory
