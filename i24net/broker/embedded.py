@@ -93,7 +93,7 @@ from i24net.broker.process import (
     validate_port,
 )
 from i24net.broker.refusals import RefusalLog, shown
-from i24net.logsetup import configure_logging
+from i24net.config.logsetup import configure_logging
 
 __all__ = [
     "AccountsTopicPlugin",

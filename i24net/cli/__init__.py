@@ -212,8 +212,8 @@ def require_running(h: Any, agency: str, *, queue: bool = False) -> str:
     socket (a node host or ``i24net node``) and reports the agency up or starting, or
     takes the connection but is too busy to answer in time.
     With ``queue`` nothing is raised: the state is returned (``down``, ``stopped``...)."""
-    from i24net.client import node_state
-    from i24net.supervisor import Supervisor
+    from i24net.ops.client import node_state
+    from i24net.ops.supervisor import Supervisor
 
     state, detail = node_state(h, agency)
     if state in ("up", "starting", "busy") or queue:  # busy: there, and will send
@@ -237,8 +237,8 @@ def require_running(h: Any, agency: str, *, queue: bool = False) -> str:
 def refuse_running_home(path: Path) -> None:
     """``demo --home DIR`` and ``chaos --home DIR`` create a fresh network in DIR: refuse
     when a network there is running (its processes would be orphaned, its keys replaced)."""
-    from i24net.home import Home
-    from i24net.supervisor import Supervisor
+    from i24net.config.home import Home
+    from i24net.ops.supervisor import Supervisor
 
     h = Home(path)
     if h.spec_file.exists() and Supervisor(h).running():

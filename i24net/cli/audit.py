@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from i24net.cli import cli, console, home_option
+from i24net.config.home import ROUTER_ACCOUNT, Home
 from i24net.core import audit as au
 from i24net.core.errors import ConfigError, I24Error, WireFormatError
-from i24net.home import ROUTER_ACCOUNT, Home
 
 _EVENT_STYLES = {"accept": "green", "deliver": "green", "receipt": "green",
                  "refuse": "red", "drop": "red", "drop-summary": "red", "checkpoint": "cyan"}

@@ -1,4 +1,4 @@
-"""``i24net bench``: performance figures against a baseline, in one run (see i24net.bench)."""
+"""``i24net bench``: performance figures against a baseline, in one run (see i24net.bench.pipeline)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def bench_cmd(quick: bool, engine: str | None, scale: bool, network: bool,
     --network measures the whole network live instead, and --scale router shards; both
     are described in bench/README.md.
     """
-    from i24net import bench
+    from i24net.bench import pipeline as bench
 
     def say(text: str) -> None:
         err_console.print(f"[dim]{text}[/]", markup=True, highlight=False)
@@ -133,7 +133,7 @@ def _scale(engine: str, routers: int, nodes: int, messages: int, repeats: int,
            json_path: str | None, keep: Path | None, say: object) -> None:
     import json
 
-    from i24net.scale import run_scale
+    from i24net.bench.scale import run_scale
 
     r = run_scale(engine, shards=routers, nodes=nodes, messages=messages, repeats=repeats,
                   say=say, keep=keep)  # type: ignore[arg-type]
@@ -157,7 +157,7 @@ def _scale(engine: str, routers: int, nodes: int, messages: int, repeats: int,
 
 def _network(quick: bool, cases: str | None, idle_s: float | None, json_path: str | None,
              md_path: Path | None, keep: Path | None, say: Callable[[str], None]) -> None:
-    from i24net import netscale
+    from i24net.bench import netscale
 
     chosen = [c.strip() for c in cases.split(",") if c.strip()] if cases is not None \
         else list(netscale.QUICK_CASES if quick else netscale.CASES)
@@ -202,7 +202,7 @@ def _command(default: str) -> str:
 
 def network_table(results: dict[str, Any]) -> Table:
     """Figures down, cases across (``network`` over ``engine``), the targets beside them."""
-    from i24net.netscale import FIGURES, cell, target_cell, targets_for
+    from i24net.bench.netscale import FIGURES, cell, target_cell, targets_for
 
     cases = results["cases"]
     networks = list(dict.fromkeys(c["network"] for c in cases if targets_for(c["network"])))
@@ -226,7 +226,7 @@ def network_table(results: dict[str, Any]) -> Table:
 
 
 def table(results: dict[str, object], bench: object) -> Table:
-    from i24net.bench import FIGURES, fmt, status
+    from i24net.bench.pipeline import FIGURES, fmt, status
 
     t = Table(title="i24net bench", title_justify="left")
     t.add_column("figure")

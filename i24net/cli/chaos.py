@@ -11,8 +11,6 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
-from i24net.chaos import PLANS, Soak, prepare
-from i24net.checker import CLASSES, Allowance
 from i24net.cli import (
     EXIT_REFUSED,
     cli,
@@ -21,9 +19,11 @@ from i24net.cli import (
     refuse_running_home,
     write_json_report,
 )
+from i24net.config.home import Home
 from i24net.core.errors import I24Error
 from i24net.core.labels import Label
-from i24net.home import Home
+from i24net.ops.chaos import PLANS, Soak, prepare
+from i24net.ops.checker import CLASSES, Allowance
 
 
 @cli.command()
@@ -157,7 +157,7 @@ def check_cmd(history: str, allowed: tuple[str, ...], refusals: tuple[str, ...],
     or pending. Exit 3 unless each is in a class the run allows."""
     import json
 
-    from i24net.history import judge
+    from i24net.ops.history import judge
 
     v = judge(history, Allowance(frozenset(allowed), frozenset(refusals)))
     if as_json:

@@ -28,11 +28,11 @@ from i24net.cli import (
     require_running,
 )
 from i24net.cli.envelope import compose, message_options
-from i24net.client import enqueue, open_store
+from i24net.config.home import Home, now_ms
+from i24net.config.logsetup import CHATTY, configure_logging
 from i24net.core.errors import WaitTimeout
 from i24net.core.labels import Precedence
-from i24net.home import Home, now_ms
-from i24net.logsetup import CHATTY, configure_logging
+from i24net.ops.client import enqueue, open_store
 
 log_option = click.option("--log-level", default="INFO", show_default=True,
                           type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -89,7 +89,7 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
     Mosquitto also keeps a plain listener on 127.0.0.1 (it cannot run without one here),
     which i24net's clients do not use.
     """
-    from i24net.runtime import (
+    from i24net.shell.runtime import (
         Endpoint,
         endpoint_file,
         follow_directory,
@@ -110,7 +110,7 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
                                tls_port=tls_port) as b:
             addresses = tuple(getattr(b, "addresses", ()))
             if use_tls:
-                from i24net.runtime import tls_dir
+                from i24net.shell.runtime import tls_dir
 
                 ep = Endpoint(name, b.host, b.tls_port, str(tls_dir(h) / "ca.crt"))
             else:
@@ -137,7 +137,7 @@ def _broker_member(h: Home, engine: str, member: int, port: int | None,
                    log: logging.Logger) -> None:
     """One member of a clustered broker, in this process (``i24net broker --member K``)."""
     from i24net.core.errors import TransportError
-    from i24net.runtime import Endpoint, follow_directory, make_broker, publish_directory
+    from i24net.shell.runtime import Endpoint, follow_directory, make_broker, publish_directory
 
     async def main() -> None:
         async with make_broker(h, engine, port, logger=log, member=member) as b:
@@ -191,8 +191,8 @@ def router(shard_text: str | None, takeover: bool, brokers: tuple[str, ...],
     """Run a router: check, stamp and forward every submitted message of its shard."""
     from i24net.core.errors import ConfigError
     from i24net.core.shards import Shard
-    from i24net.runtime import endpoint, make_router
-    from i24net.shard_host import ShardHost
+    from i24net.shell.runtime import endpoint, make_router
+    from i24net.shell.shard_host import ShardHost
 
     h = Home.resolve(home)
     count = h.spec().router_shards
@@ -274,8 +274,8 @@ def host(name: str, agency_list: str, manual_review: bool, brokers: tuple[str, .
 def _run_host(h: Home, name: str, agencies: list[str], manual_review: bool,
               brokers: tuple[str, ...], log: logging.Logger, *,
               ready_line: str | None) -> None:
-    from i24net.host import HostStartError, NodeHost
-    from i24net.runtime import endpoint, make_node
+    from i24net.shell.host import HostStartError, NodeHost
+    from i24net.shell.runtime import endpoint, make_node
 
     ep = endpoint(h).with_addresses(_brokers(brokers))
     d = h.directory()
@@ -363,8 +363,8 @@ def publish(wait_s: float | None, queue: bool, quiet: bool, as_json: bool, home:
 
 def _send(h: Home, header: Any, waiting: _Waiting, wait_s: float | None) -> None:
     """Wake the sender's node and, with ``wait_s``, follow the message until it is final."""
-    from i24net.control import ControlError, request, watch
-    from i24net.supervisor import Supervisor
+    from i24net.ops.supervisor import Supervisor
+    from i24net.shell.control import ControlError, request, watch
 
     ctl = Supervisor(h).control_path(header.sender)
     deadline = time.monotonic() + (wait_s or 0.0)

@@ -22,12 +22,12 @@ from rich.table import Table
 from rich.text import Text
 
 from i24net.cli import cli, console, json_report_option, refuse_running_home, write_json_report
+from i24net.config.home import Home, now_ms
 from i24net.core import envelope as env
 from i24net.core.errors import I24Error
 from i24net.core.labels import ClassificationScale, HandlingCodes, Label, Precedence
-from i24net.demo import Snapshot, Storyline, prepare_home
-from i24net.home import Home, now_ms
-from i24net.supervisor import Supervisor
+from i24net.ops.demo import Snapshot, Storyline, prepare_home
+from i24net.ops.supervisor import Supervisor
 
 _STATE_MARK = {"pending": "[dim]·[/]", "running": "[yellow]▶[/]", "ok": "[green]✓[/]",
                "failed": "[red]✗[/]"}
@@ -166,7 +166,7 @@ def run_tour(home: Home) -> bool:
 
 
 def _demo_spec() -> str:
-    from i24net.presets import preset_toml
+    from i24net.config.presets import preset_toml
 
     return preset_toml("demo")
 

@@ -24,11 +24,11 @@ from i24net.cli import (
     home_option,
     read_input,
 )
+from i24net.config.home import Home, now_ms
 from i24net.core import envelope as env
 from i24net.core.errors import I24Error, PolicyError
 from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
 from i24net.core.policy import complete_addressing, decide, reader_clearance
-from i24net.home import Home, now_ms
 
 MESSAGE_KINDS = ("message", "diffusion", "alert", "notice-request", "notice",
                  "notice-cancel-request", "release")

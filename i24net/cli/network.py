@@ -12,11 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from i24net.cli import check_agencies, check_agency, cli, console, err_console, home_option
+from i24net.config.home import Home
+from i24net.config.presets import PRESETS, preset_toml
 from i24net.core import directory as dirmod
 from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
-from i24net.home import Home
-from i24net.presets import PRESETS, preset_toml
 
 
 @cli.command()
@@ -40,7 +40,7 @@ from i24net.presets import PRESETS, preset_toml
 def init(preset: str, n_agencies: int | None, seed: int, spec_file: str | None, force: bool,
          engine: str | None, port: int | None, routers: int | None, home: str | None) -> None:
     """Create a network home: network.toml, keys (mode 0600) and a signed directory."""
-    from i24net.presets import configure, synthetic_toml
+    from i24net.config.presets import configure, synthetic_toml
 
     h = Home.resolve(home)
     if n_agencies is not None and spec_file:
@@ -51,7 +51,7 @@ def init(preset: str, n_agencies: int | None, seed: int, spec_file: str | None, 
         text = Path(spec_file).read_text() if spec_file else preset_toml(preset)
     text = configure(text, engine=engine, port=port, routers=routers)
     if force and h.spec_file.exists():
-        from i24net.supervisor import Supervisor
+        from i24net.ops.supervisor import Supervisor
 
         running = Supervisor(h).running()
         if running:
@@ -148,7 +148,7 @@ def _quiet_logger() -> logging.Logger:
 
 def _publish(h: Home, d: Directory) -> None:
     """Best effort: hand the new version to a running network, if a broker is running."""
-    from i24net.runtime import endpoint_file, publish_directory
+    from i24net.shell.runtime import endpoint_file, publish_directory
 
     if not endpoint_file(h).exists():
         console.print("  no broker is running here: the router and the nodes load this "
@@ -233,7 +233,7 @@ def directory_issue(home: str | None) -> None:
 def directory_publish(timeout: float, home: str | None) -> None:
     """Publish the current signed directory (retained) to the running broker, for the router
     and the nodes to adopt; exit 1 if the broker cannot be reached."""
-    from i24net.runtime import publish_directory
+    from i24net.shell.runtime import publish_directory
 
     h = Home.resolve(home)
     d = h.directory()

@@ -36,6 +36,7 @@ from i24net.cli import (
     plain_text,
     require_running,
 )
+from i24net.config.home import Home, now_ms
 from i24net.core.directory import Directory
 from i24net.core.envelope import Body, Header, make_header
 from i24net.core.errors import ConfigError, StateError, WaitTimeout, WireFormatError
@@ -60,10 +61,9 @@ from i24net.core.notices import (
     screen_request,
     validate_request,
 )
-from i24net.home import Home, now_ms
-from i24net.notice_store import SqliteNoticeStore, notice_store_path
-from i24net.runtime import node_store_path
+from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
+from i24net.store.notices import SqliteNoticeStore, notice_store_path
 
 AUTHORITY_ROLE = "notice-authority"
 DEFAULT_LEVEL = "OFFICIAL-USE"  # notices go to every NCB: the lowest level in common use
@@ -124,7 +124,7 @@ def _fmt_ms(ms: int | None) -> str:
 
 def _release(h: Home, agency: str, store: SqliteNodeStore, events: list[NodeEvent]) -> None:
     """Due now: the node daemon (woken here) sends every message just queued."""
-    from i24net.client import wake
+    from i24net.ops.client import wake
 
     queued = False
     for ev in events:

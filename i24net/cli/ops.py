@@ -21,9 +21,9 @@ from i24net.cli import (
     home_option,
     plain_text,
 )
+from i24net.config.home import Home
 from i24net.core.errors import ConfigError
-from i24net.home import Home
-from i24net.supervisor import StartError, Supervisor, agency_status
+from i24net.ops.supervisor import StartError, Supervisor, agency_status
 
 
 def _agency_list(text: str | None, option: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Matching a message's clear header against a gateway rule: one definition for the
 simulator's link filters (``i24net.sim.network``) and the live fault proxy's gateway filters
-(``i24net.faultproxy``), so a drill's filter means the same in both modes
+(``i24net.ops.faultproxy``), so a drill's filter means the same in both modes
 (docs/exercises.md, section 5).
 
 A rule's criteria are ``None`` (anything) or a set the header's value must be in.

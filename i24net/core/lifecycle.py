@@ -24,7 +24,7 @@ dissemination of the requester's message and refuses a downgraded label or a dro
 
 Persistence. The desk's state — the register, which message carried each published notice,
 each request's carriage, the diffusion copies — lives behind a ``DeskStore`` (SQLite in
-``i24net.notice_store``, memory here). The desk keeps a copy in memory and reloads it whenever
+``i24net.store.notices``, memory here). The desk keeps a copy in memory and reloads it whenever
 the store's revision moved, because the CLI reviews and cancels on the same store beside the
 running daemon. Every change is one read-modify-write under ``DeskStore.exclusive``: reload
 if stale, change, save; only then are the resulting messages sealed and put in the node's

@@ -18,10 +18,10 @@ so does a ``compromise`` with several forgeries.
 Each inject and each copy records how late it was played against its planned time;
 ``result.extra["lateness"]`` gives the worst and those beyond ``LATE_TOLERANCE_S``.
 
-Beside the expectations, the run keeps an outside history (``i24net.history``): each submit
+Beside the expectations, the run keeps an outside history (``i24net.ops.history``): each submit
 once it returned, every hand-over each agency's application consumer saw, the messages the
 daemons originated themselves (notices the desk issues) and every sender's last outcome.
-``i24net.checker`` judges it: a duplicate, a message delivered where it must not be, a
+``i24net.ops.checker`` judges it: a duplicate, a message delivered where it must not be, a
 message lost, or a delivery nobody sent fails the run, whatever the expectations say;
 refusals, expiries and messages still in flight are the expectations' to judge.
 
@@ -51,8 +51,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from i24net import client
-from i24net.checker import CLASSES
+from i24net.config.home import Home, now_ms
 from i24net.core.errors import I24Error
 from i24net.core.labels import Label, Precedence
 from i24net.exercise import model as m
@@ -72,8 +71,9 @@ from i24net.exercise.observe import (
     Observations,
 )
 from i24net.exercise.result import Result
-from i24net.history import Consumers, History, judge, record_outcomes
-from i24net.home import Home, now_ms
+from i24net.ops import client
+from i24net.ops.checker import CLASSES
+from i24net.ops.history import Consumers, History, judge, record_outcomes
 
 POLL_S = 0.5
 # A run ends once nothing was pending on two polls this far apart (a receipt and the
@@ -191,7 +191,7 @@ def _gateway_filters(c: m.Conditions, members: Members) -> list[Any]:
     as the fault proxies' gateway filters, named and built as the simulator builds them
     (``VirtualRun._conditions``): a ``between = [A, B]`` rule adds its delay and loss to
     each delivery of a message from A coming down to B."""
-    from i24net.faultproxy import GatewayFilter
+    from i24net.ops.faultproxy import GatewayFilter
 
     def agencies(target: str | None) -> frozenset[str] | None:
         return None if target is None else frozenset(members(target))
@@ -264,7 +264,7 @@ class LiveRun:
 
     def _run(self) -> Result:
         from i24net.exercise.loader import network_spec
-        from i24net.supervisor import Supervisor
+        from i24net.ops.supervisor import Supervisor
 
         # What fits is the machine's to say (memory, cores, open files), not a count of
         # agencies: refused before anything starts, with the reason and what to do.
@@ -662,8 +662,8 @@ class LiveRun:
         change is due and no filter is in force (no message flows before it)."""
         if not self._needs_proxies():
             return
-        from i24net.faultproxy import FaultProxy, ProxyThread
-        from i24net.runtime import routes_file
+        from i24net.ops.faultproxy import FaultProxy, ProxyThread
+        from i24net.shell.runtime import routes_file
 
         d = home.directory()
         names = sorted(d.agencies)
@@ -730,9 +730,9 @@ class LiveRun:
         from i24net.core.events import Submitted
         from i24net.core.lifecycle import NoticeDesk
         from i24net.core.node import NodeMachine
-        from i24net.notice_store import SqliteNoticeStore, notice_store_path
-        from i24net.runtime import node_store_path
+        from i24net.shell.runtime import node_store_path
         from i24net.store import SqliteNodeStore
+        from i24net.store.notices import SqliteNoticeStore, notice_store_path
 
         assert self.home is not None
         h, gs = self.home, self.authority
@@ -856,7 +856,7 @@ class LiveRun:
 
     def _register(self) -> dict[str, Any]:
         """The notice authority's register (request id -> desk entry), read-only."""
-        from i24net.notice_store import SqliteNoticeStore, notice_store_path
+        from i24net.store.notices import SqliteNoticeStore, notice_store_path
 
         assert self.home is not None
         path = notice_store_path(self.home, self.authority) if self.authority else None

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from i24net.config.home import ROUTER_ACCOUNT, Home, now_ms
 from i24net.core import frames as fr
 from i24net.core.directory import Directory
 from i24net.core.envelope import (
@@ -82,8 +83,7 @@ from i24net.core.labels import Label, Precedence
 from i24net.core.policy import complete_addressing
 from i24net.exercise import model as m
 from i24net.exercise.observe import ATTACKER, MessageObs, Observations
-from i24net.history import History
-from i24net.home import ROUTER_ACCOUNT, Home, now_ms
+from i24net.ops.history import History
 
 ADOPT_TIMEOUT_S = 10.0  # the router and the reachable nodes adopt a version within this
 ADOPT_POLL_S = 0.05
@@ -239,7 +239,7 @@ class KeyDrills:
     def _transport(self, account: str, suffix: str) -> Any:
         """A connection of ``account`` straight to the broker (never through an agency's
         fault proxy), under the client id ``<account>:<suffix>``."""
-        from i24net.runtime import endpoint
+        from i24net.shell.runtime import endpoint
         from i24net.transport.mqtt import MqttTransport
 
         ep = endpoint(self.home)
@@ -311,7 +311,7 @@ class KeyDrills:
 
     def _audit_files(self) -> dict[str, Path]:
         """The audit log of each router shard (``router``, ``router-2`` ...) and node."""
-        from i24net.runtime import router_audit_path
+        from i24net.shell.runtime import router_audit_path
 
         shards = self.home.spec().router_shards
         out = {("router" if k == 1 else f"router-{k}"): router_audit_path(self.home, k)
@@ -331,7 +331,7 @@ class KeyDrills:
         """Publish the home's signed directory (retained) and wait until the router and
         every node reachable now adopted it (and the ``reload`` agencies' nodes loaded their
         keys again), at most ``ADOPT_TIMEOUT_S``."""
-        from i24net.runtime import publish_directory
+        from i24net.shell.runtime import publish_directory
 
         assert self._loop is not None
         self.versions.append(d)

@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from i24net.config.home import Home
 from i24net.core.netspec import NetworkSpec
 from i24net.exercise import model as m
-from i24net.home import Home
 
 # Peak resident memory, MiB. An i24net process that does little (a router, an isolated
 # node, a host before its agencies): 51-55 MiB measured.
@@ -184,7 +184,7 @@ def live_size(ex: m.Exercise, spec: NetworkSpec | None = None,
     targets isolated, the embedded broker) and what it costs on ``machine`` (default:
     this one)."""
     from i24net.exercise.loader import network_spec
-    from i24net.supervisor import READY_TIMEOUT_S, Supervisor
+    from i24net.ops.supervisor import READY_TIMEOUT_S, Supervisor
 
     spec = spec or network_spec(ex.network)
     machine = machine or Machine.here()

@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from i24net.config.home import Home
 from i24net.core.node import OutboxEntry
-from i24net.home import Home
-from i24net.runtime import node_store_path
+from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore, StoreError
 
 # File times come from a coarse clock (a few milliseconds): two commits within one tick,

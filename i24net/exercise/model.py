@@ -340,7 +340,7 @@ class NetworkSource:
         """The network.toml text this source stands for. A synthetic network is drawn with
         ``seed`` (0 by default, not the exercise's seed: changing the exercise's seed changes
         the timings, not the agencies)."""
-        from i24net.presets import preset_toml, synthetic_toml
+        from i24net.config.presets import preset_toml, synthetic_toml
 
         if self.preset:
             return preset_toml(self.preset)

@@ -28,7 +28,7 @@ from i24net.core.directory import Directory
 from i24net.core.keys import KEY_SIZE, AgencyKeys, Prekey
 from i24net.core.netspec import NetworkSpec, build_directory
 
-ROUTER_ID = "i24-router"  # the router's key name, as in ``i24net.home.ROUTER_ACCOUNT``
+ROUTER_ID = "i24-router"  # the router's key name, as in ``i24net.config.home.ROUTER_ACCOUNT``
 
 
 class SimKeys(AgencyKeys):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from i24net.config.presets import preset_toml, synthetic_toml
 from i24net.core.directory import Directory
 from i24net.core.envelope import (
     KINDS,
@@ -37,7 +38,6 @@ from i24net.core.lifecycle import REASON_CANCELLED, NoticeDesk
 from i24net.core.netspec import NetworkSpec, parse_spec
 from i24net.core.node import InboxItem, NodeMachine, OutboxEntry
 from i24net.core.policy import Release, complete_addressing
-from i24net.presets import preset_toml, synthetic_toml
 from i24net.sim import history as hs
 from i24net.sim.engine import ROUTER, Engine, Host, as_list
 from i24net.sim.keyring import SimKeys

@@ -34,7 +34,7 @@ from i24net.core.envelope import Body
 from i24net.core.keys import AgencyKeys
 from i24net.core.node import MemoryNodeStore, NodeMachine
 from i24net.core.router import MemoryRouterStore, RouterMachine
-from i24net.daemons import NodeDaemon, RouterDaemon, wall_ms
+from i24net.shell.daemons import NodeDaemon, RouterDaemon, wall_ms
 from i24net.transport.memory import MemoryBroker, MemoryTransport
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ import pytest
 from broker.test_limits import MAX_GROWTH, MAX_SENT, push_huge_publish, rss
 from livekit import cli, demo_home, running_network
 
-from i24net.home import Home
+from i24net.config.home import Home
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 

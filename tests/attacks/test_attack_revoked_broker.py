@@ -20,7 +20,7 @@ import aiomqtt
 import pytest
 from livekit import cli, demo_home, spawn, wait_ready
 
-from i24net.home import Home
+from i24net.config.home import Home
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

@@ -20,7 +20,7 @@ from i24net.core.errors import I24Error
 from i24net.core.keys import AgencyKeys
 from i24net.core.node import MemoryNodeStore, NodeMachine
 from i24net.core.router import MemoryRouterStore, RouterMachine
-from i24net.daemons import NodeDaemon, RouterDaemon
+from i24net.shell.daemons import NodeDaemon, RouterDaemon
 from i24net.transport.memory import MemoryBroker, MemoryTransport
 
 ANCHOR = AgencyKeys("authority", AUTHORITY_SEED, bytes(32)).verify_key

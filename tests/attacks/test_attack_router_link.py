@@ -29,10 +29,10 @@ import pytest
 from livekit import cli
 
 from i24net.broker import ROUTER_USERNAME, pick_free_port
-from i24net.home import Home
-from i24net.presets import preset_toml
-from i24net.runtime import make_broker, make_router
-from i24net.supervisor import Supervisor
+from i24net.config.home import Home
+from i24net.config.presets import preset_toml
+from i24net.ops.supervisor import Supervisor
+from i24net.shell.runtime import make_broker, make_router
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 

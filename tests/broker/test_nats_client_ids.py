@@ -25,9 +25,9 @@ from i24net.broker import (
     client_id_allowed,
     unguessable_client_id,
 )
-from i24net.home import Home
-from i24net.presets import preset_toml
-from i24net.runtime import make_transport
+from i24net.config.home import Home
+from i24net.config.presets import preset_toml
+from i24net.shell.runtime import make_transport
 from i24net.transport.mqtt import MqttTransport
 
 from .support import FR, PREFIX, Endpoint, Network, connect, next_message, requires_nats

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from i24net.cli import cli
+from i24net.config.home import Home
 from i24net.core.audit import AuditChain, encode_line
 from i24net.core.keys import AgencyKeys
-from i24net.home import Home
 
 T0 = 1_767_225_600_000
 KEYS = AgencyKeys("NCB-FR", hashlib.sha256(b"cli-audit-sign").digest(),

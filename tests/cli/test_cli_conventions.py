@@ -4,7 +4,7 @@ sender's node refused before anything is queued, output that survives a pipe, ``
 stdin and stdout, and one meaning of ``--json``.
 
 "Running" is tested against a stand-in for a node host: a thread answering on the host's
-control socket as ``i24net.host`` does, so no daemon is started here.
+control socket as ``i24net.shell.host`` does, so no daemon is started here.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from i24net.cli import EXIT_CODES, cli, closest
-from i24net.control import ctl_dir, ctl_path, socket_address
+from i24net.config.home import Home, now_ms
 from i24net.core.node import InboxItem
-from i24net.home import Home, now_ms
-from i24net.runtime import node_store_path
+from i24net.shell.control import ctl_dir, ctl_path, socket_address
+from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
 
 Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)
@@ -235,7 +235,7 @@ def test_a_node_too_busy_to_answer_counts_as_running(
     """A process took the connection: it is there (loaded, or frozen by a drill) and sends
     the message when it gets to it; only a socket nobody listens on means not running."""
     from i24net.cli import require_running
-    from i24net.client import node_state
+    from i24net.ops.client import node_state
 
     h = Home(home)
     assert node_state(h, "NCB-DE", timeout=0.3) == ("down", "control.unreachable")

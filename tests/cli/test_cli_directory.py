@@ -12,7 +12,7 @@ import nacl.signing
 import pytest
 from click.testing import Result
 
-from i24net.presets import preset_toml
+from i24net.config.presets import preset_toml
 
 Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)
 

@@ -14,10 +14,10 @@ import msgpack
 import pytest
 from click.testing import Result
 
+from i24net.config.home import Home
 from i24net.core import envelope as env
 from i24net.core.keys import AgencyKeys
 from i24net.core.labels import Label
-from i24net.home import Home
 
 Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)
 
@@ -105,10 +105,10 @@ def _node_verdict(home: Path, raw: bytes, agency: str) -> list[tuple[str, str]]:
     import hashlib
     import os
 
+    from i24net.config.home import now_ms
     from i24net.core import frames as fr
     from i24net.core.keys import key_id
     from i24net.core.node import MemoryNodeStore, NodeMachine
-    from i24net.home import now_ms
 
     h = Home(home)
     d, router = h.directory(), h.router_keys()

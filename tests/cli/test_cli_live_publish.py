@@ -17,8 +17,8 @@ import pytest
 from livekit import cli
 
 from i24net.broker import pick_free_port
-from i24net.home import Home
-from i24net.runtime import node_store_path
+from i24net.config.home import Home
+from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
 
 pytestmark = pytest.mark.broker

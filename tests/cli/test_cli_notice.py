@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from i24net.config.home import Home, now_ms
 from i24net.core.lifecycle import NoticeDesk, install_lifecycle
 from i24net.core.node import NodeMachine
 from i24net.core.router import MemoryRouterStore, RouterMachine
-from i24net.home import Home, now_ms
-from i24net.notice_store import SqliteNoticeStore, notice_store_path
-from i24net.runtime import node_store_path
+from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
+from i24net.store.notices import SqliteNoticeStore, notice_store_path
 
 Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)
 GS = "GS-LYON"

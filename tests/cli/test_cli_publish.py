@@ -15,10 +15,10 @@ from pathlib import Path
 
 from click.testing import Result
 
+from i24net.config.home import Home, now_ms
 from i24net.core.envelope import Envelope
 from i24net.core.node import InboxItem
-from i24net.home import Home, now_ms
-from i24net.runtime import node_store_path
+from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
 
 Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)

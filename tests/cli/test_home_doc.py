@@ -13,7 +13,7 @@ import nacl.bindings as sodium
 import pytest
 from click.testing import Result
 
-from i24net.home import Home
+from i24net.config.home import Home
 
 Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from i24net.cli import cli
-from i24net.home import Home
-from i24net.presets import configure, preset_toml
+from i24net.config.home import Home
+from i24net.config.presets import configure, preset_toml
 
 
 def test_configure_sets_engine_port_and_shards_and_keeps_the_rest() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import msgpack
 import nacl.signing
 
+from i24net.config.presets import preset_toml
 from i24net.core import frames as fr
 from i24net.core import keys as k
 from i24net.core.directory import AgencyRecord, Directory
@@ -33,7 +34,6 @@ from i24net.core.labels import Label, Precedence
 from i24net.core.netspec import build_directory, parse_spec
 from i24net.core.node import MemoryNodeStore, NodeEvent, NodeMachine
 from i24net.core.router import MemoryRouterStore, RouterEvent, RouterMachine
-from i24net.presets import preset_toml
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 SECOND = 1_000

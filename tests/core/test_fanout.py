@@ -15,9 +15,9 @@ import nacl.bindings as sodium
 import pytest
 from fixednet import FixedNet, FixedRandom, build_from_spec
 
+from i24net.config.presets import preset_toml
 from i24net.core import envelope as env
 from i24net.core.labels import Label
-from i24net.presets import preset_toml
 
 SIZES = (1, 10, 196)
 RUNS = 25

@@ -69,6 +69,6 @@ def test_core_module_imports(module: Path) -> None:
 
 def test_the_check_catches_violations() -> None:
     source = ("import os\nfrom time import monotonic\ndef f():\n    import asyncio\n"
-              "from nacl import utils\nimport i24net.home\nfrom . import wire\n")
+              "from nacl import utils\nimport i24net.config.home\nfrom . import wire\n")
     names = [n for _, n in imported_names(ast.parse(source))]
-    assert {"os", "time", "asyncio", "nacl.utils", "i24net.home", "i24net.core.wire"} <= set(names)
+    assert {"os", "time", "asyncio", "nacl.utils", "i24net.config.home", "i24net.core.wire"} <= set(names)

@@ -11,11 +11,11 @@ from fixednet import NOW, agency_keys, build_from_spec, secret
 from hypothesis import given
 from hypothesis import strategies as st
 
+from i24net.config.presets import preset_toml
 from i24net.core.directory import load
 from i24net.core.errors import ConfigError
 from i24net.core.keys import PublicKeys
 from i24net.core.netspec import BrokerSettings, build_directory, parse_spec
-from i24net.presets import preset_toml
 
 DEMO: dict[str, Any] = tomllib.loads(preset_toml("demo"))
 

@@ -134,7 +134,7 @@ def test_live_file_refuses_what_live_cannot_play() -> None:
 
 
 def test_spec_path_is_relative_to_the_exercise(tmp_path: Path) -> None:
-    from i24net.presets import preset_toml
+    from i24net.config.presets import preset_toml
 
     (tmp_path / "nets").mkdir()
     (tmp_path / "nets" / "small.toml").write_text(preset_toml("demo"))

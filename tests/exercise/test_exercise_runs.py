@@ -356,9 +356,9 @@ def test_the_documentation_examples_run_as_written() -> None:
 
 
 def test_live_preconditions_need_no_network() -> None:
+    from i24net.config.presets import preset_toml
     from i24net.exercise.live import _with_port, check_live
     from i24net.exercise.livesize import Machine, live_size
-    from i24net.presets import preset_toml
 
     text = _with_port(preset_toml("demo").replace('engine = "embedded"',
                                                   'engine = "mosquitto"'), 40123)

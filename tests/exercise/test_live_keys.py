@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from i24net import client
+from i24net.config.home import Home
 from i24net.core.envelope import Envelope
 from i24net.core.keys import key_id
 from i24net.exercise import loads, run
 from i24net.exercise.live import LiveRun, check_live
 from i24net.exercise.model import NotSupportedLive
 from i24net.exercise.observe import ATTACKER
-from i24net.home import Home
+from i24net.ops import client
 
 from .support import EXAMPLES
 

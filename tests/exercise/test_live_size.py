@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from i24net import client
+from i24net.config.home import Home
+from i24net.config.presets import preset_toml
 from i24net.exercise import livesize, livestores, loads
 from i24net.exercise import model as m
 from i24net.exercise.live import LiveRun
 from i24net.exercise.livesize import Machine, live_size
 from i24net.exercise.livestores import OutboxWatch
-from i24net.home import Home
-from i24net.presets import preset_toml
-from i24net.runtime import node_store_path
+from i24net.ops import client
+from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
 
 from .support import EXAMPLES

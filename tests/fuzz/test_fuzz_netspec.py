@@ -23,11 +23,11 @@ from fuzzkit import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+from i24net.config.presets import preset_toml
 from i24net.core.directory import load
 from i24net.core.errors import I24Error
 from i24net.core.keys import AgencyKeys, Prekey
 from i24net.core.netspec import build_directory, parse_spec
-from i24net.presets import preset_toml
 
 pytestmark = pytest.mark.timeout(120)
 FUZZ = fuzz_settings(2.5)

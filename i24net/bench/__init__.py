@@ -1,0 +1,1 @@
+"""Benchmarks: the pipeline against its baseline, scale in virtual time, scale across processes."""

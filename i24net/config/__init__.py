@@ -1,0 +1,1 @@
+"""Configuration on disk: the network's home folder and the preset networks."""

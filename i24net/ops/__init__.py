@@ -1,0 +1,1 @@
+"""Running networks: the supervisor, the demo, the chaos soak and its outside history, the fault proxy."""

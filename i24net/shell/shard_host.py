@@ -1,0 +1,296 @@
+"""Serving router shards: each router process serves its own shard and takes over the shard
+of a router that died, until that router is back.
+
+Theory of operation: a shard (``i24net.core.shards``) is state - a signing key, a store, an
+audit log and a broker session - and exactly one process may serve it at a time. Two
+advisory locks (``flock``) per shard, in the home's ``state/``, say who:
+
+- ``router-<k>.owner`` is held, for its whole life, by the process started as ``--shard k/K``;
+- ``router-<k>.lease`` is held by whichever process serves shard k right now.
+
+The kernel drops a process's locks the instant it dies, SIGKILL included, so liveness needs
+no heartbeat, no clock and no broker. Every ``poll_s`` a ``ShardHost``:
+
+1. serves its own shard as soon as that lease is free;
+2. takes over shard j when j has had no owner for ``TAKEOVER_GRACE_S`` and j's lease is
+   free (when several routers survive, the lease decides which one serves it);
+3. hands shard j back as soon as j's owner is running again: it stops j's daemon cleanly
+   (the broker keeps the shard's session and queues for it) and releases the lease, which
+   the owner is waiting for.
+
+What a router had taken from the broker but not yet acted on when it died is repaired end to
+end: senders retry until receipts arrive, and the shard's store says what was accepted. The
+locks need the state folder on one machine, or on a shared file system with working POSIX
+locks, for routers on several machines.
+
+Each router process answers ``{"op": "status"}`` on its control socket,
+``state/ctl/router.sock`` (``router-<k>.sock`` with shards), with every shard it serves and
+that shard's link to the broker (``RouterDaemon.link_state``): ``i24net status`` calls a
+router up only while its own shard is connected and subscribed, not merely while its
+process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from i24net.config.home import Home
+from i24net.core.errors import ConfigError
+from i24net.core.shards import Shard
+from i24net.shell.control import MAX_LINE, ctl_dir, ctl_path, request, socket_address
+from i24net.shell.daemons import RouterDaemon
+
+POLL_S = 0.25
+# A shard must be without its router this long before another takes it over: a router that
+# is being restarted (or that starts a moment after its peers) keeps its shard.
+TAKEOVER_GRACE_S = 1.0
+
+
+class FileLock:
+    """An exclusive, non-blocking ``flock`` on ``path``; the file names the holder's pid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def taken(self) -> bool:
+        """Whether some process (this one included) holds the lock right now."""
+        if self._fd is not None:
+            return True
+        if self.acquire():
+            self.release()
+            return False
+        return True
+
+    def holder(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.path.read_text().strip()
+        return "?"
+
+
+def owner_lock(home: Home, index: int) -> FileLock:
+    return FileLock(home.state_dir / f"router-{index}.owner")
+
+
+def lease_lock(home: Home, index: int) -> FileLock:
+    return FileLock(home.state_dir / f"router-{index}.lease")
+
+
+Build = Callable[[Shard], RouterDaemon]
+
+
+class ShardHost:
+    """One router process: its own shard, plus the shards of routers that are gone."""
+
+    def __init__(self, home: Home, own: Shard, build: Build, *, takeover: bool = True,
+                 logger: logging.Logger | None = None, poll_s: float = POLL_S,
+                 grace_s: float = TAKEOVER_GRACE_S) -> None:
+        self.home = home
+        self.own = own
+        self.build = build
+        self.takeover = takeover
+        self.log = logger or logging.getLogger("i24net.router")
+        self.poll_s = poll_s
+        self.grace_s = grace_s
+        self._orphaned: dict[int, float] = {}  # shard -> when it was first seen ownerless
+        home.state_dir.mkdir(parents=True, exist_ok=True)
+        self._owner = owner_lock(home, own.index)
+        self._owners = {j: owner_lock(home, j) for j in range(1, own.count + 1)}
+        self._leases = {j: lease_lock(home, j) for j in range(1, own.count + 1)}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.daemons: dict[int, RouterDaemon] = {}
+        self.ready = asyncio.Event()  # set once the own shard is served
+        self.takeovers = 0
+        self.handbacks = 0
+
+    @property
+    def serving(self) -> list[int]:
+        return sorted(j for j, d in self.daemons.items() if d.ready.is_set())
+
+    @property
+    def process_name(self) -> str:
+        """The supervisor's name for this process: ``router``, or ``router-<k>``."""
+        return "router" if self.own.count == 1 else f"router-{self.own.index}"
+
+    def status(self) -> dict[str, Any]:
+        """Every shard this process serves, with its link (``RouterDaemon.link_state``)."""
+        shards = {}
+        for j, daemon in sorted(self.daemons.items()):
+            shards[str(j)] = {"serving": daemon.ready.is_set(), **daemon.link_state()}
+        return {"ok": True, "process": self.process_name, "own": self.own.index,
+                "count": self.own.count, "shards": shards}
+
+    async def run(self) -> None:
+        if not self._owner.acquire():
+            raise ConfigError(f"shard {self.own} already has a router (pid "
+                              f"{self._owner.holder()}); each shard runs one",
+                              reason="config.shard")
+        server: asyncio.Server | None = None
+        path = ctl_path(self.home, self.process_name)
+        try:
+            server = await self._open_control(path)
+            while True:
+                await self._step()
+                await asyncio.sleep(self.poll_s)
+        finally:
+            if server is not None:
+                server.close()
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            for j in list(self._tasks):
+                await self._stop(j)
+            self._owner.release()
+
+    async def _open_control(self, path: Path) -> asyncio.Server:
+        """The control socket (mode 0600 in a 0700 folder); one left by a killed router is
+        replaced (this process holds the shard's owner lock, so no live router uses it)."""
+        directory = ctl_dir(self.home)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with socket_address(path) as address:
+            server = await asyncio.start_unix_server(self._serve_control, path=address,
+                                                     limit=MAX_LINE)
+        os.chmod(path, 0o600)
+        return server
+
+    async def _serve_control(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                req = json.loads(line)
+            except ValueError:
+                req = None
+            if isinstance(req, dict) and req.get("op") == "status":
+                answer = self.status()
+            else:
+                answer = {"ok": False, "reason": "control.unknown",
+                          "error": "a router answers only {\"op\": \"status\"}"}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (OSError, ValueError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+    async def _step(self) -> None:
+        for j, task in list(self._tasks.items()):
+            if task.done():
+                self._tasks.pop(j)
+                self.daemons.pop(j, None)
+                self._leases[j].release()
+                exc = None if task.cancelled() else task.exception()
+                if j == self.own.index and isinstance(exc, ConfigError):
+                    raise exc
+                self.log.error("shard %d/%d stopped (%s); serving it again",
+                               j, self.own.count, exc or "cancelled")
+        mine = self.own.index
+        if mine not in self._tasks and self._leases[mine].acquire():
+            self._start(mine)
+        if not self.takeover:
+            return
+        now = asyncio.get_running_loop().time()
+        for j in range(1, self.own.count + 1):
+            if j == mine:
+                continue
+            if j in self._tasks:
+                if self._owners[j].taken():
+                    self.log.info("shard %d/%d: its router is back; handing it over",
+                                  j, self.own.count)
+                    await self._stop(j)
+                    self.handbacks += 1
+            elif self._owners[j].taken():
+                self._orphaned.pop(j, None)
+            elif now - self._orphaned.setdefault(j, now) >= self.grace_s \
+                    and self._leases[j].acquire():
+                self._orphaned.pop(j, None)
+                self.log.warning("shard %d/%d has no router: taking it over",
+                                 j, self.own.count)
+                self.takeovers += 1
+                self._start(j)
+
+    def _start(self, j: int) -> None:
+        try:
+            daemon = self.build(Shard(j, self.own.count))
+        except Exception:
+            self._leases[j].release()
+            raise
+        self.daemons[j] = daemon
+
+        async def serve() -> None:
+            async with daemon.transport, daemon:
+                self.log.info("serving shard %d/%d (directory v%d, %d agencies)", j,
+                              self.own.count, daemon.machine.directory.serial,
+                              len(daemon.machine.directory.agencies))
+                if j == self.own.index:
+                    self.ready.set()
+                await daemon.serve_forever()
+
+        self._tasks[j] = asyncio.get_running_loop().create_task(
+            serve(), name=f"router-shard-{j}")
+
+    async def _stop(self, j: int) -> None:
+        task = self._tasks.pop(j, None)
+        self.daemons.pop(j, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._leases[j].release()
+
+
+def router_status(home: Home, process: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The answer of router process ``process`` (``router`` or ``router-<k>``) to
+    ``{"op": "status"}``; raises ``ControlError`` (or ``I24Error``) if it does not answer."""
+    return request(ctl_path(home, process), {"op": "status"}, timeout=timeout)
+
+
+def own_shard_state(answer: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a router's answer says its own shard is served and connected and subscribed,
+    and if not, why (for ``i24net status``)."""
+    shard = (answer.get("shards") or {}).get(str(answer.get("own")))
+    if not isinstance(shard, dict) or not shard.get("serving"):
+        return False, "not serving its shard yet"
+    if not shard.get("connected"):
+        return False, "not connected to the broker (reconnecting)"
+    if not shard.get("subscribed"):
+        return False, "connected, but the broker has not granted its subscriptions"
+    return True, ""
+
