@@ -452,28 +452,29 @@ class LiveNet:
             self._arrived((time.monotonic_ns() - int(ev.detail[2:])) / 1e6, ev.precedence)
 
     def _trace_sender(self) -> None:
-        """Note when the sender's daemon hands each FLASH envelope to its transport."""
+        """Note when the sender's daemon hands each FLASH envelope to its transport and when
+        the broker acknowledged it (the daemon's ``observer`` hook)."""
         from i24net.core import frames as fr
         from i24net.core.envelope import Envelope
 
         node = self.nodes[SENDER]
-        publish = node._publish
+        pending: dict[int, str] = {}
 
-        async def traced(topic: str, payload: bytes) -> None:
-            first = None
-            if fr.peek_magic(payload) == fr.ENVELOPE:
+        def stage(step: str, payload: bytes) -> None:
+            if step == "publish" and fr.peek_magic(payload) == fr.ENVELOPE:
                 h = Envelope.parse(payload).header
                 if h.precedence == 0:  # the first send; a retry is counted, not timed
                     if h.id_hex in self.flash_sent:
                         self.flash_resent += 1
                     else:
-                        first = h.id_hex
-                        self.flash_sent[first] = time.time_ns()
-            await publish(topic, payload)
-            if first is not None:
-                self.flash_acked[first] = time.time_ns()
+                        pending[id(payload)] = h.id_hex
+                        self.flash_sent[h.id_hex] = time.time_ns()
+            elif step == "published":
+                first = pending.pop(id(payload), None)
+                if first is not None:
+                    self.flash_acked[first] = time.time_ns()
 
-        node._publish = traced  # type: ignore[method-assign]
+        node.observer = stage
 
     def breakdown(self, router_trace: dict[str, dict[str, float]]) -> dict[str, Any]:
         """Median and p99 (ms) of each stage of the FLASH probes' way, wall clock."""
@@ -1095,10 +1096,7 @@ async def _worker_router(args: dict[str, Any]) -> None:
             # where a backlog sits: aiomqtt's message queue and the transport's hand-over
             # queue (both FIFO), the daemon's priority queue, the machine's outbound queue
             # (sampled when the router's loop is free to answer)
-            link = t._link
-            return {"received": t.received,
-                    "aiomqtt_queue": len(link.client.messages) if link is not None else 0,
-                    "incoming": len(t._incoming),
+            return {"received": t.received, **t.backlog(),
                     "inbound": router.inbound.qsize(), "outbound": router.machine.pending(),
                     "counters": dict(router.machine.counters)}
 
@@ -1108,59 +1106,51 @@ async def _worker_router(args: dict[str, Any]) -> None:
 class _RouterTrace:
     """Wall-clock timestamps of each FLASH message's way through the router daemon.
 
-    Wraps, on this one instance: the transport's hand-over queue (arrival off the socket),
-    the daemon's ``_handle`` (policy check and queueing), ``_pop`` (stamping, when the send
-    loop takes it) and ``_publish`` (the broker's PUBACK). Only FLASH frames are kept; the
-    cost is one extra header parse per inbound frame (~15 us).
+    Read through the public measurement hooks: the transport's ``on_arrival`` (arrival off
+    the socket) and the daemon's ``observer`` (policy check and queueing, stamping when the
+    send loop takes it, the broker's PUBACK). Only FLASH frames are kept; the cost is one
+    extra header parse per inbound frame (~15 us).
     """
 
     def __init__(self, router: Any, transport: Any) -> None:
         from i24net.core import frames as fr
         from i24net.core.envelope import Envelope
-        from i24net.shell.daemons import frame_priority
+        from i24net.core.frames import frame_priority
 
         self.records: dict[str, dict[str, float]] = {}
         arrival: dict[int, int] = {}
+        started: dict[int, tuple[int | None, int]] = {}
         flash_out: dict[int, str] = {}
-        put, handle, pop, publish = (transport._incoming.put, router._handle, router._pop,
-                                     router._publish)
 
-        def traced_put(delivery: Any) -> None:
-            arrival[id(delivery.payload)] = time.time_ns()
-            put(delivery)
+        def arrived(payload: bytes) -> None:
+            arrival[id(payload)] = time.time_ns()
 
-        def traced_handle(topic: str, payload: bytes, now: int) -> Any:
-            came = arrival.pop(id(payload), None)
-            start = time.time_ns()
-            events = handle(topic, payload, now)
-            if came is not None and frame_priority(payload) == 0 \
-                    and fr.peek_magic(payload) == fr.ENVELOPE:
-                h = Envelope.parse(payload).header
-                if h.id_hex not in self.records:  # the first copy; not a retry's
-                    self.records[h.id_hex] = {"created": h.created_ms * 1e6, "arrival": came,
-                                              "handle_start": start,
-                                              "handled": time.time_ns()}
-            return events
-
-        def traced_pop(now: int, limit: int) -> Any:
-            out = pop(now, limit)
-            for _, payload, prio in out:
-                if prio == 0 and fr.peek_magic(payload) == fr.DELIVERY:
+        def stage(step: str, payload: bytes) -> None:
+            now = time.time_ns()
+            if step == "handle":
+                started[id(payload)] = (arrival.pop(id(payload), None), now)
+            elif step == "handled":
+                came, start = started.pop(id(payload), (None, now))
+                if came is not None and frame_priority(payload) == 0 \
+                        and fr.peek_magic(payload) == fr.ENVELOPE:
+                    h = Envelope.parse(payload).header
+                    if h.id_hex not in self.records:  # the first copy; not a retry's
+                        self.records[h.id_hex] = {"created": h.created_ms * 1e6,
+                                                  "arrival": came, "handle_start": start,
+                                                  "handled": now}
+            elif step == "popped":
+                if frame_priority(payload) == 0 and fr.peek_magic(payload) == fr.DELIVERY:
                     msg = Envelope.parse(fr.parse_frame(payload).extra).header.id_hex
                     if msg in self.records and "popped" not in self.records[msg]:
-                        self.records[msg]["popped"] = time.time_ns()
+                        self.records[msg]["popped"] = now
                         flash_out[id(payload)] = msg
-            return out
+            elif step == "published":
+                msg = flash_out.pop(id(payload), None)
+                if msg is not None and msg in self.records:
+                    self.records[msg].setdefault("puback", now)
 
-        async def traced_publish(topic: str, payload: bytes) -> None:
-            await publish(topic, payload)
-            msg = flash_out.pop(id(payload), None)
-            if msg is not None and msg in self.records:
-                self.records[msg].setdefault("puback", time.time_ns())
-
-        transport._incoming.put = traced_put
-        router._handle, router._pop, router._publish = (traced_handle, traced_pop,
-                                                        traced_publish)
+        transport.on_arrival = arrived
+        router.observer = stage
 
     def take(self) -> dict[str, dict[str, float]]:
         out, self.records = self.records, {}

@@ -86,7 +86,7 @@ from i24net.broker.accounts import (
 from i24net.broker.errors import BrokerConfigError, BrokerNotInstalledError, BrokerStartError
 from i24net.broker.files import ensure_directory, write_file
 from i24net.broker.limits import ROUTER_MAX_PACKET
-from i24net.broker.mosquitto import _check_unique
+from i24net.broker.mosquitto import check_unique
 from i24net.broker.process import (
     BlockingStartStop,
     BrokerProcess,
@@ -438,7 +438,7 @@ def render_nats_conf(
     limits: NatsLimits = NatsLimits(),
 ) -> str:
     """``nats.conf`` text for one member of the cluster described by ``config``."""
-    _check_unique(accounts)
+    check_unique(accounts)
     host = config.host
     cluster_block = ""
     if config.members > 1:
@@ -518,7 +518,7 @@ def write_nats_config(
     _check_member(member, members)
     ports = nats_ports(port, member)
     nats_ports(port, members)  # every member's ports must exist, not just this one's
-    _check_unique(accounts)
+    check_unique(accounts)
     root = ensure_directory(Path(directory).resolve())
     out = ensure_directory(root / f"member-{member}")
     config = NatsConfig(
@@ -627,7 +627,7 @@ class NatsMember(ProcessControl):
         nats_ports(port, members)
         self._directory = Path(directory)
         self._accounts = tuple(accounts)
-        _check_unique(self._accounts)
+        check_unique(self._accounts)
         self._member = member
         self._size = members
         self._base = port
@@ -721,7 +721,7 @@ class NatsMember(ProcessControl):
         if self._process is None or not self._process.running:
             raise BrokerStartError(f"NATS member {self._member} is not running; start it first")
         if accounts is not None:
-            _check_unique(accounts)
+            check_unique(accounts)
             self._accounts = tuple(accounts)
         self.write_config()
         self._process.signal(signal.SIGHUP)
@@ -834,7 +834,7 @@ class NatsCluster(BlockingStartStop):
         limits.replicas_for(members)
         self._directory = Path(directory)
         self._accounts = tuple(accounts)
-        _check_unique(self._accounts)
+        check_unique(self._accounts)
         self._size = members
         self._limits = limits
         self._executable = executable
@@ -987,7 +987,7 @@ class NatsCluster(BlockingStartStop):
     def reload(self, accounts: Sequence[BrokerAccount] | None = None) -> None:
         """Give every running member the accounts (``NatsMember.reload``)."""
         if accounts is not None:
-            _check_unique(accounts)
+            check_unique(accounts)
             self._accounts = tuple(accounts)
         for member in self._members:
             if member.running:

@@ -264,6 +264,8 @@ class MqttTransport:
         self._connected = asyncio.Event()
         self._signal = LinkSignal()
         self._incoming = DeliveryQueue()
+        # Measurement hook: called with each frame as it comes off the socket.
+        self.on_arrival: Callable[[bytes], None] | None = None
         self._filters: dict[str, None] = {}  # granted filters, in order, restored if lost
         self._link: _Link | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -655,7 +657,17 @@ class MqttTransport:
     def _accept(self, message: aiomqtt.Message) -> None:
         self.received += 1
         # paho hands over the payload as bytes, exactly as published.
-        self._incoming.put(Delivery(message.topic.value, bytes(message.payload)))
+        payload = bytes(message.payload)
+        if self.on_arrival is not None:
+            self.on_arrival(payload)
+        self._incoming.put(Delivery(message.topic.value, payload))
+
+    def backlog(self) -> dict[str, int]:
+        """Where received frames wait: aiomqtt's message queue and the hand-over queue
+        that ``deliveries()`` reads (both FIFO)."""
+        link = self._link
+        return {"aiomqtt_queue": len(link.client.messages) if link is not None else 0,
+                "incoming": len(self._incoming)}
 
     def _link_up(self, link: _Link) -> None:
         if link.lost.done():

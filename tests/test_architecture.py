@@ -1,0 +1,137 @@
+"""The layer rules of docs/architecture.md, and no reach-ins into another module's private
+names. The allowed imports are read from the ``layers`` block of that document."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "i24net"
+DOC = ROOT / "docs" / "architecture.md"
+
+# Names from the standard library or a third party that begin with one underscore by their
+# own convention; using them is not a reach into an i24net module.
+FOREIGN_PRIVATE = {
+    "_asdict", "_replace", "_fields", "_make", "_field_defaults",  # namedtuple's public API
+    "_exit",  # os._exit
+    "_value_", "_name_", "_missing_", "_generate_next_value_",  # enum's hooks
+}
+
+
+def layers() -> dict[str, set[str]]:
+    block = re.search(r"```layers\n(.*?)```", DOC.read_text(), re.S)
+    assert block, "docs/architecture.md has no ```layers block"
+    rules: dict[str, set[str]] = {}
+    for line in block.group(1).splitlines():
+        name, _, allowed = line.partition(":")
+        rules[name.strip()] = {a.strip() for a in allowed.split(",") if a.strip()}
+    return rules
+
+
+def _i24net_imports(tree: ast.AST) -> list[tuple[int, str, list[str]]]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module \
+                and node.module.split(".")[0] == "i24net":
+            out.append((node.lineno, node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name, []) for a in node.names
+                    if a.name.split(".")[0] == "i24net"]
+    return out
+
+
+def _package_of(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def test_every_package_is_in_the_layer_table() -> None:
+    rules = layers()
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(rules), "docs/architecture.md must list exactly the packages"
+    loose = sorted(p.name for p in PACKAGE.glob("*.py")
+                   if p.name not in ("__init__.py", "__main__.py"))
+    assert not loose, f"modules outside a layer: {loose}"
+
+
+def test_no_package_imports_above_or_beside_its_layer() -> None:
+    rules = layers()
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = _package_of(path)
+        if me == "__main__":
+            continue
+        for line, module, names in _i24net_imports(ast.parse(path.read_text())):
+            parts = module.split(".")
+            targets = [parts[1]] if len(parts) > 1 else names
+            for target in targets:
+                if target != me and target not in rules[me]:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports i24net.{target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _defined_private(tree: ast.AST) -> set[str]:
+    """Every underscore name a module defines itself: functions, classes, assignments,
+    attributes it sets, parameters and names it imports under an alias of its own."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) \
+                and _own_instance(node.value):  # setting another object's is no definition
+            names.add(node.attr)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add(node.asname or node.name.split(".")[-1])
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if n.startswith("_")}
+
+
+def _own_instance(value: ast.expr) -> bool:
+    """``self._x``, ``cls._x`` and ``super()._x``: a class using what it or its base class
+    defines (the base's protected members), not a reach into another object."""
+    if isinstance(value, ast.Name):
+        return value.id in ("self", "cls")
+    return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
+        and value.func.id == "super"
+
+
+def reach_ins(paths: list[Path]) -> list[str]:
+    found = []
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        own = _defined_private(tree) | FOREIGN_PRIVATE
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                    and not node.attr.startswith("__") and node.attr not in own \
+                    and not _own_instance(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} ._{node.attr[1:]}")
+            elif isinstance(node, ast.ImportFrom) and node.module \
+                    and node.module.split(".")[0] == "i24net":
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {a.name}"
+                          for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_names() -> None:
+    found = reach_ins(sorted(PACKAGE.rglob("*.py")))
+    assert not found, "\n".join(found)
+
+
+def test_the_reach_in_check_finds_one(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from i24net.core.node import _hidden\n"
+                   "class A(B):\n    def f(self, machine):\n"
+                   "        return self._own, machine._gap_due\n")
+    global ROOT
+    root, ROOT = ROOT, tmp_path
+    try:
+        assert reach_ins([bad]) == ["bad.py:1 imports _hidden", "bad.py:4 ._gap_due"]
+    finally:
+        ROOT = root
