@@ -135,3 +135,32 @@ def test_the_reach_in_check_finds_one(tmp_path: Path) -> None:
         assert reach_ins([bad]) == ["bad.py:1 imports _hidden", "bad.py:4 ._gap_due"]
     finally:
         ROOT = root
+
+
+def _event_kinds() -> set[str]:
+    from i24net.core import events
+
+    return {cls.kind for cls in vars(events).values()
+            if isinstance(cls, type) and isinstance(getattr(cls, "kind", None), str)}
+
+
+def test_no_code_dispatches_on_an_event_kind_string() -> None:
+    """Events are dispatched on their type (``match`` / ``isinstance``); their ``kind`` is
+    only the name they carry in the audit log. Comparing ``x.kind`` with an event's name,
+    or matching on it, is the string switch the types replaced."""
+    kinds = _event_kinds()
+    assert {"delivered", "accepted", "refused"} <= kinds
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) \
+                    and node.left.attr == "kind":
+                for right in node.comparators:
+                    values = right.elts if isinstance(right, (ast.Tuple, ast.Set, ast.List)) \
+                        else [right]
+                    if any(isinstance(v, ast.Constant) and v.value in kinds for v in values):
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            elif isinstance(node, ast.Match) and isinstance(node.subject, ast.Attribute) \
+                    and node.subject.attr == "kind":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} match on .kind")
+    assert not found, "\n".join(found)

@@ -384,15 +384,22 @@ def load(signed: bytes, anchor: bytes, *, held: Directory | None = None) -> Dire
         raise DirectoryError("directory names a different authority key than the trust anchor",
                              reason="directory.authority")
     if held is not None:
-        if d.serial < held.serial:
-            raise DirectoryError(
-                f"directory version {d.serial} is older than version {held.serial} already "
-                "held: refusing a rollback", reason="directory.rollback")
-        if d.serial == held.serial and d.digest != held.digest:
-            raise DirectoryError(
-                f"two different directories claim version {d.serial}: refusing both",
-                reason="directory.fork")
+        check_succession(held, d)
     return d
+
+
+def check_succession(held: Directory, new: Directory) -> None:
+    """Refuse ``new`` in place of ``held``: an older serial is a rollback, the same serial
+    with different contents a fork (the authority key signed two). The one rule every
+    holder (node, router, loader) applies."""
+    if new.serial < held.serial:
+        raise DirectoryError(
+            f"directory version {new.serial} is older than version {held.serial} already "
+            "held: refusing a rollback", reason="directory.rollback")
+    if new.serial == held.serial and new.digest != held.digest:
+        raise DirectoryError(
+            f"two different directories claim version {new.serial}: keeping the one held",
+            reason="directory.fork")
 
 
 def peek_serial(signed: bytes) -> int:

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from i24net.core import frames as fr
 from i24net.core import keys as k
-from i24net.core.directory import Directory
+from i24net.core.directory import Directory, check_succession
 from i24net.core.envelope import (
     Body,
     Envelope,
@@ -55,7 +55,6 @@ from i24net.core.envelope import (
 )
 from i24net.core.errors import (
     CryptoError,
-    DirectoryError,
     I24Error,
     NotRecipientError,
     WireFormatError,
@@ -348,13 +347,7 @@ class NodeMachine:
     def set_directory(self, directory: Directory) -> None:
         """Adopt a (verified) directory: never an older version, and never a different
         directory under the serial already held (a fork: the authority key signed two)."""
-        if directory.serial < self.directory.serial:
-            raise DirectoryError(f"refusing directory version {directory.serial}: version "
-                                 f"{self.directory.serial} is held", reason="directory.rollback")
-        if directory.serial == self.directory.serial \
-                and directory.digest != self.directory.digest:
-            raise DirectoryError(f"two different directories claim version {directory.serial}: "
-                                 "keeping the one held", reason="directory.fork")
+        check_succession(self.directory, directory)
         self.directory = directory
 
     # -- sending --------------------------------------------------------------------------

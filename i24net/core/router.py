@@ -53,9 +53,9 @@ from typing import Protocol
 
 from i24net.core import frames as fr
 from i24net.core import keys as k
-from i24net.core.directory import Directory
+from i24net.core.directory import Directory, check_succession
 from i24net.core.envelope import Envelope
-from i24net.core.errors import ConfigError, DirectoryError, I24Error
+from i24net.core.errors import ConfigError, I24Error
 from i24net.core.events import (
     Accepted,
     DropSummary,
@@ -253,13 +253,7 @@ class RouterMachine:
     def set_directory(self, directory: Directory) -> None:
         """Adopt a (verified) directory: never an older version, and never a different
         directory under the serial already held (a fork: the authority key signed two)."""
-        if directory.serial < self.directory.serial:
-            raise DirectoryError(f"refusing directory version {directory.serial}: version "
-                                 f"{self.directory.serial} is held", reason="directory.rollback")
-        if directory.serial == self.directory.serial \
-                and directory.digest != self.directory.digest:
-            raise DirectoryError(f"two different directories claim version {directory.serial}: "
-                                 "keeping the one held", reason="directory.fork")
+        check_succession(self.directory, directory)
         self.directory = directory
         self._shard_kids = self._stream_owners(directory)
 
