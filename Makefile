@@ -49,8 +49,11 @@ system-deps:
 demo: install
 	$(BIN)/i24net demo
 
+# Two workers (pytest-xdist); tests marked with one xdist_group (the soaks, the
+# measurements) run in turn on one worker. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 test-quick: install
 	$(BIN)/pytest -q -x -m "not broker and not slow"

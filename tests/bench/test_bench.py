@@ -17,7 +17,8 @@ import pytest
 
 from i24net.bench.pipeline import REQUIRED_KEYS, percentile
 
-pytestmark = pytest.mark.broker
+# one worker runs the measure tests in turn (make test: --dist loadgroup)
+pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("measure")]
 
 
 def _engine() -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from i24net.cli import cli
+from i24net.cli import cli, console
 
 Run = Callable[..., Result]
 
@@ -17,6 +17,10 @@ Run = Callable[..., Result]
 def run(monkeypatch: pytest.MonkeyPatch) -> Run:
     """``run("directory", "show", ...)``: invoke the CLI in-process; stdout and stderr apart."""
     monkeypatch.delenv("I24NET_HOME", raising=False)
+    # A test worker can inherit COLUMNS (readline sets it in pytest's own process) and
+    # rich reads it once, when the console is made: output here is piped, uncut.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(console, "_width", None)
     runner = CliRunner()
 
     def invoke(*args: str | Path) -> Result:

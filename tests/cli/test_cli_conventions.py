@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
+import psutil
 import pytest
 from click.testing import CliRunner, Result
 
@@ -151,9 +152,11 @@ class FakeHost:
         self.requests: list[dict[str, object]] = []
         h = Home(home)
         ctl_dir(h).mkdir(parents=True, exist_ok=True)
-        own = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").split(b"\0")[-1]
+        # the command line as the supervisor reads it (a test worker may have retitled
+        # this process, e.g. pytest-xdist through setproctitle)
+        own = psutil.Process().cmdline()
         (h.state_dir / "processes.json").write_text(json.dumps({"host-1": {
-            "pid": os.getpid(), "argv": [own.decode()], "log": "", "started": 0.0,
+            "pid": os.getpid(), "argv": own, "log": "", "started": 0.0,
             "agencies": list(agencies)}}))
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with socket_address(ctl_path(h, "host-1")) as address:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.broker
+# one worker runs the soak tests in turn (make test: --dist loadgroup)
+pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("soak")]
 
 
 @pytest.mark.skipif(not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists(),

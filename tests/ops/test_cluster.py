@@ -22,6 +22,7 @@ import pytest
 from i24net.ops.chaos import Soak, prepare
 
 pytestmark = [
+    pytest.mark.xdist_group("soak"),
     pytest.mark.broker,
     pytest.mark.cluster,
     pytest.mark.skipif(shutil.which("nats-server") is None

@@ -32,7 +32,8 @@ from i24net.ops.supervisor import Supervisor
 from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
 
-pytestmark = pytest.mark.broker
+# one worker runs the soak tests in turn (make test: --dist loadgroup)
+pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("soak")]
 
 A, B = "NCB-FR", "NCB-DE"
 N = 400

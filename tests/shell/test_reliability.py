@@ -55,7 +55,8 @@ from i24net.ops.history import Consumers, History, judge, record_outcomes
 from i24net.shell.runtime import node_store_path
 from i24net.store import SqliteNodeStore
 
-pytestmark = pytest.mark.broker
+# one worker runs the soak tests in turn (make test: --dist loadgroup)
+pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("soak")]
 
 N = 500
 SENDER, RECEIVER = "NCB-FR", "NCB-DE"
