@@ -119,7 +119,7 @@ mutants: install
 
 lint: install
 	$(BIN)/ruff check i24net tests
-	$(BIN)/mypy i24net/core
+	$(BIN)/mypy i24net
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

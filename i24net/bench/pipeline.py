@@ -443,7 +443,7 @@ class LiveNet:
 
     async def _sink_loop(self) -> None:
         async for m in self.sub.messages:
-            self._sink(bytes(m.payload))  # type: ignore[arg-type]
+            self._sink(bytes(m.payload))
 
     def _on_recipient_event(self, ev: Any) -> None:
         if isinstance(ev, Received) and ev.detail.startswith("t="):
@@ -480,8 +480,9 @@ class LiveNet:
         """Median and p99 (ms) of each stage of the FLASH probes' way, wall clock."""
         spans: dict[str, list[float]] = {name: [] for name, _, _ in FLASH_STAGES}
         for msg, rec in router_trace.items():
-            rec = {**rec, "sent": self.flash_sent.get(msg), "inbox": self.flash_inbox.get(msg),
-                   "acked": self.flash_acked.get(msg)}
+            rec = {**rec, "sent": self.flash_sent.get(msg),  # type: ignore[dict-item]
+                   "inbox": self.flash_inbox.get(msg),  # type: ignore[dict-item]
+                   "acked": self.flash_acked.get(msg)}  # type: ignore[dict-item]
             for name, a, b in FLASH_STAGES:
                 if rec.get(a) is not None and rec.get(b) is not None:
                     spans[name].append((rec[b] - rec[a]) / 1e6)
@@ -1145,9 +1146,9 @@ class _RouterTrace:
                         self.records[msg]["popped"] = now
                         flash_out[id(payload)] = msg
             elif step == "published":
-                msg = flash_out.pop(id(payload), None)
-                if msg is not None and msg in self.records:
-                    self.records[msg].setdefault("puback", now)
+                acked = flash_out.pop(id(payload), None)
+                if acked is not None and acked in self.records:
+                    self.records[acked].setdefault("puback", now)
 
         transport.on_arrival = arrived
         router.observer = stage
@@ -1206,7 +1207,7 @@ async def _worker_relay(args: dict[str, Any]) -> None:
         async def pump() -> None:
             async for m in client.messages:
                 await window.acquire()
-                task = asyncio.get_running_loop().create_task(forward(bytes(m.payload)))  # type: ignore[arg-type]
+                task = asyncio.get_running_loop().create_task(forward(bytes(m.payload)))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 

@@ -43,7 +43,7 @@ def render(story: Storyline, snap: Snapshot, scale: ClassificationScale,
     agencies = Table(expand=True, box=None, pad_edge=False)
     for col, just in (("agency", "left"), ("clearance", "left"), ("state", "left"),
                       ("inbox", "right"), ("new", "right"), ("out", "right")):
-        agencies.add_column(col, justify=just, no_wrap=True)
+        agencies.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
     d = story.home.directory()
     for a in story.monitor.agencies:
         online = "[green]online[/]" if snap.online.get(a) else "[red]offline[/]"
@@ -55,8 +55,8 @@ def render(story: Storyline, snap: Snapshot, scale: ClassificationScale,
     for col, just in (("time", "left"), ("from → to", "left"), ("kind", "left"),
                       ("label", "left"), ("prec", "left"), ("subject", "left"),
                       ("ms", "right")):
-        flow.add_column(col, justify=just, no_wrap=True, overflow="ellipsis",
-                        ratio=1 if col == "subject" else None)
+        flow.add_column(col, justify=just,  # type: ignore[arg-type]
+                        no_wrap=True, overflow="ellipsis", ratio=1 if col == "subject" else None)
     for f in snap.flows[-max_flows:]:
         p = Precedence(f.precedence)
         flow.add_row(datetime.fromtimestamp(f.at_ms / 1000).strftime("%H:%M:%S"),

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import nacl.bindings as sodium
@@ -554,8 +555,8 @@ def seal(
             ctx = ("seal", my_public, enc_key, epk, prekey, r)
             got = cache.lookup(ctx)
             if got is None:
-                got = _sender_state(cache, sender, esk, epk, enc_key, prekey, r)
-                cache.memo(ctx, lambda v=got: v)
+                got = cache.memo(ctx, partial(_sender_state, cache, sender, esk, epk, enc_key,
+                                              prekey, r))
             state, pid, name = got
             wk, wn = _derive(state, msg_id, name)
         wraps.append([r, pid, encrypt(content_key, wrap_ad, wn, wk)])

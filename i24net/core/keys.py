@@ -323,17 +323,17 @@ class PairKeyCache:
     def memo(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         """Any value derived from public keys (``key`` names them), made once and kept in
         the same bounded FIFO; ``forget`` drops it with any of its keys."""
-        found = self._cache.get(key)  # type: ignore[call-overload]
+        found = self._cache.get(key)
         if found is None:
             found = make()
             if len(self._cache) >= self.limit:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = found  # type: ignore[index]
+            self._cache[key] = found
         return found
 
     def lookup(self, key: tuple[Any, ...]) -> Any:
         """What ``memo`` stored under ``key``, or None."""
-        return self._cache.get(key)  # type: ignore[call-overload]
+        return self._cache.get(key)
 
     def forget(self, public: bytes) -> None:
         """Drop every entry computed with ``public`` (an erased prekey or a replaced sending

@@ -218,7 +218,7 @@ class Supervisor:
               agencies: tuple[str, ...] = ()) -> tuple[str, ...]:
         home = str(self.home.path)
         if name == "broker" or name.startswith("broker-"):
-            extra = ("--engine", engine) if engine else ()
+            extra: tuple[str, ...] = ("--engine", engine) if engine else ()
             if name.startswith("broker-"):
                 extra = ("--engine", engine or self.home.spec().broker.engine,
                          "--member", name.split("-", 1)[1])
@@ -293,11 +293,11 @@ class Supervisor:
                     tail = [ln for ln in lines[-8:] if not ln.startswith("--- starting")]
                     failed = [ln.split(None, 2) for ln in lines
                               if ln.startswith("failed ") and len(ln.split()) > 2]
-                    agency = failed[0][1].rstrip(":") if failed else None
-                    what = f"{agency} could not start in {name}: {failed[0][2]}" if failed \
+                    culprit = failed[0][1].rstrip(":") if failed else None
+                    what = f"{culprit} could not start in {name}: {failed[0][2]}" if failed \
                         else f"{name} exited while starting"
                     raise StartError(f"{what} (log: {p.log})", reason="supervisor.start",
-                                     component=name, agency=agency, tail=tail)
+                                     component=name, agency=culprit, tail=tail)
             if pending and time.monotonic() > deadline:
                 raise WaitTimeout(f"{', '.join(sorted(pending))} not ready after {timeout:g}s"
                                   f" (logs in {self.home.logs_dir})", reason="timeout")

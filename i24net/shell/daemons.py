@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from i24net.core.audit import AuditChain
 from i24net.core.directory import Directory
@@ -309,7 +309,7 @@ class _Shell:
             self.ready.set()
             self._wake.set()
 
-    async def __aenter__(self) -> _Shell:
+    async def __aenter__(self) -> Self:
         self._runner = asyncio.get_running_loop().create_task(self.run(), name=self.name)
         ready = asyncio.ensure_future(self.ready.wait())
         done, _ = await asyncio.wait({ready, self._runner}, return_when=asyncio.FIRST_COMPLETED)

@@ -68,14 +68,14 @@ from i24net.core.events import (
     Submitted,
 )
 from i24net.core.frames import frame_priority
-from i24net.core.keys import PairKeyCache
+from i24net.core.keys import AgencyKeys, PairKeyCache
 from i24net.core.lifecycle import MemoryDeskStore, NoticeDesk, install_lifecycle
 from i24net.core.netspec import NetworkSpec
 from i24net.core.node import NodeMachine
 from i24net.core.router import RouterMachine
 from i24net.core.wire import unpack
 from i24net.sim import history as hs
-from i24net.sim.keyring import Keyring, SimKeys
+from i24net.sim.keyring import Keyring
 from i24net.sim.network import Conditions, LinkParams, frame_info, peek_header
 from i24net.sim.scheduler import Scheduler, ms_to_us, seconds_to_us
 from i24net.sim.stores import SimNodeStore, SimRouterStore
@@ -94,7 +94,7 @@ class Host:
                  "last_up", "link", "machine", "name", "partitioned", "pending_keys",
                  "session", "skew_ms", "store", "up", "wake_at", "wake_token")
 
-    def __init__(self, agency: str, keys: SimKeys, held: Directory, *, name: str = "",
+    def __init__(self, agency: str, keys: AgencyKeys, held: Directory, *, name: str = "",
                  keep_bodies: bool = True) -> None:
         self.agency = agency  # whose topics this host uses
         self.name = name or agency
@@ -114,7 +114,7 @@ class Host:
         self.down_seq = 0
         self.wake_at: int | None = None
         self.wake_token = 0
-        self.pending_keys: list[tuple[int, SimKeys]] = []  # (serial, keys) after a rotation
+        self.pending_keys: list[tuple[int, AgencyKeys]] = []  # (serial, keys) after a rotation
 
     @property
     def connected(self) -> bool:
@@ -174,7 +174,7 @@ class Engine:
             self.hosts[a.id] = host
             self._start_node(host)
         self._attackers: dict[str, Host] = {}
-        self._stolen: dict[str, SimKeys] = {}
+        self._stolen: dict[str, AgencyKeys] = {}
         self._attacker_cache = PairKeyCache()
         # An eavesdropper's recording of the traffic to and from agencies whose keys a
         # compromise will steal (only those: a long run records nothing it need not).

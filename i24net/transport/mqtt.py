@@ -865,7 +865,7 @@ def _drop_socket(client: aiomqtt.Client) -> None:
     Reaches paho's socket through aiomqtt's ``_client``, as ``_hook_session_present`` does."""
     inner_client = getattr(client, "_client", None)
     sock = inner_client.socket() if isinstance(inner_client, paho.Client) else None
-    if sock is None:
+    if not isinstance(sock, socket.socket):  # no link, or a WebSocket wrapper
         return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
