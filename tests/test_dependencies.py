@@ -25,6 +25,7 @@ IMPORT_NAMES: dict[str, set[str]] = {
     "paho-mqtt": {"paho"},
     "pytest-asyncio": {"pytest_asyncio"},
     "pytest-timeout": {"pytest_timeout"},
+    "pytest-xdist": {"xdist"},
 }
 
 #: Imported but installed by hand, with where that is said.
@@ -34,6 +35,7 @@ BY_HAND = {"atheris": "tests/fuzz/atheris_envelope.py (docs/security.md: pip ins
 NOT_IMPORTED = {
     "pytest-asyncio": "a pytest plugin (asyncio_mode = auto)",
     "pytest-timeout": "a pytest plugin (timeout = 300)",
+    "pytest-xdist": "a pytest plugin (make test: -n 2 --dist loadgroup)",
     "ruff": "make lint runs it",
     "mypy": "make lint runs it",
 }

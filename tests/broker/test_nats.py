@@ -63,6 +63,9 @@ from .support import (
     requires_nats,
 )
 
+# each test runs a NATS cluster; one worker runs them in turn (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("nats")
+
 INBOX_FR = f"{PREFIX}/inbox/{FR}"
 INBOX_DE = f"{PREFIX}/inbox/{DE}"
 SUBMIT_FR = f"{PREFIX}/submit/{FR}"

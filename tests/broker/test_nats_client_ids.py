@@ -32,6 +32,9 @@ from i24net.transport.mqtt import MqttTransport
 
 from .support import FR, PREFIX, Endpoint, Network, connect, next_message, requires_nats
 
+# each test runs a NATS cluster; one worker runs them in turn (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("nats")
+
 INBOX_FR = f"{PREFIX}/inbox/{FR}"
 
 

@@ -29,6 +29,9 @@ from i24net.shell.runtime import make_router, router_client_suffix
 from i24net.shell.shard_host import FileLock, ShardHost
 from i24net.transport import MemoryBroker, MemoryTransport
 
+# each test runs a NATS cluster; one worker runs them in turn (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("nats")
+
 LABEL = Label("CONFIDENTIAL", frozenset({"EU"}))
 
 
