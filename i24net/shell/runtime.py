@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from i24net.broker import (
     BrokerAccount,
@@ -33,6 +33,10 @@ from i24net.shell.daemons import AuditLog, NodeDaemon, RouterDaemon
 from i24net.store import SqliteNodeStore, SqliteRouterStore
 from i24net.transport.base import Will
 from i24net.transport.mqtt import MqttTransport
+
+if TYPE_CHECKING:
+    from i24net.broker import MosquittoBroker, NatsCluster, NatsMember
+    from i24net.broker.embedded import EmbeddedBroker, EmbeddedBrokerProcess
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +223,9 @@ async def follow_directory(home: Home, broker: Any, *, logger: logging.Logger | 
 
 def make_broker(home: Home, engine: str | None = None, port: int | None = None,
                 logger: logging.Logger | None = None, *, tls: bool | None = None,
-                tls_port: int | None = None, member: int | None = None) -> Any:
+                tls_port: int | None = None, member: int | None = None
+                ) -> EmbeddedBroker | EmbeddedBrokerProcess | MosquittoBroker | NatsCluster \
+        | NatsMember:
     """The network's broker (not started). ``tls`` (default: network.toml's ``broker.tls``)
     adds a TLS listener with the home's CA (``broker_tls_files``) on ``tls_port`` (default
     ``default_tls_port``); Mosquitto keeps its plain listener on 127.0.0.1 as well, which
