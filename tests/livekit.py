@@ -83,3 +83,19 @@ def running_network(home: Path, agencies: Iterable[str],
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def processes_of(home: Path) -> list[int]:
+    """Every live i24net process whose command line names this home (an outside view)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and str(home).encode() in argv and b"i24net" in b" ".join(argv):
+            out.append(int(d.name))
+    return out

@@ -101,7 +101,7 @@ def _own_instance(value: ast.expr) -> bool:
         and value.func.id == "super"
 
 
-def reach_ins(paths: list[Path]) -> list[str]:
+def reach_ins(paths: list[Path], root: Path = ROOT) -> list[str]:
     found = []
     for path in paths:
         tree = ast.parse(path.read_text())
@@ -110,10 +110,10 @@ def reach_ins(paths: list[Path]) -> list[str]:
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
                     and not node.attr.startswith("__") and node.attr not in own \
                     and not _own_instance(node.value):
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno} ._{node.attr[1:]}")
+                found.append(f"{path.relative_to(root)}:{node.lineno} ._{node.attr[1:]}")
             elif isinstance(node, ast.ImportFrom) and node.module \
                     and node.module.split(".")[0] == "i24net":
-                found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {a.name}"
+                found += [f"{path.relative_to(root)}:{node.lineno} imports {a.name}"
                           for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     return found
@@ -129,12 +129,7 @@ def test_the_reach_in_check_finds_one(tmp_path: Path) -> None:
     bad.write_text("from i24net.core.node import _hidden\n"
                    "class A(B):\n    def f(self, machine):\n"
                    "        return self._own, machine._gap_due\n")
-    global ROOT
-    root, ROOT = ROOT, tmp_path
-    try:
-        assert reach_ins([bad]) == ["bad.py:1 imports _hidden", "bad.py:4 ._gap_due"]
-    finally:
-        ROOT = root
+    assert reach_ins([bad], tmp_path) == ["bad.py:1 imports _hidden", "bad.py:4 ._gap_due"]
 
 
 def _event_kinds() -> set[str]:

@@ -1120,18 +1120,21 @@ class _RouterTrace:
 
         self.records: dict[str, dict[str, float]] = {}
         arrival: dict[int, int] = {}
-        started: dict[int, tuple[int | None, int]] = {}
+        # (arrival, start) of the frame being handled: "handle" and "handled" of one frame
+        # come back to back (the policy check does not yield)
+        current: tuple[int | None, int] = (None, 0)
         flash_out: dict[int, str] = {}
 
         def arrived(payload: bytes) -> None:
             arrival[id(payload)] = time.time_ns()
 
         def stage(step: str, payload: bytes) -> None:
+            nonlocal current
             now = time.time_ns()
             if step == "handle":
-                started[id(payload)] = (arrival.pop(id(payload), None), now)
+                current = (arrival.pop(id(payload), None), now)
             elif step == "handled":
-                came, start = started.pop(id(payload), (None, now))
+                (came, start), current = current, (None, 0)
                 if came is not None and frame_priority(payload) == 0 \
                         and fr.peek_magic(payload) == fr.ENVELOPE:
                     h = Envelope.parse(payload).header

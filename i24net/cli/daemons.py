@@ -110,12 +110,11 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
                                tls_port=tls_port) as b:
             addresses = tuple(getattr(b, "addresses", ()))
             if use_tls:
-                from i24net.broker import BrokerConfigError, MosquittoBroker
+                from i24net.broker import MosquittoBroker
                 from i24net.shell.runtime import tls_dir
 
-                if not isinstance(b, MosquittoBroker) or b.tls_port is None:
-                    raise BrokerConfigError(f"the {name} broker has no TLS listener: use "
-                                            "--engine mosquitto for TLS")
+                # make_broker refused TLS on any other engine
+                assert isinstance(b, MosquittoBroker) and b.tls_port is not None
                 ep = Endpoint(name, b.host, b.tls_port, str(tls_dir(h) / "ca.crt"))
             else:
                 ep = Endpoint(name, b.host, b.port, addresses=addresses)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -669,13 +669,16 @@ def open_as_sender(env: Envelope, sender: k.AgencyKeys, directory: Directory,
 
 
 def exposure(recorded: Mapping[str, bytes], agency: str, keys: k.AgencyKeys,
-             directory: Directory, prekeys: Mapping[bytes, bytes]
+             directory: Directory, published: Iterable[Directory]
              ) -> tuple[list[str], dict[str, str]]:
     """What a thief holding ``keys`` (``agency``'s, stolen) reads of ``recorded`` traffic
     (message id hex -> envelope bytes): the ids of the envelopes to or from ``agency`` it
     opens, as a recipient or as their sender, and for the others the reason they stay shut
     (``prekey.unknown``, ``key.sending``, ...). Envelopes neither to nor from ``agency`` are
-    left out. The drills' forward-secrecy measure (``unreadable-to-thief``), in both modes."""
+    left out. ``published``: every directory version published so far, whose prekeys an
+    envelope the agency sent may have been sealed to. The drills' forward-secrecy measure
+    (``unreadable-to-thief``), in both modes."""
+    prekeys = {r.prekey_id: r.prekey for v in published for r in v.agencies.values()}
     readable: list[str] = []
     shut: dict[str, str] = {}
     for mid, raw in recorded.items():

@@ -395,10 +395,9 @@ class KeyDrills:
                   ) -> tuple[list[str], dict[str, str]]:
         """Which recorded envelopes to or from ``agency`` the stolen keys open; the others
         with the reason they stay shut."""
-        prekeys = {r.prekey_id: r.prekey for v in self.versions for r in v.agencies.values()}
         with self._captured_lock:
             captured = dict(self.captured)
-        return exposure(captured, agency, keys, d, prekeys)
+        return exposure(captured, agency, keys, d, self.versions)
 
     def forge(self, inj: m.Compromise) -> None:
         """One forgery: addressed and sealed from the public directory, signed with the

@@ -707,9 +707,10 @@ class FaultProxy:
         if header is None:
             return None, 0.0
         dest = self._agency if direction == "down" else None
+        view = HeaderView.of(header)  # once per packet, whatever the number of rules
         extra = 0.0
         for rule in self._filters:
-            if not (rule.in_force(now) and rule.matches(header, direction, dest)):
+            if not (rule.in_force(now) and matches(rule, view, direction, dest)):
                 continue
             if rule.drop and (rule.drop >= 1.0 or rng.random() < rule.drop):
                 return f"filter:{rule.name}", 0.0

@@ -129,6 +129,8 @@ class AuditLog:
 class Timed(Protocol):
     """What the shells need of a machine's timers (both machines have them)."""
 
+    @property
+    def store(self) -> Any: ...
     def next_timer(self) -> int | None: ...
     def handle_timer(self, now_ms: int) -> Sequence[Any]: ...
     def pending(self) -> int: ...
@@ -143,6 +145,7 @@ class _Shell:
 
     name = "daemon"
     machine: Timed
+    audit: AuditLog | None = None
 
     def __init__(self, transport: Transport, *, clock: Clock = wall_ms,
                  logger: logging.Logger | None = None, window: int = 64,
@@ -338,8 +341,26 @@ class _Shell:
                 await self._runner
         self._close(flush=False)
 
+    def _closing_events(self, now: int) -> Sequence[Any]:
+        """Events to record before a clean close shuts the audit log (overridden)."""
+        return ()
+
     def _close(self, *, flush: bool = True) -> None:
-        pass
+        """Close once: the audit log written out (``flush``) or its buffer dropped as a
+        crash would, then the machine's store."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.audit and flush:
+            now = self.clock()
+            for ev in self._closing_events(now):
+                self._record(ev, now)
+            self.audit.close()
+        elif self.audit:
+            self.audit.abandon()
+        close = getattr(self.machine.store, "close", None)
+        if close is not None:
+            close()
 
     async def serve_forever(self) -> None:
         assert self._runner is not None
@@ -476,20 +497,8 @@ class RouterDaemon(_Shell):
     async def _extra_tasks(self, tg: asyncio.TaskGroup) -> None:
         tg.create_task(self._prune(), name="router-prune")
 
-    def _close(self, *, flush: bool = True) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.audit and flush:
-            now = self.clock()
-            for ev in self.machine.close_drop_windows(now):  # the open windows' summaries
-                self._record(ev, now)
-            self.audit.close()
-        elif self.audit:
-            self.audit.abandon()
-        close = getattr(self.machine.store, "close", None)
-        if close is not None:
-            close()
+    def _closing_events(self, now: int) -> Sequence[Any]:
+        return self.machine.close_drop_windows(now)  # the open windows' summaries
 
 
 # Node events logged at INFO, what an operator should see; the others at DEBUG.
@@ -561,17 +570,6 @@ class NodeDaemon(_Shell):
         self.machine.outbox_changed()
         self._timer_wake.set()
 
-    def _close(self, *, flush: bool = True) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.audit and flush:
-            self.audit.close()
-        elif self.audit:
-            self.audit.abandon()
-        close = getattr(self.machine.store, "close", None)
-        if close is not None:
-            close()
 
 
 def random_bytes(n: int) -> bytes:

@@ -575,10 +575,8 @@ class Simulation(Engine):
                                f"key {key_id(keys.verify_key).hex()} stolen"))
 
     def _record_exposure(self, agency: str, keys: AgencyKeys) -> None:
-        d = self.directory
-        prekeys = {r.prekey_id: r.prekey for v in self.history.directories.values()
-                   for r in v.agencies.values()}
-        readable, shut = exposure(self._captured, agency, keys, d, prekeys)
+        readable, shut = exposure(self._captured, agency, keys, self.directory,
+                                  self.history.directories.values())
         self._record(hs.Exposure(self._t(), agency, tuple(readable), tuple(shut),
                                  tuple(shut.values())))
 

@@ -9,12 +9,11 @@ inside its running host: exit 7, ``i24net start AGENCY``. The network down: exit
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from livekit import cli
+from livekit import cli, processes_of
 
 from i24net.broker import pick_free_port
 from i24net.config.home import Home
@@ -25,21 +24,6 @@ pytestmark = pytest.mark.broker
 
 SEND = ("publish", "--as", "NCB-DE", "--to", "NCB-FR", "--classification", "CONFIDENTIAL",
         "--subject", "live")
-
-
-def processes_of(home: Path) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            argv = (d / "cmdline").read_bytes().split(b"\0")
-            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and str(home).encode() in argv:
-            out.append(int(d.name))
-    return out
 
 
 def outbox_ids(home: Path) -> list[str]:

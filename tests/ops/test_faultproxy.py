@@ -171,14 +171,10 @@ class RawClient:
 # -- servers behind the proxy ------------------------------------------------------------
 
 
-class EchoServer:
-    """Returns every byte it receives, recording each packet and when it arrived."""
+class LoopbackServer:
+    """A TCP server on ``HOST`` whose connections ``serve`` handles; ``stop`` cancels them."""
 
-    def __init__(self, echo: bool = True) -> None:
-        self.echo = echo
-        self.received: list[tuple[float, int, bytes]] = []
-        self.connections = 0
-        self.open = 0
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -191,6 +187,37 @@ class EchoServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        try:
+            await self.serve(reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+class EchoServer(LoopbackServer):
+    """Returns every byte it receives, recording each packet and when it arrived."""
+
+    def __init__(self, echo: bool = True) -> None:
+        super().__init__()
+        self.echo = echo
+        self.received: list[tuple[float, int, bytes]] = []
+        self.connections = 0
+        self.open = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.open += 1
         framer = PacketFramer()
@@ -203,20 +230,8 @@ class EchoServer:
                 if self.echo:
                     writer.write(data)
                     await writer.drain()
-        except (ConnectionError, OSError):
-            pass
         finally:
             self.open -= 1
-            writer.close()
-            self._tasks.discard(task)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
 
 @pytest.fixture
@@ -582,41 +597,26 @@ def test_gateway_filters_check_their_values_and_windows() -> None:
         [False, False, True, True, False]
 
 
-class PeerServer:
+class PeerServer(LoopbackServer):
     """A stand-in broker: acknowledges every QoS 1 PUBLISH, answers PINGREQ, records what
     arrives and can push packets to its client."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.received: list[tuple[int, bytes]] = []
         self.writer: asyncio.StreamWriter | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, HOST, 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         framer = PacketFramer()
-        try:
-            while data := await reader.read(65536):
-                for kind, raw in framer.feed(data):
-                    self.received.append((kind, raw))
-                    if kind == PUBLISH and (raw[0] >> 1) & 3 == 1:
-                        writer.write(puback_packet(publish_id(raw)))
-                    elif kind == 12:
-                        writer.write(PINGRESP)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
+        while data := await reader.read(65536):
+            for kind, raw in framer.feed(data):
+                self.received.append((kind, raw))
+                if kind == PUBLISH and (raw[0] >> 1) & 3 == 1:
+                    writer.write(puback_packet(publish_id(raw)))
+                elif kind == 12:
+                    writer.write(PINGRESP)
+            await writer.drain()
 
     def push(self, raw: bytes) -> None:
         assert self.writer is not None
@@ -627,14 +627,6 @@ class PeerServer:
         if kind == PUBACK:
             return [struct.unpack("!H", raw[2:4])[0] for k, raw in self.received if k == kind]
         return [publish_id(raw) for k, raw in self.received if k == kind and raw[0] & 0x06]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
 
 @pytest.fixture

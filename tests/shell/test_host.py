@@ -9,7 +9,6 @@ is exercised in seconds; ``make bench-scale`` runs the same code at 198 and 1,00
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,29 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from livekit import cli
+from livekit import cli, processes_of
 
 from i24net.broker import pick_free_port
 from i24net.config.home import Home
 from i24net.ops.supervisor import Supervisor, pid_runs
 
 pytestmark = pytest.mark.broker
-
-
-def processes_of(home: Path) -> list[int]:
-    """Every live process whose command line names this home (an outside view)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            argv = (d / "cmdline").read_bytes().split(b"\0")
-            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and str(home).encode() in argv and b"i24net" in b" ".join(argv):
-            out.append(int(d.name))
-    return out
 
 
 def init(tmp_path: Path) -> Path:
