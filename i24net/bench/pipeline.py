@@ -395,7 +395,7 @@ class LiveNet:
                               logger=file_logger(logs / "broker.log", "i24net.bench.broker"))
         await self.stack.enter_async_context(broker)
         self.host, self.port = broker.host, broker.port
-        self.broker_pid = getattr(broker, "pid", None)
+        self.broker_pid = broker.pid
         self.ep = Endpoint(self.engine, self.host, self.port)
         self.say(f"broker {self.engine} on {self.host}:{self.port}")
 

@@ -36,6 +36,7 @@ from i24net.broker.accounts import (
     topic_matches,
     unguessable_client_id,
 )
+from i24net.broker.base import Broker
 from i24net.broker.errors import (
     BrokerConfigError,
     BrokerError,
@@ -70,6 +71,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "ENGINES",
     "ROUTER_USERNAME",
+    "Broker",
     "BrokerAccount",
     "BrokerConfigError",
     "BrokerError",
@@ -134,8 +136,9 @@ def start_broker(
     logger: logging.Logger | None = None,
     member: int | None = None,
     members: int = 3,
-) -> EmbeddedBroker | EmbeddedBrokerProcess | MosquittoBroker | NatsCluster | NatsMember:
-    """A broker of the chosen ``engine`` for ``accounts``, files under ``directory``.
+) -> Broker:
+    """A broker of the chosen ``engine`` for ``accounts``, files under ``directory``: one of
+    the engine classes, each implementing the ``Broker`` protocol (``broker.base``).
 
     The broker starts when entered (``async with start_broker(...) as broker``) and stops on
     exit; ``broker.host`` and ``broker.port`` say where clients connect. Port 0 picks a free

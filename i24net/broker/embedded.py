@@ -980,6 +980,15 @@ class EmbeddedBroker:
         return self._broker is not None
 
     @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)]
+
+    @property
+    def pid(self) -> int | None:
+        """None: the broker runs in this process."""
+        return None
+
+    @property
     def password_file(self) -> Path:
         return self._data_dir / _PASSWORD_FILE
 
@@ -1048,6 +1057,10 @@ class EmbeddedBroker:
             f"; disconnected {', '.join(dropped)}" if dropped else "",
         )
         return dropped
+
+    async def apply_accounts(self, accounts: Sequence[BrokerAccount]) -> None:
+        """``reload``, for the ``Broker`` protocol."""
+        await self.reload(accounts)
 
     async def stop(self) -> None:
         """Disconnect every client and close the listener."""

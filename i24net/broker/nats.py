@@ -889,6 +889,11 @@ class NatsCluster(BlockingStartStop):
         return self._members
 
     @property
+    def pid(self) -> int | None:
+        """None: the members are separate processes (``member(k).pid``)."""
+        return None
+
+    @property
     def running(self) -> bool:
         """True while every member runs."""
         return bool(self._members) and all(m.running for m in self._members)

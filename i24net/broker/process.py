@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from i24net.broker.accounts import BrokerAccount
 from i24net.broker.errors import BrokerConfigError, BrokerStartError
 
 __all__ = ["BrokerProcess", "pick_free_port", "port_accepts", "validate_host", "validate_port"]
@@ -262,13 +263,21 @@ class BrokerProcess:
 
 
 class BlockingStartStop:
-    """``async with`` for a broker whose blocking ``start()`` and ``stop()`` run in a thread."""
+    """``async with`` and ``apply_accounts`` for a broker whose blocking ``start()``,
+    ``stop()`` and ``reload(accounts)`` run in a thread."""
 
     def start(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> int | None:
         raise NotImplementedError
+
+    def reload(self, accounts: Sequence[BrokerAccount]) -> None:
+        raise NotImplementedError
+
+    async def apply_accounts(self, accounts: Sequence[BrokerAccount]) -> None:
+        """Serve ``accounts`` from now on, without a restart (``reload`` in a thread)."""
+        await asyncio.to_thread(self.reload, accounts)
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.start)
@@ -287,6 +296,19 @@ class ProcessControl(BlockingStartStop):
 
     def start(self) -> None:
         raise NotImplementedError
+
+    @property
+    def host(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where clients connect: this one broker."""
+        return [(self.host, self.port)]
 
     @property
     def pid(self) -> int | None:

@@ -108,7 +108,7 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
     async def main() -> None:
         async with make_broker(h, engine, port, logger=log, tls=use_tls,
                                tls_port=tls_port) as b:
-            addresses = tuple(getattr(b, "addresses", ()))
+            addresses = tuple(b.addresses) if len(b.addresses) > 1 else ()
             if use_tls:
                 from i24net.broker import MosquittoBroker
                 from i24net.shell.runtime import tls_dir

@@ -35,8 +35,7 @@ from i24net.transport.base import Will
 from i24net.transport.mqtt import MqttTransport
 
 if TYPE_CHECKING:
-    from i24net.broker import MosquittoBroker, NatsCluster, NatsMember
-    from i24net.broker.embedded import EmbeddedBroker, EmbeddedBrokerProcess
+    from i24net.broker import Broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,21 +177,20 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-async def follow_directory(home: Home, broker: Any, *, logger: logging.Logger | None = None,
+async def follow_directory(home: Home, broker: Broker, *, logger: logging.Logger | None = None,
                            poll_s: float = FOLLOW_POLL_S) -> None:
     """Keep a running broker's accounts in step with the home's signed directory, until
     cancelled: when ``directory.signed`` changes (``i24net directory revoke``, ``issue``,
     ``rotate``), it is loaded and verified again and, if the accounts differ, the broker is
-    reloaded (``reload(accounts)``): a revoked agency is disconnected and refused within
+    reloaded (``apply_accounts``): a revoked agency is disconnected and refused within
     ``poll_s`` and a reload. A version that does not load (or lacks a broker password for a
     new agency) is logged and the accounts in use stay."""
     import asyncio
-    import inspect
 
     log = logger or logging.getLogger("i24net.broker")
     path = home.directory_file
     seen: tuple[int, int, int] | None = None  # compare once at the start too
-    current = list(getattr(broker, "accounts", None) or broker_accounts(home))
+    current = list(broker.accounts)
     while True:
         stamp = _file_stamp(path)
         if stamp == seen:
@@ -211,10 +209,7 @@ async def follow_directory(home: Home, broker: Any, *, logger: logging.Logger | 
             continue
         before = {a.username for a in current}
         after = {a.username for a in accounts}
-        if inspect.iscoroutinefunction(broker.reload):
-            await broker.reload(accounts)
-        else:
-            await asyncio.to_thread(broker.reload, accounts)
+        await broker.apply_accounts(accounts)
         current = accounts
         log.warning("directory version %d: broker accounts reloaded (removed: %s; added: %s)",
                     version, ", ".join(sorted(before - after)) or "none",
@@ -223,9 +218,7 @@ async def follow_directory(home: Home, broker: Any, *, logger: logging.Logger | 
 
 def make_broker(home: Home, engine: str | None = None, port: int | None = None,
                 logger: logging.Logger | None = None, *, tls: bool | None = None,
-                tls_port: int | None = None, member: int | None = None
-                ) -> EmbeddedBroker | EmbeddedBrokerProcess | MosquittoBroker | NatsCluster \
-        | NatsMember:
+                tls_port: int | None = None, member: int | None = None) -> Broker:
     """The network's broker (not started). ``tls`` (default: network.toml's ``broker.tls``)
     adds a TLS listener with the home's CA (``broker_tls_files``) on ``tls_port`` (default
     ``default_tls_port``); Mosquitto keeps its plain listener on 127.0.0.1 as well, which

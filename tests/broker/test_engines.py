@@ -9,6 +9,7 @@ import pytest
 import i24net.broker as broker_package
 from i24net.broker import (
     ENGINES,
+    Broker,
     BrokerConfigError,
     EmbeddedBroker,
     EmbeddedBrokerProcess,
@@ -36,6 +37,18 @@ def test_every_public_name_resolves() -> None:
 def test_engine_choice(engine: str, kind: type, network: Network, tmp_path: Path) -> None:
     assert engine in ENGINES
     assert isinstance(start_broker(engine, tmp_path, network.accounts), kind)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_is_a_broker(engine: str, network: Network, tmp_path: Path) -> None:
+    broker = start_broker(engine, tmp_path, network.accounts)
+    protocol = {name for name in vars(Broker) if not name.startswith("_")}
+    assert protocol >= {"host", "port", "addresses", "accounts", "apply_accounts", "pid"}
+    for name in protocol | {"__aenter__", "__aexit__"}:  # mypy checks the signatures
+        assert callable(getattr(type(broker), name, None)) or \
+            isinstance(getattr(type(broker), name, None), property), (engine, name)
+    assert not broker.running and broker.pid is None  # nothing started yet
+    assert {a.username for a in broker.accounts} == {a.username for a in network.accounts}
 
 
 def test_unknown_engine_names_the_choices(network: Network, tmp_path: Path) -> None:

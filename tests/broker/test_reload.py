@@ -1,8 +1,8 @@
 """A running broker takes new accounts without a restart: a removed (revoked) account is
 disconnected at once and its next login refused; the others keep their connections.
 
-Embedded: ``EmbeddedBroker.reload`` in process, ``EmbeddedBrokerProcess.reload`` through
-SIGHUP; Mosquitto: files rewritten and SIGHUP (it checks every connected client again);
+Every engine through the ``Broker`` protocol's ``apply_accounts``. Embedded:
+``EmbeddedBroker.reload`` in process, ``EmbeddedBrokerProcess.reload`` through SIGHUP; Mosquitto: files rewritten and SIGHUP (it checks every connected client again);
 NATS: config rewritten and SIGHUP (nats-server closes the connections of users that are gone).
 """
 
@@ -84,7 +84,7 @@ async def _revoke_and_check(endpoint: Endpoint, network: Network,
 async def test_the_embedded_broker_reloads_in_process(network: Network, tmp_path: Path) -> None:
     async with start_broker("embedded", tmp_path / "e", network.accounts) as broker:
         await _revoke_and_check(Endpoint("embedded", broker.host, broker.port), network,
-                                broker.reload)
+                                broker.apply_accounts)
         assert {a.username for a in broker.accounts} == {FR, ROUTER_USERNAME}
 
 
@@ -92,7 +92,7 @@ async def test_the_embedded_broker_process_reloads_on_sighup(network: Network,
                                                             tmp_path: Path) -> None:
     async with start_broker("embedded-process", tmp_path / "e", network.accounts) as broker:
         await _revoke_and_check(Endpoint("embedded", broker.host, broker.port), network,
-                                lambda accounts: asyncio.to_thread(broker.reload, accounts))
+                                broker.apply_accounts)
 
 
 @requires_mosquitto
@@ -100,7 +100,7 @@ async def test_mosquitto_reload_disconnects_a_removed_account(network: Network,
                                                              tmp_path: Path) -> None:
     async with MosquittoBroker(tmp_path / "m", network.accounts) as broker:
         await _revoke_and_check(Endpoint("mosquitto", broker.host, broker.port), network,
-                                lambda accounts: asyncio.to_thread(broker.reload, accounts))
+                                broker.apply_accounts)
 
 
 @requires_nats
@@ -109,4 +109,4 @@ async def test_nats_reload_disconnects_a_removed_account(network: Network,
     cluster = NatsCluster(tmp_path / "n", network.accounts, members=1, limits=NatsLimits())
     async with cluster:
         await _revoke_and_check(Endpoint("nats", cluster.host, cluster.port), network,
-                                lambda accounts: asyncio.to_thread(cluster.reload, accounts))
+                                cluster.apply_accounts)
