@@ -28,7 +28,7 @@ from i24net.cli import (
     require_running,
 )
 from i24net.cli.envelope import compose, message_options
-from i24net.config.home import Home, now_ms
+from i24net.config.home import Home
 from i24net.config.logsetup import CHATTY, configure_logging
 from i24net.core.errors import WaitTimeout
 from i24net.core.labels import Precedence
@@ -458,7 +458,7 @@ class _Waiting:
         elif kind == "receipt":
             self._receipt(str(event.get("peer")), str(event.get("status")))
         elif kind == "refused":
-            self._refused(str(event.get("reason", "")))
+            self._refused(str(event.get("reason", "")), str(event.get("detail", "")))
         elif kind == "deferred":
             self.say(f"  deferred by the router ({event.get('reason')}); the node retries")
         elif kind == "expired":
@@ -486,14 +486,14 @@ class _Waiting:
         self.say(f"delivered to {len(e.receipts)} recipient(s)")
         return True
 
-    def _refused(self, reason: str) -> None:
-        from i24net.core.envelope import Envelope
-        from i24net.core.policy import REASONS, decide
+    def _refused(self, reason: str, detail: str = "") -> None:
+        """Say the router's refusal in its own words (``detail``, carried by the node's
+        event), or the reason code's description when only the outbox state is known."""
+        from i24net.core.policy import REASONS
 
         e = self.store.outbox_get(self.header.id)
-        why = decide(Envelope.parse(e.raw), self.h.directory(), now_ms())
-        detail = why.message if why.reason == e.reason else REASONS.get(e.reason, "")
-        text = f"[red]refused[/] ({plain_text(e.reason or reason)}): {plain_text(detail)}"
+        code = (e.reason if e is not None else "") or reason
+        text = f"[red]refused[/] ({plain_text(code)}): {plain_text(detail or REASONS.get(code, ''))}"
         if self.loud:
             console.print(text, soft_wrap=True)
         else:  # -q / --json: stdout has the id or the JSON; the refusal goes to stderr

@@ -212,7 +212,18 @@ def _run(h: Home, m: NodeMachine, store: SqliteNodeStore, action: Any,
     return events
 
 
-def _report(events: list[NodeEvent]) -> None:
+def _event_json(ev: NodeEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {"event": ev.kind, "msg_id": ev.msg_id}
+    out.update({k: v for k, v in (("peer", ev.peer), ("reason", ev.reason),
+                                  ("detail", ev.detail)) if v})
+    return out
+
+
+def _report(events: list[NodeEvent], as_json: bool = False) -> None:
+    """What a desk action did: a line per event, or (``--json``) one array of events."""
+    if as_json:
+        click.echo(json.dumps([_event_json(ev) for ev in events]))
+        return
     for ev in events:
         match ev:
             case Submitted():
@@ -272,16 +283,23 @@ def notice() -> None:
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
               help="Wait for the GS's decision: exit 0 published, 3 refused, 4 timeout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the request id.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: request, colour, subject, requester, authority, "
+              "state (queued, delivered, under-review, published, refused), number, reason, "
+              "screening.")
 @queue_option
 @home_option
 def notice_request(agency: str, colour: str, subject: str, offence: str, warrant: str,
                    level: str | None, caveats: tuple[str, ...], precedence: str,
-                   wait_s: float | None, quiet: bool, queue: bool, home: str | None) -> None:
+                   wait_s: float | None, quiet: bool, as_json: bool, queue: bool,
+                   home: str | None) -> None:
     """Ask the notice authority to publish a notice; prints the request id.
 
     AGENCY's node sends it: it must be running (exit 7 otherwise, nothing queued) unless
     --queue.
     """
+    if quiet and as_json:
+        raise click.UsageError("give -q or --json, not both")
     h = Home.resolve(home)
     d = h.directory()
     check_agency(d, agency, "--as")
@@ -300,38 +318,52 @@ def notice_request(agency: str, colour: str, subject: str, offence: str, warrant
                 {"colour": c.value, **{k: v.strip() for k, v in fields.items()}})
     require_running(h, agency, queue=queue)
     store = _queue(h, header, body)
+    flag = screen_request(c, fields)
+    outcome: dict[str, Any] = {
+        "request": header.id_hex, "colour": c.value, "subject": subject, "requester": agency,
+        "authority": authority, "state": "queued", "number": None, "reason": None,
+        "screening": flag or None}
     try:
         if quiet:
             click.echo(header.id_hex)
-        else:
+        elif not as_json:
             console.print(f"request {header.id_hex}: {c.value} notice for {escape(repr(subject))} "
                           f"queued in {agency}'s outbox for {authority}", soft_wrap=True)
-            flag = screen_request(c, fields)
             if flag:
                 draft = request(request_id=header.id_hex, requester=agency, colour=c,
                                 fields=fields, now_ms=0)
                 err_console.print(f"[yellow]note:[/] {authority} will refuse it: "
                                   f"{plain_text(explain(draft, flag))} ({flag})", soft_wrap=True)
         if wait_s is not None:
-            _wait_decision(store, header, authority, wait_s, quiet)
+            _wait_decision(store, header, authority, wait_s, quiet or as_json, outcome)
     finally:
         store.close()
+        if as_json:
+            click.echo(json.dumps(outcome))
 
 
 def _wait_decision(store: SqliteNodeStore, header: Header, authority: str, wait_s: float,
-                   quiet: bool) -> None:
+                   quiet: bool, outcome: dict[str, Any]) -> None:
+    """Until the authority's decision on the request ``header``; ``outcome`` (the --json
+    object) follows what is heard."""
     deadline = time.monotonic() + wait_s
     said: set[str] = set()
 
     def say(key: str, text: str) -> None:
-        if key not in said and not quiet:
+        if key not in said:
             said.add(key)
-            console.print(text, soft_wrap=True)
+            outcome["state"] = key
+            if not quiet:
+                console.print(text, soft_wrap=True)
+
+    def refused(message: str, reason: str) -> NoReturn:
+        outcome.update(state="refused", reason=reason)
+        _refused(message, reason)
 
     while time.monotonic() < deadline:
         entry = store.outbox_get(header.id)
         if entry is not None and entry.state == "refused":
-            _refused(f"the router refused the request: {entry.reason}", entry.reason)
+            refused(f"the router refused the request: {entry.reason}", entry.reason)
         if entry is not None and authority in entry.receipts:
             say("delivered", f"delivered to {authority}")
         for item in store.inbox_list(limit=None, kinds=["notice-decision"],
@@ -340,15 +372,16 @@ def _wait_decision(store: SqliteNodeStore, header: Header, authority: str, wait_
                 continue
             decision = str(item.data.get("decision", ""))
             if decision == "published":
+                outcome["number"] = str(item.data.get("number", "")) or None
                 say("published", f"[green]published[/] as notice {item.data.get('number')}")
                 return
             if decision == "refused":
-                _refused(f"{authority} refused the request: {item.text}",
-                         str(item.data.get("reason", "notice.refused")))
+                refused(f"{authority} refused the request: {item.text}",
+                        str(item.data.get("reason", "notice.refused")))
             if decision == "under-review":
-                say("review", f"under review at {authority}")
+                say("under-review", f"under review at {authority}")
         time.sleep(0.1)
-    state = ("under review" if "review" in said else
+    state = ("under review" if "under-review" in said else
              "delivered, no decision yet" if "delivered" in said else "not delivered yet")
     raise WaitTimeout(f"no decision within {wait_s:g}s ({state}); the request stays queued "
                       f"and the decision will arrive in the inbox ('i24net inbox "
@@ -425,9 +458,11 @@ def _list_holdings(h: Home, agency: str, as_json: bool) -> None:
 @click.option("--approve", is_flag=True, help="Publish the notice to every cleared agency.")
 @click.option("--refuse", "refuse_reason", default=None, metavar="REASON",
               help="Refuse it with a reason code, e.g. notice.insufficient-data.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the events of the decision as one JSON array.")
 @home_option
 def notice_review(agency: str, request_id: str, approve: bool, refuse_reason: str | None,
-                  home: str | None) -> None:
+                  as_json: bool, home: str | None) -> None:
     """Decide on a request under review (ID: its request id or a unique prefix).
 
     --approve publishes it (the same code as automatic review) and tells the requester;
@@ -443,7 +478,7 @@ def notice_review(agency: str, request_id: str, approve: bool, refuse_reason: st
         events = _run(h, m, store, lambda: desk.approve(m, rid, now_ms()) if approve
                       else desk.refuse(m, rid, now_ms(), reason),
                       (desk, rid, "approve" if approve else "refuse"))
-    _report(events)
+    _report(events, as_json)
 
 
 @notice.command("cancel")
@@ -457,10 +492,14 @@ def notice_review(agency: str, request_id: str, approve: bool, refuse_reason: st
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
               help="Owner only: wait for the authority's answer: exit 0 cancelled, 3 "
               "refused, 4 timeout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The authority: the events as one JSON array. The owner: one JSON object "
+              "(request, target, authority, state: queued, delivered, cancelled, refused; "
+              "reason).")
 @queue_option
 @home_option
 def notice_cancel(agency: str, target: str, reason: str, level: str | None,
-                  wait_s: float | None, queue: bool, home: str | None) -> None:
+                  wait_s: float | None, as_json: bool, queue: bool, home: str | None) -> None:
     """Cancel a notice by NUMBER or withdraw a request by ID (or a unique prefix).
 
     NUMBER looks like A-12/05-2026.
@@ -480,7 +519,7 @@ def notice_cancel(agency: str, target: str, reason: str, level: str | None,
             rid = _resolve(desk, target, "NUMBER|ID")
             events = _run(h, m, store, lambda: desk.cancel(m, rid, now_ms(), code),
                           (desk, rid, "cancel"))
-        _report(events)
+        _report(events, as_json)
         return
     authority = _authorities(d)[0]
     number, ref = "", None
@@ -499,13 +538,19 @@ def notice_cancel(agency: str, target: str, reason: str, level: str | None,
                 f"{agency} asks {authority} to cancel {what} ({code}).",
                 {"number": number, "reason": code})
     store = _queue(h, header, body)
+    outcome: dict[str, Any] = {"request": header.id_hex,
+                               "target": number or (ref.hex() if ref else ""),
+                               "authority": authority, "state": "queued", "reason": None}
     try:
-        console.print(f"queued notice-cancel-request {header.id_hex} for {what} to "
-                      f"{authority}; {authority}'s desk cancels it and tells every holder")
+        if not as_json:
+            console.print(f"queued notice-cancel-request {header.id_hex} for {what} to "
+                          f"{authority}; {authority}'s desk cancels it and tells every holder")
         if wait_s is not None:
-            _wait_cancel(store, header, authority, rid, number, wait_s)
+            _wait_cancel(store, header, authority, rid, number, wait_s, as_json, outcome)
     finally:
         store.close()
+        if as_json:
+            click.echo(json.dumps(outcome))
 
 
 def _check_owner(h: Home, agency: str, authority: str, number: str,
@@ -544,30 +589,40 @@ def _check_owner(h: Home, agency: str, authority: str, number: str,
 
 
 def _wait_cancel(store: SqliteNodeStore, header: Header, authority: str, rid: bytes | None,
-                 number: str, wait_s: float) -> None:
-    """Until the authority's answer to the cancellation request ``header`` arrives."""
+                 number: str, wait_s: float, quiet: bool, outcome: dict[str, Any]) -> None:
+    """Until the authority's answer to the cancellation request ``header`` arrives;
+    ``outcome`` (the --json object) follows what is heard."""
     deadline = time.monotonic() + wait_s
     delivered = False
+
+    def refused(message: str, reason: str) -> NoReturn:
+        outcome.update(state="refused", reason=reason)
+        _refused(message, reason)
+
     while time.monotonic() < deadline:
         entry = store.outbox_get(header.id)
         if entry is not None and entry.state == "refused":
-            _refused(f"the router refused the cancellation request: {entry.reason}",
-                     entry.reason)
+            refused(f"the router refused the cancellation request: {entry.reason}",
+                    entry.reason)
         if entry is not None and authority in entry.receipts and not delivered:
-            console.print(f"delivered to {authority}")
+            outcome["state"] = "delivered"
+            if not quiet:
+                console.print(f"delivered to {authority}")
             delivered = True
         for item in store.inbox_list(limit=None, kinds=["notice-decision", "notice-cancel"],
                                      since_ms=header.created_ms - 60_000):
             decision = str(item.data.get("decision", ""))
             if item.ref == header.id and decision == "cancel-refused":
-                _refused(f"{authority} refused the cancellation: {item.text}",
-                         str(item.data.get("reason", "notice.refused")))
+                refused(f"{authority} refused the cancellation: {item.text}",
+                        str(item.data.get("reason", "notice.refused")))
             about = (rid is not None and str(item.data.get("request", "")) == rid.hex()) or \
                 (bool(number) and str(item.data.get("number", "")) == number)
             if about and (item.kind == "notice-cancel" or decision in ("cancelled",
                                                                        "withdrawn")):
-                console.print(f"[yellow]cancelled[/] {escape(number or item.subject)}",
-                              soft_wrap=True)
+                outcome["state"] = "cancelled"
+                if not quiet:
+                    console.print(f"[yellow]cancelled[/] {escape(number or item.subject)}",
+                                  soft_wrap=True)
                 return
         time.sleep(0.1)
     raise WaitTimeout(f"no answer from {authority} within {wait_s:g}s "
@@ -645,8 +700,10 @@ def diffusion_list(agency: str | None, as_json: bool, home: str | None) -> None:
 @click.argument("diffusion_id", metavar="ID")
 @click.option("--reason", required=True, metavar="REASON",
               help="Reason code, e.g. diffusion.article3.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the events (the deletion orders queued) as one JSON array.")
 @home_option
-def diffusion_non_compliant(agency: str, diffusion_id: str, reason: str,
+def diffusion_non_compliant(agency: str, diffusion_id: str, reason: str, as_json: bool,
                             home: str | None) -> None:
     """Find a recorded diffusion non-compliant: order its recipients (and its sender) to
     delete it. ID: the diffusion's id or a unique prefix ('i24net diffusion list')."""
@@ -655,4 +712,4 @@ def diffusion_non_compliant(agency: str, diffusion_id: str, reason: str,
     with _desk(h, agency, "order the deletion of diffusions") as (desk, m, store):
         did = _resolve(desk, diffusion_id, "ID", diffusion=True)
         events = _run(h, m, store, lambda: desk.order_deletion(m, did, now_ms(), code))
-    _report(events)
+    _report(events, as_json)

@@ -351,3 +351,49 @@ def test_the_owners_cancel_waits_for_the_authority(run: Run, home: Path,
     assert result.exit_code == 0, (result.output, result.stderr)
     assert f"cancelled {number}" in result.stdout
     assert register(run, home)[next(iter(register(run, home)))]["state"] == "cancelled"
+
+
+# -- --json on the notice actions ---------------------------------------------------------
+
+
+def test_notice_actions_print_json(run: Run, home: Path, net: HomeNet) -> None:
+    out = ok(run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour",
+                 "RED", "--subject", "John DOE", "--offence", "homicide", "--warrant", "W-1",
+                 "--json"))
+    req = json.loads(out.stdout)  # one object, nothing else on stdout
+    assert (req["requester"], req["authority"], req["colour"], req["state"]) == (
+        "NCB-FR", GS, "RED", "queued")
+    assert req["number"] is None and req["screening"] is None
+    assert run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour",
+               "RED", "--subject", "x", "--offence", "homicide", "--warrant", "W-1", "-q",
+               "--json").exit_code == 2
+    net.pump()
+
+    events = json.loads(ok(run("notice", "review", "--home", home, "--as", GS,
+                               req["request"], "--approve", "--json")).stdout)
+    kinds = [e["event"] for e in events]
+    assert "notice-published" in kinds and "submit" in kinds, kinds
+    assert all(set(e) <= {"event", "msg_id", "peer", "reason", "detail"} for e in events)
+    net.pump()
+    number = str(register(run, home)[req["request"]]["number"])
+
+    results: list[Result] = []
+    t = threading.Thread(target=lambda: results.append(run(
+        "notice", "cancel", "--queue", "--home", home, "--as", "NCB-FR", number,
+        "--wait", "20", "--json")), name="cli")
+    t.start()
+    while t.is_alive():
+        net.pump(rounds=1)
+        t.join(0.05)
+    (result,) = results
+    assert result.exit_code == 0, (result.output, result.stderr)
+    cancel = json.loads(result.stdout)
+    assert (cancel["target"], cancel["authority"], cancel["state"]) == (number, GS, "cancelled")
+
+
+def test_a_request_that_times_out_still_prints_its_json(run: Run, home: Path) -> None:
+    result = run("notice", "request", "--queue", "--home", home, "--as", "NCB-FR", "--colour",
+                 "RED", "--subject", "John DOE", "--offence", "homicide", "--warrant", "W-1",
+                 "--wait", "0.3", "--json")
+    assert result.exit_code == 4 and "not delivered yet" in result.stderr
+    assert json.loads(result.stdout)["state"] == "queued"
