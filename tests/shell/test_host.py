@@ -33,9 +33,11 @@ def init(tmp_path: Path) -> Path:
     return home
 
 
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[Path]:
-    home = init(tmp_path)
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One network for the module, brought up once: each test that hurts it puts it back
+    (``start``, ``up``) before it ends, and ``network`` checks that it did."""
+    home = init(tmp_path_factory.mktemp("hosts"))
     up = cli(home, "up", "--hosts", "2", "--isolate", "NCB-JP", timeout=120)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -43,6 +45,13 @@ def network(tmp_path: Path) -> Iterator[Path]:
     finally:
         cli(home, "down")
         assert processes_of(home) == []
+
+
+@pytest.fixture
+def network(running: Path) -> Path:
+    code, rows = status(running)
+    assert code == 0, f"an earlier test left the network hurt: {rows}"
+    return running
 
 
 def status(home: Path) -> tuple[int, dict[str, dict[str, object]]]:
@@ -125,6 +134,7 @@ def test_a_failing_agency_stops_alone(network: Path) -> None:
         assert ok.returncode == 0, ok.stdout + ok.stderr
     finally:
         key.with_suffix(".gone").rename(key)
+        assert cli(network, "start", "NCB-US").returncode == 0
 
 
 def test_up_with_a_broken_agency_names_it_and_leaves_nothing(tmp_path: Path) -> None:
