@@ -1092,7 +1092,8 @@ async def _worker_router(args: dict[str, Any]) -> None:
             if words[0] == "limit":  # the per-sender rate limit: "off" or "default"
                 from i24net.core.router import DEFAULT_RATE_LIMIT
 
-                router.machine.rate_limit = None if words[1] == "off" else DEFAULT_RATE_LIMIT
+                router.machine.set_rate_limit(None if words[1] == "off"
+                                              else DEFAULT_RATE_LIMIT)
                 return {"rate_limit": repr(router.machine.rate_limit)}
             # where a backlog sits: aiomqtt's message queue and the transport's hand-over
             # queue (both FIFO), the daemon's priority queue, the machine's outbound queue

@@ -576,8 +576,24 @@ class RouterMachine:
         heapq.heappush(self._queue, _Queued(priority, next(self._order), topic, payload,
                                             msg_id, recipient))
 
-    def pending(self) -> int:
-        return len(self._queue)
+    def pending(self, max_priority: int | None = None) -> int:
+        """Frames waiting to be published; with ``max_priority``, those of that priority
+        or a more urgent one (a lower value), which leave before any ROUTINE frame would."""
+        if max_priority is None:
+            return len(self._queue)
+        return sum(1 for q in self._queue if q.priority <= max_priority)
+
+    @property
+    def rate_buckets(self) -> frozenset[str]:
+        """The senders holding a rate-limit bucket (``""``: the one shared by every topic
+        that names no agency of the directory, so an open broker cannot grow the table)."""
+        return frozenset(self._buckets)
+
+    def set_rate_limit(self, limit: RateLimit | None) -> None:
+        """Limit submissions per sender from now on (``None``: no limit); every sender
+        starts again with a full bucket."""
+        self.rate_limit = limit
+        self._buckets.clear()
 
     def pop(self, now_ms: int, limit: int = 64) -> list[tuple[str, bytes, int]]:
         """Up to ``limit`` frames to publish, highest precedence first: (topic, bytes, prio).

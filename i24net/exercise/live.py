@@ -216,7 +216,7 @@ def _gateway_filters(c: m.Conditions, members: Members) -> list[Any]:
     return rules
 
 
-def _with_port(text: str, port: int) -> str:
+def with_port(text: str, port: int) -> str:
     """``network.toml`` text with the broker on ``port`` and the embedded engine."""
     text = re.sub(r'(?m)^(\s*engine\s*=\s*)"[^"]*"', r'\1"embedded"', text)
     text = re.sub(r"(?m)^(\s*tls\s*=\s*)true", r"\1false", text)
@@ -285,7 +285,7 @@ class LiveRun:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as reserved:
                 reserved.bind(("127.0.0.1", 0))
                 port = reserved.getsockname()[1]
-                home.init(_with_port(self.ex.network.toml_text(), port), force=True)
+                home.init(with_port(self.ex.network.toml_text(), port), force=True)
                 d = home.directory()
                 self.home = home
                 self._start_proxies(home, port)

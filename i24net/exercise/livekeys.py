@@ -8,7 +8,7 @@ The authority (``revoke``, ``rotate``, ``rotate-prekeys``) issues the next signe
 version in the run's home, as ``i24net directory revoke`` / ``rotate`` / ``rotate-prekeys``
 do (``Home.revoke`` ...: new keys are written to the agency's key file), and publishes it
 retained on the directory topic, as ``i24net directory publish`` does. The router and the
-nodes follow that topic (``daemons._on_directory``); a node whose prekey changed loads its
+nodes follow that topic (``handle_directory`` in the daemons); a node whose prekey changed loads its
 keys again (``load_keys``). The broker follows the signed file and drops the accounts of
 revoked agencies. An inject is played only once the version is in force: the runner
 watches the audit logs, where the router and each node write a ``directory`` entry when

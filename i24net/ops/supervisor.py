@@ -214,8 +214,10 @@ class Supervisor:
         return ctl_path(self.home, p.name if p is not None else agency)
 
     # -- starting -------------------------------------------------------------------------
-    def _argv(self, name: str, engine: str | None,
-              agencies: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def argv(self, name: str, engine: str | None,
+             agencies: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The arguments after the Python executable that run process ``name`` (a broker
+        or one member, a router shard, a node host of ``agencies``, an agency's node)."""
         home = str(self.home.path)
         if name == "broker" or name.startswith("broker-"):
             extra: tuple[str, ...] = ("--engine", engine) if engine else ()
@@ -249,7 +251,7 @@ class Supervisor:
             runs = old.agencies if old is not None else ()
         else:
             runs = () if self.is_infra(name) else (name,)
-        argv = self._argv(name, engine, runs)
+        argv = self.argv(name, engine, runs)
         with log.open("ab") as fh:
             fh.write(f"--- starting {name} at {time.strftime('%H:%M:%S')}\n".encode())
             fh.flush()

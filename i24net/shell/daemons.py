@@ -321,6 +321,11 @@ class _Shell:
             self._runner.result()  # raises what stopped it
         return self
 
+    @property
+    def running(self) -> bool:
+        """True while the daemon entered with ``async with`` runs (nothing stopped it)."""
+        return self._runner is not None and not self._runner.done()
+
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             self._runner.cancel()
@@ -448,10 +453,10 @@ class RouterDaemon(_Shell):
 
     def _handle(self, topic: str, payload: bytes, now: int) -> list[RouterEvent]:
         if topic == self.directory_topic:
-            return self._on_directory(payload)
+            return self.handle_directory(payload)
         return self.machine.handle(topic, payload, now)
 
-    def _on_directory(self, payload: bytes) -> list[RouterEvent]:
+    def handle_directory(self, payload: bytes) -> list[RouterEvent]:
         """Adopt a newer signed directory (retained on its topic): a revocation or a key
         rotation applies to the next message without restarting the router."""
         from i24net.core.directory import load
@@ -531,10 +536,10 @@ class NodeDaemon(_Shell):
 
     def _handle(self, topic: str, payload: bytes, now: int) -> list[NodeEvent]:
         if topic == f"{self.machine.prefix}/directory" and self.anchor is not None:
-            return self._on_directory(payload)
+            return self.handle_directory(payload)
         return self.machine.handle(topic, payload, now)
 
-    def _on_directory(self, payload: bytes) -> list[NodeEvent]:
+    def handle_directory(self, payload: bytes) -> list[NodeEvent]:
         from i24net.core.directory import load
 
         try:

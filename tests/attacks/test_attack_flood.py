@@ -142,7 +142,7 @@ def test_topics_of_unknown_agencies_share_one_bucket() -> None:
     raw = flood()[0]
     for i in range(50):
         r.handle(submit_topic(f"NCB-X{i}"), raw, T0)
-    assert set(r._buckets) == {""}
+    assert r.rate_buckets == {""}
     assert r.counters["refuse.rate.limited"] == 45
     assert r.counters["refuse.sender.topic"] == 5
 
@@ -179,7 +179,7 @@ def simulate(limit: RateLimit | None) -> dict[str, object]:
             assert kinds(r.handle(submit_topic("NCB-FR"), probe, now)) == [("accept", "ok")]
             # queue position: frames that will leave before the probe's delivery (lower
             # priority value, or the same and queued earlier), minus the probe's own report
-            ahead = sum(1 for q in r._queue if q.priority <= int(Precedence.ROUTINE)) - 2
+            ahead = r.pending(int(Precedence.ROUTINE)) - 2
         for topic, payload, _ in r.pop(now, limit=PUBLISH_PER_MS):
             published.append((ms, topic, payload))
             if topic == inbox_topic("NCB-DE"):
@@ -242,8 +242,7 @@ def test_a_late_rate_limited_report_does_not_undo_an_acceptance() -> None:
     mid = net.send("NCB-BR", ["NCB-JP"], lab="OFFICIAL-USE")
     net.pump()
     assert net.outbox_state("NCB-BR", mid) == "accepted"
-    net.router.rate_limit = RateLimit(capacity=1, per_second=0)
-    net.router._buckets.clear()
+    net.router.set_rate_limit(RateLimit(capacity=1, per_second=0))
     net.router.handle(submit_topic("NCB-BR"), flood()[0], net.now)  # spends the token
     net.advance(3 * SECOND)  # NCB-BR retries; the router refuses it for rate
     assert net.nodes["NCB-BR"].counters["deferred.rate.limited"] == 1

@@ -111,7 +111,7 @@ async def test_daemons_survive_hostile_traffic_on_every_topic() -> None:
         await until(lambda: de_store.inbox_has(h.id)
                     and fr_node.store.outbox_get(h.id).state == "delivered")  # type: ignore
         for daemon in (router, *nodes.values()):
-            assert daemon._runner is not None and not daemon._runner.done(), daemon.name
+            assert daemon.running, daemon.name
 
     # nothing hostile was acted on
     for a in AGENCIES:

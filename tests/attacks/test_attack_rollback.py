@@ -81,7 +81,7 @@ def test_load_refuses_rollback_and_fork_of_the_signed_file() -> None:
 
 
 def test_daemons_following_the_directory_topic_drop_and_record_a_rollback() -> None:
-    """The daemons' path (``_on_directory``): the refusal is an event, logged and audited."""
+    """The daemons' path (``handle_directory``): the refusal is an event, logged and audited."""
     net = revoked_net()
     v2 = net.directory
     broker = MemoryBroker()
@@ -95,6 +95,8 @@ def test_daemons_following_the_directory_topic_drop_and_record_a_rollback() -> N
     rogue = v2.next_version(T0).sign(keys_for("not-the-authority").signing_seed)
     for payload, reason in ((old, "directory.rollback"), (fork, "directory.fork"),
                             (rogue, "sig.invalid"), (b"\x92\xc4", "wire.truncated")):
-        assert [(e.kind, e.reason) for e in router._on_directory(payload)] == [("drop", reason)]
-        assert [(e.kind, e.reason) for e in node._on_directory(payload)] == [("drop", reason)]
+        assert [(e.kind, e.reason) for e in router.handle_directory(payload)] == [
+            ("drop", reason)]
+        assert [(e.kind, e.reason) for e in node.handle_directory(payload)] == [
+            ("drop", reason)]
     assert router.machine.directory is v2 and node.machine.directory is v2

@@ -308,7 +308,19 @@ def test_a_nodes_gap_request_goes_to_the_shard_of_the_stream() -> None:
     node = net.nodes["NCB-FR"]
     for router_keys, index in ((R1, 1), (R2, 2)):
         kid = k.key_id(router_keys.verify_key)
-        node._track_seq(kid, 3, T0)  # 1 and 2 missing from shard index's stream
+        # three messages to NCB-FR through shard index; the first two deliveries are lost,
+        # so 1 and 2 are missing from the shard's stream when 3 arrives
+        sender = next(a for a in sorted(D.agencies)
+                      if a != "NCB-FR" and shard_of(a, 2) == index)
+        for n in range(3):
+            net.send(sender, ["NCB-FR"], subject=f"m{n}")
+        for topic, payload, _ in net.nodes[sender].pop(limit=100):
+            net.routers[index].handle(topic, payload, T0)
+        to_fr = [(t, p) for t, p, _ in net.routers[index].pop(T0, limit=100)
+                 if t == f"{PREFIX}/inbox/NCB-FR"]
+        assert len(to_fr) == 3
+        node.handle(*to_fr[2], T0)
+        node.pop()  # its receipt
         node.handle_timer(T0 + 60_000)
         (topic, payload, _), = node.pop()
         assert topic == f"{PREFIX}/submit/NCB-FR/to/{index}"

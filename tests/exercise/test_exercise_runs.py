@@ -357,10 +357,10 @@ def test_the_documentation_examples_run_as_written() -> None:
 
 def test_live_preconditions_need_no_network() -> None:
     from i24net.config.presets import preset_toml
-    from i24net.exercise.live import _with_port, check_live
+    from i24net.exercise.live import check_live, with_port
     from i24net.exercise.livesize import Machine, live_size
 
-    text = _with_port(preset_toml("demo").replace('engine = "embedded"',
+    text = with_port(preset_toml("demo").replace('engine = "embedded"',
                                                   'engine = "mosquitto"'), 40123)
     assert "port = 40123" in text and 'engine = "embedded"' in text
     assert "port = 18830" not in text

@@ -112,7 +112,7 @@ def test_supervisor_spawn_records_the_start_and_stop_reaps(tmp_path: Path) -> No
     home = Home(tmp_path / "home")
     sup = Supervisor(home, python=sys.executable)
     argv = ("-c", "import time; time.sleep(120)")
-    sup._argv = lambda name, engine, agencies=(): argv  # type: ignore[method-assign]
+    sup.argv = lambda name, engine, agencies=(): argv  # type: ignore[method-assign]
     proc = sup.spawn("host-1", agencies=("NCB-FR",))
     try:
         assert (proc.created, proc.boot) == start_stamp(proc.pid)
@@ -149,13 +149,12 @@ def test_supervisor_a_pid_really_reused_by_the_same_command_is_not_ours(tmp_path
     home = Home(tmp_path / "home")
     sup = Supervisor(home)
     argv = ("-c", "import time; time.sleep(120)", *_argv(home.path))
-    sup._argv = lambda name, engine, agencies=(): argv  # type: ignore[method-assign]
+    sup.argv = lambda name, engine, agencies=(): argv  # type: ignore[method-assign]
     ours = sup.spawn("NCB-FR")
     # The kernel stamps a start in clock ticks (10 ms): a pid taken again within one tick
     # is beyond what a create time can tell (psutil says the same of its own check).
     time.sleep(0.05)
-    sup._children[ours.pid].kill()
-    sup._children[ours.pid].wait(10)  # exited and reaped: its pid is free
+    assert sup.kill("NCB-FR")  # SIGKILL, and waited for: exited and reaped, its pid is free
     assert not ours.alive
     stranger = _spawn_at(ours.pid, [sys.executable, *argv])
     try:

@@ -166,9 +166,9 @@ def test_the_supervisor_runs_one_process_per_member_and_per_shard(home: Home) ->
     assert sup.brokers() == ["broker"]  # the demo spec's engine is embedded
     assert sup.brokers("nats") == ["broker-1", "broker-2", "broker-3"]
     assert sup.routers() == ["router-1", "router-2"]
-    assert sup._argv("broker-2", "nats")[2:] == ("broker", "--engine", "nats", "--member", "2",
+    assert sup.argv("broker-2", "nats")[2:] == ("broker", "--engine", "nats", "--member", "2",
                                                  "--home", str(home.path))
-    assert sup._argv("router-2", None)[2:] == ("router", "--shard", "2/2", "--home",
+    assert sup.argv("router-2", None)[2:] == ("router", "--shard", "2/2", "--home",
                                                str(home.path))
     assert all(sup.is_infra(n) for n in ("broker", "broker-3", "router", "router-1"))
     assert not any(sup.is_infra(a) for a in home.directory().agencies)

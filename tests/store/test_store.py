@@ -481,15 +481,15 @@ def test_opening_errors(tmp_path: Path) -> None:
 
 def test_pragmas_and_close(tmp_path: Path) -> None:
     store = SqliteRouterStore(tmp_path / "router.sqlite", synchronous="full")
-    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.rows("PRAGMA journal_mode")[0][0] == "wal"
+    assert store.rows("PRAGMA synchronous")[0][0] == 2  # FULL
     store.close()
     store.close()  # idempotent
     with pytest.raises(StoreError) as info:
         store.next_seq("FR")
     assert info.value.reason == "store.closed"
     with SqliteRouterStore(tmp_path / "router.sqlite") as again:
-        assert again._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert again.rows("PRAGMA synchronous")[0][0] == 1  # NORMAL
 
 
 # -- SQLite only: listings for the CLI -------------------------------------------------------
