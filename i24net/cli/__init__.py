@@ -9,6 +9,7 @@ Every command's exit code comes from the constants below (``EXIT_CODES`` is the 
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import signal
 import sys
@@ -206,16 +207,18 @@ def home_hint(home: Any) -> str:
     return f" --home {shlex.quote(str(home.path))}"
 
 
-def require_running(h: Any, agency: str, *, queue: bool = False) -> str:
+def require_running(h: Any, agency: str, *, queue: bool = False,
+                    timeout: float = 5.0) -> str:
     """The state of ``agency``'s node (``up`` or ``starting``), or ``NotRunning`` (exit 7)
     saying how to start it. Running means: a process answers on the agency's control
     socket (a node host or ``i24net node``) and reports the agency up or starting, or
     takes the connection but is too busy to answer in time.
-    With ``queue`` nothing is raised: the state is returned (``down``, ``stopped``...)."""
+    With ``queue`` nothing is raised: the state is returned (``down``, ``stopped``...).
+    ``timeout``: how long a process that took the connection has to answer."""
     from i24net.ops.client import node_state
     from i24net.ops.supervisor import Supervisor
 
-    state, detail = node_state(h, agency)
+    state, detail = node_state(h, agency, timeout=timeout)
     if state in ("up", "starting", "busy") or queue:  # busy: there, and will send
         return state
     sup = Supervisor(h)
@@ -342,12 +345,38 @@ class I24Group(click.Group):
             console.stderr = False  # also when its options failed to parse
 
 
+# Which module of this package defines each top-level command. A module is imported when
+# one of its commands runs (or for --help and completion, which list them all), so a node
+# host or a one-line publish does not load the soak, the bench and the exercise engine.
+# tests/cli/test_cli_lazy.py checks this table against what the modules register.
+COMMAND_MODULES: dict[str, str] = {
+    "audit": "audit", "bench": "bench", "chaos": "chaos", "check": "chaos",
+    "broker": "daemons", "router": "daemons", "node": "daemons", "host": "daemons",
+    "publish": "daemons", "inbox": "daemons", "outbox": "daemons", "demo": "demo",
+    "envelope": "envelope", "exercise": "exercise", "init": "network",
+    "directory": "network", "notice": "notice", "diffusion": "notice", "up": "ops",
+    "status": "ops", "stop": "ops", "start": "ops", "down": "ops",
+}
+
+
+class _LazyCommands(I24Group):
+    """The top-level group: each command's module is imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"i24net.cli.{COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+
 home_option = click.option(
     "--home", "home", envvar="I24NET_HOME", default=None, metavar="DIR",
     help="Network home folder (default $I24NET_HOME or ./.i24net).")
 
 
-@click.group(cls=I24Group, context_settings={"help_option_names": ["-h", "--help"]},
+@click.group(cls=_LazyCommands, context_settings={"help_option_names": ["-h", "--help"]},
              epilog=epilog())
 @click.version_option(package_name="i24net")
 def cli() -> None:
@@ -357,24 +386,6 @@ def cli() -> None:
     and alerts over an MQTT broker; a routing core enforces classification labels and
     recipient lists. Start with 'i24net init --preset demo' or 'make demo'.
     """
-
-
-def _register() -> None:
-    from i24net.cli import (  # noqa: F401  (attach)
-        audit,
-        bench,
-        chaos,
-        daemons,
-        demo,
-        envelope,
-        exercise,
-        network,
-        notice,
-        ops,
-    )
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

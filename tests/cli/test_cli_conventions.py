@@ -244,7 +244,7 @@ def test_a_node_too_busy_to_answer_counts_as_running(
     assert node_state(h, "NCB-DE", timeout=0.3) == ("down", "control.unreachable")
     fake_host("up", silent=True)
     assert node_state(h, "NCB-DE", timeout=0.3) == ("busy", "control.timeout")
-    assert require_running(h, "NCB-DE") == "busy"
+    assert require_running(h, "NCB-DE", timeout=0.3) == "busy"
 
 
 def test_queue_keeps_the_old_behaviour_and_json_says_so(run: Run, home: Path) -> None:
