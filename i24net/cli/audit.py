@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -173,3 +174,152 @@ def audit_show(file: str, as_json: bool, tail: int | None) -> None:
                   f"[{style}]{escape(e.event)}[/]" if style else escape(e.event),
                   e.msg_id[:12], _reason(e))
     console.print(t)
+
+
+# -- data protection ------------------------------------------------------------------------
+
+
+def _dpo_record(h: Home, agency: str) -> dict[str, Any]:
+    """What ``agency`` holds and held, from its node store and its audit log: for each item
+    its purpose (kind), handling codes and label, until when it is kept, every hand-over to
+    the agency's application, every onward message that refers to it, and the audit lines
+    about it (received, deleted, purged). Reads only; the node may be running."""
+    from i24net.core.envelope import Envelope
+    from i24net.shell.runtime import node_store_path
+    from i24net.store import SqliteNodeStore
+
+    h.directory().agency(agency)
+    retention = dict(h.spec().retention)
+    path = node_store_path(h, agency)
+    if not path.exists():
+        raise ConfigError(f"{agency} has no store yet at {path}: start its node "
+                          f"('i24net up' or 'i24net node {agency}')", reason="config.store")
+    audit_file = h.logs_dir / f"audit-{agency}.jsonl"
+    lines: dict[str, list[dict[str, object]]] = {}
+    if audit_file.exists():
+        for raw in read_lines(audit_file):
+            try:
+                e = au.parse_line(raw)
+            except WireFormatError:
+                continue  # 'audit verify' says where the log is damaged; this lists the rest
+            if e.msg_id:
+                lines.setdefault(e.msg_id, []).append(
+                    {"at_ms": e.at_ms, "event": e.event, "reason": e.reason})
+    with SqliteNodeStore(path, readonly=True) as store:
+        items = store.inbox_list(limit=None)
+        handed: dict[bytes, list[int]] = {}
+        after = 0
+        while batch := store.handovers(after=after, limit=5000):
+            for ho in batch:
+                handed.setdefault(ho.msg_id, []).append(ho.received_ms)
+            after = batch[-1].seq
+        onward: dict[bytes, list[dict[str, object]]] = {}
+        for entry in store.outbox_list(limit=None):
+            try:
+                ref = Envelope.parse(entry.raw).header.ref
+            except WireFormatError:
+                continue
+            if ref is not None:
+                onward.setdefault(ref, []).append(
+                    {"id": entry.msg_id.hex(), "kind": entry.kind, "to": list(entry.recipients),
+                     "at_ms": entry.created_ms, "state": entry.state})
+    rows: list[dict[str, Any]] = []
+    for i in sorted(items, key=lambda i: i.received_ms):
+        rows.append({
+            "id": i.msg_id.hex(), "kind": i.kind, "from": i.sender, "label": i.label,
+            "handling": i.handling.split(",") if i.handling else [],
+            "received_ms": i.received_ms, "retained_until_ms": i.retained_until(retention),
+            "renewed_until_ms": i.keep_until_ms or None, "state": i.state,
+            "erased_ms": i.erased_ms or None, "handovers": handed.get(i.msg_id, []),
+            "disseminated": onward.get(i.msg_id, []), "audit": lines.get(i.msg_id.hex(), [])})
+    return {"agency": agency, "retention_days": {k: v / 86_400_000
+                                                 for k, v in sorted(retention.items())},
+            "held": sum(1 for r in rows if not r["erased_ms"]),
+            "erased": sum(1 for r in rows if r["erased_ms"]), "items": rows}
+
+
+def _period(seconds: float) -> str:
+    """A retention period as network.toml would say it: whole days, else a duration."""
+    from i24net.core.units import duration
+
+    days = seconds / 86_400
+    return f"{days:g} d" if days >= 1 and days == int(days) else duration(seconds)
+
+
+@audit.command("dpo")
+@click.argument("agency")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@home_option
+def audit_dpo(agency: str, as_json: bool, home: str | None) -> None:
+    """The data-protection record of AGENCY: every item it holds or held, its purpose (the
+    kind) and handling codes, until when it is kept under network.toml's [retention] (or a
+    renewal), when its body was erased (a deletion order, or the end of its retention),
+    every hand-over to the agency's application and every onward message that refers to it.
+    """
+    from i24net.cli import check_agency
+
+    h = Home.resolve(home)
+    check_agency(h.directory(), agency, "AGENCY")
+    record = _dpo_record(h, agency)
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    items = record["items"]
+    rules = ", ".join(f"{k} {_period(v * 86_400)}" for k, v in
+                      record["retention_days"].items()) \
+        or "none (kept for as long as the store keeps them)"
+    t = Table(title=f"{agency}: {record['held']} held, {record['erased']} erased; "
+                    f"retention: {rules}")
+    for col in ("message", "kind", "from", "label", "handling", "received", "kept until",
+                "state", "erased", "hand-overs", "onward"):
+        t.add_column(col, overflow="fold")
+    for r in items:
+        until = r["retained_until_ms"]
+        t.add_row(r["id"][:12], r["kind"], escape(r["from"]), escape(r["label"]),
+                  ",".join(r["handling"]) or "-", _time(r["received_ms"]),
+                  _time(until) if until else "-", r["state"],
+                  _time(r["erased_ms"]) if r["erased_ms"] else "-", str(len(r["handovers"])),
+                  ", ".join(f"{o['kind']} to {len(o['to'])}" for o in r["disseminated"])
+                  or "-")
+    console.print(t)
+
+
+@audit.command("renew")
+@click.argument("agency")
+@click.argument("msg_id", metavar="ID")
+@click.option("--for", "period", required=True, metavar="PERIOD",
+              help="How long to keep it from now: e.g. 90d, 12h.")
+@home_option
+def audit_renew(agency: str, msg_id: str, period: str, home: str | None) -> None:
+    """Keep an item AGENCY holds beyond its retention (ID: its id or a unique prefix): its
+    body is kept at least PERIOD from now; 'audit dpo' shows the renewal."""
+    from i24net.cli import check_agency
+    from i24net.config.home import now_ms
+    from i24net.core.netspec import parse_period
+    from i24net.ops.client import wake
+    from i24net.shell.runtime import node_store_path
+    from i24net.store import SqliteNodeStore
+
+    h = Home.resolve(home)
+    check_agency(h.directory(), agency, "AGENCY")
+    try:
+        keep = parse_period(period, "--for")
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message.removeprefix("--for: "),
+                                 param_hint="--for") from None
+    prefix = msg_id.strip().lower()
+    path = node_store_path(h, agency)
+    if not path.exists():
+        raise ConfigError(f"{agency} has no store yet at {path}", reason="config.store")
+    with SqliteNodeStore(path) as store:
+        found = [i for i in store.inbox_list(limit=None) if i.msg_id.hex().startswith(prefix)]
+        if len(found) != 1 or not prefix:
+            raise click.BadParameter(f"{len(found) or 'none'} of {agency}'s items match "
+                                     f"{msg_id!r}", param_hint="ID")
+        until = now_ms() + keep
+        if not store.inbox_renew(found[0].msg_id, until):
+            raise I24Error(f"{found[0].msg_id.hex()[:12]} was erased on "
+                           f"{_time(found[0].erased_ms)}: there is nothing left to keep",
+                           reason="retention.erased")
+    wake(h, agency)  # a running node reads its retention schedule again
+    console.print(f"kept {found[0].msg_id.hex()[:12]} until {_time(until)} UTC")

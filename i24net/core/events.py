@@ -190,6 +190,16 @@ class ItemDeleted(ItemChanged):
 
 
 @dataclass(frozen=True, slots=True)
+class Purged(NodeEvent):
+    """The body of an item this node held was erased at the end of its retention period
+    (``reason``: ``retention.expired``; ``peer``: its sender, ``detail``: its kind and how
+    long it was kept). Only the item's id, sender, kind and dates remain, for de-duplication
+    and the data-protection record."""
+
+    kind: ClassVar[str] = "purged"
+
+
+@dataclass(frozen=True, slots=True)
 class ItemUpdated(ItemChanged):
     """A notice this node holds was updated (``notice-update``); it stays in force."""
 

@@ -610,6 +610,15 @@ def _reachable(m: NodeMachine, agencies: Collection[str], label: Label) -> list[
                   and d.scale.dominates(d.agencies[a].clearance, label))
 
 
+def _apply(m: NodeMachine, msg_id: bytes, change: type[ItemChanged], now_ms: int) -> None:
+    """Put a held item in the change's state; a deletion erases its body, as the order
+    says (the id stays, so a late copy of it is recognised and not stored again)."""
+    if change is ItemDeleted:
+        m.store.inbox_erase(msg_id, change.state, now_ms)
+    else:
+        m.store.inbox_set_state(msg_id, change.state)
+
+
 def _holder_hook(holdings: Holdings) -> Hook:
     def hook(m: NodeMachine, item: InboxItem, h: Header, now_ms: int) -> list[NodeEvent]:
         change = _CHANGES.get(h.kind)
@@ -617,11 +626,11 @@ def _holder_hook(holdings: Holdings) -> Hook:
             if change is not ItemUpdated:  # an update does not withdraw the item
                 holdings.withdrawn[h.ref] = change
             if m.store.inbox_get(h.ref) is not None:
-                m.store.inbox_set_state(h.ref, change.state)
+                _apply(m, h.ref, change, now_ms)
             return [change(h.ref.hex(), h.sender, detail=item.subject)]
         overtaken = holdings.withdrawn.get(h.id)
         if overtaken is not None:  # the withdrawal overtook the item itself
-            m.store.inbox_set_state(h.id, overtaken.state)
+            _apply(m, h.id, overtaken, now_ms)
             return [overtaken(h.id_hex, h.sender, detail="withdrawn before it arrived")]
         return []
     return hook

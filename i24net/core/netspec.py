@@ -9,8 +9,9 @@ ready for the authority to sign.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from i24net.core.directory import (
@@ -22,6 +23,7 @@ from i24net.core.directory import (
     AgencyRecord,
     Directory,
 )
+from i24net.core.envelope import KINDS as MESSAGE_KINDS
 from i24net.core.errors import ConfigError, I24Error
 from i24net.core.keys import PublicKeys
 from i24net.core.labels import DEFAULT_LEVELS, ClassificationScale, Label
@@ -110,6 +112,8 @@ class NetworkSpec:
     agencies: tuple[AgencySpec, ...]
     router_shards: int = 1  # [router] shards: routers sharing the load by sender
     prekey_grace_hours: int = 720  # how long a retired prekey is kept (docs/protocol.md 2.6)
+    # [retention]: how long a recipient keeps each kind's bodies (ms), docs/home.md
+    retention: Mapping[str, int] = field(default_factory=dict)
 
     def agency_ids(self) -> list[str]:
         return [a.id for a in self.agencies]
@@ -141,11 +145,11 @@ def _str_list(table: Mapping[str, Any], key: str, path: str) -> list[str]:
 
 def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
     """Validate a parsed ``network.toml``; every error names the field at fault."""
-    known = {"network", "broker", "router", "groups", "agency"}
+    known = {"network", "broker", "router", "groups", "agency", "retention"}
     for key in doc:
         if key not in known:
             raise _field(str(key), "unknown table (expected network, broker, router, groups, "
-                         "agency)")
+                         "agency, retention)")
     net = _get(doc, "network", "", dict)
     name = _get(net, "name", "network.", str)
     # The limits below are the directory decoder's: a spec beyond them would issue a
@@ -259,7 +263,46 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
     if not any("directory-authority" in a.roles for a in agencies):
         raise _field("agency", "one agency must hold the role directory-authority")
     return NetworkSpec(name, prefix, scale, skew, ttl, broker, groups, tuple(agencies),
-                       shards, grace)
+                       shards, grace, parse_retention(doc.get("retention", {})))
+
+
+_PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|h|min|m|s)\s*\Z")
+_PERIOD_MS = {"d": 86_400_000, "h": 3_600_000, "min": 60_000, "m": 60_000, "s": 1000}
+# Kinds whose bodies the notice lifecycle keeps and withdraws itself (a notice lives for its
+# five years unless renewed; its updates and cancellations go with it).
+LIFECYCLE_KINDS = frozenset({"notice", "notice-update", "notice-cancel"})
+
+
+def parse_period(value: Any, path: str) -> int:
+    """A retention period in ms: ``"365d"``, ``"90d"``, ``"12h"``, ``"30min"``, ``"45s"``,
+    or an integer number of days."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        ms = value * 86_400_000
+    elif isinstance(value, str) and (m := _PERIOD.match(value)):
+        ms = round(float(m.group(1)) * _PERIOD_MS[m.group(2)])
+    else:
+        raise _field(path, f"{value!r} is not a period: write e.g. \"365d\", \"90d\", "
+                     "\"12h\", \"45s\" or a number of days")
+    if not 1000 <= ms <= 50 * 365 * 86_400_000:
+        raise _field(path, "must be 1 second to 50 years")
+    return ms
+
+
+def parse_retention(raw: Any) -> dict[str, int]:
+    """``[retention]``: kind = period. Kinds left out are kept for as long as the store
+    keeps them."""
+    if not isinstance(raw, dict):
+        raise _field("retention", "must be a table of kind = period (e.g. diffusion = "
+                     "\"365d\")")
+    out: dict[str, int] = {}
+    for kind, value in raw.items():
+        if kind not in MESSAGE_KINDS:
+            raise _field(f"retention.{kind}", f"unknown kind; known: {', '.join(MESSAGE_KINDS)}")
+        if kind in LIFECYCLE_KINDS:
+            raise _field(f"retention.{kind}", "notices are kept for their own lifetime and "
+                         "withdrawn by the notice authority; no retention applies")
+        out[kind] = parse_period(value, f"retention.{kind}")
+    return out
 
 
 def build_directory(

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -66,6 +66,7 @@ from i24net.core.events import (
     Expired,
     KeyChanged,
     NodeEvent,
+    Purged,
     ReceiptIn,
     Received,
     RefusedIn,
@@ -159,7 +160,18 @@ class InboxItem:
     created_ms: int
     received_ms: int
     ref: bytes | None = None
-    state: str = "new"  # new | read | cancelled | deleted | expired
+    state: str = "new"  # new | read | cancelled | deleted | updated | purged
+    handling: str = ""  # the header's handling codes, e.g. "H1,H2" ("" when none)
+    keep_until_ms: int = 0  # a renewal: kept at least until then (0: the kind's rule)
+    erased_ms: int = 0  # when the body was erased (deleted by order, or purged); 0: held
+
+    def retained_until(self, retention: Mapping[str, int]) -> int | None:
+        """When this item's body is due for erasure under ``retention`` (ms per kind), or
+        None: its kind has no rule, or it is already erased."""
+        keep = retention.get(self.kind)
+        if keep is None or self.erased_ms:
+            return None
+        return max(self.received_ms + keep, self.keep_until_ms)
 
 
 class NodeStore(Protocol):
@@ -170,8 +182,18 @@ class NodeStore(Protocol):
     def inbox_put(self, item: InboxItem) -> None: ...
     def inbox_get(self, msg_id: bytes) -> InboxItem | None: ...
     def inbox_set_state(self, msg_id: bytes, state: str) -> None: ...
+    def inbox_erase(self, msg_id: bytes, state: str, now_ms: int) -> None: ...
+    def inbox_retention_due(self, retention: Mapping[str, int], now_ms: int,
+                            limit: int) -> list[InboxItem]: ...
+    def inbox_next_retention(self, retention: Mapping[str, int]) -> int | None: ...
     def seq_get(self, router_kid: bytes) -> tuple[int, set[int]]: ...
     def seq_put(self, router_kid: bytes, last: int, missing: set[int]) -> None: ...
+
+
+def erased(item: InboxItem, state: str, now_ms: int) -> InboxItem:
+    """``item`` with its body gone (subject, text and data), in ``state`` (``deleted`` by
+    an order, ``purged`` at the end of its retention), erased at ``now_ms``."""
+    return replace(item, subject="", text="", data={}, state=state, erased_ms=now_ms)
 
 
 class MemoryNodeStore:
@@ -204,6 +226,20 @@ class MemoryNodeStore:
         if msg_id in self.inbox:
             self.inbox[msg_id] = replace(self.inbox[msg_id], state=state)
 
+    def inbox_erase(self, msg_id: bytes, state: str, now_ms: int) -> None:
+        if msg_id in self.inbox:
+            self.inbox[msg_id] = erased(self.inbox[msg_id], state, now_ms)
+
+    def inbox_retention_due(self, retention: Mapping[str, int], now_ms: int,
+                            limit: int) -> list[InboxItem]:
+        due = [(until, i.msg_id) for i in self.inbox.values()
+               if (until := i.retained_until(retention)) is not None and until <= now_ms]
+        return [self.inbox[m] for _, m in sorted(due)[:limit]]
+
+    def inbox_next_retention(self, retention: Mapping[str, int]) -> int | None:
+        return min((u for i in self.inbox.values()
+                    if (u := i.retained_until(retention)) is not None), default=None)
+
     def seq_get(self, router_kid: bytes) -> tuple[int, set[int]]:
         last, missing = self.seqs.get(router_kid, (0, set()))
         return last, set(missing)
@@ -217,6 +253,7 @@ class MemoryNodeStore:
 Hook = Callable[["NodeMachine", InboxItem, Header, int], list[NodeEvent]]
 
 
+MAX_PURGES_PER_TICK = 256  # bodies erased per handle_timer call; the rest at once after
 SENDING_KEY_MS = 3_600_000  # a sending key seals for at most an hour, then is forgotten
 
 
@@ -251,6 +288,11 @@ class NodeMachine:
         # too few.
         self._outbox_due: int | None = 0
         self._window_blocked = False
+        # Retention per kind (ms; docs/protocol.md 9.5): bodies older than their kind's
+        # period are erased by ``handle_timer``. ``_retention_due``: when the next one is
+        # due (0: look in the store at the next ``handle_timer``; None: nothing to erase).
+        self.retention: dict[str, int] = {}
+        self._retention_due: int | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -282,8 +324,8 @@ class NodeMachine:
         once a report freed a place. None when nothing is scheduled, so a driver can sleep
         until something arrives (a frame, a ``submit``, or ``outbox_changed``) instead of
         polling. Each input may bring it forward: a driver asks again after each."""
-        due = [d for d in (self._outbox_due, *self._gap_due.values(), self._keys_due())
-               if d is not None]
+        due = [d for d in (self._outbox_due, *self._gap_due.values(), self._keys_due(),
+                           self._retention_due) if d is not None]
         return min(due, default=None)
 
     # -- keys -----------------------------------------------------------------------------
@@ -328,6 +370,22 @@ class NodeMachine:
                            reason="config.keys")
         held = self.keys.sending_secret
         self.keys = keys.with_sending_key(held) if held is not None else keys
+
+    def set_retention(self, retention: Mapping[str, int]) -> None:
+        """Keep each kind's bodies ``retention[kind]`` ms after their arrival (kinds not
+        listed: for as long as the store keeps them); the store is looked at again at the
+        next ``handle_timer``."""
+        bad = {kind: ms for kind, ms in retention.items() if ms <= 0}
+        if bad:
+            raise I24Error(f"retention periods must be positive: {bad}", reason="config.retention")
+        self.retention = dict(retention)
+        self._retention_due = 0 if self.retention else None
+
+    def inbox_changed(self) -> None:
+        """Someone else changed the store's inbox (a renewal by ``i24net inbox renew``): the
+        retention schedule is read again at the next ``handle_timer``."""
+        if self.retention:
+            self._retention_due = 0
 
     def outbox_changed(self) -> None:
         """The store's outbox was written by someone else (``i24net publish`` enqueues
@@ -379,6 +437,8 @@ class NodeMachine:
         retries of outbox entries (at most ``MAX_RETRIES_PER_TICK``, within the send
         window), gap requests. Calling it early is harmless: nothing is due, nothing done."""
         events: list[NodeEvent] = self._maintain_keys(now_ms)
+        if self._retention_due is not None and now_ms >= self._retention_due:
+            events += self._purge(now_ms)
         retried = 0
         active = sorted(self.store.outbox_active(), key=lambda e: e.precedence)
         unanswered = sum(1 for e in active
@@ -442,6 +502,22 @@ class NodeMachine:
                     self._gap_due[kid] = now_ms + GAP_GRACE_MS * 4
                     self._count("gap")
                     events.append(SequenceGap(detail=f"asked for {first}-{end}"))
+        return events
+
+    def _purge(self, now_ms: int) -> list[NodeEvent]:
+        """Erase the bodies whose retention ended by ``now_ms`` (at most
+        ``MAX_PURGES_PER_TICK``; the rest at the next call, at once)."""
+        due = self.store.inbox_retention_due(self.retention, now_ms, MAX_PURGES_PER_TICK)
+        events: list[NodeEvent] = []
+        for item in due:
+            self.store.inbox_erase(item.msg_id, "purged", now_ms)
+            self._count("purged")
+            kept = (now_ms - item.received_ms) // 86_400_000
+            events.append(Purged(item.msg_id.hex(), item.sender, "retention.expired",
+                                 f"{item.kind} kept {kept} day(s)",
+                                 precedence=item.precedence))
+        self._retention_due = now_ms if len(due) == MAX_PURGES_PER_TICK \
+            else self.store.inbox_next_retention(self.retention)
         return events
 
     # -- receiving ------------------------------------------------------------------------
@@ -512,8 +588,12 @@ class NodeMachine:
             return [RefusedIn(h.id_hex, h.sender, refusal)]
         item = InboxItem(h.id, h.sender, h.kind, h.label.marking, int(h.precedence),
                          opened.body.subject, opened.body.text, dict(opened.body.data),
-                         h.created_ms, now_ms, h.ref)
+                         h.created_ms, now_ms, h.ref, handling=",".join(h.handling.names()))
         self.store.inbox_put(item)
+        until = item.retained_until(self.retention)
+        if until is not None:
+            self._retention_due = until if self._retention_due is None \
+                else min(self._retention_due, until)
         self._receipt(env, "delivered", "", now_ms, int(h.precedence))
         self._count("received")
         events: list[NodeEvent] = [

@@ -41,6 +41,7 @@ from i24net.core.events import (
     FrameDropped,
     KeyChanged,
     NodeEvent,
+    Purged,
     Refused,
     RefusedIn,
     Retried,
@@ -566,13 +567,18 @@ class NodeDaemon(_Shell):
         self.log.log(level, "%s %s %s %s %s", ev.kind, ev.msg_id[:12], ev.peer, ev.reason,
                      ev.detail)
         if self.audit is not None and not isinstance(ev, Retried):  # retries: counted only
-            self.audit.append(now, ev.kind, ev.msg_id, ev.reason, {"peer": ev.peer})
+            details = {"peer": ev.peer}
+            if isinstance(ev, Purged):  # the data-protection record: what went, kept how long
+                details["detail"] = ev.detail
+            self.audit.append(now, ev.kind, ev.msg_id, ev.reason, details)
         if self.on_event:
             self.on_event(ev)
 
     def wake(self) -> None:
-        """The outbox was written from outside (``i24net publish``): its timer runs now."""
+        """The store was written from outside (``i24net publish`` queued a message,
+        ``i24net inbox renew`` renewed an item): its timer runs now."""
         self.machine.outbox_changed()
+        self.machine.inbox_changed()
         self._timer_wake.set()
 
 

@@ -311,6 +311,7 @@ def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
     keys = home.keys(agency)
     store = SqliteNodeStore(node_store_path(home, agency))
     machine = NodeMachine(agency, keys, d, store, random_bytes=os.urandom)
+    machine.set_retention(home.spec().retention)  # network.toml [retention]
     from i24net.core.lifecycle import install_lifecycle
     from i24net.store.notices import desk_store_for
 

@@ -54,6 +54,7 @@ from i24net.core.events import (
     NoticeCancelled,
     NoticePublished,
     NoticeRefused,
+    Purged,
     ReceiptIn,
     Received,
     Refused,
@@ -262,6 +263,7 @@ class Engine:
         # the sending key lives in memory only: a node (re)started draws a fresh one
         m = NodeMachine(host.agency, replace(host.keys, sending_secret=None), host.held,
                         host.store, random_bytes=self.rng.randbytes)
+        m.set_retention(self.spec.retention)
         host.desk = install_lifecycle(m, auto_review=self.auto_review, store=host.desk_store)
         host.machine = m
         host.up = True
@@ -360,6 +362,8 @@ class Engine:
                     rec(hs.NoticeCancelled(t, ev.msg_id, ev.peer, ev.reason, ev.detail))
                 case ItemChanged():
                     rec(hs.Withdrawn(t, ev.msg_id, me, ev.state, ev.peer))
+                case Purged():
+                    rec(hs.Purged(t, ev.msg_id, me, ev.detail))
                 case _:  # the desk's other events, key changes, violations: under their name
                     rec(hs.Desk(t, me, ev.kind, ev.msg_id, ev.peer, ev.reason, ev.detail))
 

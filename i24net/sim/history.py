@@ -260,6 +260,16 @@ class Withdrawn(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Purged(Event):
+    """A holder erased a body at the end of its kind's retention period."""
+
+    event: ClassVar[str] = "purged"
+    msg_id: str
+    holder: str
+    detail: str  # its kind and how long it was kept
+
+
+@dataclass(frozen=True, slots=True)
 class Desk(Event):
     event: ClassVar[str] = "desk"
     agency: str
@@ -302,7 +312,7 @@ class Exposure(Event):
 EVENT_TYPES: dict[str, type[Event]] = {cls.event: cls for cls in (
     Send, SendError, Accept, Refuse, RouterRetry, Deliver, RefuseIn, Duplicate, Receipt,
     Delivered, Expired, Retry, Gap, Resend, Drop, NoticePublished, NoticeRefused,
-    NoticeCancelled, Withdrawn, Desk, DirectoryInstalled, Inject, Exposure)}
+    NoticeCancelled, Withdrawn, Purged, Desk, DirectoryInstalled, Inject, Exposure)}
 
 
 def event_from_dict(d: Mapping[str, Any]) -> Event:

@@ -4,7 +4,7 @@ schema check and the durability argument are ``i24net.store.sqlite``'s."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from i24net.core.node import OUTBOX_FINAL, InboxItem, OutboxEntry
@@ -32,7 +32,8 @@ OUTBOX_COLUMNS = ("msg_id", "kind", "precedence", "recipients", "created_ms", "e
                    "state", "reason", "receipts", "attempts", "next_ms", "subject", "active",
                    "raw", "decided_ms")
 INBOX_COLUMNS = ("msg_id", "sender", "kind", "label", "precedence", "state", "created_ms",
-                  "received_ms", "ref", "subject", "text", "data")
+                  "received_ms", "ref", "handling", "keep_until_ms", "erased_ms", "subject",
+                  "text", "data")
 
 
 def _outbox_row(e: OutboxEntry) -> tuple[Any, ...]:
@@ -51,14 +52,25 @@ def _outbox_entry(row: Sequence[Any]) -> OutboxEntry:
 
 def _inbox_row(i: InboxItem) -> tuple[Any, ...]:
     return (i.msg_id, i.sender, i.kind, i.label, i.precedence, i.state, i.created_ms,
-            i.received_ms, i.ref, i.subject, i.text, pack(i.data))
+            i.received_ms, i.ref, i.handling, i.keep_until_ms, i.erased_ms, i.subject, i.text,
+            pack(i.data))
 
 
 def _inbox_item(row: Sequence[Any]) -> InboxItem:
-    (msg_id, sender, kind, label, precedence, state, created_ms, received_ms, ref, subject,
-     text, data) = row
+    (msg_id, sender, kind, label, precedence, state, created_ms, received_ms, ref, handling,
+     keep_until_ms, erased_ms, subject, text, data) = row
     return InboxItem(msg_id, sender, kind, label, precedence, subject, text, unpack_own(data),
-                     created_ms, received_ms, ref, state)
+                     created_ms, received_ms, ref, state, handling, keep_until_ms, erased_ms)
+
+
+def _retention_sql(retention: Mapping[str, int]) -> tuple[str, list[Any]]:
+    """``(expression, params)``: when an inbox row's body is due for erasure under
+    ``retention``, NULL for kinds without a rule and rows already erased."""
+    if not retention:
+        return "NULL", []
+    cases = " ".join("WHEN ? THEN MAX(received_ms + ?, keep_until_ms)" for _ in retention)
+    params: list[Any] = [v for kind, ms in sorted(retention.items()) for v in (kind, ms)]
+    return f"(CASE WHEN erased_ms != 0 THEN NULL ELSE CASE kind {cases} END END)", params
 
 
 class SqliteNodeStore(SqliteStore):
@@ -95,6 +107,9 @@ class SqliteNodeStore(SqliteStore):
             created_ms INTEGER NOT NULL,
             received_ms INTEGER NOT NULL,
             ref BLOB,                   -- NULL: no reference
+            handling TEXT NOT NULL DEFAULT '',        -- the header's codes, "H1,H2"
+            keep_until_ms INTEGER NOT NULL DEFAULT 0, -- renewed until; 0: the kind's rule
+            erased_ms INTEGER NOT NULL DEFAULT 0,     -- body erased at; 0: held
             subject TEXT NOT NULL,
             text TEXT NOT NULL,
             data BLOB NOT NULL)         -- msgpack map""",
@@ -113,14 +128,20 @@ class SqliteNodeStore(SqliteStore):
             subject TEXT NOT NULL,
             received_ms INTEGER NOT NULL)""",
     )
-    VERSION = 2
+    VERSION = 3
     MIGRATIONS: ClassVar[dict[int, tuple[str, ...]]] = {1: (
         "ALTER TABLE outbox ADD COLUMN decided_ms INTEGER NOT NULL DEFAULT 0", """CREATE TABLE handovers (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             msg_id BLOB NOT NULL,
             sender TEXT NOT NULL,
             subject TEXT NOT NULL,
-            received_ms INTEGER NOT NULL)""",)}
+            received_ms INTEGER NOT NULL)""",), 2: (
+        "ALTER TABLE inbox ADD COLUMN handling TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE inbox ADD COLUMN keep_until_ms INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE inbox ADD COLUMN erased_ms INTEGER NOT NULL DEFAULT 0",
+        # a deletion order used to mark an item and keep its body: erase those now
+        "UPDATE inbox SET subject = '', text = '', data = X'80', erased_ms = received_ms "
+        "WHERE state = 'deleted'",)}
     _OUTBOX_PUT = upsert_sql("outbox", OUTBOX_COLUMNS, "msg_id")
     _OUTBOX_SELECT = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox"
     _INBOX_PUT = upsert_sql("inbox", INBOX_COLUMNS, "msg_id")
@@ -173,6 +194,42 @@ class SqliteNodeStore(SqliteStore):
         """Change an item's state; an unknown id is ignored (as in the memory store)."""
         with self.transaction("updating an inbox item") as conn:
             conn.execute("UPDATE inbox SET state = ? WHERE msg_id = ?", (state, msg_id))
+
+    def inbox_erase(self, msg_id: bytes, state: str, now_ms: int) -> None:
+        """Erase an item's body (subject, text, data) and put it in ``state``; the row
+        stays, with its id, sender, kind, label and dates, so a late copy is recognised and
+        the data-protection record (``i24net audit dpo``) shows when it went."""
+        with self.transaction("erasing an inbox item") as conn:
+            conn.execute("UPDATE inbox SET subject = '', text = '', data = ?, state = ?, "
+                         "erased_ms = ? WHERE msg_id = ?", (pack({}), state, now_ms, msg_id))
+
+    def inbox_retention_due(self, retention: Mapping[str, int], now_ms: int,
+                            limit: int) -> list[InboxItem]:
+        """Items whose body is due for erasure by ``now_ms`` under ``retention`` (ms per
+        kind), the earliest first."""
+        expr, params = _retention_sql(retention)
+        if not params:
+            return []
+        rows = self.rows(f"SELECT * FROM (SELECT {', '.join(INBOX_COLUMNS)}, {expr} AS due "
+                         "FROM inbox) WHERE due IS NOT NULL AND due <= ? ORDER BY due LIMIT ?",
+                         [*params, now_ms, max(limit, 0)])
+        return [_inbox_item(r[:-1]) for r in rows]
+
+    def inbox_next_retention(self, retention: Mapping[str, int]) -> int | None:
+        """When the next body is due for erasure under ``retention``; None: none is."""
+        expr, params = _retention_sql(retention)
+        if not params:
+            return None
+        rows = self.rows(f"SELECT MIN({expr}) FROM inbox", params)
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    def inbox_renew(self, msg_id: bytes, until_ms: int) -> bool:
+        """Keep an item's body at least until ``until_ms`` (a renewal); False if the item
+        is not held or its body is already erased."""
+        with self.transaction("renewing an inbox item") as conn:
+            cur = conn.execute("UPDATE inbox SET keep_until_ms = MAX(keep_until_ms, ?) "
+                               "WHERE msg_id = ? AND erased_ms = 0", (until_ms, msg_id))
+            return cur.rowcount == 1
 
     def inbox_list(self, limit: int | None = 50, since_ms: int = 0,
                    kinds: Iterable[str] | None = None) -> list[InboxItem]:

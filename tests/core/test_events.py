@@ -30,7 +30,7 @@ NODE_AUDIT_NAMES = {
     "duplicate", "refused-in", "drop", "retry", "expired", "gap", "key", "violation",
     "directory", "cancelled", "deleted", "updated", "notice-published", "notice-refused",
     "notice-review", "notice-duplicate", "notice-cancelled", "notice-cancel-refused",
-    "deletion-ordered", "desk-error"}
+    "deletion-ordered", "desk-error", "purged"}
 ROUTER_AUDIT_NAMES = {"accept", "refuse", "duplicate", "receipt", "resend", "forward", "drop",
                       "drop-summary", "directory"}
 

@@ -128,6 +128,40 @@ def test_inbox_ref_round_trips(node_store: NodeStore, ref: bytes | None) -> None
     assert got is not None and got.ref == ref and type(got.ref) is type(ref)
 
 
+DAY = 86_400_000
+RETENTION = {"diffusion": 365 * DAY, "alert": 90 * DAY}
+
+
+def test_inbox_erase_keeps_the_id_and_drops_the_body(node_store: NodeStore) -> None:
+    node_store.inbox_put(inbox_item(1, handling="H1,H2"))
+    node_store.inbox_erase(mid(1), "purged", 5_000)
+    got = node_store.inbox_get(mid(1))
+    assert got == inbox_item(1, handling="H1,H2", subject="", text="", data={},
+                             state="purged", erased_ms=5_000)
+    assert node_store.inbox_has(mid(1))  # a late copy is still recognised
+    node_store.inbox_erase(mid(2), "purged", 5_000)  # unknown: ignored, not created
+    assert not node_store.inbox_has(mid(2))
+
+
+def test_retention_due_by_kind_and_renewal(node_store: NodeStore) -> None:
+    node_store.inbox_put(inbox_item(1, kind="diffusion", received_ms=0))
+    node_store.inbox_put(inbox_item(2, kind="alert", received_ms=10))
+    node_store.inbox_put(inbox_item(3, kind="message", received_ms=0))  # no rule: kept
+    node_store.inbox_put(inbox_item(4, kind="alert", received_ms=0, keep_until_ms=400 * DAY))
+    assert node_store.inbox_next_retention(RETENTION) == 90 * DAY + 10
+    assert node_store.inbox_retention_due(RETENTION, 90 * DAY + 9, 10) == []
+    due = node_store.inbox_retention_due(RETENTION, 366 * DAY, 10)
+    assert [i.msg_id for i in due] == [mid(2), mid(1)]  # the earliest first
+    assert [i.msg_id for i in node_store.inbox_retention_due(RETENTION, 366 * DAY, 1)] == [
+        mid(2)]
+    node_store.inbox_erase(mid(2), "purged", 91 * DAY)
+    assert node_store.inbox_next_retention(RETENTION) == 365 * DAY
+    node_store.inbox_erase(mid(1), "purged", 365 * DAY)
+    assert node_store.inbox_next_retention(RETENTION) == 400 * DAY  # the renewed alert
+    assert node_store.inbox_next_retention({}) is None
+    assert node_store.inbox_retention_due({}, 10**15, 10) == []
+
+
 def test_inbox_set_state(node_store: NodeStore) -> None:
     node_store.inbox_put(inbox_item(1))
     node_store.inbox_set_state(mid(1), "read")
@@ -422,6 +456,8 @@ def test_a_v1_node_store_is_migrated_by_its_writer(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE handovers")
         conn.execute("ALTER TABLE outbox DROP COLUMN decided_ms")
+        for column in V3_INBOX_COLUMNS:
+            conn.execute(f"ALTER TABLE inbox DROP COLUMN {column}")
         conn.execute("UPDATE schema_version SET version = 1")
     conn.close()
     with pytest.raises(StoreError, match="start its node once") as info:
@@ -434,8 +470,33 @@ def test_a_v1_node_store_is_migrated_by_its_writer(tmp_path: Path) -> None:
     with SqliteNodeStore(path, readonly=True) as store:
         assert store.handovers() == []
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 3
     conn.close()
+
+
+V3_INBOX_COLUMNS = ("handling", "keep_until_ms", "erased_ms")
+
+
+def test_a_v2_node_store_gains_retention_and_loses_the_bodies_of_deleted_items(
+        tmp_path: Path) -> None:
+    """Version 3 records handling codes, renewals and erasures; a diffusion deleted by order
+    under version 2 kept its body, which the migration erases."""
+    path = tmp_path / "node.sqlite"
+    with SqliteNodeStore(path) as store:
+        store.inbox_put(inbox_item(1, kind="diffusion", state="deleted"))
+        store.inbox_put(inbox_item(2, kind="diffusion"))
+    with sqlite3.connect(path) as conn:
+        for column in V3_INBOX_COLUMNS:
+            conn.execute(f"ALTER TABLE inbox DROP COLUMN {column}")
+        conn.execute("UPDATE schema_version SET version = 2")
+    conn.close()
+    with SqliteNodeStore(path) as store:
+        deleted, kept = store.inbox_get(mid(1)), store.inbox_get(mid(2))
+        assert deleted is not None and kept is not None
+        assert (deleted.subject, deleted.text, deleted.data, deleted.state) == (
+            "", "", {}, "deleted")
+        assert deleted.erased_ms == deleted.received_ms
+        assert kept.subject == inbox_item(2).subject and kept.erased_ms == 0
 
 
 def test_every_hand_over_is_logged_even_a_repeated_one(tmp_path: Path) -> None:
