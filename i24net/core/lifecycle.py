@@ -223,8 +223,9 @@ class MemoryDeskStore:
 class Holdings:
     """What a node remembers to apply withdrawals in any order."""
 
-    # msg id -> the withdrawal (cancel, deletion) that came before the item itself
-    withdrawn: dict[bytes, type[ItemChanged]] = field(default_factory=dict)
+    # msg id -> the withdrawal (cancel, deletion) that came before the item itself, and who
+    # sent it (an order from a non-authority applies only to an item from that sender)
+    withdrawn: dict[bytes, tuple[type[ItemChanged], str]] = field(default_factory=dict)
 
 
 # What each withdrawal event does to the item it refers to.
@@ -619,19 +620,26 @@ def _apply(m: NodeMachine, msg_id: bytes, change: type[ItemChanged], now_ms: int
         m.store.inbox_set_state(msg_id, change.state)
 
 
+def _is_authority(m: NodeMachine, agency: str) -> bool:
+    rec = m.directory.agencies.get(agency)
+    return rec is not None and "notice-authority" in rec.roles
+
+
 def _holder_hook(holdings: Holdings) -> Hook:
     def hook(m: NodeMachine, item: InboxItem, h: Header, now_ms: int) -> list[NodeEvent]:
         change = _CHANGES.get(h.kind)
         if change is not None and h.ref is not None:
             if change is not ItemUpdated:  # an update does not withdraw the item
-                holdings.withdrawn[h.ref] = change
+                holdings.withdrawn[h.ref] = (change, h.sender)
             if m.store.inbox_get(h.ref) is not None:
                 _apply(m, h.ref, change, now_ms)
             return [change(h.ref.hex(), h.sender, detail=item.subject)]
         overtaken = holdings.withdrawn.get(h.id)
         if overtaken is not None:  # the withdrawal overtook the item itself
-            _apply(m, h.id, overtaken, now_ms)
-            return [overtaken(h.id_hex, h.sender, detail="withdrawn before it arrived")]
+            change, by = overtaken
+            if by == h.sender or _is_authority(m, by):
+                _apply(m, h.id, change, now_ms)
+                return [change(h.id_hex, by, detail="withdrawn before it arrived")]
         return []
     return hook
 

@@ -637,7 +637,13 @@ class NodeMachine:
         # the router's kind rule, for the kinds whose hooks change what this node holds
         # (cancel, delete): a stamp alone must not let an NCB withdraw someone's notice
         if h.kind in AUTHORITY_KINDS and "notice-authority" not in d.agency(h.sender).roles:
-            return "kind.not-allowed"
+            # the source may order the deletion of its own message: what this node holds
+            # of it must come from that sender (an order that arrives first is checked
+            # against the item when it comes: lifecycle's holder hook)
+            held = self.store.inbox_get(h.ref) if h.ref is not None else None
+            if h.kind != "deletion-order" or h.ref is None or (
+                    held is not None and held.sender != h.sender):
+                return "kind.not-allowed"
         try:
             if d.serial == h.directory_serial and d.expand(h.addressing, h.sender) \
                     != h.recipients:

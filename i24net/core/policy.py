@@ -218,7 +218,7 @@ def decide(
                                f"in network {directory.network}", header=h)
 
     sender = directory.agency(h.sender)
-    refusal = _kind_rule(h, directory, sender.kind, sender.roles)
+    refusal = _kind_rule(h, directory, sender.kind, sender.roles, prior)
     if refusal:
         return refusal
 
@@ -268,9 +268,27 @@ def decide(
                     recipients=h.recipients, priority=int(h.precedence), msg_id=h.id_hex)
 
 
+def is_source_deletion(h: Header, source: str | None,
+                       source_recipients: frozenset[str] | None) -> bool:
+    """A ``deletion-order`` from the source of the message it names (``ref``), to some of
+    that message's own recipients: data protection lets the source withdraw what it
+    sent, as the notice authority may withdraw any diffusion."""
+    return h.kind == "deletion-order" and h.ref is not None and source == h.sender \
+        and source_recipients is not None and set(h.recipients) <= source_recipients
+
+
 def _kind_rule(h: Header, directory: Directory, sender_kind: str,
-               roles: frozenset[str]) -> Decision | None:
+               roles: frozenset[str], prior: PriorLookup) -> Decision | None:
     if h.kind in AUTHORITY_KINDS and "notice-authority" not in roles:
+        if h.kind == "deletion-order":
+            src = prior(h.ref) if h.ref is not None else None
+            if src is not None and is_source_deletion(h, src.sender, src.recipients):
+                return None
+            return Decision.refuse(
+                "kind.not-allowed", f"only a notice authority, or the source of a message "
+                f"addressing its own recipients, may order a deletion; {h.sender} is "
+                f"neither for {h.ref.hex()[:12] if h.ref else 'a message it does not name'}",
+                header=h, agencies=(h.sender,))
         return Decision.refuse("kind.not-allowed", f"only a notice authority may send a "
                                f"{h.kind}; {h.sender} is not one (send a notice-request)",
                                header=h, agencies=(h.sender,))

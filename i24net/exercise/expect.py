@@ -125,6 +125,29 @@ def dropped(e: m.Dropped, obs: Observations) -> tuple[bool, str, float | None]:
     return True, f"never delivered{how}", None
 
 
+def purged(e: m.Purged, obs: Observations) -> tuple[bool, str, float | None]:
+    """Every listed recipient that got the message erased its body at the end of its
+    retention period; reports the longest it was held."""
+    msgs = obs.named(e.message)
+    if not msgs:
+        return _none_sent(e.message)
+    held: list[str] = []
+    kept: list[float] = []
+    for msg in msgs:
+        wanted = obs.expand(e.to, msg.recipients) if e.to else tuple(msg.delivered)
+        if not wanted:
+            return False, f"{msg.state}: no recipient got it, so none could erase it", None
+        for r in wanted:
+            if r in msg.purged:
+                kept.append(msg.purged[r] - msg.delivered.get(r, msg.sent))
+            else:
+                held.append(r if r in msg.delivered else f"{r} (never delivered)")
+    if held:
+        return False, f"still held by {', '.join(sorted(set(held))[:5])}", None
+    longest = max(kept, default=None)
+    return True, f"erased by {len(kept)} recipient(s), held {_fmt(longest)} at most", longest
+
+
 def no_loss(e: m.NoLoss, obs: Observations) -> tuple[bool, str, float | None]:
     """Every message the exercise asked for, accepted or not, has a final outcome other than
     loss: each recipient got it (or refused it on its own checks), or the router refused it,
@@ -286,6 +309,7 @@ JUDGES: dict[type[m.Expectation], Callable[[Any, Observations],
     m.CancelledEverywhere: cancelled_everywhere,
     m.Published: published,
     m.NothingAfterRevocation: nothing_after_revocation,
+    m.Purged: purged,
     m.UnreadableToThief: unreadable_to_thief,
     m.FlowcheckClean: flowcheck_clean,
 }

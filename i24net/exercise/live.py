@@ -812,6 +812,8 @@ class LiveRun:
                     msg.decided = msg.delivered[a]
                 if msg.ref == "" and i.ref:
                     msg.ref = i.ref.hex()
+                if i.state == "purged" and i.erased_ms:
+                    msg.purged.setdefault(a, self._t(i.erased_ms))
         obs.messages = sorted(msgs.values(), key=lambda x: (x.sent, x.id))
         self._notices(obs, inboxes, msgs)
         obs.drops = self._drops(agencies)

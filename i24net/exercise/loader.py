@@ -210,23 +210,38 @@ class _Reader:
 
     def network(self, data: Mapping[str, Any]) -> m.NetworkSource:
         path = ("network",)
-        self.known(data, ["preset", "spec", "synthetic", "review"], path, "[network]")
+        self.known(data, ["preset", "spec", "synthetic", "review", "retention"], path,
+                   "[network]")
         given = [k for k in ("preset", "spec", "synthetic") if k in data]
         if len(given) != 1:
             raise self.fail(path, "give exactly one of preset, spec or synthetic"
                             + (f" (found {', '.join(given)})" if given else ""))
         review = self.value(data, "review", path, m.one_of(*m.REVIEW_MODES), "auto")
+        retention = self.retention(data.get("retention", {}))
         if "preset" in data:
             preset = self.value(data, "preset", path, m.one_of(*m.PRESETS))
-            return m.NetworkSource(preset=preset, review=review)
+            return m.NetworkSource(preset=preset, review=review, retention=retention)
         if "synthetic" in data:
             n = self.value(data, "synthetic", path, _synthetic)
-            return m.NetworkSource(synthetic=n, review=review)
+            return m.NetworkSource(synthetic=n, review=review, retention=retention)
         rel = self.value(data, "spec", path, m.text)
         spec_path = Path(rel).expanduser()
         if not spec_path.is_absolute():
             spec_path = (self.base or Path.cwd()) / spec_path
-        return m.NetworkSource(spec=spec_path, review=review)
+        return m.NetworkSource(spec=spec_path, review=review, retention=retention)
+
+    def retention(self, data: Any) -> tuple[tuple[str, str], ...]:
+        """``[network.retention]``: kind = period, checked as network.toml's own."""
+        from i24net.core.netspec import parse_retention
+
+        path = ("network", "retention")
+        try:
+            parse_retention(data)
+        except I24Error as exc:
+            raise self.fail(path, exc.message.removeprefix("retention").lstrip(".: ")) \
+                from None
+        return tuple((str(k), v if isinstance(v, str) else f"{v}d")
+                     for k, v in sorted(data.items()))
 
     def conditions(self, data: Mapping[str, Any]) -> m.Conditions:
         path = ("conditions",)

@@ -328,6 +328,9 @@ class NetworkSource:
     spec: Path | None = None
     synthetic: int | None = None
     review: str = "auto"  # auto | manual: does the GS publish clean requests by itself?
+    # [network.retention]: kind -> period, in place of the network's own [retention] rules
+    # for those kinds (a drill shortens a year to seconds)
+    retention: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         if self.preset:
@@ -343,11 +346,24 @@ class NetworkSource:
         from i24net.config.presets import preset_toml, synthetic_toml
 
         if self.preset:
-            return preset_toml(self.preset)
-        if self.spec:
-            return self.spec.read_text()
-        assert self.synthetic is not None
-        return synthetic_toml(self.synthetic, seed=seed)
+            text = preset_toml(self.preset)
+        elif self.spec:
+            text = self.spec.read_text()
+        else:
+            assert self.synthetic is not None
+            text = synthetic_toml(self.synthetic, seed=seed)
+        if not self.retention:
+            return text
+        import tomlkit
+
+        doc = tomlkit.parse(text)
+        table = doc.get("retention")
+        if table is None:
+            table = tomlkit.table()
+            doc["retention"] = table
+        for kind, period in self.retention:
+            table[kind] = period
+        return tomlkit.dumps(doc)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -763,6 +779,17 @@ class UnreadableToThief(Expectation):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Purged(Expectation):
+    kind: ClassVar[str] = "purged"
+    message: str = _f(parse=name, required=True)
+    to: tuple[str, ...] = _f((), parse=targets, doc="default: every recipient that got it")
+
+    def describe(self) -> str:
+        return self.title or (f"{self.message} erased at the end of its retention by "
+                              f"{', '.join(self.to) or 'every recipient'}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowcheckClean(Expectation):
     kind: ClassVar[str] = "flowcheck-clean"
 
@@ -772,7 +799,7 @@ class FlowcheckClean(Expectation):
 
 EXPECTATIONS: dict[str, type[Expectation]] = {c.kind: c for c in (
     Delivered, Refused, Dropped, NoLoss, CancelledEverywhere, Published,
-    NothingAfterRevocation, UnreadableToThief, FlowcheckClean)}
+    NothingAfterRevocation, UnreadableToThief, Purged, FlowcheckClean)}
 
 
 def _list(v: Any) -> list[Any]:

@@ -34,6 +34,7 @@ class MessageObs:
     decided: float | None = None  # when the router accepted or refused it
     delivered: dict[str, float] = field(default_factory=dict)  # recipient -> inbox time
     refused_by: dict[str, str] = field(default_factory=dict)  # recipient -> its reason
+    purged: dict[str, float] = field(default_factory=dict)  # recipient -> body erased at
     ref: str = ""  # the message it refers to, hex
 
     @property

@@ -81,11 +81,11 @@ class VirtualRun:
 
         net, seed = self.ex.network, self.ex.seed
         kw: dict[str, Any] = {"seed": seed, "auto_review": net.review == "auto"}
-        if net.preset:
+        if net.preset and not net.retention:
             sim = Simulation.from_preset(net.preset, **kw)
-        elif net.synthetic:
+        elif net.synthetic and not net.retention:
             sim = Simulation.synthetic(net.synthetic, **kw)
-        else:
+        else:  # a spec file, or a preset with the drill's own retention rules
             sim = Simulation.from_toml(net.toml_text(), **kw)
         self._conditions(sim)
         for inj in sorted(self.ex.injects, key=lambda i: (i.at, i.index)):
@@ -280,6 +280,10 @@ class VirtualRun:
                 msg = msgs.get(e.msg_id)
                 if msg is not None:
                     msg.refused_by.setdefault(e.recipient, e.reason)
+            elif isinstance(e, hs.Purged):
+                msg = msgs.get(e.msg_id)
+                if msg is not None:
+                    msg.purged.setdefault(e.holder, e.t)
             elif isinstance(e, hs.Delivered):
                 msg = msgs.get(e.msg_id)
                 if msg is not None and msg.state != "refused":

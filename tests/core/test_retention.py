@@ -9,8 +9,10 @@ from dataclasses import replace
 import pytest
 from netfixtures import DAY, Net
 
+from i24net.core import frames as fr
 from i24net.core.errors import I24Error
 from i24net.core.events import Purged
+from i24net.core.lifecycle import install_lifecycle
 
 RETENTION = {"alert": 90 * DAY, "message": 2 * DAY}
 
@@ -92,3 +94,71 @@ def test_retention_periods_must_be_positive() -> None:
     with pytest.raises(I24Error) as info:
         net.nodes["NCB-DE"].set_retention({"alert": 0})
     assert info.value.reason == "config.retention"
+
+
+# -- deletion orders from the source -------------------------------------------------------
+
+
+def _lifecycle_net() -> Net:
+    net = Net()
+    for node in net.nodes.values():
+        install_lifecycle(node)
+    return net
+
+
+def _deletion(net: Net, sender: str, to: list[str], ref: bytes) -> bytes:
+    return net.send(sender, to, kind="deletion-order", ref=ref, subject="delete it")
+
+
+def test_the_source_orders_its_own_message_deleted_at_its_recipients() -> None:
+    net = _lifecycle_net()
+    mid = net.send("NCB-FR", ["NCB-DE", "NCB-US"], subject="sent in error")
+    net.settle()
+    order = _deletion(net, "NCB-FR", ["NCB-DE", "NCB-US"], mid)
+    net.settle()
+    assert net.outbox_state("NCB-FR", order) == "delivered"
+    for a in ("NCB-DE", "NCB-US"):
+        item = net.store(a).inbox[mid]
+        assert (item.state, item.subject, item.text, item.data) == ("deleted", "", "", {})
+        assert item.erased_ms == net.now
+
+
+def test_only_the_source_or_the_authority_may_order_a_deletion() -> None:
+    net = _lifecycle_net()
+    mid = net.send("NCB-FR", ["NCB-DE", "NCB-US"], subject="not yours")
+    net.settle()
+    stranger = _deletion(net, "NCB-US", ["NCB-DE"], mid)  # a recipient, not the source
+    beyond = _deletion(net, "NCB-FR", ["NCB-ZA"], mid)  # not one of its recipients
+    net.settle()
+    for order in (stranger, beyond):
+        sender = "NCB-US" if order == stranger else "NCB-FR"
+        entry = net.store(sender).outbox[order]
+        assert (entry.state, entry.reason) == ("refused", "kind.not-allowed")
+    assert net.store("NCB-DE").inbox[mid].state == "new"
+    assert net.store("NCB-DE").inbox[mid].subject == "not yours"
+
+
+def test_an_order_that_overtakes_the_item_applies_when_the_item_arrives() -> None:
+    """The item's first delivery to a node is lost, its deletion order arrives first: the
+    node remembers the order and erases the item when the sender's retry brings it."""
+    net = _lifecycle_net()
+    mid = net.send("NCB-FR", ["NCB-DE"], subject="late")
+    lost: list[bytes] = []
+
+    def lose_the_first_copy(topic: str, payload: bytes) -> int:
+        if topic.endswith("/inbox/NCB-DE") and not lost:
+            frame = fr.parse_frame(payload)
+            if frame.magic == fr.DELIVERY and fr.Stamp.from_doc(frame.doc).msg_id == mid:
+                lost.append(payload)
+                return 0
+        return 1
+
+    net.fault = lose_the_first_copy
+    net.pump()
+    assert lost and mid not in net.store("NCB-DE").inbox
+    order = _deletion(net, "NCB-FR", ["NCB-DE"], mid)
+    net.pump()
+    assert net.outbox_state("NCB-FR", order) == "delivered"
+    net.settle()  # NCB-FR retries the message; it arrives after its deletion order
+    item = net.store("NCB-DE").inbox[mid]
+    assert (item.state, item.subject) == ("deleted", "")

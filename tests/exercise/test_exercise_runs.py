@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from i24net.cli import cli
+from i24net.core.errors import I24Error
 from i24net.exercise import expect as judge
 from i24net.exercise import load, loads, run
 from i24net.exercise import model as m
@@ -112,6 +113,35 @@ def _obs(**kw: object) -> Observations:
     for k, v in kw.items():
         setattr(obs, k, v)
     return obs
+
+
+def test_purged_needs_every_listed_recipient_to_have_erased_it() -> None:
+    obs = _obs()
+    ok, detail, _ = judge.purged(m.Purged(message="m1"), obs)
+    assert not ok and detail == "still held by NCB-DE, NCB-JP"
+    obs.messages[0].purged["NCB-DE"] = 30.5
+    ok, detail, held = judge.purged(m.Purged(message="m1", to=("@EU",)), obs)
+    assert ok and held == pytest.approx(20.0) and "erased by 1 recipient(s)" in detail
+    ok, detail, _ = judge.purged(m.Purged(message="m1"), obs)
+    assert not ok and detail == "still held by NCB-JP"
+    ok, detail, _ = judge.purged(m.Purged(message="nope"), obs)
+    assert not ok and "no message named 'nope'" in detail
+
+
+def test_network_retention_overrides_the_networks_rule() -> None:
+    ex = loads(MINIMAL.replace('preset = "demo"\n',
+                               'preset = "demo"\n\n[network.retention]\ndiffusion = "20s"\n'
+                               'message = 2\n'), source="t")
+    assert ex.network.retention == (("diffusion", "20s"), ("message", "2d"))
+    from i24net.exercise.loader import network_spec
+
+    spec = network_spec(ex.network)
+    assert spec.retention == {"diffusion": 20_000, "alert": 90 * 86_400_000,
+                              "message": 2 * 86_400_000}
+    with pytest.raises(I24Error, match=r"network\.retention"):
+        loads(MINIMAL.replace('preset = "demo"\n',
+                              'preset = "demo"\n\n[network.retention]\nnotice = "1d"\n'),
+              source="t")
 
 
 def test_delivered_within_target_and_groups() -> None:
