@@ -243,6 +243,7 @@ class LiveRun:
         self.start_ms = 0
         self.t0 = 0.0
         self.names: dict[str, tuple[str, str]] = {}  # msg id hex -> (name, origin)
+        self.recipients: dict[str, tuple[str, ...]] = {}  # msg id hex -> its recipients
         self.labels: dict[str, str] = {}  # msg id hex -> label (refusals leave no inbox copy)
         self.notices: dict[str, NoticeObs] = {}
         self.played: list[InjectObs] = []
@@ -326,14 +327,15 @@ class LiveRun:
             while True:
                 pending = self._pending()
                 now = self._elapsed()
-                if pending:
+                if pending or self._awaiting_erasure():
                     quiet_since = None
                 elif quiet_since is None:
                     quiet_since = now
                 if (quiet_since is not None and now - quiet_since >= QUIET_S) or now >= limit:
                     break
                 self._sleep_until(min(limit, now + POLL_S),
-                                  f"settling: {len(pending)} message(s) not final")
+                                  f"settling: {len(pending)} message(s) not final"
+                                  if pending else "settling: waiting for retention to end")
             obs = self._observe()
             obs.pending = sorted(pending)
             obs.duration = round(self._elapsed(), 3)
@@ -534,6 +536,7 @@ class LiveRun:
             self.labels[h.id_hex] = kw.get("label", "UNCLASSIFIED")
             if named is not None:
                 self.names[h.id_hex] = named
+            self.recipients[h.id_hex] = h.recipients
             self._record(h.id, sender, h.recipients)
         return h.id_hex
 
@@ -775,6 +778,17 @@ class LiveRun:
         """Ids of the messages in some agency's outbox that are not final yet: each look
         reads only the stores that changed since the last (``OutboxWatch``)."""
         return [e.msg_id.hex() for e in self.outboxes.pending()]
+
+    def _awaiting_erasure(self) -> list[str]:
+        """Ids of the messages a ``purged`` expectation names that a recipient still holds:
+        their erasure at the end of the retention period is part of what the drill waits
+        for (until the planned end and the settle timeout; not a loss if it never comes)."""
+        names = {e.message for e in self.ex.expectations if isinstance(e, m.Purged)}
+        ids = {mid for mid, (name, _) in self.names.items() if name in names}
+        holders = {a for mid in ids for a in self.recipients.get(mid, ())}
+        waiting = {i.msg_id.hex() for a in sorted(holders) for i in self._inbox(a)
+                   if i.msg_id.hex() in ids and not i.erased_ms}
+        return sorted(waiting)
 
     def _observe(self) -> Observations:
         assert self.home is not None
