@@ -409,8 +409,13 @@ class NodeMachine:
         self.directory = directory
 
     # -- sending --------------------------------------------------------------------------
-    def submit(self, header: Header, body: Body, now_ms: int) -> tuple[bytes, Submitted]:
-        """Seal and persist a message, then queue it; returns (envelope bytes, event)."""
+    def submit(self, header: Header, body: Body, now_ms: int, *,
+               send: bool = True) -> tuple[bytes, Submitted]:
+        """Seal and persist a message, then queue it; returns (envelope bytes, event).
+
+        ``send=False`` only persists it, due at once and never sent (attempt 0): for a
+        process other than the agency's running node (``i24net publish``), which then
+        wakes that node to send it with its own machine."""
         self._maintain_keys(now_ms)
         if self._sending_since is None:
             self._sending_since = now_ms
@@ -418,9 +423,12 @@ class NodeMachine:
                    random_bytes=self.random_bytes, cache=self.cache)
         entry = OutboxEntry(header.id, raw, header.kind, int(header.precedence),
                             header.recipients, header.created_ms, header.expires_ms,
-                            next_ms=now_ms + RETRY_MIN_MS, subject=body.subject)
+                            attempts=1 if send else 0,
+                            next_ms=now_ms + RETRY_MIN_MS if send else 0,
+                            subject=body.subject)
         self.store.outbox_put(entry)
-        self._push(int(header.precedence), raw)
+        if send:
+            self._push(int(header.precedence), raw)
         self._due(min(entry.next_ms, entry.expires_ms + 1))
         self._count("submit")
         return raw, Submitted(header.id_hex, ",".join(header.recipients[:5]),

@@ -9,7 +9,6 @@ message is durable before the caller is told it was sent.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any
 
 from i24net.config.home import Home, now_ms
@@ -68,12 +67,11 @@ def enqueue(home: Home, header: Header, body: Body, store: Any | None = None, *,
     own = store is None
     store = store or open_store(home, header.sender)
     try:
+        # sealed with the agency's keys here; sent by its running node, which is woken
         machine = NodeMachine(header.sender, home.keys(header.sender), home.directory(), store,
                               random_bytes=os.urandom)
-        machine.submit(header, body, now_ms())
-        # attempts=0: nothing was sent yet; the daemon's first send is attempt 1
-        entry: OutboxEntry = replace(store.outbox_get(header.id), next_ms=0, attempts=0)
-        store.outbox_put(entry)
+        machine.submit(header, body, now_ms(), send=False)
+        entry: OutboxEntry = store.outbox_get(header.id)
     finally:
         if own:
             store.close()

@@ -102,6 +102,23 @@ def test_submit_persists_then_queues_the_sealed_envelope() -> None:
     assert n.pop() == []
 
 
+def test_submit_without_send_leaves_it_due_for_the_running_node() -> None:
+    """What ``i24net publish`` does from its own process: sealed and stored, due at once,
+    never sent (attempt 0); the node's next timer sends it as attempt 1."""
+    cli = node("NCB-FR")
+    h = header("NCB-FR", ["NCB-DE"], rng=cli.random_bytes)
+    raw, _ = cli.submit(h, Body("queued", "by the CLI"), T0, send=False)
+    entry = store(cli).outbox[h.id]
+    assert (entry.attempts, entry.next_ms, entry.state) == (0, 0, "queued")
+    assert cli.pop() == []  # nothing goes from the process that queued it
+    daemon = NodeMachine("NCB-FR", cli.keys, cli.directory, cli.store,
+                         random_bytes=cli.random_bytes)
+    daemon.outbox_changed()
+    daemon.handle_timer(T0)
+    assert daemon.pop() == [(submit_topic("NCB-FR"), raw, int(h.precedence))]
+    assert store(daemon).outbox[h.id].attempts == 1
+
+
 def _report(raw: bytes, *, accepted: bool = True, reason: str = "ok",
             signer: AgencyKeys = ROUTER, at: int = T0) -> bytes:
     env = parsed(raw)
