@@ -83,6 +83,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+# The groups that run in turn on one worker each (``xdist_group``), longest first. They are
+# collected ahead of everything else, so under ``--dist loadgroup`` each starts at once on a
+# worker of its own while the other workers share the rest, instead of starting last and
+# running alone at the end.
+LONG_GROUPS = ("soak", "nats", "measure")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        marker = item.get_closest_marker("xdist_group")
+        name = marker.args[0] if marker is not None and marker.args else \
+            (marker.kwargs.get("name") if marker is not None else None)
+        return LONG_GROUPS.index(name) if name in LONG_GROUPS else len(LONG_GROUPS)
+
+    items.sort(key=rank)  # stable: the order within each group, and of the rest, stays
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr: Any = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
