@@ -85,6 +85,18 @@ def running_network(home: Path, agencies: Iterable[str],
                 os.killpg(p.pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def network_up(home: Path, *args: str) -> Iterator[Path]:
+    """``i24net up ARGS`` on ``home`` for the block, then ``down``, and no process left."""
+    try:
+        up = cli(home, "up", *args, timeout=120)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield home
+    finally:
+        cli(home, "down", timeout=60)
+        assert processes_of(home) == []
+
+
 def processes_of(home: Path) -> list[int]:
     """Every live i24net process whose command line names this home (an outside view)."""
     out = []

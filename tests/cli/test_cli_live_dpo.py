@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import cli, processes_of
+from livekit import cli, network_up
 
 from i24net.broker import pick_free_port
 from i24net.config.home import Home
@@ -35,13 +35,8 @@ def network(tmp_path: Path) -> Iterator[Path]:
     text = spec.read_text()
     assert 'diffusion = "365d"' in text  # the preset's rule, shortened for the test
     spec.write_text(text.replace('diffusion = "365d"', f'diffusion = "{RETENTION_S}s"'))
-    try:
-        up = cli(home, "up", "--hosts", "1", timeout=120)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with network_up(home, "--hosts", "1"):
         yield home
-    finally:
-        cli(home, "down", timeout=60)
-        assert processes_of(home) == []
 
 
 def dpo(home: Path, agency: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from livekit import cli, processes_of
+from livekit import cli, network_up
 
 from i24net.broker import pick_free_port
 from i24net.config.home import Home
@@ -36,13 +36,8 @@ def network(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "home"
     assert cli(home, "init", "--preset", "demo", "--port", str(pick_free_port())) \
         .returncode == 0
-    try:
-        up = cli(home, "up", "--hosts", "1", timeout=120)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with network_up(home, "--hosts", "1"):
         yield home
-    finally:
-        cli(home, "down", timeout=60)
-        assert processes_of(home) == []
 
 
 def test_publish_needs_the_senders_node(network: Path) -> None:
