@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ __all__ = ["BrokerProcess", "pick_free_port", "port_accepts", "validate_host", "
 _POLL_INTERVAL = 0.02
 _LOG_TAIL_LINES = 15
 _LOCALHOST = "127.0.0.1"
+_LOWEST_PICKED = 10_000  # below: ports services commonly own
+PORT_MARGIN = 100  # a picked port leaves this many below the ephemeral range free
 
 
 def validate_host(host: str) -> str:
@@ -58,17 +61,39 @@ def validate_port(port: int, what: str = "port") -> int:
     return port
 
 
-def pick_free_port(host: str = _LOCALHOST) -> int:
-    """A TCP port on ``host`` that was free a moment ago (the kernel's choice for port 0).
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux: the first number of
+    ``ip_local_port_range``; elsewhere the IANA dynamic range, 49152)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
 
-    Another process can take it before the broker binds; callers that picked it themselves
-    retry with a fresh port when the broker reports the address in use.
+
+def pick_free_port(host: str = _LOCALHOST) -> int:
+    """A TCP port on ``host`` that was free a moment ago, drawn below the kernel's
+    ephemeral range: outgoing connections (which take ephemeral ports) then never take it
+    between the pick and the broker's bind, nor between a broker's crash and its restart
+    on the same port. The kernel's own choice for port 0 when no such port is free.
+
+    Another listener can still take it before the broker binds; callers that picked it
+    themselves retry with a fresh port when the broker reports the address in use.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    top = _ephemeral_floor() - PORT_MARGIN  # room for a NATS cluster's member ports above
+    if top > _LOWEST_PICKED:
+        for _ in range(64):
+            port = random.randrange(_LOWEST_PICKED, top)
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:

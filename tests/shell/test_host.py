@@ -23,7 +23,8 @@ from i24net.broker import pick_free_port
 from i24net.config.home import Home
 from i24net.ops.supervisor import Supervisor, pid_runs
 
-pytestmark = pytest.mark.broker
+# one worker runs them in turn, so they share the module's network (make test: loadgroup)
+pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("hosts")]
 
 
 def init(tmp_path: Path) -> Path:
