@@ -77,3 +77,16 @@ def test_scale_bench_compares_two_router_shards_with_one(tmp_path: Path) -> None
     assert all(share > 0 for share in two["accepted"].values()), two["accepted"]
     assert sum(two["accepted"].values()) == 60
     assert set(two["router_cpu_s"]) == {"router-1", "router-2"}
+
+
+def test_the_crypto_floor_adds_up_the_work_of_one_message() -> None:
+    from i24net.bench.pipeline import FLOOR_OPS, crypto_floor
+
+    floor = crypto_floor(runs=2, body_bytes=1024)
+    counts, per_op = floor["crypto_floor_counts"], floor["crypto_floor_ops_us"]
+    assert counts == {"sign": 4, "verify": 6, "aead_body": 2, "aead_wrap": 2, "blake2b": 6}
+    assert set(per_op) == {name for name, _, _ in FLOOR_OPS}
+    assert all(us > 0 for us in per_op.values())
+    assert per_op["verify"] > per_op["aead_wrap"]  # an Ed25519 verify is the costly part
+    assert floor["crypto_floor_ms"] == pytest.approx(
+        sum(per_op[name] * counts[name] for name in counts) / 1000)
