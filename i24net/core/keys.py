@@ -224,8 +224,21 @@ class AgencyKeys:
                           self.sign(DOMAIN_PREKEY, prekey_message(self.agency, pre)))
 
     def with_sending_key(self, secret: bytes) -> AgencyKeys:
-        """The same keys with a new sending key (the old one is forgotten)."""
-        return replace(self, sending_secret=secret)
+        """The same keys with a new sending key (the old one is forgotten). Only the new
+        key's public half is computed: the long-term keys' derived halves carry over (a
+        sending key is replaced every hour a node sends, and deriving the Ed25519 key pair
+        again cost as much as a signature)."""
+        if len(secret) != KEY_SIZE:
+            raise CryptoError(f"keys of {self.agency} must be {KEY_SIZE} bytes each",
+                              reason="key.size", agency=self.agency)
+        new = object.__new__(type(self))  # every slot carried over, a subclass's too
+        for cls in type(self).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if hasattr(self, name):
+                    object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "sending_secret", secret)
+        object.__setattr__(new, "_sending_public", sodium.crypto_scalarmult_base(secret))
+        return new
 
     def with_new_prekey(self, secret: bytes, now_ms: int) -> AgencyKeys:
         """The current prekey retired at ``now_ms`` and a new one current."""
