@@ -69,6 +69,7 @@ from i24net.config.logsetup import configure_logging, file_logger
 from i24net.core.errors import I24Error
 from i24net.core.events import Delivered, Received
 from i24net.core.units import percentile
+from i24net.transport.mqtt import NODELAY
 
 WINDOW = 64
 SIM_TIMEOUT_S = 3600
@@ -122,14 +123,15 @@ class Plan:
     sim_slice_198: int
     sim_slice_3000: int
     round_timeout_s: float
+    unloaded_messages: int  # per round, one at a time: the latency of an idle pipeline
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(False, 3000, 3, 300, 200, 200, 0.05, 2.0, 3.0, 50_000, 50_000, 180.0)
+        return cls(False, 3000, 3, 300, 200, 200, 0.05, 2.0, 3.0, 50_000, 50_000, 180.0, 200)
 
     @classmethod
     def smoke(cls) -> Plan:
-        return cls(True, 120, 2, 20, 15, 12, 0.03, 0.5, 3.0, 200, 200, 60.0)
+        return cls(True, 120, 2, 20, 15, 12, 0.03, 0.5, 3.0, 200, 200, 60.0, 20)
 
 
 # -- small helpers -----------------------------------------------------------------------
@@ -502,7 +504,8 @@ class LiveNet:
         client = aiomqtt.Client(self.host, self.port, username=user,
                                 password=self.passwords[user], identifier=user,
                                 protocol=aiomqtt.ProtocolVersion.V311, clean_session=True,
-                                max_inflight_messages=WINDOW, max_queued_incoming_messages=0)
+                                max_inflight_messages=WINDOW, max_queued_incoming_messages=0,
+                                socket_options=(NODELAY,))  # as i24net's transport
         client.pending_calls_threshold = WINDOW + 16
         await self.stack.enter_async_context(client)
         return client
@@ -560,8 +563,8 @@ class LiveNet:
             self._delivered()
 
     # -- 1. relay against the pipeline -----------------------------------------------------
-    async def baseline_round(self, n: int, tag: int) -> _Round:
-        window = asyncio.Semaphore(WINDOW)
+    async def baseline_round(self, n: int, tag: int, window_size: int = WINDOW) -> _Round:
+        window = asyncio.Semaphore(window_size)
         lat: list[float] = []
         done = asyncio.Event()
         last = [0]
@@ -609,10 +612,10 @@ class LiveNet:
         node.machine.submit(header, body, now)  # seal + SQLite outbox, as a node does
         node.kick()
 
-    async def secured_round(self, n: int, tag: int) -> _Round:
+    async def secured_round(self, n: int, tag: int, window_size: int = WINDOW) -> _Round:
         from i24net.core.labels import Precedence
 
-        window = asyncio.Semaphore(WINDOW)
+        window = asyncio.Semaphore(window_size)
         lat: list[float] = []
         receipts = [0]
         done = asyncio.Event()
@@ -676,7 +679,23 @@ class LiveNet:
                      f"msg/s, secured {sec[-1].rate:,.0f} msg/s ({sec[-1].retries} retries)")
         relay = median([b.rate for b in base])
         secured = median([s.rate for s in sec])
+        # One message at a time (a window of one): what a message costs in time when
+        # nothing else is in flight, the secured pipeline against the plain relay.
+        self.say(f"unloaded: one message at a time ({plan.unloaded_messages} each, "
+                 f"{plan.relay_rounds} rounds)")
+        idle_base: list[_Round] = []
+        idle_sec: list[_Round] = []
+        for r in range(plan.relay_rounds):
+            await asyncio.sleep(0.3)
+            idle_base.append(await self.baseline_round(plan.unloaded_messages, 50 + r, 1))
+            await asyncio.sleep(0.3)
+            idle_sec.append(await self.secured_round(plan.unloaded_messages, 50 + r, 1))
+        unloaded_relay = median([b.p50 for b in idle_base])
+        unloaded_secured = median([s.p50 for s in idle_sec])
         return {
+            "unloaded_relay_p50_ms": unloaded_relay,
+            "unloaded_secured_p50_ms": unloaded_secured,
+            "unloaded_p50_ratio": unloaded_secured / unloaded_relay,
             "relay_msgs_per_s": relay,
             "secured_msgs_per_s": secured,
             "relay_ratio": secured / relay,
@@ -985,6 +1004,10 @@ FIGURES: tuple[Figure, ...] = (
     Figure("relay_p99_ms", "baseline latency p99", "ms"),
     Figure("secured_p50_ms", "pipeline latency p50 (submit->inbox)", "ms"),
     Figure("secured_p99_ms", "pipeline latency p99 (submit->inbox)", "ms"),
+    Figure("unloaded_relay_p50_ms", "baseline latency p50, one at a time", "ms"),
+    Figure("unloaded_secured_p50_ms", "pipeline latency p50, one at a time", "ms"),
+    Figure("unloaded_p50_ratio", "unloaded p50 pipeline / baseline", "x", "<= 5",
+           lambda r: r["unloaded_p50_ratio"] <= 5),
     Figure("crypto_floor_ms", "crypto floor, one routed receipted message", "ms"),
     Figure("cpu_over_crypto_floor", "pipeline CPU per message / crypto floor", "x", "<= 2.5",
            lambda r: r["cpu_over_crypto_floor"] <= 2.5),
@@ -1270,7 +1293,8 @@ async def _worker_relay(args: dict[str, Any]) -> None:
                               password=args["password"], identifier=args["user"],
                               protocol=aiomqtt.ProtocolVersion.V311, clean_session=True,
                               max_inflight_messages=int(args["window"]),
-                              max_queued_incoming_messages=0) as client:
+                              max_queued_incoming_messages=0,
+                              socket_options=(NODELAY,)) as client:
         client.pending_calls_threshold = int(args["window"]) + 16
         await client.subscribe(args["in"], qos=1)
 

@@ -69,6 +69,7 @@ MAX_PAYLOAD_BYTES = 268_435_455
 
 #: Seconds to wait for a CONNACK, or a SUBACK while restoring subscriptions, before giving
 #: the link up as broken. Matches aiomqtt's own default.
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # aiomqtt socket option: no Nagle
 ACK_TIMEOUT = 10.0
 
 #: paho return codes meaning "there is no connection": the operation did not reach the
@@ -597,6 +598,9 @@ class MqttTransport:
             tls_params=None
             if self._tls_ca is None
             else aiomqtt.TLSParameters(ca_certs=self._tls_ca),
+            # paho leaves Nagle on: a lone small packet then waits for the broker's delayed
+            # ACK (~40 ms); frames are whole packets, so each goes at once
+            socket_options=(NODELAY,),
         )
         # aiomqtt warns once per call whenever more than this many are pending; our window
         # already bounds them, so only warn if something escapes it.
