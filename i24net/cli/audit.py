@@ -296,7 +296,6 @@ def audit_renew(agency: str, msg_id: str, period: str, home: str | None) -> None
     from i24net.cli import check_agency
     from i24net.config.home import now_ms
     from i24net.core.netspec import parse_period
-    from i24net.ops.client import wake
     from i24net.shell.runtime import node_store_path
     from i24net.store import SqliteNodeStore
 
@@ -321,5 +320,4 @@ def audit_renew(agency: str, msg_id: str, period: str, home: str | None) -> None
             raise I24Error(f"{found[0].msg_id.hex()[:12]} was erased on "
                            f"{_time(found[0].erased_ms)}: there is nothing left to keep",
                            reason="retention.erased")
-    wake(h, agency)  # a running node reads its retention schedule again
     console.print(f"kept {found[0].msg_id.hex()[:12]} until {_time(until)} UTC")

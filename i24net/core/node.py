@@ -291,6 +291,8 @@ class NodeMachine:
         # Retention per kind (ms; docs/protocol.md 9.5): bodies older than their kind's
         # period are erased by ``handle_timer``. ``_retention_due``: when the next one is
         # due (0: look in the store at the next ``handle_timer``; None: nothing to erase).
+        # Never later than the work: a renewal written by another process only moves an
+        # item's erasure later, and the store says what is due when the timer fires.
         self.retention: dict[str, int] = {}
         self._retention_due: int | None = None
 
@@ -380,12 +382,6 @@ class NodeMachine:
             raise I24Error(f"retention periods must be positive: {bad}", reason="config.retention")
         self.retention = dict(retention)
         self._retention_due = 0 if self.retention else None
-
-    def inbox_changed(self) -> None:
-        """Someone else changed the store's inbox (a renewal by ``i24net inbox renew``): the
-        retention schedule is read again at the next ``handle_timer``."""
-        if self.retention:
-            self._retention_due = 0
 
     def outbox_changed(self) -> None:
         """The store's outbox was written by someone else (``i24net publish`` enqueues

@@ -575,10 +575,8 @@ class NodeDaemon(_Shell):
             self.on_event(ev)
 
     def wake(self) -> None:
-        """The store was written from outside (``i24net publish`` queued a message,
-        ``i24net inbox renew`` renewed an item): its timer runs now."""
+        """The outbox was written from outside (``i24net publish``): its timer runs now."""
         self.machine.outbox_changed()
-        self.machine.inbox_changed()
         self._timer_wake.set()
 
 
