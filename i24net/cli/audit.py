@@ -15,7 +15,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from i24net.cli import cli, console, home_option
+from i24net.cli import check_agency, cli, console, home_option
 from i24net.config.home import ROUTER_ACCOUNT, Home
 from i24net.core import audit as au
 from i24net.core.errors import ConfigError, I24Error, WireFormatError
@@ -188,7 +188,6 @@ def _dpo_record(h: Home, agency: str) -> dict[str, Any]:
     from i24net.shell.runtime import node_store_path
     from i24net.store import SqliteNodeStore
 
-    h.directory().agency(agency)
     retention = dict(h.spec().retention)
     path = node_store_path(h, agency)
     if not path.exists():
@@ -256,8 +255,6 @@ def audit_dpo(agency: str, as_json: bool, home: str | None) -> None:
     renewal), when its body was erased (a deletion order, or the end of its retention),
     every hand-over to the agency's application and every onward message that refers to it.
     """
-    from i24net.cli import check_agency
-
     h = Home.resolve(home)
     check_agency(h.directory(), agency, "AGENCY")
     record = _dpo_record(h, agency)
@@ -293,7 +290,6 @@ def audit_dpo(agency: str, as_json: bool, home: str | None) -> None:
 def audit_renew(agency: str, msg_id: str, period: str, home: str | None) -> None:
     """Keep an item AGENCY holds beyond its retention (ID: its id or a unique prefix): its
     body is kept at least PERIOD from now; 'audit dpo' shows the renewal."""
-    from i24net.cli import check_agency
     from i24net.config.home import now_ms
     from i24net.core.netspec import parse_period
     from i24net.shell.runtime import node_store_path

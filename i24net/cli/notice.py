@@ -73,8 +73,11 @@ _CODE = re.compile(r"^[a-z0-9][a-z0-9.+_-]{0,63}$")  # the register's reason-cod
 # -- shared helpers -----------------------------------------------------------------------
 
 
-def _refused(message: str, reason: str) -> NoReturn:
-    """Print ``ERROR: message (reason)`` and exit 3: the network's rules said no."""
+def _refused(message: str, reason: str, outcome: dict[str, Any] | None = None) -> NoReturn:
+    """Print ``ERROR: message (reason)`` and exit 3: the network's rules said no.
+    ``outcome`` (a command's --json object) records the refusal first."""
+    if outcome is not None:
+        outcome.update(state="refused", reason=reason)
     err_console.print(f"[bold red]ERROR:[/] {plain_text(message)} [dim]({plain_text(reason)})[/]",
                       soft_wrap=True)
     raise click.exceptions.Exit(EXIT_REFUSED)
@@ -356,14 +359,10 @@ def _wait_decision(store: SqliteNodeStore, header: Header, authority: str, wait_
             if not quiet:
                 console.print(text, soft_wrap=True)
 
-    def refused(message: str, reason: str) -> NoReturn:
-        outcome.update(state="refused", reason=reason)
-        _refused(message, reason)
-
     while time.monotonic() < deadline:
         entry = store.outbox_get(header.id)
         if entry is not None and entry.state == "refused":
-            refused(f"the router refused the request: {entry.reason}", entry.reason)
+            _refused(f"the router refused the request: {entry.reason}", entry.reason, outcome)
         if entry is not None and authority in entry.receipts:
             say("delivered", f"delivered to {authority}")
         for item in store.inbox_list(limit=None, kinds=["notice-decision"],
@@ -376,8 +375,8 @@ def _wait_decision(store: SqliteNodeStore, header: Header, authority: str, wait_
                 say("published", f"[green]published[/] as notice {item.data.get('number')}")
                 return
             if decision == "refused":
-                refused(f"{authority} refused the request: {item.text}",
-                        str(item.data.get("reason", "notice.refused")))
+                _refused(f"{authority} refused the request: {item.text}",
+                         str(item.data.get("reason", "notice.refused")), outcome)
             if decision == "under-review":
                 say("under-review", f"under review at {authority}")
         time.sleep(0.1)
@@ -595,15 +594,11 @@ def _wait_cancel(store: SqliteNodeStore, header: Header, authority: str, rid: by
     deadline = time.monotonic() + wait_s
     delivered = False
 
-    def refused(message: str, reason: str) -> NoReturn:
-        outcome.update(state="refused", reason=reason)
-        _refused(message, reason)
-
     while time.monotonic() < deadline:
         entry = store.outbox_get(header.id)
         if entry is not None and entry.state == "refused":
-            refused(f"the router refused the cancellation request: {entry.reason}",
-                    entry.reason)
+            _refused(f"the router refused the cancellation request: {entry.reason}",
+                     entry.reason, outcome)
         if entry is not None and authority in entry.receipts and not delivered:
             outcome["state"] = "delivered"
             if not quiet:
@@ -613,8 +608,8 @@ def _wait_cancel(store: SqliteNodeStore, header: Header, authority: str, rid: by
                                      since_ms=header.created_ms - 60_000):
             decision = str(item.data.get("decision", ""))
             if item.ref == header.id and decision == "cancel-refused":
-                refused(f"{authority} refused the cancellation: {item.text}",
-                        str(item.data.get("reason", "notice.refused")))
+                _refused(f"{authority} refused the cancellation: {item.text}",
+                         str(item.data.get("reason", "notice.refused")), outcome)
             about = (rid is not None and str(item.data.get("request", "")) == rid.hex()) or \
                 (bool(number) and str(item.data.get("number", "")) == number)
             if about and (item.kind == "notice-cancel" or decision in ("cancelled",

@@ -44,6 +44,11 @@ class NodeEvent:
     detail: str = ""
     precedence: int = 3
 
+    def audit_details(self) -> AuditDetails:
+        """The details of this event's audit entry: the other agency, as for every node
+        event (subclasses add their own)."""
+        return {"peer": self.peer}
+
 
 @dataclass(frozen=True, slots=True)
 class Submitted(NodeEvent):
@@ -197,6 +202,10 @@ class Purged(NodeEvent):
     and the data-protection record."""
 
     kind: ClassVar[str] = "purged"
+
+    def audit_details(self) -> AuditDetails:
+        # the data-protection record: what went, and how long it was kept
+        return {**NodeEvent.audit_details(self), "detail": self.detail}
 
 
 @dataclass(frozen=True, slots=True)

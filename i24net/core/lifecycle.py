@@ -615,7 +615,7 @@ def _apply(m: NodeMachine, msg_id: bytes, change: type[ItemChanged], now_ms: int
     """Put a held item in the change's state; a deletion erases its body, as the order
     says (the id stays, so a late copy of it is recognised and not stored again)."""
     if change is ItemDeleted:
-        m.store.inbox_erase(msg_id, change.state, now_ms)
+        m.store.inbox_erase([msg_id], change.state, now_ms)
     else:
         m.store.inbox_set_state(msg_id, change.state)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -182,7 +182,7 @@ class NodeStore(Protocol):
     def inbox_put(self, item: InboxItem) -> None: ...
     def inbox_get(self, msg_id: bytes) -> InboxItem | None: ...
     def inbox_set_state(self, msg_id: bytes, state: str) -> None: ...
-    def inbox_erase(self, msg_id: bytes, state: str, now_ms: int) -> None: ...
+    def inbox_erase(self, msg_ids: Iterable[bytes], state: str, now_ms: int) -> None: ...
     def inbox_retention_due(self, retention: Mapping[str, int], now_ms: int,
                             limit: int) -> list[InboxItem]: ...
     def inbox_next_retention(self, retention: Mapping[str, int]) -> int | None: ...
@@ -226,9 +226,10 @@ class MemoryNodeStore:
         if msg_id in self.inbox:
             self.inbox[msg_id] = replace(self.inbox[msg_id], state=state)
 
-    def inbox_erase(self, msg_id: bytes, state: str, now_ms: int) -> None:
-        if msg_id in self.inbox:
-            self.inbox[msg_id] = erased(self.inbox[msg_id], state, now_ms)
+    def inbox_erase(self, msg_ids: Iterable[bytes], state: str, now_ms: int) -> None:
+        for msg_id in msg_ids:
+            if msg_id in self.inbox:
+                self.inbox[msg_id] = erased(self.inbox[msg_id], state, now_ms)
 
     def inbox_retention_due(self, retention: Mapping[str, int], now_ms: int,
                             limit: int) -> list[InboxItem]:
@@ -251,6 +252,11 @@ class MemoryNodeStore:
 # An application hook: called with each newly delivered item; returns follow-up messages
 # to send as (header-builder args) through ``submit``. The GS's notice desk is one.
 Hook = Callable[["NodeMachine", InboxItem, Header, int], list[NodeEvent]]
+
+
+def _sooner(due: int | None, at_ms: int) -> int:
+    """A timer's new due time once work at ``at_ms`` is added (None: nothing was due)."""
+    return at_ms if due is None else min(due, at_ms)
 
 
 MAX_PURGES_PER_TICK = 256  # bodies erased per handle_timer call; the rest at once after
@@ -389,7 +395,7 @@ class NodeMachine:
         self._outbox_due = 0
 
     def _due(self, at_ms: int) -> None:
-        self._outbox_due = at_ms if self._outbox_due is None else min(self._outbox_due, at_ms)
+        self._outbox_due = _sooner(self._outbox_due, at_ms)
 
     def pop(self, limit: int = 64) -> list[tuple[str, bytes, int]]:
         out: list[tuple[str, bytes, int]] = []
@@ -512,9 +518,9 @@ class NodeMachine:
         """Erase the bodies whose retention ended by ``now_ms`` (at most
         ``MAX_PURGES_PER_TICK``; the rest at the next call, at once)."""
         due = self.store.inbox_retention_due(self.retention, now_ms, MAX_PURGES_PER_TICK)
+        self.store.inbox_erase([item.msg_id for item in due], "purged", now_ms)  # one commit
         events: list[NodeEvent] = []
         for item in due:
-            self.store.inbox_erase(item.msg_id, "purged", now_ms)
             self._count("purged")
             kept = (now_ms - item.received_ms) // 86_400_000
             events.append(Purged(item.msg_id.hex(), item.sender, "retention.expired",
@@ -596,8 +602,7 @@ class NodeMachine:
         self.store.inbox_put(item)
         until = item.retained_until(self.retention)
         if until is not None:
-            self._retention_due = until if self._retention_due is None \
-                else min(self._retention_due, until)
+            self._retention_due = _sooner(self._retention_due, until)
         self._receipt(env, "delivered", "", now_ms, int(h.precedence))
         self._count("received")
         events: list[NodeEvent] = [

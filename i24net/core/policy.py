@@ -268,21 +268,18 @@ def decide(
                     recipients=h.recipients, priority=int(h.precedence), msg_id=h.id_hex)
 
 
-def is_source_deletion(h: Header, source: str | None,
-                       source_recipients: frozenset[str] | None) -> bool:
-    """A ``deletion-order`` from the source of the message it names (``ref``), to some of
-    that message's own recipients: data protection lets the source withdraw what it
-    sent, as the notice authority may withdraw any diffusion."""
-    return h.kind == "deletion-order" and h.ref is not None and source == h.sender \
-        and source_recipients is not None and set(h.recipients) <= source_recipients
+def _source_deletion(h: Header, src: PriorMessage | None) -> bool:
+    """A ``deletion-order`` from the source of the message it names (``src``, as routed),
+    to some of that message's own recipients: data protection lets the source withdraw what
+    it sent, as the notice authority may withdraw any diffusion."""
+    return src is not None and src.sender == h.sender and set(h.recipients) <= src.recipients
 
 
 def _kind_rule(h: Header, directory: Directory, sender_kind: str,
                roles: frozenset[str], prior: PriorLookup) -> Decision | None:
     if h.kind in AUTHORITY_KINDS and "notice-authority" not in roles:
         if h.kind == "deletion-order":
-            src = prior(h.ref) if h.ref is not None else None
-            if src is not None and is_source_deletion(h, src.sender, src.recipients):
+            if h.ref is not None and _source_deletion(h, prior(h.ref)):
                 return None
             return Decision.refuse(
                 "kind.not-allowed", f"only a notice authority, or the source of a message "

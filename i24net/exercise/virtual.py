@@ -81,12 +81,9 @@ class VirtualRun:
 
         net, seed = self.ex.network, self.ex.seed
         kw: dict[str, Any] = {"seed": seed, "auto_review": net.review == "auto"}
-        if net.preset and not net.retention:
-            sim = Simulation.from_preset(net.preset, **kw)
-        elif net.synthetic and not net.retention:
-            sim = Simulation.synthetic(net.synthetic, **kw)
-        else:  # a spec file, or a preset with the drill's own retention rules
-            sim = Simulation.from_toml(net.toml_text(), **kw)
+        # the network.toml the source stands for (a preset, a file, a synthetic network),
+        # with the drill's own [network.retention]
+        sim = Simulation.from_toml(net.toml_text(), **kw)
         self._conditions(sim)
         for inj in sorted(self.ex.injects, key=lambda i: (i.at, i.index)):
             try:

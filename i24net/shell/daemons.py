@@ -41,7 +41,6 @@ from i24net.core.events import (
     FrameDropped,
     KeyChanged,
     NodeEvent,
-    Purged,
     Refused,
     RefusedIn,
     Retried,
@@ -567,10 +566,7 @@ class NodeDaemon(_Shell):
         self.log.log(level, "%s %s %s %s %s", ev.kind, ev.msg_id[:12], ev.peer, ev.reason,
                      ev.detail)
         if self.audit is not None and not isinstance(ev, Retried):  # retries: counted only
-            details = {"peer": ev.peer}
-            if isinstance(ev, Purged):  # the data-protection record: what went, kept how long
-                details["detail"] = ev.detail
-            self.audit.append(now, ev.kind, ev.msg_id, ev.reason, details)
+            self.audit.append(now, ev.kind, ev.msg_id, ev.reason, ev.audit_details())
         if self.on_event:
             self.on_event(ev)
 

@@ -195,13 +195,16 @@ class SqliteNodeStore(SqliteStore):
         with self.transaction("updating an inbox item") as conn:
             conn.execute("UPDATE inbox SET state = ? WHERE msg_id = ?", (state, msg_id))
 
-    def inbox_erase(self, msg_id: bytes, state: str, now_ms: int) -> None:
-        """Erase an item's body (subject, text, data) and put it in ``state``; the row
-        stays, with its id, sender, kind, label and dates, so a late copy is recognised and
-        the data-protection record (``i24net audit dpo``) shows when it went."""
-        with self.transaction("erasing an inbox item") as conn:
-            conn.execute("UPDATE inbox SET subject = '', text = '', data = ?, state = ?, "
-                         "erased_ms = ? WHERE msg_id = ?", (pack({}), state, now_ms, msg_id))
+    def inbox_erase(self, msg_ids: Iterable[bytes], state: str, now_ms: int) -> None:
+        """Erase the items' bodies (subject, text, data) and put them in ``state``, in one
+        transaction; the rows stay, with their id, sender, kind, label and dates, so a late
+        copy is recognised and the data-protection record (``i24net audit dpo``) shows when
+        each went."""
+        empty = pack({})
+        with self.transaction("erasing inbox items") as conn:
+            conn.executemany("UPDATE inbox SET subject = '', text = '', data = ?, state = ?, "
+                             "erased_ms = ? WHERE msg_id = ?",
+                             [(empty, state, now_ms, m) for m in msg_ids])
 
     def inbox_retention_due(self, retention: Mapping[str, int], now_ms: int,
                             limit: int) -> list[InboxItem]:

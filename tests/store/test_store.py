@@ -134,12 +134,12 @@ RETENTION = {"diffusion": 365 * DAY, "alert": 90 * DAY}
 
 def test_inbox_erase_keeps_the_id_and_drops_the_body(node_store: NodeStore) -> None:
     node_store.inbox_put(inbox_item(1, handling="H1,H2"))
-    node_store.inbox_erase(mid(1), "purged", 5_000)
+    node_store.inbox_erase([mid(1)], "purged", 5_000)
     got = node_store.inbox_get(mid(1))
     assert got == inbox_item(1, handling="H1,H2", subject="", text="", data={},
                              state="purged", erased_ms=5_000)
     assert node_store.inbox_has(mid(1))  # a late copy is still recognised
-    node_store.inbox_erase(mid(2), "purged", 5_000)  # unknown: ignored, not created
+    node_store.inbox_erase([mid(2)], "purged", 5_000)  # unknown: ignored, not created
     assert not node_store.inbox_has(mid(2))
 
 
@@ -154,9 +154,9 @@ def test_retention_due_by_kind_and_renewal(node_store: NodeStore) -> None:
     assert [i.msg_id for i in due] == [mid(2), mid(1)]  # the earliest first
     assert [i.msg_id for i in node_store.inbox_retention_due(RETENTION, 366 * DAY, 1)] == [
         mid(2)]
-    node_store.inbox_erase(mid(2), "purged", 91 * DAY)
+    node_store.inbox_erase([mid(2)], "purged", 91 * DAY)
     assert node_store.inbox_next_retention(RETENTION) == 365 * DAY
-    node_store.inbox_erase(mid(1), "purged", 365 * DAY)
+    node_store.inbox_erase([mid(1)], "purged", 365 * DAY)
     assert node_store.inbox_next_retention(RETENTION) == 400 * DAY  # the renewed alert
     assert node_store.inbox_next_retention({}) is None
     assert node_store.inbox_retention_due({}, 10**15, 10) == []
