@@ -356,6 +356,7 @@ COMMAND_MODULES: dict[str, str] = {
     "envelope": "envelope", "exercise": "exercise", "init": "network",
     "directory": "network", "notice": "notice", "diffusion": "notice", "up": "ops",
     "status": "ops", "stop": "ops", "start": "ops", "down": "ops",
+    "operation": "cooperation", "agreement": "cooperation",
 }
 
 

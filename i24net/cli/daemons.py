@@ -31,7 +31,7 @@ from i24net.cli.envelope import compose, message_options
 from i24net.config.home import Home
 from i24net.config.logsetup import CHATTY, configure_logging
 from i24net.core.errors import WaitTimeout
-from i24net.core.labels import Precedence
+from i24net.core.labels import Label, Precedence
 from i24net.ops.client import enqueue, open_store
 
 log_option = click.option("--log-level", default="INFO", show_default=True,
@@ -520,17 +520,30 @@ def _fmt_ms(ms: int) -> str:
               "object per line (NDJSON).")
 @click.option("--follow", is_flag=True, help="Keep printing new messages (Ctrl-C to stop).")
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--operation", "operation", default=None, metavar="NAME",
+              help="Only the traffic of joint operation NAME (labelled with its caveat).")
 @home_option
-def inbox(agency: str, as_json: bool, follow: bool, limit: int, home: str | None) -> None:
+def inbox(agency: str, as_json: bool, follow: bool, limit: int, operation: str | None,
+          home: str | None) -> None:
     """List AGENCY's inbox: id, time, sender, kind, label, precedence, subject, state.
 
-    The id is the one --ref takes (a forward, a reply).
+    The id is the one --ref takes (a forward, a reply). 'i24net operation show NAME
+    --agency AGENCY' shows one operation's traffic as threads.
     """
     h = Home.resolve(home)
     d = h.directory()
     check_agency(d, agency)
+    if operation is not None:
+        d.operation(operation)
     store = open_store(h, agency, readonly=True)
-    items = list(reversed(store.inbox_list(limit=limit)))
+
+    def listed() -> list[Any]:
+        if operation is None:
+            return list(store.inbox_list(limit=limit))
+        return [i for i in store.inbox_list(limit=1_000_000)
+                if operation in Label.parse(i.label).caveats][:limit]
+
+    items = list(reversed(listed()))
     if as_json and not follow:
         click.echo(json.dumps([_item_json(i) for i in items], indent=2, default=str))
         return
@@ -553,7 +566,7 @@ def inbox(agency: str, as_json: bool, follow: bool, limit: int, home: str | None
     with contextlib.suppress(KeyboardInterrupt):
         while True:
             time.sleep(0.5)
-            for i in reversed(store.inbox_list(limit=limit)):
+            for i in reversed(listed()):
                 if i.msg_id not in shown:
                     shown.add(i.msg_id)
                     _print_item(i, as_json)

@@ -146,7 +146,7 @@ def _quiet_logger() -> logging.Logger:
     return log
 
 
-def _publish(h: Home, d: Directory) -> None:
+def publish_version(h: Home, d: Directory) -> None:
     """Best effort: hand the new version to a running network, if a broker is running."""
     from i24net.shell.runtime import endpoint_file, publish_directory
 
@@ -177,7 +177,7 @@ def directory_rotate(agency: str, home: str | None) -> None:
     d, _ = h.rotate(agency)
     console.print(f"rotated keys of {agency} (key version {d.agency(agency).key_version}); "
                   f"directory is now version {d.serial}")
-    _publish(h, d)
+    publish_version(h, d)
 
 
 @directory.command("rotate-prekeys")
@@ -199,7 +199,7 @@ def directory_rotate_prekeys(agencies: tuple[str, ...], home: str | None) -> Non
     who = ", ".join(agencies) if agencies else "every active agency"
     console.print(f"new prekey for {escape(who)}; the old ones are kept {grace_h:g} h for "
                   f"messages in flight; directory is now version {d.serial}")
-    _publish(h, d)
+    publish_version(h, d)
 
 
 @directory.command("revoke")
@@ -212,7 +212,7 @@ def directory_revoke(agency: str, home: str | None) -> None:
     check_agency(h.directory(), agency)
     d = h.revoke(agency)
     console.print(f"revoked {agency}; directory is now version {d.serial}")
-    _publish(h, d)
+    publish_version(h, d)
 
 
 @directory.command("issue")
@@ -223,7 +223,7 @@ def directory_issue(home: str | None) -> None:
     h = Home.resolve(home)
     d = h.reissue()
     console.print(f"issued directory version {d.serial} ({len(d.agencies)} agencies)")
-    _publish(h, d)
+    publish_version(h, d)
 
 
 @directory.command("publish")

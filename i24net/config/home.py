@@ -23,6 +23,7 @@ import secrets
 import shutil
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import nacl.signing
@@ -314,7 +315,12 @@ class Home:
         return nd
 
     def revoke(self, agency: str) -> Directory:
-        nd = self.directory().revoke(agency, now_ms())
+        return self.amend(lambda d, t: d.revoke(agency, t))
+
+    def amend(self, change: Callable[[Directory, int], Directory]) -> Directory:
+        """Issue ``change(current directory, now)`` as the next version (an operation
+        created or changed, an agreement ended...)."""
+        nd = change(self.directory(), now_ms())
         self.publish_directory(nd)
         return nd
 

@@ -390,6 +390,44 @@ def _toml_array(items: Sequence[str], *, indent: str = "", key_width: int = 0) -
     return "\n".join(lines)
 
 
+# The INTERPOL-Europol agreement every preset carries (INTERPOL and Europol have cooperated
+# under an operational agreement since 2001): operational traffic up to CONFIDENTIAL with
+# the SIENA handling codes H0-H2 honoured and H3 not; INTERPOL's notices reach Europol, but
+# Europol neither requests nor cancels notices (it asks through a member country's NCB).
+AGREEMENT_ID = "INTERPOL-EUROPOL"
+AGREEMENT_UNTIL = "2031-12-31"
+_TO_EUROPOL = ("message", "alert", "diffusion", "notice", "notice-update", "notice-cancel",
+               "deletion-order", "release")
+_FROM_EUROPOL = ("message", "alert", "deletion-order", "release")
+
+
+def _agreement_lines() -> list[str]:
+    out = [
+        "[[agreement]]",
+        f"id = {_toml_str(AGREEMENT_ID)}",
+        f"title = {_toml_str('Agreement on co-operation between INTERPOL and Europol')}",
+        f"parties = {_toml_array(['INTERPOL', 'EUROPOL'])}",
+        f"until = {AGREEMENT_UNTIL}",
+    ]
+    for source, target, kinds in (("INTERPOL", "EUROPOL", _TO_EUROPOL),
+                                  ("EUROPOL", "INTERPOL", _FROM_EUROPOL)):
+        out += [
+            "",
+            "[[agreement.flow]]",
+            f"from = {_toml_str(source)}",
+            f"to = {_toml_str(target)}",
+            f"kinds = {_toml_array(kinds, key_width=8)}",
+            f"max_level = {_toml_str('CONFIDENTIAL')}",
+            f"caveats = {_toml_array(CAVEATS)}",
+            f"handling = {_toml_array(['H0', 'H1', 'H2'])}",
+        ]
+    return out
+
+
+def _org(kind: str) -> str:
+    return "EUROPOL" if kind == "europol" else "INTERPOL"
+
+
 def _render(spec: _Spec) -> str:
     agencies = [a for a in spec.agencies if isinstance(a, _Agency)]
     regions = ", ".join("@" + r for r in REGIONS)
@@ -408,13 +446,19 @@ def _render(spec: _Spec) -> str:
         "#   [router]    'shards': routers sharing the load by sender (one key each).",
         "#   [retention] how long a recipient keeps each kind's bodies before erasing them",
         "#               (kind = \"365d\", \"90d\", \"12h\"...); kinds left out are kept.",
+        "#   [[agreement]] what may pass between two organisations (each agency belongs to",
+        "#               one: 'org'), one [[agreement.flow]] per direction: the kinds, the",
+        "#               highest level, the caveats and the handling codes; past 'until' the",
+        "#               router refuses what it covered. Traffic inside one organisation",
+        "#               needs no agreement.",
         "#   [groups]    explicit groups, addressed as @NAME; members are agency ids defined",
         "#               below. The derived groups @ALL, @NCB and one per region",
         f"#               ({regions})",
         "#               are computed by the program: do not write them.",
         "#   [[agency]]  one block per agency: id (upper-case letters, digits, '-'), name,",
-        "#               kind (gs | ncb | europol | lea | body), region, clearance (a level),",
-        "#               caveats (a subset of [network].caveats) and roles.",
+        "#               kind (gs | ncb | europol | lea | body), organisation (org), region,",
+        "#               clearance (a level), caveats (a subset of [network].caveats) and",
+        "#               roles.",
         "# An agency may read a message when its clearance level is at least the message's and",
         "# it holds every caveat of the message. To add an agency, copy a block and change its",
         "# id; to remove one, delete its block and its id from [groups].",
@@ -437,6 +481,8 @@ def _render(spec: _Spec) -> str:
         f"diffusion = {_toml_str('365d')}",
         f"alert = {_toml_str('90d')}",
         "",
+        *_agreement_lines(),
+        "",
         "[groups]",
     ]
     for group, members in spec.groups.items():
@@ -452,6 +498,7 @@ def _render(spec: _Spec) -> str:
             f"id = {_toml_str(item.id)}",
             f"name = {_toml_str(item.name)}",
             f"kind = {_toml_str(item.kind)}",
+            f"org = {_toml_str(_org(item.kind))}",
             f"region = {_toml_str(item.region)}",
             f"clearance = {_toml_str(item.clearance)}",
             f"caveats = {_toml_array(item.caveats)}",

@@ -26,6 +26,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from i24net.core import keys as k
+from i24net.core.cooperation import (
+    MAX_AGREEMENTS,
+    MAX_OPERATIONS,
+    ORG_ID,
+    Agreement,
+    Operation,
+    check_terms,
+)
 from i24net.core.errors import DirectoryError
 from i24net.core.labels import ClassificationScale, Label
 from i24net.core.wire import MAX_RECIPIENTS, Fields, fail, pack, unpack
@@ -39,7 +47,8 @@ STATUSES = ("active", "revoked")
 DERIVED_GROUPS = ("ALL", "NCB")
 
 MAX_DIRECTORY = 8 << 20  # 3,000 agencies at ~300 bytes each, with ample margin
-DIRECTORY_VERSION = 2
+DIRECTORY_VERSION = 3
+DEFAULT_ORG = "INTERPOL"
 DEFAULT_PREKEY_GRACE_MS = 30 * 86_400_000  # the longest a message may live (policy.py)
 
 
@@ -59,11 +68,15 @@ class AgencyRecord:
     key_version: int = 1
     prekey: bytes = field(default=b"", repr=False)  # X25519, medium-term, rotated
     prekey_sig: bytes = field(default=b"", repr=False)  # the agency's signature over it
+    org: str = DEFAULT_ORG  # the organisation it belongs to (core/cooperation.py)
 
     def __post_init__(self) -> None:
         if not AGENCY_ID.match(self.id) or len(self.id) > 32:
             raise DirectoryError(f"invalid agency id {self.id!r}: use e.g. NCB-FR, GS-LYON",
                                  reason="directory.agency-id")
+        if not ORG_ID.match(self.org):
+            raise DirectoryError(f"{self.id}: invalid organisation {self.org!r} (e.g. "
+                                 "INTERPOL, EUROPOL)", reason="directory.org", agency=self.id)
         if self.kind not in KINDS:
             raise DirectoryError(f"{self.id}: kind must be one of {', '.join(KINDS)}",
                                  reason="directory.kind", agency=self.id)
@@ -111,7 +124,7 @@ class AgencyRecord:
             "level": self.clearance.level, "caveats": sorted(self.clearance.caveats),
             "roles": sorted(self.roles), "sign_key": self.sign_key, "enc_key": self.enc_key,
             "status": self.status, "key_version": self.key_version,
-            "prekey": self.prekey, "prekey_sig": self.prekey_sig,
+            "prekey": self.prekey, "prekey_sig": self.prekey_sig, "org": self.org,
         }
 
     @classmethod
@@ -128,6 +141,7 @@ class AgencyRecord:
             status=f.text("status", max_len=16), key_version=f.integer("key_version", lo=1),
             prekey=f.blob("prekey", size=k.KEY_SIZE),
             prekey_sig=f.blob("prekey_sig", size=k.SIG_SIZE),
+            org=f.text("org", max_len=32),
         )
         f.done()
         return rec
@@ -148,6 +162,8 @@ class Directory:
     max_skew_ms: int = 300_000
     router_keys: tuple[bytes, ...] = field(default=(), repr=False)
     prekey_grace_ms: int = DEFAULT_PREKEY_GRACE_MS
+    agreements: Mapping[str, Agreement] = field(default_factory=dict)
+    operations: Mapping[str, Operation] = field(default_factory=dict)
     _expansions: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False,
                                                      compare=False)
 
@@ -181,6 +197,11 @@ class Directory:
                 if m not in self.agencies:
                     raise DirectoryError(f"group @{name} lists unknown agency {m}",
                                          reason="directory.group", agency=m)
+        if len(self.agreements) > MAX_AGREEMENTS or len(self.operations) > MAX_OPERATIONS:
+            raise DirectoryError(f"a directory lists at most {MAX_AGREEMENTS} agreements and "
+                                 f"{MAX_OPERATIONS} operations", reason="directory.size")
+        check_terms(self.agreements, self.operations, self.scale, self.organisations(),
+                    self.agencies, {*DERIVED_GROUPS, *regions, *self.groups})
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -201,7 +222,24 @@ class Directory:
         return sorted({a.region for a in self.agencies.values()})
 
     def group_names(self) -> list[str]:
-        return ["ALL", "NCB", *self.regions(), *sorted(self.groups)]
+        return ["ALL", "NCB", *self.regions(), *sorted(self.groups), *sorted(self.operations)]
+
+    def organisations(self) -> set[str]:
+        return {a.org for a in self.agencies.values()}
+
+    def agreements_between(self, one: str, other: str) -> list[Agreement]:
+        """The agreements whose parties are these two organisations, by id."""
+        pair = {one, other}
+        return [a for _, a in sorted(self.agreements.items()) if set(a.parties) == pair]
+
+    def operation(self, name: str) -> Operation:
+        try:
+            return self.operations[name]
+        except KeyError:
+            known = ", ".join(sorted(self.operations)) or "none"
+            raise DirectoryError(f"no operation {name} in directory version {self.serial} "
+                                 f"(operations: {known})", reason="directory.operation") \
+                from None
 
     def groups_of(self, agency_id: str) -> list[str]:
         """Every group (derived and explicit) the agency belongs to, as ``@NAME``."""
@@ -210,6 +248,8 @@ class Directory:
         if rec.kind == "ncb":
             names.insert(1, "@NCB")
         names += [f"@{g}" for g, members in sorted(self.groups.items()) if agency_id in members]
+        names += [f"@{o}" for o, op in sorted(self.operations.items())
+                  if op.status == "active" and agency_id in op.members]
         return names
 
     def _group_members(self, name: str) -> tuple[str, ...]:
@@ -223,6 +263,9 @@ class Directory:
             found = [a.id for a in active if a.kind == "ncb"]
         elif name in self.groups:
             found = [m for m in self.groups[name] if self.agencies[m].active]
+        elif name in self.operations:
+            op = self.operations[name]
+            found = [m for m in op.members if op.status == "active" and self.agencies[m].active]
         elif any(a.region == name for a in self.agencies.values()):
             found = [a.id for a in active if a.region == name]
         else:
@@ -279,6 +322,85 @@ class Directory:
         new = replace(rec, status="revoked")
         return self.next_version(issued_ms, agencies={**self.agencies, agency_id: new})
 
+    # -- agreements and joint operations --------------------------------------------------
+
+    def _granting(self, name: str, grant: Iterable[str], take: Iterable[str]) -> dict[
+            str, AgencyRecord]:
+        """The agency records with caveat ``name`` added for ``grant``, removed for ``take``."""
+        agencies = dict(self.agencies)
+        for a in grant:
+            rec = self.agency(a)
+            agencies[a] = replace(rec, clearance=Label(rec.clearance.level,
+                                                       rec.clearance.caveats | {name}))
+        for a in take:
+            rec = self.agency(a)
+            agencies[a] = replace(rec, clearance=Label(rec.clearance.level,
+                                                       rec.clearance.caveats - {name}))
+        return agencies
+
+    def create_operation(self, op: Operation, issued_ms: int) -> Directory:
+        """A new version running ``op``: its name becomes a caveat of the network, granted
+        to its members, and the group ``@NAME``."""
+        if op.name in self.operations:
+            raise DirectoryError(f"operation {op.name} already exists (state "
+                                 f"{self.operations[op.name].state(issued_ms)}); choose "
+                                 "another name", reason="directory.operation")
+        if op.name in self.scale.caveats or op.name in self.group_names():
+            raise DirectoryError(f"{op.name} is already a caveat or group of this network; "
+                                 "choose another name", reason="directory.operation")
+        for m in op.members:
+            rec = self.agency(m)
+            if not rec.active:
+                raise DirectoryError(f"{m} is revoked and cannot join operation {op.name}",
+                                     reason="directory.revoked", agency=m)
+        scale = ClassificationScale(self.scale.levels, self.scale.caveats | {op.name})
+        return self.next_version(issued_ms, scale=scale,
+                                 agencies=self._granting(op.name, op.members, ()),
+                                 operations={**self.operations, op.name: op})
+
+    def change_operation(self, name: str, issued_ms: int, *, add: Iterable[str] = (),
+                         remove: Iterable[str] = ()) -> Directory:
+        """A new version where ``add`` joined operation ``name`` and ``remove`` left it:
+        the removed lose its caveat and its group, so they receive nothing under it."""
+        op = self.operation(name)
+        if op.status != "active":
+            raise DirectoryError(f"operation {name} is closed", reason="directory.operation")
+        add, remove = [a for a in add if a not in op.members], list(remove)
+        for a in remove:
+            if a not in op.members:
+                raise DirectoryError(f"{a} is not a member of operation {name}",
+                                     reason="directory.operation", agency=a)
+            if a == op.lead:
+                raise DirectoryError(f"{a} leads operation {name}: close the operation or "
+                                     "hand the lead on first", reason="directory.operation",
+                                     agency=a)
+        members = tuple(sorted({*op.members, *add} - set(remove)))
+        removed = tuple(sorted((set(op.removed) | set(remove)) - set(add)))
+        new = replace(op, members=members, removed=removed)
+        return self.next_version(issued_ms, agencies=self._granting(name, add, remove),
+                                 operations={**self.operations, name: new})
+
+    def close_operation(self, name: str, issued_ms: int) -> Directory:
+        """A new version where operation ``name`` is closed: no member holds its caveat any
+        more and the router refuses anything under it."""
+        op = self.operation(name)
+        if op.status == "closed":
+            raise DirectoryError(f"operation {name} is already closed",
+                                 reason="directory.operation")
+        new = replace(op, status="closed", closed_ms=issued_ms)
+        return self.next_version(issued_ms, agencies=self._granting(name, (), op.members),
+                                 operations={**self.operations, name: new})
+
+    def end_agreement(self, agreement_id: str, at_ms: int, issued_ms: int) -> Directory:
+        """A new version in which agreement ``agreement_id`` ends at ``at_ms``."""
+        agr = self.agreements.get(agreement_id)
+        if agr is None:
+            known = ", ".join(sorted(self.agreements)) or "none"
+            raise DirectoryError(f"no agreement {agreement_id} (agreements: {known})",
+                                 reason="directory.agreement")
+        return self.next_version(issued_ms, agreements={
+            **self.agreements, agreement_id: replace(agr, until_ms=at_ms)})
+
     # -- encoding -------------------------------------------------------------------------
 
     def encode(self) -> bytes:
@@ -297,6 +419,8 @@ class Directory:
             "prekey_grace_ms": self.prekey_grace_ms,
             "agencies": [self.agencies[a].to_wire() for a in sorted(self.agencies)],
             "groups": {g: sorted(m) for g, m in sorted(self.groups.items())},
+            "agreements": [self.agreements[a].to_wire() for a in sorted(self.agreements)],
+            "operations": [self.operations[o].to_wire() for o in sorted(self.operations)],
         })
 
     def check_keys(self) -> None:
@@ -325,7 +449,8 @@ class Directory:
         version = f.integer("v")
         if version != DIRECTORY_VERSION:
             fail("directory", f"directory format version {version} is not supported (this "
-                 f"build reads version {DIRECTORY_VERSION} only, which lists prekeys)",
+                 f"build reads version {DIRECTORY_VERSION} only, which lists prekeys, "
+                 "organisations, agreements and operations)",
                  reason="wire.version")
         network = f.text("network", max_len=64)
         serial = f.integer("serial", lo=1)
@@ -339,7 +464,16 @@ class Directory:
         grace = f.integer("prekey_grace_ms", lo=0, hi=10 * 365 * 86_400_000)
         raw_agencies = f.raw("agencies")
         raw_groups = f.raw("groups")
+        raw_agreements = f.raw("agreements")
+        raw_operations = f.raw("operations")
         f.done()
+        if not isinstance(raw_agreements, list) or not isinstance(raw_operations, list):
+            fail("directory", "agreements and operations must be lists")
+        agreements = [Agreement.from_wire(a) for a in raw_agreements]
+        operations = [Operation.from_wire(o) for o in raw_operations]
+        if len({a.id for a in agreements}) != len(agreements) or len(
+                {o.name for o in operations}) != len(operations):
+            fail("directory", "duplicate agreement id or operation name")
         if not isinstance(raw_agencies, list) or not isinstance(raw_groups, dict):
             fail("directory", "agencies must be a list and groups a map")
         if not isinstance(raw_routers, list) or len(raw_routers) > 64 or not all(
@@ -358,7 +492,8 @@ class Directory:
                        scale=ClassificationScale(tuple(levels), frozenset(caveats)),
                        agencies=agencies, groups=groups, authority_key=authority,
                        prefix=prefix, max_skew_ms=skew, router_keys=tuple(raw_routers),
-                       prekey_grace_ms=grace)
+                       prekey_grace_ms=grace, agreements={a.id: a for a in agreements},
+                       operations={o.name: o for o in operations})
         except DirectoryError:
             raise
         except Exception as exc:  # label/config validation inside a signed document

@@ -215,12 +215,15 @@ class Stamp:
     directory_serial: int
     router_kid: bytes
     duplicate: bool = False
+    # the agreement under which the message crossed to the recipient's organisation ("" when
+    # sender and recipient belong to the same one)
+    agreement: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         return {"id": self.msg_id, "digest": self.digest, "from": self.sender,
                 "to": list(self.recipients), "seq": dict(self.seqs),
                 "at": self.router_ms, "dir": self.directory_serial, "rk": self.router_kid,
-                "dup": self.duplicate}
+                "dup": self.duplicate, "agr": self.agreement}
 
     @classmethod
     def from_doc(cls, doc: bytes) -> Stamp:
@@ -230,7 +233,7 @@ class Stamp:
         st = cls(f.blob("id", size=ID_SIZE), f.blob("digest", size=32),
                  f.text("from", max_len=32), tuple(f.text_list("to", max_len=32)), {},
                  f.integer("at"), f.integer("dir", lo=1), f.blob("rk", size=k.KEY_ID_SIZE),
-                 f.flag("dup"))
+                 f.flag("dup"), f.text("agr", max_len=64, allow_empty=True))
         f.done()
         if not isinstance(seqs, dict) or not all(
                 isinstance(a, str) and isinstance(n, int) and not isinstance(n, bool)

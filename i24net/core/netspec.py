@@ -9,13 +9,16 @@ ready for the authority to sign.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from i24net.core.cooperation import AGREEMENT_ID, HANDLING_NAMES, ORG_ID, Agreement, Flow
 from i24net.core.directory import (
     AGENCY_ID,
+    DEFAULT_ORG,
     DERIVED_GROUPS,
     GROUP_NAME,
     KINDS,
@@ -98,6 +101,11 @@ class AgencySpec:
     region: str
     clearance: Label
     roles: frozenset[str]
+    org: str = DEFAULT_ORG
+
+
+# The organisation an agency belongs to when its [[agency]] table names none.
+DEFAULT_ORGS = {"europol": "EUROPOL"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,8 @@ class NetworkSpec:
     prekey_grace_hours: int = 720  # how long a retired prekey is kept (docs/protocol.md 2.6)
     # [retention]: how long a recipient keeps each kind's bodies (ms), docs/home.md
     retention: Mapping[str, int] = field(default_factory=dict)
+    # [[agreement]]: what may pass between organisations (core/cooperation.py)
+    agreements: Mapping[str, Agreement] = field(default_factory=dict)
 
     def agency_ids(self) -> list[str]:
         return [a.id for a in self.agencies]
@@ -145,11 +155,11 @@ def _str_list(table: Mapping[str, Any], key: str, path: str) -> list[str]:
 
 def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
     """Validate a parsed ``network.toml``; every error names the field at fault."""
-    known = {"network", "broker", "router", "groups", "agency", "retention"}
+    known = {"network", "broker", "router", "groups", "agency", "retention", "agreement"}
     for key in doc:
         if key not in known:
             raise _field(str(key), "unknown table (expected network, broker, router, groups, "
-                         "agency, retention)")
+                         "agency, retention, agreement)")
     net = _get(doc, "network", "", dict)
     name = _get(net, "name", "network.", str)
     # The limits below are the directory decoder's: a spec beyond them would issue a
@@ -213,7 +223,8 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
         if not isinstance(a, dict):
             raise _field(f"agency[{i}]", "must be a table")
         for key in a:
-            if key not in {"id", "name", "kind", "region", "clearance", "caveats", "roles"}:
+            if key not in {"id", "name", "kind", "region", "clearance", "caveats", "roles",
+                           "org"}:
                 raise _field(f"{path}{key}", "unknown field")
         aid = _get(a, "id", path, str)
         if not AGENCY_ID.match(aid) or len(aid) > 32:
@@ -239,7 +250,11 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
         aname = _get(a, "name", path, str, aid)
         if not 0 < len(aname) <= 256:
             raise _field(f"{path}name", "must be 1-256 characters")
-        agencies.append(AgencySpec(aid, aname, kind, region, clearance, roles))
+        org = _get(a, "org", path, str, DEFAULT_ORGS.get(kind, DEFAULT_ORG))
+        if not ORG_ID.match(org):
+            raise _field(f"{path}org", f"{org!r} is not a valid organisation (upper-case "
+                         "letters, digits and '-', e.g. INTERPOL, EUROPOL)")
+        agencies.append(AgencySpec(aid, aname, kind, region, clearance, roles, org))
 
     raw_groups = doc.get("groups", {})
     if not isinstance(raw_groups, dict):
@@ -262,8 +277,99 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
         groups[gname] = tuple(members)
     if not any("directory-authority" in a.roles for a in agencies):
         raise _field("agency", "one agency must hold the role directory-authority")
+    agreements = parse_agreements(doc.get("agreement", []), scale,
+                                  {a.org for a in agencies})
     return NetworkSpec(name, prefix, scale, skew, ttl, broker, groups, tuple(agencies),
-                       shards, grace, parse_retention(doc.get("retention", {})))
+                       shards, grace, parse_retention(doc.get("retention", {})), agreements)
+
+
+def parse_until(value: Any, path: str) -> int:
+    """An end date in ms since the epoch (UTC): a TOML date or ``"YYYY-MM-DD"`` (the end of
+    that day), or a date and time (``2031-12-31T12:00:00Z``)."""
+    if isinstance(value, str):
+        try:
+            value = (dt.date.fromisoformat(value) if len(value.strip()) == 10
+                     else dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+        except ValueError:
+            raise _field(path, f"{value!r} is not a date: write e.g. 2031-12-31 or "
+                         "2031-12-31T12:00:00Z") from None
+    if isinstance(value, dt.datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return int(stamp.timestamp() * 1000)
+    if isinstance(value, dt.date):
+        end = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        return int((end + dt.timedelta(days=1)).timestamp() * 1000)
+    raise _field(path, f"must be a date such as 2031-12-31, got {type(value).__name__}")
+
+
+def parse_agreements(raw: Any, scale: ClassificationScale,
+                     orgs: set[str]) -> dict[str, Agreement]:
+    """``[[agreement]]`` tables: id, title, parties (two organisations), until, and one
+    ``[[agreement.flow]]`` per direction (from, to, kinds, max_level, caveats, handling)."""
+    if not isinstance(raw, list):
+        raise _field("agreement", "must be an array of tables ([[agreement]])")
+    out: dict[str, Agreement] = {}
+    for i, a in enumerate(raw):
+        path = f"agreement[{i}]."
+        if not isinstance(a, dict):
+            raise _field(f"agreement[{i}]", "must be a table")
+        for key in a:
+            if key not in {"id", "title", "parties", "until", "flow"}:
+                raise _field(f"{path}{key}", "unknown field")
+        aid = _get(a, "id", path, str)
+        if not AGREEMENT_ID.match(aid):
+            raise _field(f"{path}id", f"{aid!r} is not a valid agreement id (e.g. "
+                         "INTERPOL-EUROPOL)")
+        if aid in out:
+            raise _field(f"{path}id", f"duplicate agreement {aid}")
+        parties = _str_list(a, "parties", path)
+        if len(parties) != 2 or parties[0] == parties[1]:
+            raise _field(f"{path}parties", "name the two organisations, e.g. [\"INTERPOL\", "
+                         "\"EUROPOL\"]")
+        for p in parties:
+            if p not in orgs:
+                raise _field(f"{path}parties", f"no agency belongs to organisation {p}; "
+                             f"organisations: {', '.join(sorted(orgs))}")
+        raw_flows = a.get("flow", [])
+        if not isinstance(raw_flows, list) or not 1 <= len(raw_flows) <= 2:
+            raise _field(f"{path}flow", "one or two [[agreement.flow]] tables, one per "
+                         "direction")
+        flows = [_parse_flow(fl, f"{path}flow[{n}].", scale, parties)
+                 for n, fl in enumerate(raw_flows)]
+        until = parse_until(a.get("until"), f"{path}until")
+        title = _get(a, "title", path, str, aid)
+        try:
+            out[aid] = Agreement(aid, title, (parties[0], parties[1]), until, tuple(flows))
+        except I24Error as exc:
+            raise _field(f"agreement[{i}]", exc.message) from exc
+    return out
+
+
+def _parse_flow(fl: Any, path: str, scale: ClassificationScale, parties: list[str]) -> Flow:
+    if not isinstance(fl, dict):
+        raise _field(path.rstrip("."), "must be a table")
+    for key in fl:
+        if key not in {"from", "to", "kinds", "max_level", "caveats", "handling"}:
+            raise _field(f"{path}{key}", "unknown field")
+    source, target = _get(fl, "from", path, str), _get(fl, "to", path, str)
+    if {source, target} != set(parties):
+        raise _field(path.rstrip("."), f"a flow runs from one party to the other "
+                     f"({' and '.join(parties)})")
+    kinds = _str_list(fl, "kinds", path)
+    if not kinds or set(kinds) - set(MESSAGE_KINDS):
+        raise _field(f"{path}kinds", f"list message kinds from: {', '.join(MESSAGE_KINDS)}")
+    level = _get(fl, "max_level", path, str)
+    if level not in scale.levels:
+        raise _field(f"{path}max_level", f"unknown level; levels: {', '.join(scale.levels)}")
+    caveats = _str_list(fl, "caveats", path)
+    if set(caveats) - scale.caveats:
+        raise _field(f"{path}caveats", "unknown caveat; caveats: "
+                     f"{', '.join(sorted(scale.caveats))}")
+    handling = _str_list(fl, "handling", path)
+    if set(handling) - set(HANDLING_NAMES):
+        raise _field(f"{path}handling", f"handling codes are {', '.join(HANDLING_NAMES)}")
+    return Flow(source, target, frozenset(kinds), level, frozenset(caveats),
+                frozenset(handling))
 
 
 _PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|h|min|m|s)\s*\Z")
@@ -318,8 +424,20 @@ def build_directory(
     """The directory for ``spec``; ``public_keys`` maps agency id -> its public keys (the
     two long-term keys and the signed current prekey, ``AgencyKeys.public()``).
 
-    With ``previous``, revocations and key versions carry over for agencies still listed.
+    With ``previous``, revocations and key versions carry over for agencies still listed,
+    and so do its joint operations (``i24net operation``): their caveats stay the network's,
+    granted to the members of those still running.
     """
+    operations = {}
+    if previous is not None:
+        operations = {name: op for name, op in previous.operations.items()
+                      if {op.lead, *op.members, *op.removed} <= set(spec.agency_ids())}
+    granted: dict[str, set[str]] = {}
+    for name, op in operations.items():
+        if op.status == "active":
+            for m in op.members:
+                granted.setdefault(m, set()).add(name)
+    scale = ClassificationScale(spec.scale.levels, spec.scale.caveats | set(operations))
     records = {}
     for a in spec.agencies:
         if a.id not in public_keys:
@@ -331,11 +449,13 @@ def build_directory(
             old = previous.agencies[a.id]
             status = old.status
             version = old.key_version + (old.sign_key != pk.sign_key)
-        records[a.id] = AgencyRecord(a.id, a.name, a.kind, a.region, a.clearance, a.roles,
+        clearance = Label(a.clearance.level, a.clearance.caveats | granted.get(a.id, set()))
+        records[a.id] = AgencyRecord(a.id, a.name, a.kind, a.region, clearance, a.roles,
                                      pk.sign_key, pk.enc_key, status, version,
-                                     pk.prekey, pk.prekey_sig)
-    return Directory(network=spec.name, serial=serial, issued_ms=issued_ms, scale=spec.scale,
+                                     pk.prekey, pk.prekey_sig, a.org)
+    return Directory(network=spec.name, serial=serial, issued_ms=issued_ms, scale=scale,
                      agencies=records, groups=dict(spec.groups), authority_key=authority_key,
                      prefix=spec.prefix, max_skew_ms=spec.max_skew_seconds * 1000,
                      prekey_grace_ms=spec.prekey_grace_hours * 3_600_000,
-                     router_keys=router_keys)
+                     router_keys=router_keys, agreements=dict(spec.agreements),
+                     operations=operations)

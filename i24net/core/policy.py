@@ -9,9 +9,16 @@ message: refusing is its normal output. It never sees a body: the router has no 
 
 The checks, in order (each code is in ``REASONS``):
   signature and sender status -> freshness and lifetime -> replay -> labels known ->
+  a joint operation named by caveat or group is running and the label within its level ->
   kind allowed for the sender -> recipients known and active -> addressing matches the
-  directory's expansion -> sender cleared -> every recipient cleared -> TLP:RED named only ->
-  onward dissemination honours the source's handling codes (H2 needs a signed release).
+  directory's expansion -> sender cleared -> every recipient cleared -> every crossing to
+  another organisation covered by a running agreement (its kinds, level, caveats and
+  handling codes; a running operation's own caveat is shared by its members) -> TLP:RED
+  named only -> onward dissemination honours the source's handling codes (H2 needs a
+  signed release).
+
+An accepted decision names the agreement applied to each recipient of another organisation
+(``Decision.agreements``); the router puts it in that recipient's routing stamp.
 
 The same function runs in the router (authoritative) and in ``i24net envelope check``; a
 node re-checks the parts it can (signature, freshness, its own clearance, replay) so one
@@ -20,10 +27,11 @@ mistaken component does not open the system.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from i24net.core import keys as k
+from i24net.core.cooperation import covering
 from i24net.core.directory import Directory
 from i24net.core.envelope import ID_SIZE, Envelope, Header, check_freshness
 from i24net.core.errors import CryptoError, I24Error
@@ -60,6 +68,15 @@ REASONS: dict[str, str] = {
     "handling.h2-release": "onward dissemination of H2 data needs the source's signed release",
     "handling.release-invalid": "the release does not verify or does not cover these recipients",
     "directory.stale": "the message was addressed with an older directory version",
+    "operation.closed": "the joint operation named by the caveat or group is closed",
+    "operation.expired": "the joint operation named by the caveat or group has ended",
+    "operation.level": "the label is above the level of the joint operation",
+    "agreement.none": "no agreement lets the sender's organisation send to the recipient's",
+    "agreement.expired": "the agreement between the two organisations has ended",
+    "agreement.kind": "the agreement does not cover this kind of message",
+    "agreement.level": "the label is above the highest level the agreement allows",
+    "agreement.caveat": "the label carries a caveat the agreement does not share",
+    "agreement.handling": "the message carries a handling code the agreement does not honour",
     # Not from ``decide``: the router's per-sender token bucket (router.RateLimit). Not final:
     # the sender's node keeps the message and retries it later (backpressure).
     "rate.limited": "the sender is over its message rate limit; its node retries later",
@@ -89,6 +106,8 @@ class Decision:
     priority: int = 3
     agencies: tuple[str, ...] = ()
     msg_id: str = ""
+    # recipient -> the agreement that covers its crossing (recipients of other organisations)
+    agreements: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def refuse(cls, reason: str, message: str, *, header: Header | None = None,
@@ -217,6 +236,10 @@ def decide(
         return Decision.refuse("label.unknown", f"label {h.label.marking} is not defined "
                                f"in network {directory.network}", header=h)
 
+    refusal = _operation_rule(h, directory, now_ms)
+    if refusal:
+        return refusal
+
     sender = directory.agency(h.sender)
     refusal = _kind_rule(h, directory, sender.kind, sender.roles, prior)
     if refusal:
@@ -258,6 +281,10 @@ def decide(
         return Decision.refuse("clearance.recipient", f"not cleared for {h.label.marking}: "
                                f"{shown}{more}", header=h, agencies=uncleared)
 
+    crossing = _agreement_rule(h, directory, sender.org, now_ms)
+    if isinstance(crossing, Decision):
+        return crossing
+
     if h.tlp is TLP.RED and any(a.startswith("@") for a in h.addressing):
         return Decision.refuse("tlp.red-group", REASONS["tlp.red-group"], header=h)
 
@@ -265,7 +292,57 @@ def decide(
     if refusal:
         return refusal
     return Decision(True, "ok", f"accepted for {len(h.recipients)} recipient(s)",
-                    recipients=h.recipients, priority=int(h.precedence), msg_id=h.id_hex)
+                    recipients=h.recipients, priority=int(h.precedence), msg_id=h.id_hex,
+                    agreements=crossing)
+
+
+def _operation_rule(h: Header, directory: Directory, now_ms: int) -> Decision | None:
+    """A message under a joint operation's caveat, or addressed to its group, needs the
+    operation running and the label within the operation's level."""
+    if not directory.operations:
+        return None
+    named = h.label.caveats | {a[1:] for a in h.addressing if a.startswith("@")}
+    for name in sorted(named & directory.operations.keys()):
+        op = directory.operations[name]
+        state = op.state(now_ms)
+        if state != "active":
+            return Decision.refuse(f"operation.{state}", f"operation {name} is {state}; "
+                                   "nothing more is routed under it", header=h)
+        if directory.scale.rank(h.label.level) > directory.scale.rank(op.level):
+            return Decision.refuse("operation.level", f"operation {name} runs at "
+                                   f"{op.level}; this message is {h.label.level}", header=h)
+    return None
+
+
+def _agreement_rule(h: Header, directory: Directory, org: str,
+                    now_ms: int) -> Decision | dict[str, str]:
+    """Every recipient of another organisation than the sender's must be reached under a
+    running agreement: recipient -> agreement id, or the refusal (for every recipient the
+    first failing crossing refuses)."""
+    applied: dict[str, str] = {}
+    verdicts: dict[str, tuple[str, str]] = {}
+    # the caveat of a joint operation is shared among its members, whatever their
+    # organisation: _operation_rule and the clearance checks have already held it to them
+    lab = Label(h.label.level, h.label.caveats - directory.operations.keys()) \
+        if directory.operations else h.label
+    for r in h.recipients:
+        target = directory.agencies[r].org
+        if target == org:
+            continue
+        verdict = verdicts.get(target)
+        if verdict is None:
+            verdict = verdicts[target] = covering(
+                directory.agreements_between(org, target), directory.scale, org, target,
+                h.kind, lab, h.handling, now_ms)
+        if verdict[0] == "ok":
+            applied[r] = verdict[1]
+    for target, (code, detail) in sorted(verdicts.items()):
+        if code != "ok":
+            blocked = tuple(r for r in h.recipients if directory.agencies[r].org == target)
+            return Decision.refuse(code, f"{h.sender} ({org}) to {', '.join(blocked[:10])}"
+                                   f"{' and more' if len(blocked) > 10 else ''} "
+                                   f"({target}): {detail}", header=h, agencies=blocked)
+    return applied
 
 
 def _source_deletion(h: Header, src: PriorMessage | None) -> bool:

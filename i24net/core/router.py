@@ -158,6 +158,7 @@ class _Queued:
     # deliveries are stamped at pop time:
     msg_id: bytes = field(compare=False, default=b"")
     recipient: str = field(compare=False, default="")
+    agreement: str = field(compare=False, default="")
 
 
 class RouterStore(Protocol):
@@ -483,7 +484,8 @@ class RouterMachine:
             for frame in self._receipts.get(h.id, {}).values():
                 self._push(CONTROL_PRIORITY, f"{self.prefix}/inbox/{h.sender}", payload=frame)
         for r in targets:
-            self._push(int(h.precedence), f"{self.prefix}/inbox/{r}", msg_id=h.id, recipient=r)
+            self._push(int(h.precedence), f"{self.prefix}/inbox/{r}", msg_id=h.id, recipient=r,
+                       agreement=decision.agreements.get(r, ""))
         return [outcome(h.id_hex, h.sender, "ok", targets, decision.message, int(h.precedence))]
 
     def _limited(self, agency: str, env: Envelope, now_ms: int) -> list[RouterEvent]:
@@ -572,9 +574,9 @@ class RouterMachine:
 
     # -- outputs --------------------------------------------------------------------------
     def _push(self, priority: int, topic: str, *, payload: bytes = b"", msg_id: bytes = b"",
-              recipient: str = "") -> None:
+              recipient: str = "", agreement: str = "") -> None:
         heapq.heappush(self._queue, _Queued(priority, next(self._order), topic, payload,
-                                            msg_id, recipient))
+                                            msg_id, recipient, agreement))
 
     def pending(self, max_priority: int | None = None) -> int:
         """Frames waiting to be published; with ``max_priority``, those of that priority
@@ -604,7 +606,7 @@ class RouterMachine:
         while self._queue and len(out) < limit:
             q = heapq.heappop(self._queue)
             if q.msg_id:
-                frame = self._stamp(q.msg_id, q.recipient, now_ms)
+                frame = self._stamp(q.msg_id, q.recipient, now_ms, q.agreement)
                 if frame is None:
                     continue
                 out.append((q.topic, frame, q.priority))
@@ -612,14 +614,15 @@ class RouterMachine:
                 out.append((q.topic, q.payload, q.priority))
         return out
 
-    def _stamp(self, msg_id: bytes, recipient: str, now_ms: int) -> bytes | None:
+    def _stamp(self, msg_id: bytes, recipient: str, now_ms: int,
+               agreement: str = "") -> bytes | None:
         raw = self.store.envelope(msg_id)
         prior = self.store.prior(msg_id)
         if raw is None or prior is None:
             return None  # pruned (expired) while queued
         seq = self.store.next_seq(recipient)
         stamp = fr.Stamp(msg_id, prior.digest, prior.sender, (recipient,), {recipient: seq},
-                         now_ms, self.directory.serial, self.kid)
+                         now_ms, self.directory.serial, self.kid, agreement=agreement)
         frame = fr.make_delivery(stamp, raw, self.keys)
         self.store.log_delivery(recipient, seq, msg_id, frame)
         return frame

@@ -51,7 +51,8 @@ def _check_consistent(spec: dict[str, Any]) -> None:
     ids = [a["id"] for a in agencies]
     assert len(ids) == len(set(ids)), "agency ids must be unique"
     for a in agencies:
-        assert set(a) == {"id", "name", "kind", "region", "clearance", "caveats", "roles"}
+        assert set(a) == {"id", "name", "kind", "org", "region", "clearance", "caveats",
+                          "roles"}
         assert ID.match(a["id"]), a["id"]
         assert a["name"]
         assert a["kind"] in KINDS

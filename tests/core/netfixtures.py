@@ -86,11 +86,12 @@ def label(text: str) -> Label:
 
 def record(agency: str, *, kind: str = "ncb", region: str = "EUROPE",
            clearance: str = "RESTRICTED", roles: Iterable[str] = (),
-           status: str = "active", generation: int = 0) -> AgencyRecord:
+           status: str = "active", generation: int = 0,
+           org: str = "INTERPOL") -> AgencyRecord:
     pk = keys_for(agency, generation).public()
     return AgencyRecord(agency, f"{agency} bureau", kind, region, label(clearance),
                         frozenset(roles), pk.sign_key, pk.enc_key, status,
-                        prekey=pk.prekey, prekey_sig=pk.prekey_sig)
+                        prekey=pk.prekey, prekey_sig=pk.prekey_sig, org=org)
 
 
 @functools.cache

@@ -284,8 +284,8 @@ def test_record_round_trip() -> None:
 # -- hostile and malformed documents ---------------------------------------------------------
 
 @pytest.mark.parametrize(("changes", "why"), [
-    ({"v": 1}, "wire.version"),
-    ({"v": 3}, "wire.version"),
+    ({"v": 2}, "wire.version"),
+    ({"v": 4}, "wire.version"),
     ({"extra": 1}, "wire.schema"),
     ({"serial": None}, "wire.schema"),
     ({"serial": 0}, "wire.schema"),

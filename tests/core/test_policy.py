@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +20,7 @@ from netfixtures import (
     DAY,
     HOUR,
     ROUTER,
+    SECOND,
     T0,
     Net,
     build,
@@ -36,7 +37,9 @@ from netfixtures import (
     with_agency,
 )
 
+from i24net.config.presets import AGREEMENT_ID
 from i24net.core import frames as fr
+from i24net.core.cooperation import Agreement, Flow, Operation
 from i24net.core.directory import AgencyRecord, Directory
 from i24net.core.envelope import Envelope
 from i24net.core.errors import I24Error, WireFormatError
@@ -433,6 +436,138 @@ def release_garbage() -> Scenario:
 
 
 # code -> (refused scenarios, accepted counterparts)
+# -- organisations, agreements and joint operations ---------------------------------------------
+
+def _with_police(*agreements: Agreement) -> Directory:
+    """The demo directory with FR-OFAST, a French police unit of its own organisation."""
+    d = with_agency(D, record("FR-OFAST", kind="lea", clearance="CONFIDENTIAL",
+                              org="FR-POLICE"))
+    return d.next_version(d.issued_ms + 1, agreements={**d.agreements,
+                                                       **{a.id: a for a in agreements}})
+
+
+def _police_agreement(until: int = T0 + DAY) -> Agreement:
+    return Agreement("INTERPOL-FR-POLICE", "NCB Paris and the French police", (
+        "INTERPOL", "FR-POLICE"), until, (Flow("INTERPOL", "FR-POLICE", frozenset({"message"}),
+                                              "CONFIDENTIAL"),))
+
+
+def agreement_none() -> Scenario:
+    d = _with_police()
+    return Scenario(build("NCB-FR", ["FR-OFAST"], d=d), directory=d)
+
+
+def agreement_none_ok() -> Scenario:
+    d = _with_police(_police_agreement())
+    return Scenario(build("NCB-FR", ["FR-OFAST"], d=d), directory=d)
+
+
+def agreement_none_one_way() -> Scenario:  # the agreement has no flow back to INTERPOL
+    d = _with_police(_police_agreement())
+    return Scenario(build("FR-OFAST", ["NCB-FR"], d=d), directory=d)
+
+
+def agreement_expired() -> Scenario:
+    d = D.end_agreement(AGREEMENT_ID, T0 - SECOND, D.issued_ms + 1)
+    return Scenario(build("NCB-FR", ["EUROPOL"], d=d), directory=d)
+
+
+def agreement_expired_ok() -> Scenario:  # the last moment before the end
+    d = D.end_agreement(AGREEMENT_ID, T0 + 1, D.issued_ms + 1)
+    return Scenario(build("NCB-FR", ["EUROPOL"], d=d), directory=d)
+
+
+def agreement_kind() -> Scenario:  # Europol does not request notices under the agreement
+    return Scenario(build("EUROPOL", ["GS-LYON"], kind="notice-request"))
+
+
+def agreement_kind_ok() -> Scenario:
+    return Scenario(build("EUROPOL", ["GS-LYON"]))
+
+
+def agreement_level() -> Scenario:
+    return Scenario(build("GS-LYON", ["EUROPOL"], lab="SECRET"))
+
+
+def agreement_level_ok() -> Scenario:
+    return Scenario(build("GS-LYON", ["EUROPOL"], lab="CONFIDENTIAL"))
+
+
+def _narrow() -> Directory:
+    """The demo directory whose INTERPOL-EUROPOL agreement shares no caveat."""
+    agr = D.agreements[AGREEMENT_ID]
+    flows = tuple(replace(fl, caveats=frozenset()) for fl in agr.flows)
+    return D.next_version(D.issued_ms + 1,
+                          agreements={AGREEMENT_ID: replace(agr, flows=flows)})
+
+
+def agreement_caveat() -> Scenario:
+    d = _narrow()
+    return Scenario(build("NCB-FR", ["EUROPOL"], lab="RESTRICTED//EU", d=d), directory=d)
+
+
+def agreement_caveat_ok() -> Scenario:
+    d = _narrow()
+    return Scenario(build("NCB-FR", ["EUROPOL"], d=d), directory=d)
+
+
+H3 = HandlingCodes(frozenset({Handling.H3}), "not for use in court proceedings")
+
+
+def agreement_handling() -> Scenario:
+    return Scenario(build("NCB-FR", ["EUROPOL", "NCB-DE"], handling=H3))
+
+
+def agreement_handling_ok() -> Scenario:
+    return Scenario(build("NCB-FR", ["EUROPOL", "NCB-DE"], handling=H2))
+
+
+def _trident(level: str = "CONFIDENTIAL") -> Directory:
+    op = Operation("TRIDENT", "Joint operation against a trafficking network", "NCB-FR",
+                   ("EUROPOL", "NCB-DE", "NCB-FR"), T0 + DAY, level, created_ms=T0 - HOUR)
+    return D.create_operation(op, D.issued_ms + 1)
+
+
+def operation_closed() -> Scenario:
+    d = _trident().close_operation("TRIDENT", D.issued_ms + 2)
+    return Scenario(build("NCB-FR", ["NCB-DE"], lab="RESTRICTED//TRIDENT", d=_trident()),
+                    directory=d)
+
+
+def operation_closed_group() -> Scenario:  # the group of a closed operation is not a route
+    d = _trident().close_operation("TRIDENT", D.issued_ms + 2)
+    return Scenario(build("NCB-FR", ["@TRIDENT"], d=_trident()), directory=d)
+
+
+def operation_ok() -> Scenario:  # EUROPOL shares the operation's caveat with INTERPOL's
+    d = _trident()
+    return Scenario(build("NCB-FR", ["@TRIDENT"], lab="RESTRICTED//TRIDENT", d=d),
+                    directory=d)
+
+
+def operation_expired() -> Scenario:
+    d = _trident()
+    return Scenario(build("NCB-FR", ["@TRIDENT"], lab="RESTRICTED//TRIDENT", d=d,
+                          now=T0 + DAY), directory=d, now=T0 + DAY)
+
+
+def operation_expired_ok() -> Scenario:
+    d = _trident()
+    return Scenario(build("NCB-FR", ["@TRIDENT"], lab="RESTRICTED//TRIDENT", d=d,
+                          now=T0 + DAY - 1), directory=d, now=T0 + DAY - 1)
+
+
+def operation_level() -> Scenario:
+    d = _trident("RESTRICTED")
+    return Scenario(build("NCB-FR", ["NCB-DE"], lab="CONFIDENTIAL//TRIDENT", d=d),
+                    directory=d)
+
+
+def operation_level_ok() -> Scenario:
+    d = _trident("RESTRICTED")
+    return Scenario(build("NCB-FR", ["NCB-DE"], lab="RESTRICTED//TRIDENT", d=d), directory=d)
+
+
 CASES: dict[str, tuple[list[Callable[[], Scenario]], list[Callable[[], Scenario]]]] = {
     "sig.invalid": ([sig_invalid, sig_invalid_other_signer], [ok_fr_to_de]),
     "sig.unknown-key": ([sig_unknown_key], [sig_unknown_key_ok]),
@@ -463,6 +598,15 @@ CASES: dict[str, tuple[list[Callable[[], Scenario]], list[Callable[[], Scenario]
     "handling.h2-release": ([h2_release], [h2_release_ok, h2_within_audience_ok]),
     "handling.release-invalid": ([release_wrong_signer, release_own, release_not_covering,
                                   release_other_message, release_garbage], [h2_release_ok]),
+    "agreement.none": ([agreement_none, agreement_none_one_way], [agreement_none_ok]),
+    "agreement.expired": ([agreement_expired], [agreement_expired_ok]),
+    "agreement.kind": ([agreement_kind], [agreement_kind_ok]),
+    "agreement.level": ([agreement_level], [agreement_level_ok]),
+    "agreement.caveat": ([agreement_caveat], [agreement_caveat_ok]),
+    "agreement.handling": ([agreement_handling], [agreement_handling_ok]),
+    "operation.closed": ([operation_closed, operation_closed_group], [operation_ok]),
+    "operation.expired": ([operation_expired], [operation_expired_ok]),
+    "operation.level": ([operation_level], [operation_level_ok]),
 }
 
 # Reason codes that ``decide`` cannot produce, and where they come from instead.
