@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from i24net.config.home import Home, now_ms
+from i24net.core.cooperation import Operation
+from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
 from i24net.core.labels import Label, Precedence
 from i24net.exercise import model as m
@@ -526,7 +528,8 @@ class LiveRun:
                    subject=inj.subject or (inj.name or inj.kind) +
                    (f" #{n + 1}" if inj.repeat > 1 else ""),
                    text=inj.text, data=dict(inj.data or {}), precedence=inj.precedence,
-                   handling=list(inj.handling), ttl_hours=inj.ttl_hours)
+                   handling=list(inj.handling), ttl_hours=inj.ttl_hours,
+                   h3_text=(inj.text or "see text") if "H3" in inj.handling else "")
 
     def _send(self, sender: str, to: list[str], *, named: tuple[str, str] | None = None,
               **kw: Any) -> str:
@@ -587,6 +590,10 @@ class LiveRun:
             return self._copy(inj, 0)
         if isinstance(inj, m.Revoke | m.Rotate | m.RotatePrekeys):
             return self._directory_action(inj)
+        if isinstance(inj, m.COOPERATION_INJECTS):
+            assert self.keydrills is not None  # made at the start for these injects too
+            change, what = self._cooperation(inj)
+            return self.keydrills.amend(change, what)
         raise m.NotSupportedLive(f"not supported live yet: {inj.action}")
 
     def _directory_action(self, inj: m.Revoke | m.Rotate | m.RotatePrekeys) -> str:
@@ -599,6 +606,41 @@ class LiveRun:
         if isinstance(inj, m.Rotate):
             return keys.rotate(inj)
         return keys.rotate_prekeys(inj)
+
+    def _cooperation(self, inj: m.Inject) -> tuple[Callable[[Directory, int], Directory], str]:
+        """The directory change an operation or agreement inject makes, as in virtual
+        time: an operation's end is ``until`` seconds into the exercise (default 30 days
+        after it is created)."""
+        assert self.home is not None
+        d = self.home.directory()
+
+        def members(items: tuple[str, ...]) -> list[str]:
+            return sorted({*d.expand([i for i in items if i.startswith("@")], ""),
+                           *(i for i in items if not i.startswith("@"))})
+
+        if isinstance(inj, m.OperationCreate):
+            until = inj.until if inj.until is not None else inj.at + 30 * 86_400.0
+            op = Operation(inj.operation, inj.title or inj.operation, inj.lead,
+                           tuple(sorted({inj.lead, *members(inj.members)})),
+                           self.start_ms + round(until * 1000),
+                           inj.level or d.agency(inj.lead).clearance.level,
+                           created_ms=now_ms())
+            return (lambda cur, t: cur.create_operation(op, t)), \
+                f"operation {op.name} created with {', '.join(op.members)}"
+        if isinstance(inj, m.OperationAdd | m.OperationRemove):
+            who = members(inj.agencies)
+            joining = isinstance(inj, m.OperationAdd)
+            return (lambda cur, t: cur.change_operation(
+                inj.operation, t, add=who if joining else (),
+                remove=() if joining else who)), \
+                f"{', '.join(who)} {'added to' if joining else 'removed from'} operation " \
+                f"{inj.operation}"
+        if isinstance(inj, m.OperationClose):
+            return (lambda cur, t: cur.close_operation(inj.operation, t)), \
+                f"operation {inj.operation} closed"
+        assert isinstance(inj, m.AgreementExpire)
+        return (lambda cur, t: cur.end_agreement(inj.agreement, t, t)), \
+            f"agreement {inj.agreement} ended"
 
     def _reachable(self) -> set[str]:
         """The agencies whose node is up and connected to the broker now, partitioned ones
@@ -831,7 +873,8 @@ class LiveRun:
         obs.messages = sorted(msgs.values(), key=lambda x: (x.sent, x.id))
         self._notices(obs, inboxes, msgs)
         obs.drops = self._drops(agencies)
-        obs.violations = _flow_violations(d, obs, inboxes)
+        versions = self.keydrills.versions if self.keydrills is not None else [d]
+        obs.violations = _flow_violations(versions, obs, inboxes)
         obs.flowcheck_ran = True
         return obs
 
@@ -929,11 +972,22 @@ def _with_lateness(detail: str, late: float) -> str:
     return f"{detail}; played {late:.3f} s late" if detail else f"played {late:.3f} s late"
 
 
-def _flow_violations(d: Any, obs: Observations,
+def _flow_violations(versions: list[Directory], obs: Observations,
                      inboxes: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The live run's information-flow check, from the stores: every inbox item was
     addressed to its holder, who is cleared for its label, and came from a sender whose
-    outbox holds it (no body reached anyone unaddressed)."""
+    outbox holds it (no body reached anyone unaddressed).
+
+    Clearances change during a run (a joint operation grants and takes away its caveat):
+    an item is judged by the directory version in force when it was received (the newest
+    issued before), or the one before that, which the router may still have applied to
+    a message accepted just before the new version reached it."""
+    ordered = sorted(versions, key=lambda v: v.serial)
+
+    def in_force(received_ms: int) -> list[Directory]:
+        n = max([k for k, v in enumerate(ordered) if v.issued_ms <= received_ms] or [0])
+        return ordered[max(0, n - 1):n + 1]
+
     by_id = {msg.id: msg for msg in obs.messages}
     out: list[dict[str, Any]] = []
     for a, items in sorted(inboxes.items()):
@@ -947,7 +1001,8 @@ def _flow_violations(d: Any, obs: Observations,
                 out.append({"rule": "unaddressed", "agency": a, "msg_id": mid})
             try:
                 lab = Label.parse(i.label)
-                if not d.scale.dominates(d.agencies[a].clearance, lab):
+                if not any(a in d.agencies and d.scale.dominates(d.agencies[a].clearance, lab)
+                           for d in in_force(i.received_ms)):
                     out.append({"rule": "uncleared", "agency": a, "msg_id": mid,
                                 "label": i.label})
             except (I24Error, KeyError):

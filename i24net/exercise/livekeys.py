@@ -92,7 +92,7 @@ PUBLISH_TIMEOUT_S = 5.0
 THIEF_CLIENT = "thief"  # the thief's client id: <agency>:thief
 WIRETAP_CLIENT = "wiretap"  # the eavesdropper's: i24-router:wiretap
 FORGED_TEXT = "Forged with a stolen key."  # the body text, as in virtual time
-KEY_INJECTS = (m.Compromise, m.Revoke, m.Rotate, m.RotatePrekeys)
+KEY_INJECTS = (m.Compromise, m.Revoke, m.Rotate, m.RotatePrekeys, *m.COOPERATION_INJECTS)
 
 _T = TypeVar("_T")
 
@@ -308,6 +308,16 @@ class KeyDrills:
         adoption.check()
         return f"new prekeys for {', '.join(inj.agencies) or 'every active agency'}; " \
             f"{adoption.describe()}"
+
+    def amend(self, change: Callable[[Directory, int], Directory], what: str) -> str:
+        """A joint operation created, changed or closed, or an agreement ended
+        (``change``, as ``i24net operation`` / ``agreement end`` make it): the next version,
+        published; in force once the router and every reachable node adopted it."""
+        marks = self._marks()
+        d = self.home.amend(change)
+        adoption = self._publish(d, marks)
+        adoption.check()
+        return f"{what}; {adoption.describe()}"
 
     def _audit_files(self) -> dict[str, Path]:
         """The audit log of each router shard (``router``, ``router-2`` ...) and node."""

@@ -387,12 +387,15 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise r.fail(path, f"unknown agency {a} in network {spec.name}{hint}")
 
+    operations: set[str] = set()  # joint operations created by the injects so far
+
     def targets(path: tuple[Any, ...], items: tuple[str, ...]) -> None:
         for t in items:
             if t.startswith("@"):
-                if t[1:] not in net.groups:
+                if t[1:] not in net.groups and t[1:] not in operations:
                     raise r.fail(path, f"unknown group {t}; known: "
-                                 + ", ".join("@" + g for g in sorted(net.groups)))
+                                 + ", ".join("@" + g for g in sorted(
+                                     {*net.groups, *operations})))
             else:
                 agency(path, t)
 
@@ -403,10 +406,12 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
         if lab.level not in spec.scale.levels:
             raise r.fail(path, f"unknown level {lab.level}; network {spec.name} has "
                          + ", ".join(spec.scale.levels))
-        bad = sorted(lab.caveats - spec.scale.caveats)
+        known = spec.scale.caveats | operations
+        bad = sorted(lab.caveats - known)
         if bad:
             raise r.fail(path, f"unknown caveat {bad[0]}; network {spec.name} has "
-                         + ", ".join(sorted(spec.scale.caveats)))
+                         + ", ".join(sorted(known)) + (" (a joint operation's caveat is "
+                                                       "known from its operation-create on)"))
 
     p: tuple[Any, ...]
     for rule in ex.conditions.links:
@@ -479,6 +484,29 @@ def _check(ex: m.Exercise, r: _Reader, explicit_duration: float | None) -> m.Exe
                 agency((*p, "agencies"), a)
         if isinstance(inj, m.Revoke):
             revoked.setdefault(inj.agency, inj.at)
+        if isinstance(inj, m.OperationCreate):
+            if inj.operation in operations or inj.operation in spec.scale.caveats \
+                    or inj.operation in net.groups:
+                raise r.fail((*p, "operation"), f"{inj.operation} is already a group, caveat "
+                             "or operation of this network")
+            agency((*p, "lead"), inj.lead)
+            targets((*p, "members"), inj.members)
+            if inj.level is not None and inj.level not in spec.scale.levels:
+                raise r.fail((*p, "level"), f"unknown level {inj.level}; network "
+                             f"{spec.name} has {', '.join(spec.scale.levels)}")
+            if inj.until is not None and inj.until <= inj.at:
+                raise r.fail((*p, "until"), "an operation ends after it is created")
+            operations.add(inj.operation)
+        if isinstance(inj, m.OperationAdd | m.OperationRemove | m.OperationClose) and \
+                inj.operation not in operations:
+            raise r.fail((*p, "operation"), f"no earlier operation-create inject creates "
+                         f"{inj.operation}")
+        if isinstance(inj, m.OperationAdd | m.OperationRemove):
+            targets((*p, "agencies"), inj.agencies)
+        if isinstance(inj, m.AgreementExpire) and inj.agreement not in spec.agreements:
+            raise r.fail((*p, "agreement"), f"network {spec.name} has no agreement "
+                         f"{inj.agreement}; agreements: "
+                         f"{', '.join(sorted(spec.agreements)) or 'none'}")
         if ex.mode == "live" and not inj.live:
             raise r.fail((*p, "action"), f"not supported live: {inj.action}: "
                          f"{inj.why_not_live}" if inj.why_not_live

@@ -21,6 +21,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from i24net.core.cooperation import AGREEMENT_ID
 from i24net.core.directory import AGENCY_ID, GROUP_NAME
 from i24net.core.envelope import KINDS as MESSAGE_KINDS
 from i24net.core.errors import ConfigError, I24Error
@@ -154,6 +155,22 @@ def targets(value: Any) -> tuple[str, ...]:
 def agencies(value: Any) -> tuple[str, ...]:
     """Like ``targets``: groups are allowed and expanded against the network later."""
     return targets(value)
+
+
+def group_name(value: Any) -> str:
+    """A joint operation's name (its group and caveat), e.g. ``TRIDENT``."""
+    s = text(value)
+    if not GROUP_NAME.match(s):
+        raise Bad(f"{s!r} is not an operation name: upper-case letters, digits and '-' "
+                  "(at most 32), e.g. TRIDENT")
+    return s
+
+
+def agreement_id(value: Any) -> str:
+    s = text(value)
+    if not AGREEMENT_ID.match(s):
+        raise Bad(f"{s!r} is not an agreement id (e.g. INTERPOL-EUROPOL)")
+    return s
 
 
 def who(value: Any) -> str:
@@ -655,9 +672,76 @@ class Skew(Inject):
         return f"{self.agency}'s clock is off by {self.seconds:+g}s"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationCreate(Inject):
+    action: ClassVar[str] = "operation-create"
+    live: ClassVar[bool] = True
+    operation: str = _f(parse=group_name, required=True,
+                        doc="its name: the group @NAME and the caveat NAME")
+    lead: str = _f(parse=agency, required=True, doc="the agency leading it")
+    members: tuple[str, ...] = _f(parse=agencies, required=True,
+                                  doc="its members (the lead is one of them)")
+    until: float | None = _f(None, parse=seconds,
+                             doc="when it ends, seconds into the exercise (default: 30 "
+                                 "days after it is created)")
+    level: str | None = _f(None, parse=text, doc="its highest level (default: the lead's "
+                                                 "clearance)")
+    title: str = _f("", doc="what it is about")
+
+    def describe(self) -> str:
+        return (f"{self.lead} opens joint operation {self.operation} with "
+                f"{', '.join(self.members)}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationAdd(Inject):
+    action: ClassVar[str] = "operation-add"
+    live: ClassVar[bool] = True
+    operation: str = _f(parse=group_name, required=True)
+    agencies: tuple[str, ...] = _f(parse=agencies, required=True, doc="who joins")
+
+    def describe(self) -> str:
+        return f"{', '.join(self.agencies)} join operation {self.operation}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationRemove(Inject):
+    action: ClassVar[str] = "operation-remove"
+    live: ClassVar[bool] = True
+    operation: str = _f(parse=group_name, required=True)
+    agencies: tuple[str, ...] = _f(parse=agencies, required=True, doc="who leaves")
+
+    def describe(self) -> str:
+        return f"{', '.join(self.agencies)} removed from operation {self.operation}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationClose(Inject):
+    action: ClassVar[str] = "operation-close"
+    live: ClassVar[bool] = True
+    operation: str = _f(parse=group_name, required=True)
+
+    def describe(self) -> str:
+        return f"operation {self.operation} is closed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementExpire(Inject):
+    action: ClassVar[str] = "agreement-expire"
+    live: ClassVar[bool] = True
+    agreement: str = _f(parse=agreement_id, required=True, doc="the agreement's id")
+
+    def describe(self) -> str:
+        return f"agreement {self.agreement} expires"
+
+
+# The injects that issue a directory version changing an operation or an agreement.
+COOPERATION_INJECTS = (OperationCreate, OperationAdd, OperationRemove, OperationClose,
+                       AgreementExpire)
+
 INJECTS: dict[str, type[Inject]] = {c.action: c for c in (
     Send, NoticeRequest, Review, Cancel, Forward, Partition, Heal, Crash, Restart,
-    Compromise, Revoke, Rotate, RotatePrekeys, Skew)}
+    Compromise, Revoke, Rotate, RotatePrekeys, Skew, *COOPERATION_INJECTS)}
 
 
 # -- expectations ---------------------------------------------------------------------------

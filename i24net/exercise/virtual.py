@@ -196,6 +196,17 @@ class VirtualRun:
             sim.rotate_prekeys(at, list(inj.agencies) or None)
         elif isinstance(inj, m.Skew):
             sim.skew(at, inj.agency, inj.seconds)
+        elif isinstance(inj, m.OperationCreate):
+            sim.create_operation(at, inj.operation, inj.lead, list(inj.members),
+                                 until=inj.until, level=inj.level, title=inj.title)
+        elif isinstance(inj, m.OperationAdd):
+            sim.change_operation(at, inj.operation, add=list(inj.agencies))
+        elif isinstance(inj, m.OperationRemove):
+            sim.change_operation(at, inj.operation, remove=list(inj.agencies))
+        elif isinstance(inj, m.OperationClose):
+            sim.close_operation(at, inj.operation)
+        elif isinstance(inj, m.AgreementExpire):
+            sim.end_agreement(at, inj.agreement)
         else:  # pragma: no cover - every action in model.INJECTS is handled above
             raise m.ExerciseError(f"no virtual form for action {inj.action!r}")
 
@@ -361,7 +372,8 @@ class VirtualRun:
             for h in by_inject.get(inj.index, []):
                 if h.sent.error and not problem:
                     problem = f"{h.sent.error}: {h.sent.detail}"
-            if not problem and inj.action in ("review", "cancel", "revoke"):
+            if not problem and inj.action in ("review", "cancel", "revoke", *(
+                    c.action for c in m.COOPERATION_INJECTS)):
                 problem = "; ".join(errors.get(inj.at, []))
             out.append(InjectObs(inj.at, inj.index, inj.action, inj.describe(),
                                  not problem, problem))

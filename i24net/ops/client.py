@@ -85,15 +85,16 @@ def send(home: Home, sender: str, to: list[str], *, kind: str = "message",
          data: dict[str, Any] | None = None, precedence: str = "ROUTINE",
          handling: list[str] | None = None, ref: bytes | None = None,
          release: bytes | None = None, ttl_hours: float = 72,
-         store: Any | None = None) -> Header:
+         store: Any | None = None, h3_text: str = "") -> Header:
     """Compose and enqueue a message; returns its header. ``ref`` names the message this
-    one refers to (a forward), ``release`` is the source's signed release of it (H2)."""
+    one refers to (a forward), ``release`` is the source's signed release of it (H2),
+    ``h3_text`` the restriction an H3 handling code states."""
     d = home.directory()
     header = make_header(
         d, sender=sender, addressing=complete_addressing(kind, list(to), sender, d),
         kind=kind, label=Label.parse(label), now_ms=now_ms(),
         ttl_ms=int(ttl_hours * 3600_000), random_bytes=os.urandom,
         precedence=Precedence.parse(precedence),
-        handling=HandlingCodes.parse(handling or []), ref=ref, release=release)
+        handling=HandlingCodes.parse(handling or [], h3_text), ref=ref, release=release)
     enqueue(home, header, Body(subject, text, data or {}), store)
     return header

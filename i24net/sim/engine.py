@@ -180,6 +180,7 @@ class Engine:
         # An eavesdropper's recording of the traffic to and from agencies whose keys a
         # compromise will steal (only those: a long run records nothing it need not).
         self._watched: set[str] = set()
+        self._planned_caveats: set[str] = set()  # of the joint operations scheduled so far
         self._captured: dict[str, bytes] = {}
         self._sent_us: dict[str, int] = {}
         self.messages: dict[str, hs.Send] = {}  # msg id -> its send event

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from i24net.config.presets import preset_toml, synthetic_toml
+from i24net.core.cooperation import Operation
 from i24net.core.directory import Directory
 from i24net.core.envelope import (
     KINDS,
@@ -33,7 +34,14 @@ from i24net.core.envelope import (
 from i24net.core.errors import I24Error
 from i24net.core.events import NodeEvent
 from i24net.core.keys import AgencyKeys, key_id
-from i24net.core.labels import TLP, Evaluation, HandlingCodes, Label, Precedence
+from i24net.core.labels import (
+    TLP,
+    ClassificationScale,
+    Evaluation,
+    HandlingCodes,
+    Label,
+    Precedence,
+)
 from i24net.core.lifecycle import REASON_CANCELLED, NoticeDesk
 from i24net.core.netspec import NetworkSpec, parse_spec
 from i24net.core.node import InboxItem, NodeMachine, OutboxEntry
@@ -208,7 +216,7 @@ class Simulation(Engine):
         ``sender`` had asked the source for permission (H2)."""
         self._host(sender)
         if label is not None:
-            self.directory.scale.validate(Label.parse(label))
+            self._check_label(label)
         if precedence is not None:
             Precedence.parse(precedence)
         if handling is not None:
@@ -314,6 +322,39 @@ class Simulation(Engine):
         self._host(agency)
         self._at(at, self._do_revoke, agency)
 
+    def create_operation(self, at: float, name: str, lead: str, members: Iterable[str], *,
+                         until: float | None = None, level: str | None = None,
+                         title: str = "") -> None:
+        """The authority issues a version running joint operation ``name``: its caveat and
+        group granted to ``lead`` and ``members`` (ids or @groups, expanded then) until
+        ``until`` seconds of virtual time (default: 30 days after ``at``), at ``level``
+        (default: the lead's clearance)."""
+        self._host(lead)
+        self._planned_caveats.add(name)
+        self._at(at, self._do_create_operation, name, lead, list(members),
+                 30 * 86_400.0 + at if until is None else until, level, title or name)
+
+    def change_operation(self, at: float, name: str, *, add: Iterable[str] = (),
+                         remove: Iterable[str] = ()) -> None:
+        """The authority issues a version where ``add`` joined operation ``name`` and
+        ``remove`` left it (ids or @groups)."""
+        joining, leaving = list(add), list(remove)
+        self._at(at, self._do_amend, "operation-add" if joining else "operation-remove", name,
+                 lambda d, now: d.change_operation(
+                     name, now, add=sorted(self._resolve(joining)) if joining else (),
+                     remove=sorted(self._resolve(leaving)) if leaving else ()))
+
+    def close_operation(self, at: float, name: str) -> None:
+        """The authority issues a version closing operation ``name``."""
+        self._at(at, self._do_amend, "operation-close", name,
+                 lambda d, now: d.close_operation(name, now))
+
+    def end_agreement(self, at: float, agreement_id: str) -> None:
+        """The authority issues a version in which agreement ``agreement_id`` has ended
+        (its ``until`` is now)."""
+        self._at(at, self._do_amend, "agreement-expire", agreement_id,
+                 lambda d, now: d.end_agreement(agreement_id, now, now))
+
     def rotate(self, at: float, agency: str) -> None:
         """The authority issues a version with new keys for ``agency``; its node switches
         to the new private keys when that version reaches it."""
@@ -359,13 +400,21 @@ class Simulation(Engine):
 
     # -- internals: building and submitting ------------------------------------------------
 
+    def _check_label(self, marking: str) -> Label:
+        """``marking`` as a label of this network, the caveats of the joint operations
+        scheduled so far included (they exist from their ``create_operation`` on)."""
+        lab = Label.parse(marking)
+        scale = self.directory.scale
+        ClassificationScale(scale.levels, scale.caveats | self._planned_caveats).validate(lab)
+        return lab
+
     def _message_spec(self, kind: str, to: str | Sequence[str], label: str, precedence: str,
                       handling: Sequence[str], h3_text: str, tlp: str | None,
                       evaluation: str | None, subject: str, text: str,
                       data: dict[str, Any] | None, ttl: float | None) -> dict[str, Any]:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
-        lab = self.directory.scale.validate(Label.parse(label))
+        lab = self._check_label(label)
         ttl_ms = round((ttl if ttl is not None else self.spec.default_ttl_hours * 3600) * 1000)
         if ttl_ms <= 0:
             raise ValueError("ttl must be positive")
@@ -624,6 +673,31 @@ class Simulation(Engine):
             self._record(hs.Inject(self._t(), "revoke", agency, f"failed: {exc.message}"))
             return
         self._issue(nd, "revoke", agency)
+
+    def _do_create_operation(self, name: str, lead: str, members: list[str], until: float,
+                             level: str | None, title: str) -> None:
+        now = self._router_now()
+        try:
+            everyone = tuple(sorted({lead, *self._resolve(members)}))
+            op = Operation(name, title, lead, everyone, self.start_ms + round(until * 1000),
+                           level or self.directory.agency(lead).clearance.level,
+                           created_ms=now)
+            nd = self.directory.create_operation(op, now)
+        except (I24Error, ValueError) as exc:
+            self._record(hs.Inject(self._t(), "operation-create", name,
+                                   f"failed: {getattr(exc, 'message', exc)}"))
+            return
+        self._issue(nd, "operation-create", name)
+
+    def _do_amend(self, action: str, target: str,
+                  change: Callable[[Directory, int], Directory]) -> None:
+        try:
+            nd = change(self.directory, self._router_now())
+        except (I24Error, ValueError) as exc:
+            self._record(hs.Inject(self._t(), action, target,
+                                   f"failed: {getattr(exc, 'message', exc)}"))
+            return
+        self._issue(nd, action, target)
 
     def _do_rotate(self, agency: str) -> None:
         new = SimKeys.draw(agency, self.rng, now_ms=self._router_now())
