@@ -278,3 +278,41 @@ def test_fuzz_mutations_of_the_examples(path: Path, data: st.DataObject) -> None
     else:
         del lines[i]
     _must_be_ours("\n".join(lines) + "\n")
+
+
+# -- joint operations and agreements -----------------------------------------------------------
+
+JOINT = (Path(__file__).resolve().parents[2] / "examples" / "exercises" /
+         "joint_operation.toml").read_text()
+
+
+@pytest.mark.parametrize(("old", "new", "field", "words"), [
+    ('agreement = "INTERPOL-EUROPOL"', 'agreement = "INTERPOL-NATO"',
+     "inject[10].agreement", "no agreement INTERPOL-NATO"),
+    ('operation = "TRIDENT"\ntitle', 'operation = "EU"\ntitle', "inject[1].operation",
+     "already a group"),
+    ('operation = "TRIDENT"\ntitle', 'operation = "trident"\ntitle', "inject[1].operation",
+     "not an operation name"),
+    ('lead = "NCB-FR"', 'lead = "NCB-XX"', "inject[1].lead", "unknown agency NCB-XX"),
+    ('level = "CONFIDENTIAL"', 'level = "COSMIC"', "inject[1].level", "unknown level"),
+    ("until = 55", "until = 0.5", "inject[1].until", "ends after it is created"),
+    ('action = "operation-remove"\noperation = "TRIDENT"',
+     'action = "operation-remove"\noperation = "NEPTUNE"', "inject[7].operation",
+     "no earlier operation-create"),
+])
+def test_operation_and_agreement_injects_are_checked(old: str, new: str, field: str,
+                                                    words: str) -> None:
+    assert old in JOINT
+    with pytest.raises(ExerciseError) as info:
+        loads(JOINT.replace(old, new, 1), source="x.toml")
+    assert info.value.path == field, info.value.message
+    assert words in info.value.message
+
+
+def test_an_operation_caveat_is_known_only_from_its_creation_on() -> None:
+    early = JOINT.replace("at = 1\naction = \"operation-create\"",
+                          "at = 5\naction = \"operation-create\"", 1)
+    with pytest.raises(ExerciseError) as info:
+        loads(early, source="x.toml")
+    assert "unknown caveat TRIDENT" in info.value.message
+    assert "operation-create" in info.value.message
