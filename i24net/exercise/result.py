@@ -162,6 +162,59 @@ class Result:
                          "withdrawn": len(n.cancelled), "time_to_withdraw_s": _r(ttw)}
         return out
 
+    def operations(self) -> dict[str, dict[str, Any]]:
+        """The joint debriefing of each operation the exercise ran: its lead, who was in it
+        and when, and its traffic (messages under its caveat or addressed to its group) by
+        sender: sent, refused, deliveries and their latency, refusals by reason."""
+        out: dict[str, dict[str, Any]] = {}
+        for inj in sorted(self.exercise.injects, key=lambda i: (i.at, i.index)):
+            if isinstance(inj, m.OperationCreate):
+                out[inj.operation] = {
+                    "title": inj.title or inj.operation, "lead": inj.lead,
+                    "created_t": _r(inj.at), "members": sorted({inj.lead, *inj.members}),
+                    "joined": {}, "removed": {}, "closed_t": None}
+            elif isinstance(inj, m.OperationAdd | m.OperationRemove) and inj.operation in out:
+                key = "joined" if isinstance(inj, m.OperationAdd) else "removed"
+                for a in inj.agencies:
+                    out[inj.operation][key].setdefault(a, _r(inj.at))
+            elif isinstance(inj, m.OperationClose) and inj.operation in out:
+                out[inj.operation]["closed_t"] = _r(inj.at)
+        if not out:
+            return out
+        named = self.exercise.named()
+        for name, op in out.items():
+            senders: dict[str, dict[str, Any]] = {}
+            refusals: Counter[str] = Counter()
+            latencies: list[float] = []
+            for msg in self.obs.messages:
+                sent_by = named.get(msg.name)
+                to = getattr(sent_by, "to", ()) if msg.origin != ATTACKER else ()
+                if name not in msg.label.partition("//")[2].split("/") and f"@{name}" not in to:
+                    continue
+                row = senders.setdefault(msg.sender, {"sent": 0, "refused": 0,
+                                                      "deliveries": 0, "latencies": []})
+                row["sent"] += 1
+                if msg.state == "refused":
+                    row["refused"] += 1
+                    refusals[msg.reason] += 1
+                for r in sorted(msg.delivered):
+                    row["deliveries"] += 1
+                    row["latencies"].append(msg.delivered[r] - msg.sent)
+                    latencies.append(msg.delivered[r] - msg.sent)
+            for row in senders.values():
+                values = sorted(row.pop("latencies"))
+                row["p50_s"] = _r(percentile(values, 50)) if values else None
+                row["max_s"] = _r(values[-1]) if values else None
+            values = sorted(latencies)
+            op.update(
+                messages=sum(r["sent"] for r in senders.values()),
+                by_sender=dict(sorted(senders.items())),
+                refusals=dict(sorted(refusals.items())),
+                deliveries=len(values),
+                p50_s=_r(percentile(values, 50)) if values else None,
+                max_s=_r(values[-1]) if values else None)
+        return out
+
     # -- output ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         ex = self.exercise
@@ -184,6 +237,7 @@ class Result:
             "drops": self.drops(),
             "per_agency": self.per_agency(),
             "notices": self.notices(),
+            "operations": self.operations(),
             "flowcheck": {"ran": self.obs.flowcheck_ran,
                           "violations": [plain_text(v) for v in self.obs.violations]},
             "timeline": self.timeline(),

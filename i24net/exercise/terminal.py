@@ -58,6 +58,28 @@ def report(result: Result) -> Group:
                     duration(row["p95_s"]), ("[red]" if over else "") + duration(row["max_s"])
                     + ("[/]" if over else ""), duration(row["target_s"]))
 
+    debriefs: list[object] = []
+    for name, op in d["operations"].items():
+        t = Table(title=f"joint debriefing: operation {_clean(name)} ({_clean(op['title'])}), "
+                  f"lead {op['lead']}, {op['messages']} message(s)", title_justify="left",
+                  box=None)
+        for col in ("sender", "sent", "refused", "deliveries", "median", "max"):
+            t.add_column(col, justify="left" if col == "sender" else "right", no_wrap=True)
+        for sender, row in op["by_sender"].items():
+            t.add_row(sender, str(row["sent"]), str(row["refused"]), str(row["deliveries"]),
+                      duration(row["p50_s"]) if row["p50_s"] is not None else "-",
+                      duration(row["max_s"]) if row["max_s"] is not None else "-")
+        debriefs.append(t)
+        changes = [f"{a} left at {duration(when)}" for a, when in op["removed"].items()]
+        changes += [f"{a} joined at {duration(when)}" for a, when in op["joined"].items()]
+        if op["closed_t"] is not None:
+            changes.append(f"closed at {duration(op['closed_t'])}")
+        refused = [f"{_clean(r)} x{n}" for r, n in op["refusals"].items()]
+        debriefs.append(Text.from_markup(
+            f"  members {', '.join(op['members'])}"
+            + (f"; {'; '.join(changes)}" if changes else "")
+            + (f"\n  [red]refused[/] {', '.join(refused)}" if refused else "")))
+
     failed = [o for o in d["expectations"] if not o["passed"]]
     verdict = Text.from_markup(
         f"[bold green]PASSED[/]: {s['met']}/{s['expectations']} expectations met"
@@ -68,6 +90,7 @@ def report(result: Result) -> Group:
     parts: list[object] = [title, exp, counts]
     if any(r["count"] for r in d["latency_by_precedence"].values()):
         parts.append(lat)
+    parts += debriefs
     for t in errors:
         parts.append(Text.from_markup(f"[yellow]inject[{t['index']}] {t['action']} failed:[/] "
                                       f"{_clean(t['error'])}"))

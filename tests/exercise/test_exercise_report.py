@@ -75,3 +75,22 @@ def test_report_renders_in_headless_chromium(report_html: Path, tmp_path: Path) 
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # not a blank page
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_the_joint_debriefing_counts_an_operations_traffic_by_sender() -> None:
+    result = run(load(EXAMPLES / "joint_operation.toml"))
+    op = result.to_dict()["operations"]["TRIDENT"]
+    assert (op["lead"], op["created_t"], op["removed"], op["closed_t"]) == (
+        "NCB-FR", 1.0, {"NCB-US": 14.0}, 40.0)
+    assert op["members"] == ["EUROPOL", "NCB-DE", "NCB-FR", "NCB-US"]
+    # NCB-FR: lead, after-removal, to-removed, after-expiry, interpol-only, after-close
+    fr = op["by_sender"]["NCB-FR"]
+    assert (fr["sent"], fr["refused"], fr["deliveries"]) == (6, 3, 6)
+    assert op["by_sender"]["EUROPOL"]["deliveries"] == 3
+    assert op["refusals"] == {"agreement.expired": 1, "agreement.handling": 1,
+                              "clearance.recipient": 1, "operation.closed": 1}
+    assert op["deliveries"] == sum(r["deliveries"] for r in op["by_sender"].values())
+    assert 0 < op["p50_s"] <= op["max_s"]
+    html = render_html(result)
+    assert "Joint debriefing: operation TRIDENT" in html and "NCB-US left at" in html
+    assert run(loads(MINIMAL)).to_dict()["operations"] == {}
