@@ -227,6 +227,7 @@ def _dpo_record(h: Home, agency: str) -> dict[str, Any]:
         rows.append({
             "id": i.msg_id.hex(), "kind": i.kind, "from": i.sender, "label": i.label,
             "handling": i.handling.split(",") if i.handling else [],
+            "agreement": i.agreement or None,
             "received_ms": i.received_ms, "retained_until_ms": i.retained_until(retention),
             "renewed_until_ms": i.keep_until_ms or None, "state": i.state,
             "erased_ms": i.erased_ms or None, "handovers": handed.get(i.msg_id, []),
@@ -251,7 +252,8 @@ def _period(seconds: float) -> str:
 @home_option
 def audit_dpo(agency: str, as_json: bool, home: str | None) -> None:
     """The data-protection record of AGENCY: every item it holds or held, its purpose (the
-    kind) and handling codes, until when it is kept under network.toml's [retention] (or a
+    kind) and handling codes, the agreement it crossed organisations under (as the router
+    stamped it), until when it is kept under network.toml's [retention] (or a
     renewal), when its body was erased (a deletion order, or the end of its retention),
     every hand-over to the agency's application and every onward message that refers to it.
     """
@@ -267,13 +269,14 @@ def audit_dpo(agency: str, as_json: bool, home: str | None) -> None:
         or "none (kept for as long as the store keeps them)"
     t = Table(title=f"{agency}: {record['held']} held, {record['erased']} erased; "
                     f"retention: {rules}")
-    for col in ("message", "kind", "from", "label", "handling", "received", "kept until",
-                "state", "erased", "hand-overs", "onward"):
+    for col in ("message", "kind", "from", "label", "handling", "agreement", "received",
+                "kept until", "state", "erased", "hand-overs", "onward"):
         t.add_column(col, overflow="fold")
     for r in items:
         until = r["retained_until_ms"]
         t.add_row(r["id"][:12], r["kind"], escape(r["from"]), escape(r["label"]),
-                  ",".join(r["handling"]) or "-", _time(r["received_ms"]),
+                  ",".join(r["handling"]) or "-", escape(r["agreement"] or "-"),
+                  _time(r["received_ms"]),
                   _time(until) if until else "-", r["state"],
                   _time(r["erased_ms"]) if r["erased_ms"] else "-", str(len(r["handovers"])),
                   ", ".join(f"{o['kind']} to {len(o['to'])}" for o in r["disseminated"])

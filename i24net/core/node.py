@@ -164,6 +164,7 @@ class InboxItem:
     handling: str = ""  # the header's handling codes, e.g. "H1,H2" ("" when none)
     keep_until_ms: int = 0  # a renewal: kept at least until then (0: the kind's rule)
     erased_ms: int = 0  # when the body was erased (deleted by order, or purged); 0: held
+    agreement: str = ""  # the agreement the router stamped: it crossed organisations under it
 
     def retained_until(self, retention: Mapping[str, int]) -> int | None:
         """When this item's body is due for erasure under ``retention`` (ms per kind), or
@@ -598,7 +599,8 @@ class NodeMachine:
             return [RefusedIn(h.id_hex, h.sender, refusal)]
         item = InboxItem(h.id, h.sender, h.kind, h.label.marking, int(h.precedence),
                          opened.body.subject, opened.body.text, dict(opened.body.data),
-                         h.created_ms, now_ms, h.ref, handling=",".join(h.handling.names()))
+                         h.created_ms, now_ms, h.ref, handling=",".join(h.handling.names()),
+                         agreement=stamp.agreement)
         self.store.inbox_put(item)
         until = item.retained_until(self.retention)
         if until is not None:

@@ -32,8 +32,8 @@ OUTBOX_COLUMNS = ("msg_id", "kind", "precedence", "recipients", "created_ms", "e
                    "state", "reason", "receipts", "attempts", "next_ms", "subject", "active",
                    "raw", "decided_ms")
 INBOX_COLUMNS = ("msg_id", "sender", "kind", "label", "precedence", "state", "created_ms",
-                  "received_ms", "ref", "handling", "keep_until_ms", "erased_ms", "subject",
-                  "text", "data")
+                  "received_ms", "ref", "handling", "keep_until_ms", "erased_ms", "agreement",
+                  "subject", "text", "data")
 
 
 def _outbox_row(e: OutboxEntry) -> tuple[Any, ...]:
@@ -52,15 +52,16 @@ def _outbox_entry(row: Sequence[Any]) -> OutboxEntry:
 
 def _inbox_row(i: InboxItem) -> tuple[Any, ...]:
     return (i.msg_id, i.sender, i.kind, i.label, i.precedence, i.state, i.created_ms,
-            i.received_ms, i.ref, i.handling, i.keep_until_ms, i.erased_ms, i.subject, i.text,
-            pack(i.data))
+            i.received_ms, i.ref, i.handling, i.keep_until_ms, i.erased_ms, i.agreement,
+            i.subject, i.text, pack(i.data))
 
 
 def _inbox_item(row: Sequence[Any]) -> InboxItem:
     (msg_id, sender, kind, label, precedence, state, created_ms, received_ms, ref, handling,
-     keep_until_ms, erased_ms, subject, text, data) = row
+     keep_until_ms, erased_ms, agreement, subject, text, data) = row
     return InboxItem(msg_id, sender, kind, label, precedence, subject, text, unpack_own(data),
-                     created_ms, received_ms, ref, state, handling, keep_until_ms, erased_ms)
+                     created_ms, received_ms, ref, state, handling, keep_until_ms, erased_ms,
+                     agreement)
 
 
 def _retention_sql(retention: Mapping[str, int]) -> tuple[str, list[Any]]:
@@ -110,6 +111,7 @@ class SqliteNodeStore(SqliteStore):
             handling TEXT NOT NULL DEFAULT '',        -- the header's codes, "H1,H2"
             keep_until_ms INTEGER NOT NULL DEFAULT 0, -- renewed until; 0: the kind's rule
             erased_ms INTEGER NOT NULL DEFAULT 0,     -- body erased at; 0: held
+            agreement TEXT NOT NULL DEFAULT '',       -- stamped: crossed under it; '': none
             subject TEXT NOT NULL,
             text TEXT NOT NULL,
             data BLOB NOT NULL)         -- msgpack map""",
@@ -128,7 +130,7 @@ class SqliteNodeStore(SqliteStore):
             subject TEXT NOT NULL,
             received_ms INTEGER NOT NULL)""",
     )
-    VERSION = 3
+    VERSION = 4
     MIGRATIONS: ClassVar[dict[int, tuple[str, ...]]] = {1: (
         "ALTER TABLE outbox ADD COLUMN decided_ms INTEGER NOT NULL DEFAULT 0", """CREATE TABLE handovers (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -141,7 +143,8 @@ class SqliteNodeStore(SqliteStore):
         "ALTER TABLE inbox ADD COLUMN erased_ms INTEGER NOT NULL DEFAULT 0",
         # a deletion order used to mark an item and keep its body: erase those now
         "UPDATE inbox SET subject = '', text = '', data = X'80', erased_ms = received_ms "
-        "WHERE state = 'deleted'",)}
+        "WHERE state = 'deleted'",), 3: (
+        "ALTER TABLE inbox ADD COLUMN agreement TEXT NOT NULL DEFAULT ''",)}
     _OUTBOX_PUT = upsert_sql("outbox", OUTBOX_COLUMNS, "msg_id")
     _OUTBOX_SELECT = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox"
     _INBOX_PUT = upsert_sql("inbox", INBOX_COLUMNS, "msg_id")

@@ -13,6 +13,7 @@ from netfixtures import (
     HOUR,
     ROUTER,
     T0,
+    Net,
     build,
     demo_directory,
     keys_for,
@@ -184,6 +185,14 @@ def test_a_stamp_names_the_agreement_under_which_the_message_crossed() -> None:
     assert stamps["EUROPOL"].agreement == AGREEMENT_ID
     assert stamps["NCB-DE"].agreement == ""  # same organisation: no agreement needed
     assert _stamps(build("EUROPOL", ["NCB-FR"]), "EUROPOL")["NCB-FR"].agreement == AGREEMENT_ID
+
+
+def test_the_recipient_keeps_the_agreement_its_message_crossed_under() -> None:
+    net = Net()
+    msg = net.send("NCB-FR", ["EUROPOL", "NCB-DE"])
+    net.settle()
+    assert net.store("EUROPOL").inbox[msg].agreement == AGREEMENT_ID
+    assert net.store("NCB-DE").inbox[msg].agreement == ""
 
 
 def test_a_stamp_with_an_agreement_survives_its_encoding() -> None:

@@ -456,7 +456,7 @@ def test_a_v1_node_store_is_migrated_by_its_writer(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE handovers")
         conn.execute("ALTER TABLE outbox DROP COLUMN decided_ms")
-        for column in V3_INBOX_COLUMNS:
+        for column in (*V3_INBOX_COLUMNS, *V4_INBOX_COLUMNS):
             conn.execute(f"ALTER TABLE inbox DROP COLUMN {column}")
         conn.execute("UPDATE schema_version SET version = 1")
     conn.close()
@@ -470,11 +470,12 @@ def test_a_v1_node_store_is_migrated_by_its_writer(tmp_path: Path) -> None:
     with SqliteNodeStore(path, readonly=True) as store:
         assert store.handovers() == []
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 4
     conn.close()
 
 
 V3_INBOX_COLUMNS = ("handling", "keep_until_ms", "erased_ms")
+V4_INBOX_COLUMNS = ("agreement",)
 
 
 def test_a_v2_node_store_gains_retention_and_loses_the_bodies_of_deleted_items(
@@ -486,7 +487,7 @@ def test_a_v2_node_store_gains_retention_and_loses_the_bodies_of_deleted_items(
         store.inbox_put(inbox_item(1, kind="diffusion", state="deleted"))
         store.inbox_put(inbox_item(2, kind="diffusion"))
     with sqlite3.connect(path) as conn:
-        for column in V3_INBOX_COLUMNS:
+        for column in (*V3_INBOX_COLUMNS, *V4_INBOX_COLUMNS):
             conn.execute(f"ALTER TABLE inbox DROP COLUMN {column}")
         conn.execute("UPDATE schema_version SET version = 2")
     conn.close()
@@ -497,6 +498,24 @@ def test_a_v2_node_store_gains_retention_and_loses_the_bodies_of_deleted_items(
             "", "", {}, "deleted")
         assert deleted.erased_ms == deleted.received_ms
         assert kept.subject == inbox_item(2).subject and kept.erased_ms == 0
+
+
+def test_a_v3_node_store_gains_the_agreement_column(tmp_path: Path) -> None:
+    """Version 4 records the agreement a message crossed organisations under; items
+    stored before hold none."""
+    path = tmp_path / "node.sqlite"
+    with SqliteNodeStore(path) as store:
+        store.inbox_put(inbox_item(1))
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE inbox DROP COLUMN agreement")
+        conn.execute("UPDATE schema_version SET version = 3")
+    conn.close()
+    with SqliteNodeStore(path) as store:
+        old = store.inbox_get(mid(1))
+        assert old is not None and old.agreement == ""
+        store.inbox_put(replace(inbox_item(2), agreement="INTERPOL-EUROPOL"))
+        new = store.inbox_get(mid(2))
+        assert new is not None and new.agreement == "INTERPOL-EUROPOL"
 
 
 def test_every_hand_over_is_logged_even_a_repeated_one(tmp_path: Path) -> None:
