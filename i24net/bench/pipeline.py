@@ -58,7 +58,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -841,7 +841,7 @@ def sim_bench(plan: Plan, say: Say) -> dict[str, Any]:
     except ImportError as exc:
         say(f"simulation: not measured ({exc})")
         return {"sim_msgs_per_s_198": math.nan, "sim_msgs_per_s_3000": math.nan,
-                "sim_year_minutes": math.nan,
+                "sim_year_minutes": math.nan, "sim_crypto_share": math.nan,
                 "sim_note": f"not measured: i24net.sim.Simulation is not available ({exc})"}
     r198 = _sim_in_child(plan.sim_slice_198, None, say)
     r3000 = _sim_in_child(plan.sim_slice_3000, 3000, say)
@@ -855,6 +855,10 @@ def sim_bench(plan: Plan, say: Say) -> dict[str, Any]:
         "sim_3000_over_198": r3000["msgs_per_s"] / r198["msgs_per_s"],
         "sim_year_minutes": SIENA_YEAR_MESSAGES / r3000["msgs_per_s"] / 60,
         "sim_year_minutes_198": SIENA_YEAR_MESSAGES / r198["msgs_per_s"] / 60,
+        # wall time per message in libsodium against the rest (ours), 3,000 agencies
+        "sim_crypto_share": r3000["crypto_share"],
+        "sim_crypto_ms_per_msg": r3000["crypto_ms_per_msg"],
+        "sim_ours_ms_per_msg": r3000["ours_ms_per_msg"],
         "sim_slice_messages": plan.sim_slice_3000,
         "sim_note": note,
         "sim_detail": {"198": r198, "3000": r3000},
@@ -878,6 +882,47 @@ def _sim_in_child(messages: int, agencies: int | None, say: Say) -> dict[str, An
         raise BenchError(f"the {name} simulation failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+@dataclass
+class CryptoClock:
+    """Wall time and calls spent in libsodium while ``timed_crypto`` is on."""
+
+    ns: int = 0
+    calls: int = 0
+
+
+@contextlib.contextmanager
+def timed_crypto() -> Iterator[CryptoClock]:
+    """For the block, every ``crypto_*`` function of ``nacl.bindings`` (what the core calls
+    for signatures, verifications, boxes and AEAD) adds its wall time to the clock. The
+    core looks the functions up on the module at each call, so wrapping them there times
+    every call; each wrapper adds about 0.2 us against the 22-95 us of a signature or a
+    verification. Meant for a measuring child process (the bench's ``sim`` worker)."""
+    import nacl.bindings as sodium
+
+    clock = CryptoClock()
+    timer = time.perf_counter_ns
+    saved = {name: getattr(sodium, name) for name in dir(sodium)
+             if name.startswith("crypto_") and callable(getattr(sodium, name))}
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = timer()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                clock.ns += timer() - t
+                clock.calls += 1
+        return timed
+
+    for name, fn in saved.items():
+        setattr(sodium, name, wrap(fn))
+    try:
+        yield clock
+    finally:
+        for name, fn in saved.items():
+            setattr(sodium, name, fn)
 
 
 def sim_rate(messages: int, agencies: int | None, seed: int = 1) -> dict[str, Any]:
@@ -910,13 +955,18 @@ def sim_rate(messages: int, agencies: int | None, seed: int = 1) -> dict[str, An
         a, b = rng.sample(everyone, 2)
         sent.append(sim.send(i * gap, a, b, subject=f"siena {i}", text=text))
     t2 = time.perf_counter()
-    sim.run()
+    with timed_crypto() as crypto:
+        sim.run()
     t3 = time.perf_counter()
     delivered = sum(1 for h in sent if sim.state(h) == "delivered")
+    per_msg_ms = (t3 - t1) * 1000 / messages
+    crypto_ms = crypto.ns / 1e6 / messages
     return {"agencies": len(everyone), "messages": messages, "delivered": delivered,
             "build_s": t1 - t0, "script_s": t2 - t1, "run_s": t3 - t2,
             "virtual_days": sim.now / 86_400, "msgs_per_s": messages / (t3 - t1),
-            "peak_rss_mb": peak_rss_mb()}
+            "ms_per_msg": per_msg_ms, "crypto_ms_per_msg": crypto_ms,
+            "ours_ms_per_msg": per_msg_ms - crypto_ms, "crypto_share": crypto_ms / per_msg_ms,
+            "crypto_calls_per_msg": crypto.calls / messages, "peak_rss_mb": peak_rss_mb()}
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -961,6 +1011,7 @@ def run(plan: Plan, engine: str = "mosquitto", say: Say = lambda s: None,
         results.update(crypto_floor(max(3, plan.seal_runs // 20)))
         results.update(asyncio.run(run_live(home, plan, engine, work, say)))
         secured = results.get("secured_cpu_ms_per_msg", {}).get("total", math.nan)
+        results["cpu_ms_per_msg"] = secured
         results["cpu_over_crypto_floor"] = secured / results["crypto_floor_ms"]
         t = time.monotonic()
         results.update(sim_bench(plan, say))
@@ -1009,22 +1060,25 @@ FIGURES: tuple[Figure, ...] = (
     Figure("unloaded_p50_ratio", "unloaded p50 pipeline / baseline", "x", "<= 5",
            lambda r: r["unloaded_p50_ratio"] <= 5),
     Figure("crypto_floor_ms", "crypto floor, one routed receipted message", "ms"),
+    Figure("cpu_ms_per_msg", "pipeline CPU per message, every process", "ms"),
     Figure("cpu_over_crypto_floor", "pipeline CPU per message / crypto floor", "x", "<= 2.5",
            lambda r: r["cpu_over_crypto_floor"] <= 2.5),
     Figure("seal_us_1", "seal, 1 recipient", "us"),
     Figure("seal_us_10", "seal, 10 recipients", "us"),
     Figure("seal_us_196", "seal, 196 recipients", "us"),
-    Figure("fanout_196_over_1", "fan-out cost 196 / 1", "x", "<= 20",
-           lambda r: r["fanout_196_over_1"] <= 20),
+    Figure("fanout_196_over_1", "fan-out cost 196 / 1", "x", "<= 8",
+           lambda r: r["fanout_196_over_1"] <= 8),
     Figure("flash_p99_ms_idle", "FLASH p99, router idle", "ms"),
     Figure("flash_p99_ms_flooded", "FLASH p99, ROUTINE flood", "ms"),
-    Figure("flash_p99_ratio", "FLASH p99 flooded / idle", "x", "<= 3",
-           lambda r: r["flash_p99_ratio"] <= 3),
+    Figure("flash_p99_ratio", "FLASH p99 flooded / idle", "x", "<= 2",
+           lambda r: r["flash_p99_ratio"] <= 2),
     Figure("sim_msgs_per_s_198", "simulation, 198 agencies", "msg/s"),
-    Figure("sim_msgs_per_s_3000", "simulation, 3,000 agencies", "msg/s", "within 20% of 198",
-           lambda r: r["sim_msgs_per_s_3000"] >= 0.8 * r["sim_msgs_per_s_198"]),
-    Figure("sim_year_minutes", "one SIENA year (1.79M msgs)", "min", "<= 30",
-           lambda r: r["sim_year_minutes"] <= 30),
+    Figure("sim_msgs_per_s_3000", "simulation, 3,000 agencies", "msg/s"),
+    Figure("sim_3000_over_198", "simulation 3,000 / 198 agencies", "x", ">= 0.9",
+           lambda r: r["sim_3000_over_198"] >= 0.9),
+    Figure("sim_year_minutes", "one SIENA year (1.79M msgs)", "min", "<= 15",
+           lambda r: r["sim_year_minutes"] <= 15),
+    Figure("sim_crypto_share", "simulation wall time in libsodium", "x"),
     Figure("router_rss_mb", "router peak RSS, 198 agencies", "MiB"),
     Figure("node_rss_mb", "node peak RSS, 198 agencies", "MiB"),
 )
@@ -1112,12 +1166,15 @@ def markdown(results: dict[str, Any], command: str) -> str:
     sim = results.get("sim_detail")
     if sim:
         lines += ["", "## Simulation slices", "",
-                  "| agencies | messages | delivered | build s | run s | msg/s |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| agencies | messages | delivered | build s | run s | msg/s | ms per msg "
+                  "| libsodium ms | ours ms | libsodium share |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in sim.values():
             lines.append(f"| {r['agencies']:,} | {r['messages']:,} | {r['delivered']:,} | "
                          f"{fmt(r['build_s'])} | {fmt(r['script_s'] + r['run_s'])} | "
-                         f"{fmt(r['msgs_per_s'])} |")
+                         f"{fmt(r['msgs_per_s'])} | {fmt(r.get('ms_per_msg'))} | "
+                         f"{fmt(r.get('crypto_ms_per_msg'))} | "
+                         f"{fmt(r.get('ours_ms_per_msg'))} | {fmt(r.get('crypto_share'))} |")
     return "\n".join(lines) + "\n"
 
 

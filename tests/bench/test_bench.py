@@ -90,3 +90,21 @@ def test_the_crypto_floor_adds_up_the_work_of_one_message() -> None:
     assert per_op["verify"] > per_op["aead_wrap"]  # an Ed25519 verify is the costly part
     assert floor["crypto_floor_ms"] == pytest.approx(
         sum(per_op[name] * counts[name] for name in counts) / 1000)
+
+
+def test_timed_crypto_counts_every_libsodium_call_of_a_simulation_and_restores_them() -> None:
+    import nacl.bindings as sodium
+
+    from i24net.bench.pipeline import sim_rate, timed_crypto
+
+    original = sodium.crypto_sign
+    with timed_crypto() as clock:
+        sodium.crypto_sign(b"m", sodium.crypto_sign_seed_keypair(b"\x02" * 32)[1])
+    assert clock.calls == 2 and clock.ns > 0
+    assert sodium.crypto_sign is original
+    r = sim_rate(40, None)
+    assert r["delivered"] == 40
+    # each message: signed and verified at least at the sender, router and recipient
+    assert r["crypto_calls_per_msg"] >= 6
+    assert 0 < r["crypto_share"] < 1
+    assert r["crypto_ms_per_msg"] + r["ours_ms_per_msg"] == pytest.approx(r["ms_per_msg"])
