@@ -1,5 +1,5 @@
 """Organisations, the agreements between them and their joint operations, as the directory
-lists them (docs/protocol.md 2.7 and 2.8).
+lists them (docs/protocol.md 3.7).
 
 Theory of operation: every agency belongs to one organisation (``AgencyRecord.org``:
 INTERPOL for the General Secretariat and the NCBs, EUROPOL for Europol, ...). Inside one
