@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from i24net.cli import I24Group, check_agencies, check_agency, cli, console, home_option
-from i24net.cli.network import publish_version
+from i24net.cli.network import agreement_json, operation_json, publish_version
 from i24net.config.home import Home, now_ms
-from i24net.core.cooperation import Agreement, Operation
+from i24net.core.cooperation import Operation
 from i24net.core.directory import GROUP_NAME, Directory
 from i24net.core.errors import ConfigError, I24Error
 from i24net.core.labels import Label
@@ -47,21 +47,6 @@ def _members(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
-def operation_json(op: Operation, now: int) -> dict[str, Any]:
-    return {"name": op.name, "title": op.title, "lead": op.lead, "members": list(op.members),
-            "removed": list(op.removed), "level": op.level, "until_ms": op.until_ms,
-            "state": op.state(now), "created_ms": op.created_ms,
-            "closed_ms": op.closed_ms or None}
-
-
-def agreement_json(a: Agreement, now: int) -> dict[str, Any]:
-    return {"id": a.id, "title": a.title, "parties": list(a.parties),
-            "until_ms": a.until_ms, "state": "active" if a.active(now) else "expired",
-            "flows": [{"from": f.source, "to": f.target, "kinds": sorted(f.kinds),
-                       "max_level": f.max_level, "caveats": sorted(f.caveats),
-                       "handling": sorted(f.handling)} for f in a.flows]}
-
-
 def _issued(h: Home, d: Directory, what: str) -> None:
     console.print(f"{what}; directory is now version {d.serial}")
     publish_version(h, d)
@@ -74,7 +59,8 @@ def operation() -> None:
     """Joint operations: a task force with a lead, members, an end and a level.
 
     The operation's NAME is both a group (@NAME: its members) and a caveat granted to its
-    members while it runs: label its traffic NAME (e.g. --label CONFIDENTIAL//TRIDENT).
+    members while it runs: label its traffic with it ('i24net publish --classification
+    CONFIDENTIAL --caveat TRIDENT') or address its group (--to @TRIDENT).
     Every change issues a new directory version, published to a running network; a
     removed member, and everyone once the operation is closed or past its end, receives
     nothing more under it.
@@ -139,6 +125,32 @@ def operation_remove(name: str, agencies: tuple[str, ...], home: str | None) -> 
     listed = check_agencies(h.directory(), agencies)
     nd = h.amend(lambda d, t: d.change_operation(name, t, remove=listed))
     _issued(h, nd, f"removed {', '.join(listed)} from operation {name}")
+
+
+@operation.command("set")
+@click.argument("name")
+@click.option("--lead", default=None, metavar="AGENCY",
+              help="Hand the lead on to AGENCY (it joins if it is not a member).")
+@click.option("--until", "until", default=None, metavar="DATE",
+              help="A new end: a date, a date and time, or a period from now.")
+@click.option("--level", default=None, metavar="LEVEL", help="A new highest level.")
+@home_option
+def operation_set(name: str, lead: str | None, until: str | None, level: str | None,
+                  home: str | None) -> None:
+    """Change operation NAME's lead, end or level (a new directory version)."""
+    h = Home.resolve(home)
+    d = h.directory()
+    if lead is None and until is None and level is None:
+        raise ConfigError("nothing to change: give --lead, --until or --level",
+                          reason="config.field")
+    if lead is not None:
+        check_agency(d, lead, "--lead")
+    end = None if until is None else parse_end(until, now_ms())
+    joining = [lead] if lead is not None and lead not in d.operation(name).members else []
+    nd = h.amend(lambda cur, t: cur.change_operation(name, t, add=joining, lead=lead,
+                                                     until_ms=end, level=level))
+    op = nd.operations[name]
+    _issued(h, nd, f"operation {name}: lead {op.lead}, {op.level}, until {_when(op.until_ms)}")
 
 
 @operation.command("close")

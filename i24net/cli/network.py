@@ -6,15 +6,17 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
 from i24net.cli import check_agencies, check_agency, cli, console, err_console, home_option
-from i24net.config.home import Home
+from i24net.config.home import Home, now_ms
 from i24net.config.presets import PRESETS, preset_toml
 from i24net.core import directory as dirmod
+from i24net.core.cooperation import Agreement, Operation
 from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
 
@@ -71,6 +73,21 @@ def directory() -> None:
     """Show, verify and change the signed directory (rotate keys, revoke agencies)."""
 
 
+def operation_json(op: Operation, now: int) -> dict[str, Any]:
+    return {"name": op.name, "title": op.title, "lead": op.lead, "members": list(op.members),
+            "removed": list(op.removed), "level": op.level, "until_ms": op.until_ms,
+            "state": op.state(now), "created_ms": op.created_ms,
+            "closed_ms": op.closed_ms or None}
+
+
+def agreement_json(a: Agreement, now: int) -> dict[str, Any]:
+    return {"id": a.id, "title": a.title, "parties": list(a.parties),
+            "until_ms": a.until_ms, "state": "active" if a.active(now) else "expired",
+            "flows": [{"from": f.source, "to": f.target, "kinds": sorted(f.kinds),
+                       "max_level": f.max_level, "caveats": sorted(f.caveats),
+                       "handling": sorted(f.handling)} for f in a.flows]}
+
+
 def directory_json(d: Directory) -> dict[str, object]:
     return {
         "network": d.network,
@@ -83,7 +100,7 @@ def directory_json(d: Directory) -> dict[str, object]:
         "digest": d.digest.hex(),
         "agencies": [
             {
-                "id": a.id, "name": a.name, "kind": a.kind, "region": a.region,
+                "id": a.id, "name": a.name, "kind": a.kind, "org": a.org, "region": a.region,
                 "clearance": a.clearance.marking, "roles": sorted(a.roles),
                 "groups": d.groups_of(a.id), "status": a.status,
                 "key_version": a.key_version, "key_id": a.key_id.hex(),
@@ -92,6 +109,8 @@ def directory_json(d: Directory) -> dict[str, object]:
             for a in sorted(d.agencies.values(), key=lambda r: r.id)
         ],
         "groups": {g: list(m) for g, m in sorted(d.groups.items())},
+        "agreements": [agreement_json(d.agreements[a], now_ms()) for a in sorted(d.agreements)],
+        "operations": [operation_json(d.operations[o], now_ms()) for o in sorted(d.operations)],
     }
 
 
@@ -107,16 +126,21 @@ def directory_show(as_json: bool, home: str | None) -> None:
     # names are free text from network.toml: escaped, so "[...]" is shown, not read as markup
     table = Table(title=f"{escape(d.network)} directory v{d.serial} "
                   f"({len(d.agencies)} agencies)")
-    for col in ("agency", "name", "kind", "region", "clearance", "groups", "roles", "status"):
+    for col in ("agency", "name", "kind", "org", "region", "clearance", "groups", "roles",
+                "status"):
         table.add_column(col)
     for a in sorted(d.agencies.values(), key=lambda r: r.id):
         colour = d.scale.colour(a.clearance.level)
         status = "[green]active[/]" if a.active else "[red]revoked[/]"
-        table.add_row(a.id, escape(a.name), a.kind, a.region,
+        table.add_row(a.id, escape(a.name), a.kind, a.org, a.region,
                       f"[{colour}]{a.clearance.marking}[/]",
                       " ".join(g for g in d.groups_of(a.id) if g != "@ALL"),
                       ", ".join(sorted(a.roles)), status)
     console.print(table)
+    if d.agreements or d.operations:
+        console.print(f"{len(d.agreements)} agreement(s) between organisations, "
+                      f"{len(d.operations)} joint operation(s): 'i24net agreement list', "
+                      "'i24net operation list'")
 
 
 @directory.command("verify")

@@ -31,12 +31,16 @@ from i24net.core.labels import ClassificationScale, Handling, HandlingCodes, Lab
 from i24net.core.wire import Fields
 
 ORG_ID = re.compile(r"^[A-Z][A-Z0-9-]{0,31}\Z")
+OPERATION_NAME = ORG_ID  # a group name (directory.GROUP_NAME): it is @NAME too
 AGREEMENT_ID = re.compile(r"^[A-Z][A-Z0-9-]{0,63}\Z")
 HANDLING_NAMES = tuple(h.value for h in Handling)
 OPERATION_STATUSES = ("active", "closed")
 MAX_AGREEMENTS = 256
 MAX_OPERATIONS = 64  # each is a caveat, and a network defines at most 64 (labels.py)
 MAX_OPERATION_MEMBERS = 4096
+# What withdraws data sent under an agreement outlives it: a notice cancelled, a deletion
+# ordered, after the agreement has ended, still reach the holders it was sent to.
+WITHDRAWAL_KINDS = frozenset({"notice-cancel", "deletion-order"})
 
 
 def _check(ok: bool, message: str, reason: str = "directory.agreement") -> None:
@@ -174,6 +178,8 @@ class Operation:
     removed: tuple[str, ...] = field(default=())  # members taken off while it ran
 
     def __post_init__(self) -> None:
+        _check(bool(OPERATION_NAME.match(self.name)), f"invalid operation name {self.name!r}: "
+               "upper-case letters, digits and '-', at most 32", "directory.operation")
         _check(self.status in OPERATION_STATUSES,
                f"operation {self.name}: status must be active or closed",
                "directory.operation")
@@ -185,6 +191,12 @@ class Operation:
                f"{MAX_OPERATION_MEMBERS}", "directory.operation")
         _check(self.status == "closed" or self.lead in self.members,
                f"operation {self.name}: its lead {self.lead} must be a member",
+               "directory.operation")
+        _check(not set(self.removed) & set(self.members),
+               f"operation {self.name}: an agency is both a member and removed",
+               "directory.operation")
+        _check((self.status == "closed") == (self.closed_ms > 0),
+               f"operation {self.name}: a closing time exactly when it is closed",
                "directory.operation")
 
     def running(self, now_ms: int) -> bool:
@@ -224,7 +236,8 @@ def covering(agreements: Iterable[Agreement], scale: ClassificationScale, source
     Returns ``("ok", agreement id)`` or ``(reason code, explanation)``: ``agreement.none``
     when no agreement between the two has a flow that way, ``agreement.expired`` when each
     that has one has ended, else the first term the message is outside of, in the order
-    kind, level, caveats, handling, of the first running agreement.
+    kind, level, caveats, handling, of the first running agreement. A withdrawal
+    (``WITHDRAWAL_KINDS``) within an ended agreement's terms still passes under it.
     """
     first: tuple[str, str] | None = None
     expired: Agreement | None = None
@@ -232,10 +245,10 @@ def covering(agreements: Iterable[Agreement], scale: ClassificationScale, source
         flow = agr.flow(source, target)
         if flow is None:
             continue
-        if not agr.active(now_ms):
+        refused = flow.refusal(scale, kind, label, handling)
+        if not agr.active(now_ms) and not (kind in WITHDRAWAL_KINDS and refused is None):
             expired = expired or agr
             continue
-        refused = flow.refusal(scale, kind, label, handling)
         if refused is None:
             return "ok", agr.id
         if first is None:

@@ -359,24 +359,41 @@ class Directory:
                                  operations={**self.operations, op.name: op})
 
     def change_operation(self, name: str, issued_ms: int, *, add: Iterable[str] = (),
-                         remove: Iterable[str] = ()) -> Directory:
-        """A new version where ``add`` joined operation ``name`` and ``remove`` left it:
-        the removed lose its caveat and its group, so they receive nothing under it."""
+                         remove: Iterable[str] = (), lead: str | None = None,
+                         until_ms: int | None = None, level: str | None = None) -> Directory:
+        """A new version where ``add`` joined operation ``name`` and ``remove`` left it
+        (the removed lose its caveat and its group, so they receive nothing under it), and
+        where given, its lead (a member, or one joining), end or level changed."""
         op = self.operation(name)
         if op.status != "active":
             raise DirectoryError(f"operation {name} is closed", reason="directory.operation")
         add, remove = [a for a in add if a not in op.members], list(remove)
+        for a in add:
+            if not self.agency(a).active:
+                raise DirectoryError(f"{a} is revoked and cannot join operation {name}",
+                                     reason="directory.revoked", agency=a)
+        new_lead = op.lead if lead is None else lead
         for a in remove:
             if a not in op.members:
                 raise DirectoryError(f"{a} is not a member of operation {name}",
                                      reason="directory.operation", agency=a)
-            if a == op.lead:
-                raise DirectoryError(f"{a} leads operation {name}: close the operation or "
-                                     "hand the lead on first", reason="directory.operation",
+            if a == new_lead:
+                raise DirectoryError(f"{a} leads operation {name}: hand the lead on first "
+                                     f"('i24net operation set {name} --lead AGENCY') or "
+                                     "close the operation", reason="directory.operation",
                                      agency=a)
         members = tuple(sorted({*op.members, *add} - set(remove)))
+        if new_lead not in members:
+            raise DirectoryError(f"the lead of operation {name} must be one of its members, "
+                                 f"not {new_lead}", reason="directory.operation",
+                                 agency=new_lead)
+        if level is not None and level not in self.scale.levels:
+            raise DirectoryError(f"unknown level {level}; levels: "
+                                 f"{', '.join(self.scale.levels)}", reason="directory.operation")
         removed = tuple(sorted((set(op.removed) | set(remove)) - set(add)))
-        new = replace(op, members=members, removed=removed)
+        new = replace(op, members=members, removed=removed, lead=new_lead,
+                      until_ms=op.until_ms if until_ms is None else until_ms,
+                      level=op.level if level is None else level)
         return self.next_version(issued_ms, agencies=self._granting(name, add, remove),
                                  operations={**self.operations, name: new})
 

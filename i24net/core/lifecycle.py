@@ -68,6 +68,7 @@ from i24net.core.notices import (
     explain,
     screen_request,
 )
+from i24net.core.policy import crossing_refusal
 
 DECISION_TTL_MS = 7 * 24 * 3600 * 1000
 NOTICE_TTL_MS = 30 * 24 * 3600 * 1000  # the operational copy; retention is the registry's
@@ -395,7 +396,8 @@ class NoticeDesk:
                 raise StateError(f"the deletion of diffusion {diffusion_id.hex()} was "
                                  f"already ordered ({rec.deletion_reason})",
                                  reason="diffusion.already-ordered")
-            to = _reachable(m, {*rec.recipients, rec.sender}, rec.carriage.label)
+            to = _reachable(m, {*rec.recipients, rec.sender}, rec.carriage, "deletion-order",
+                            now_ms)
             if not to:
                 raise StateError(f"no recipient of diffusion {diffusion_id.hex()} can be "
                                  "reached any more", reason="addressing.empty")
@@ -508,7 +510,7 @@ class NoticeDesk:
                              f"{explain(notice, flag)}; it is {notice.state.value}",
                              reason=flag, agency=notice.requester)
         carriage = self.carriage[rid]
-        audience = _cleared_audience(m, carriage.label)
+        audience = _cleared_audience(m, carriage, now_ms)
         if not audience:
             raise StateError(f"no agency but {m.agency} is cleared for "
                              f"{carriage.label.marking}: notice {notice.name} would reach "
@@ -548,7 +550,7 @@ class NoticeDesk:
                 by: str) -> list[NodeEvent]:
         before = self.registry.get(rid)
         carriage = self.carriage[rid]
-        to = _reachable(m, self.registry.holders(rid), carriage.label)
+        to = _reachable(m, self.registry.holders(rid), carriage, "notice-cancel", now_ms)
         nid = self.notice_ids.get(rid)
         header = None
         if to and nid is not None:  # built first: nothing changes if it fails
@@ -594,21 +596,29 @@ def _submit_all(m: NodeMachine, out: Sequence[tuple[Header, Body]],
     return [m.submit(header, body, now_ms)[1] for header, body in out]
 
 
-def _cleared_audience(m: NodeMachine, label: Label) -> list[str]:
-    """``["@ALL"]`` when everyone may read ``label``, else the cleared agencies (maybe [])."""
+def _cleared_audience(m: NodeMachine, c: Carriage, now_ms: int) -> list[str]:
+    """``["@ALL"]`` when everyone may receive a notice carried as ``c``, else those who may
+    (maybe []): cleared for its label, and in another organisation only where an agreement
+    lets a notice with its label and handling codes cross."""
     d = m.directory
     everyone = d.expand(["@ALL"], m.agency)
-    cleared = [a for a in everyone if d.scale.dominates(d.agencies[a].clearance, label)]
+    cleared = [a for a in everyone if d.scale.dominates(d.agencies[a].clearance, c.label)
+               and crossing_refusal(d, m.agency, a, "notice", c.label, c.handling,
+                                    now_ms) is None]
     return ["@ALL"] if cleared and cleared == list(everyone) else cleared
 
 
-def _reachable(m: NodeMachine, agencies: Collection[str], label: Label) -> list[str]:
-    """The agencies still listed, active and cleared for ``label`` (the router would refuse
-    the whole message for one that is not), the sender excluded."""
+def _reachable(m: NodeMachine, agencies: Collection[str], c: Carriage, kind: str,
+               now_ms: int) -> list[str]:
+    """The agencies still listed, active, cleared for the label and reached under an
+    agreement if in another organisation (the router would refuse the whole message for
+    one that is not), the sender excluded."""
     d = m.directory
     return sorted(a for a in agencies if a != m.agency and a in d.agencies
                   and d.agencies[a].active
-                  and d.scale.dominates(d.agencies[a].clearance, label))
+                  and d.scale.dominates(d.agencies[a].clearance, c.label)
+                  and crossing_refusal(d, m.agency, a, kind, c.label, c.handling,
+                                       now_ms) is None)
 
 
 def _apply(m: NodeMachine, msg_id: bytes, change: type[ItemChanged], now_ms: int) -> None:

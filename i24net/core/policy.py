@@ -296,6 +296,23 @@ def decide(
                     agreements=crossing)
 
 
+def crossing_refusal(directory: Directory, sender: str, recipient: str, kind: str,
+                     label: Label, handling: HandlingCodes, now_ms: int) -> str | None:
+    """The reason code the agreement check (check 19) gives a message of ``kind`` /
+    ``label`` / ``handling`` from ``sender`` to ``recipient``, or None when both belong to
+    one organisation or an agreement covers it: what a sender's tools use to leave out of
+    an audience the agencies the router would refuse the whole message for."""
+    src, dst = directory.agencies.get(sender), directory.agencies.get(recipient)
+    if src is None or dst is None:
+        return "recipient.unknown"
+    if src.org == dst.org:
+        return None
+    lab = Label(label.level, label.caveats - directory.operations.keys())
+    code, _ = covering(directory.agreements_between(src.org, dst.org), directory.scale,
+                       src.org, dst.org, kind, lab, handling, now_ms)
+    return None if code == "ok" else code
+
+
 def _operation_rule(h: Header, directory: Directory, now_ms: int) -> Decision | None:
     """A message under a joint operation's caveat, or addressed to its group, needs the
     operation running and the label within the operation's level."""
@@ -431,7 +448,7 @@ def reader_clearance(directory: Directory, reader: str, label: Label) -> str | N
     re-check on delivery, docs/protocol.md 8.5; ``i24net envelope open``): the reason code
     ``clearance.recipient`` when ``reader``'s clearance in ``directory`` does not dominate
     ``label`` (or ``reader`` is not listed), else None. ``decide`` makes the same check for
-    every recipient (check 17)."""
+    every recipient (check 18)."""
     rec = directory.agencies.get(reader)
     if rec is None or not directory.scale.dominates(rec.clearance, label):
         return "clearance.recipient"

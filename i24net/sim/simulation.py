@@ -230,7 +230,7 @@ class Simulation(Engine):
                        subject: str, offence: str = "", warrant: str = "",
                        label: str = "OFFICIAL-USE", precedence: str = "IMMEDIATE",
                        text: str = "", fields: dict[str, str] | None = None,
-                       handling: Sequence[str] = ()) -> Sent:
+                       handling: Sequence[str] = (), h3_text: str = "") -> Sent:
         """``requester`` asks the notice authority (the GS) to publish a notice. With
         ``auto_review`` (the default) the GS screens it (completeness, Article 3) and
         publishes or refuses at once; otherwise it waits for ``review``."""
@@ -240,7 +240,7 @@ class Simulation(Engine):
                          label=label, precedence=precedence,
                          subject=f"{colour.upper()} Notice request: {subject}"[:256],
                          text=text or f"Request for a {colour.upper()} notice: {subject}",
-                         data=data, handling=handling)
+                         data=data, handling=handling, h3_text=h3_text)
 
     def cancel_notice(self, at: float, requester: str, request: Sent | str, *,
                       reason: str = "", label: str | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Run
@@ -15,10 +16,10 @@ from livekit import cli, network_up
 from i24net.broker import pick_free_port
 
 
-def show(run: Run, home: Path) -> dict[str, object]:
+def show(run: Run, home: Path) -> dict[str, Any]:
     result = run("directory", "show", "--json", "--home", home)
     assert result.exit_code == 0, result.output
-    doc: dict[str, object] = json.loads(result.stdout)
+    doc: dict[str, Any] = json.loads(result.stdout)
     return doc
 
 
@@ -46,6 +47,26 @@ def test_create_add_remove_close_each_issue_a_version(run: Run, home: Path) -> N
     assert closed.exit_code == 0 and "version 5" in closed.stdout
     assert operations(run, home)["TRIDENT"]["state"] == "closed"
     assert show(run, home)["serial"] == 5
+
+
+def test_set_hands_the_lead_on_and_moves_the_end(run: Run, home: Path) -> None:
+    assert run("operation", "create", "TRIDENT", "--lead", "NCB-FR", "--members", "NCB-DE",
+               "--until", "30d", "--home", home).exit_code == 0
+    refused = run("operation", "remove", "TRIDENT", "NCB-FR", "--home", home)
+    assert refused.exit_code == 3 and "hand the lead on first" in refused.output
+    before = operations(run, home)["TRIDENT"]["until_ms"]
+    moved = run("operation", "set", "TRIDENT", "--lead", "NCB-US", "--until", "60d",
+                "--level", "RESTRICTED", "--home", home)
+    assert moved.exit_code == 0, moved.output
+    op = operations(run, home)["TRIDENT"]
+    assert (op["lead"], op["level"]) == ("NCB-US", "RESTRICTED")
+    assert "NCB-US" in op["members"] and op["until_ms"] > before
+    assert run("operation", "remove", "TRIDENT", "NCB-FR", "--home", home).exit_code == 0
+    nothing = run("operation", "set", "TRIDENT", "--home", home)
+    assert nothing.exit_code == 1 and "nothing to change" in nothing.output
+    doc = show(run, home)
+    assert [o["name"] for o in doc["operations"]] == ["TRIDENT"]
+    assert {a["id"]: a["org"] for a in doc["agencies"]}["EUROPOL"] == "EUROPOL"
 
 
 @pytest.mark.parametrize(("args", "code", "text"), [

@@ -111,12 +111,39 @@ def test_closing_takes_the_caveat_from_everyone_and_empties_the_group() -> None:
     (lambda d: d.close_operation("TRIDENT", T0).change_operation("TRIDENT", T0, add=["NCB-US"]),
      "directory.operation"),
     (lambda d: d.end_agreement("NO-SUCH", T0, T0), "directory.agreement"),
+    (lambda d: d.revoke("NCB-US", T0).change_operation("TRIDENT", T0, add=["NCB-US"]),
+     "directory.revoked"),
+    (lambda d: d.change_operation("TRIDENT", T0, lead="NCB-US"), "directory.operation"),
+    (lambda d: d.change_operation("TRIDENT", T0, level="ULTRA"), "directory.operation"),
 ])
 def test_operation_and_agreement_changes_refuse_what_makes_no_sense(change, reason) -> None:
     d = D.create_operation(trident(), T0)
     with pytest.raises(DirectoryError) as info:
         change(d)
     assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("bad", [
+    lambda op: replace(op, name="lower"),
+    lambda op: replace(op, removed=("NCB-DE",)),  # a member and removed
+    lambda op: replace(op, closed_ms=5),  # closed at some time but still active
+    lambda op: replace(op, status="closed"),  # closed, no closing time
+    lambda op: replace(op, lead="NCB-US"),  # a lead who is not a member
+])
+def test_malformed_operations_are_refused(bad) -> None:
+    with pytest.raises(DirectoryError) as info:
+        bad(trident())
+    assert info.value.reason == "directory.operation"
+
+
+def test_the_lead_can_be_handed_on_and_the_end_moved() -> None:
+    d = D.create_operation(trident(), T0).change_operation(
+        "TRIDENT", T0 + 1, add=["NCB-US"], lead="NCB-US", until_ms=T0 + 2 * DAY,
+        level="RESTRICTED")
+    op = d.operations["TRIDENT"]
+    assert (op.lead, op.until_ms, op.level) == ("NCB-US", T0 + 2 * DAY, "RESTRICTED")
+    assert d.change_operation("TRIDENT", T0 + 2, remove=["NCB-FR"]).operations[
+        "TRIDENT"].members == ("EUROPOL", "NCB-DE", "NCB-US")
 
 
 def test_a_directory_whose_caveat_grants_disagree_with_its_operations_is_refused() -> None:
@@ -160,6 +187,12 @@ def test_covering_prefers_a_running_agreement_and_names_the_first_term_missed() 
     assert covering([old, narrow], *args)[0] == "agreement.kind"
     assert covering([old, narrow, wide], *args) == ("ok", "WIDE")
     assert covering([], *args)[0] == "agreement.none"
+    # what withdraws data sent under an ended agreement still passes under it
+    cancel = Agreement("OLD", "old", ("INTERPOL", "EUROPOL"), T0 - 1, (Flow(
+        "INTERPOL", "EUROPOL", frozenset({"notice-cancel", "message"}), "SECRET"),))
+    assert covering([cancel], scale, "INTERPOL", "EUROPOL", "notice-cancel", lab, none,
+                    T0) == ("ok", "OLD")
+    assert covering([cancel], *args)[0] == "agreement.expired"
     # a flow the other way does not help
     assert covering([wide], scale, "EUROPOL", "INTERPOL", "message", lab, none,
                     T0)[0] == "agreement.none"

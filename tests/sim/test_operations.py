@@ -5,7 +5,7 @@ agreement stops what crossed between the two organisations; the flow checker sta
 from __future__ import annotations
 
 from i24net.config.presets import AGREEMENT_ID, preset_toml
-from i24net.sim import Deliver, History, Refuse, Simulation
+from i24net.sim import Deliver, History, NoticePublished, Refuse, Simulation
 
 from .support import assert_clean
 
@@ -65,4 +65,30 @@ def test_an_ended_agreement_stops_what_crossed_under_it() -> None:
     assert _delivered(h, inside.msg_id) == {"NCB-DE"}
     [item] = [i for i in sim.inbox("EUROPOL") if i.subject == "a"]
     assert item.agreement == AGREEMENT_ID
+    assert_clean(h)
+
+
+def test_a_notice_goes_only_where_an_agreement_lets_it_and_its_withdrawal_outlives_it(
+        ) -> None:
+    sim = Simulation.from_toml(preset_toml("demo"), seed=4)
+    # H3 is not honoured by the INTERPOL-Europol agreement: Europol is left out, the
+    # others get the notice (the router would refuse the whole message otherwise)
+    restricted = sim.notice_request(1.0, "NCB-FR", subject="A. ROE", offence="fraud",
+                                    warrant="FR-1", handling=["H3"],
+                                    h3_text="not for use in court")
+    plain = sim.notice_request(2.0, "NCB-DE", subject="B. ROE", offence="fraud",
+                               warrant="DE-1")
+    sim.end_agreement(30.0, AGREEMENT_ID)
+    sim.cancel_notice(40.0, "NCB-DE", plain, reason="notice.arrested")
+    h = sim.run(until=120.0)
+    published = {e.request_id: e.msg_id for e in h.of(NoticePublished)}
+    assert set(published) == {restricted.msg_id, plain.msg_id}
+    assert "EUROPOL" not in sim.messages[published[restricted.msg_id]].recipients
+    assert len(sim.messages[published[restricted.msg_id]].recipients) == 6
+    assert "EUROPOL" in sim.messages[published[plain.msg_id]].recipients
+    # the agreement ended, but the cancellation of what was sent under it still reaches
+    # Europol
+    assert "EUROPOL" in h.withdrawals(published[plain.msg_id])
+    [item] = [i for i in sim.inbox("EUROPOL") if i.kind == "notice"]
+    assert item.state == "cancelled"
     assert_clean(h)
