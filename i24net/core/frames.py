@@ -1,6 +1,6 @@
 """Frames: the signed objects besides envelopes that travel on the submit and inbox topics.
 
-Theory of operation: every frame is ``msgpack [magic, 1, doc: bin, signature: bin64, extra]``
+Theory of operation: every frame is ``msgpack [magic, 2, doc: bin, signature: bin64, extra]``
 where ``doc`` is a msgpack map signed as ``DOMAIN || doc`` and ``extra`` is unsigned payload
 whose integrity the doc pins by digest (the envelope inside a delivery). Magic strings keep
 the kinds apart (and the domains keep their signatures apart):
@@ -40,7 +40,7 @@ from i24net.core.wire import (
 
 DELIVERY, REPORT, RECEIPT, GAP = "i24d", "i24s", "i24r", "i24g"
 ENVELOPE = "i24e"
-FRAME_VERSION = 1
+FRAME_VERSION = 2  # 2: the routing stamp names the agreement it applied (agr)
 MAX_DOC = 256 * 1024  # a stamp for 4,096 recipients with sequence numbers fits easily
 RECEIPT_STATUSES = ("delivered", "read", "refused")
 MAX_GAP = 10_000  # one request may ask for at most this many sequence numbers
@@ -170,7 +170,7 @@ def parse_frame(raw: bytes) -> Frame:
     extra = outer[4] if len(outer) == 5 else b""
     if magic not in (DELIVERY, REPORT, RECEIPT, GAP):
         fail("frame", f"unknown frame kind {magic!r}", reason="wire.magic")
-    if type(version) is not int or version != FRAME_VERSION:  # True == 1.0 == 1
+    if type(version) is not int or version != FRAME_VERSION:  # not 2.0, not a bool
         fail("frame", f"frame version {version!r} is not supported", reason="wire.version")
     if len(outer) == 5 and magic != DELIVERY:  # unsigned bytes a receipt would carry along
         fail("frame", f"a {magic} frame has no extra part")

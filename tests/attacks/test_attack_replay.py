@@ -135,7 +135,7 @@ def test_replayed_delivery_stamped_for_another_envelope_is_dropped() -> None:
     _, other = delivered(net)
     env = parsed(raw)
     f = fr.parse_frame(captured_delivery(net, raw))
-    swapped = pack([f.magic, 1, f.doc, f.signature, other])
+    swapped = pack([f.magic, fr.FRAME_VERSION, f.doc, f.signature, other])
     assert kinds(at_node(net, "NCB-DE", swapped)) == [("drop", "stamp.digest")]
     assert net.nodes["NCB-DE"].counters["drop.stamp.digest"] == 1
     assert env.header.id in net.inbox("NCB-DE")

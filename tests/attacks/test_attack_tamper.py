@@ -123,8 +123,8 @@ def test_tampered_stamp_or_swapped_envelope_in_a_delivery() -> None:
     (delivery,) = [p for p in frames if fr.peek_magic(p) == fr.DELIVERY]
     f = fr.parse_frame(delivery)
     other = build("NCB-FR", ["NCB-DE"])
-    stamp_edit = pack([f.magic, 1, f.doc.replace(b"NCB-DE", b"NCB-US"), f.signature, f.extra])
-    envelope_swap = pack([f.magic, 1, f.doc, f.signature, other])
+    stamp_edit = pack([f.magic, fr.FRAME_VERSION, f.doc.replace(b"NCB-DE", b"NCB-US"), f.signature, f.extra])
+    envelope_swap = pack([f.magic, fr.FRAME_VERSION, f.doc, f.signature, other])
     assert kinds(at_node(net, "NCB-DE", stamp_edit)) == [("drop", "sig.invalid")]
     assert kinds(at_node(net, "NCB-DE", envelope_swap)) == [("drop", "stamp.digest")]
     assert net.nodes["NCB-DE"].counters == {"drop.sig.invalid": 1, "drop.stamp.digest": 1}
