@@ -229,7 +229,7 @@ class Operation:
 
 def covering(agreements: Iterable[Agreement], scale: ClassificationScale, source: str,
              target: str, kind: str, label: Label, handling: HandlingCodes,
-             now_ms: int) -> tuple[str, str]:
+             now_ms: int, *, withdrawing: bool = False) -> tuple[str, str]:
     """Which agreement lets a message of ``kind``/``label``/``handling`` pass from
     organisation ``source`` to ``target`` at ``now_ms``.
 
@@ -237,7 +237,8 @@ def covering(agreements: Iterable[Agreement], scale: ClassificationScale, source
     when no agreement between the two has a flow that way, ``agreement.expired`` when each
     that has one has ended, else the first term the message is outside of, in the order
     kind, level, caveats, handling, of the first running agreement. A withdrawal
-    (``WITHDRAWAL_KINDS``) within an ended agreement's terms still passes under it.
+    (``WITHDRAWAL_KINDS``) of a message the recipient was sent (``withdrawing``: the caller
+    has checked that) within an ended agreement's terms still passes under it.
     """
     first: tuple[str, str] | None = None
     expired: Agreement | None = None
@@ -246,7 +247,8 @@ def covering(agreements: Iterable[Agreement], scale: ClassificationScale, source
         if flow is None:
             continue
         refused = flow.refusal(scale, kind, label, handling)
-        if not agr.active(now_ms) and not (kind in WITHDRAWAL_KINDS and refused is None):
+        if not agr.active(now_ms) and not (withdrawing and kind in WITHDRAWAL_KINDS
+                                           and refused is None):
             expired = expired or agr
             continue
         if refused is None:

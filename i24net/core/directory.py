@@ -373,6 +373,12 @@ class Directory:
                 raise DirectoryError(f"{a} is revoked and cannot join operation {name}",
                                      reason="directory.revoked", agency=a)
         new_lead = op.lead if lead is None else lead
+        if lead is not None and not self.agency(lead).active:
+            raise DirectoryError(f"{lead} is revoked and cannot lead operation {name}",
+                                 reason="directory.revoked", agency=lead)
+        if until_ms is not None and until_ms <= issued_ms:
+            raise DirectoryError(f"operation {name} cannot end before this version is "
+                                 "issued", reason="directory.operation")
         for a in remove:
             if a not in op.members:
                 raise DirectoryError(f"{a} is not a member of operation {name}",

@@ -80,7 +80,7 @@ def _bin_at(raw: bytes, pos: int) -> tuple[int, int]:
 
 
 _ENVELOPE_HEAD = b"\x94\xa4" + ENVELOPE.encode() + bytes([WIRE_VERSION])
-_DELIVERY_HEAD = b"\x95\xa4" + DELIVERY.encode() + b"\x01"
+_DELIVERY_HEAD = b"\x95\xa4" + DELIVERY.encode() + bytes([FRAME_VERSION])
 
 
 def peek_header_bytes(raw: bytes) -> bytes | None:

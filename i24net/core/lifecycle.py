@@ -397,7 +397,7 @@ class NoticeDesk:
                                  f"already ordered ({rec.deletion_reason})",
                                  reason="diffusion.already-ordered")
             to = _reachable(m, {*rec.recipients, rec.sender}, rec.carriage, "deletion-order",
-                            now_ms)
+                            now_ms, rec.recipients)
             if not to:
                 raise StateError(f"no recipient of diffusion {diffusion_id.hex()} can be "
                                  "reached any more", reason="addressing.empty")
@@ -512,9 +512,11 @@ class NoticeDesk:
         carriage = self.carriage[rid]
         audience = _cleared_audience(m, carriage, now_ms)
         if not audience:
-            raise StateError(f"no agency but {m.agency} is cleared for "
-                             f"{carriage.label.marking}: notice {notice.name} would reach "
-                             "no one", reason=REASON_NO_AUDIENCE, agency=notice.requester)
+            raise StateError(f"no agency but {m.agency} may receive a notice marked "
+                             f"{carriage.label.marking} (cleared for it and, in another "
+                             f"organisation, reached under an agreement): notice "
+                             f"{notice.name} would reach no one", reason=REASON_NO_AUDIENCE,
+                             agency=notice.requester)
         header = _header(m, now_ms, audience, "notice", carriage, NOTICE_TTL_MS,
                          bytes.fromhex(rid))  # built first: nothing changes if it fails
         notice = self.registry.review(rid, approve=True, actor=m.agency, now_ms=now_ms)
@@ -550,7 +552,8 @@ class NoticeDesk:
                 by: str) -> list[NodeEvent]:
         before = self.registry.get(rid)
         carriage = self.carriage[rid]
-        to = _reachable(m, self.registry.holders(rid), carriage, "notice-cancel", now_ms)
+        holders = self.registry.holders(rid)
+        to = _reachable(m, holders, carriage, "notice-cancel", now_ms, holders)
         nid = self.notice_ids.get(rid)
         header = None
         if to and nid is not None:  # built first: nothing changes if it fails
@@ -609,16 +612,17 @@ def _cleared_audience(m: NodeMachine, c: Carriage, now_ms: int) -> list[str]:
 
 
 def _reachable(m: NodeMachine, agencies: Collection[str], c: Carriage, kind: str,
-               now_ms: int) -> list[str]:
+               now_ms: int, sent_to: Collection[str]) -> list[str]:
     """The agencies still listed, active, cleared for the label and reached under an
     agreement if in another organisation (the router would refuse the whole message for
-    one that is not), the sender excluded."""
+    one that is not), the sender excluded. ``sent_to``: who was sent the message this one
+    withdraws (an agreement that has ended still carries its withdrawal to them)."""
     d = m.directory
     return sorted(a for a in agencies if a != m.agency and a in d.agencies
                   and d.agencies[a].active
                   and d.scale.dominates(d.agencies[a].clearance, c.label)
                   and crossing_refusal(d, m.agency, a, kind, c.label, c.handling,
-                                       now_ms) is None)
+                                       now_ms, withdrawing=a in sent_to) is None)
 
 
 def _apply(m: NodeMachine, msg_id: bytes, change: type[ItemChanged], now_ms: int) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from i24net.core import keys as k
-from i24net.core.cooperation import covering
+from i24net.core.cooperation import WITHDRAWAL_KINDS, covering
 from i24net.core.directory import Directory
 from i24net.core.envelope import ID_SIZE, Envelope, Header, check_freshness
 from i24net.core.errors import CryptoError, I24Error
@@ -281,7 +281,9 @@ def decide(
         return Decision.refuse("clearance.recipient", f"not cleared for {h.label.marking}: "
                                f"{shown}{more}", header=h, agencies=uncleared)
 
-    crossing = _agreement_rule(h, directory, sender.org, now_ms)
+    withdrawn = prior(h.ref) if h.ref is not None and h.kind in WITHDRAWAL_KINDS else None
+    crossing = _agreement_rule(h, directory, sender.org, now_ms,
+                               frozenset() if withdrawn is None else withdrawn.recipients)
     if isinstance(crossing, Decision):
         return crossing
 
@@ -297,11 +299,13 @@ def decide(
 
 
 def crossing_refusal(directory: Directory, sender: str, recipient: str, kind: str,
-                     label: Label, handling: HandlingCodes, now_ms: int) -> str | None:
+                     label: Label, handling: HandlingCodes, now_ms: int, *,
+                     withdrawing: bool = False) -> str | None:
     """The reason code the agreement check (check 19) gives a message of ``kind`` /
     ``label`` / ``handling`` from ``sender`` to ``recipient``, or None when both belong to
     one organisation or an agreement covers it: what a sender's tools use to leave out of
-    an audience the agencies the router would refuse the whole message for."""
+    an audience the agencies the router would refuse the whole message for.
+    ``withdrawing``: a withdrawal of a message ``recipient`` was sent."""
     src, dst = directory.agencies.get(sender), directory.agencies.get(recipient)
     if src is None or dst is None:
         return "recipient.unknown"
@@ -309,7 +313,7 @@ def crossing_refusal(directory: Directory, sender: str, recipient: str, kind: st
         return None
     lab = Label(label.level, label.caveats - directory.operations.keys())
     code, _ = covering(directory.agreements_between(src.org, dst.org), directory.scale,
-                       src.org, dst.org, kind, lab, handling, now_ms)
+                       src.org, dst.org, kind, lab, handling, now_ms, withdrawing=withdrawing)
     return None if code == "ok" else code
 
 
@@ -331,13 +335,14 @@ def _operation_rule(h: Header, directory: Directory, now_ms: int) -> Decision | 
     return None
 
 
-def _agreement_rule(h: Header, directory: Directory, org: str,
-                    now_ms: int) -> Decision | dict[str, str]:
+def _agreement_rule(h: Header, directory: Directory, org: str, now_ms: int,
+                    holders: frozenset[str]) -> Decision | dict[str, str]:
     """Every recipient of another organisation than the sender's must be reached under a
     running agreement: recipient -> agreement id, or the refusal (for every recipient the
-    first failing crossing refuses)."""
+    first failing crossing refuses). ``holders``: the recipients of the message a
+    withdrawal names (as routed), whom it still reaches under an agreement that ended."""
     applied: dict[str, str] = {}
-    verdicts: dict[str, tuple[str, str]] = {}
+    verdicts: dict[tuple[str, bool], tuple[str, str]] = {}
     # the caveat of a joint operation is shared among its members, whatever their
     # organisation: _operation_rule and the clearance checks have already held it to them
     lab = Label(h.label.level, h.label.caveats - directory.operations.keys()) \
@@ -346,16 +351,18 @@ def _agreement_rule(h: Header, directory: Directory, org: str,
         target = directory.agencies[r].org
         if target == org:
             continue
-        verdict = verdicts.get(target)
+        key = (target, r in holders)
+        verdict = verdicts.get(key)
         if verdict is None:
-            verdict = verdicts[target] = covering(
+            verdict = verdicts[key] = covering(
                 directory.agreements_between(org, target), directory.scale, org, target,
-                h.kind, lab, h.handling, now_ms)
+                h.kind, lab, h.handling, now_ms, withdrawing=key[1])
         if verdict[0] == "ok":
             applied[r] = verdict[1]
-    for target, (code, detail) in sorted(verdicts.items()):
+    for (target, withdrawing), (code, detail) in sorted(verdicts.items()):
         if code != "ok":
-            blocked = tuple(r for r in h.recipients if directory.agencies[r].org == target)
+            blocked = tuple(r for r in h.recipients if directory.agencies[r].org == target
+                            and (r in holders) == withdrawing)
             return Decision.refuse(code, f"{h.sender} ({org}) to {', '.join(blocked[:10])}"
                                    f"{' and more' if len(blocked) > 10 else ''} "
                                    f"({target}): {detail}", header=h, agencies=blocked)

@@ -42,8 +42,8 @@ PER_WINDOW, WINDOW = DEFAULT_AUDIT_BOUND.per_window, DEFAULT_AUDIT_BOUND.window_
 
 def garbage(rng: random.Random, n: int) -> list[bytes]:
     """Frames that do not decode: random bytes, envelope and frame prefixes with junk after."""
-    heads = [b"", b"\x94\xa4i24e\x02", b"\x94\xa4i24r\x01", b"\x94\xa4i24g\x01",
-             b"\x94\xa4i24s\x01", b"\x92", b"\xc1"]
+    heads = [b"", b"\x94\xa4i24e\x02", b"\x94\xa4i24r\x02", b"\x94\xa4i24g\x02",
+             b"\x94\xa4i24s\x02", b"\x92", b"\xc1"]
     return [rng.choice(heads) + rng.randbytes(rng.randrange(1, 200)) for _ in range(n)]
 
 

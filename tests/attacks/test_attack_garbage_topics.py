@@ -31,8 +31,8 @@ ODD_SUBMIT_TOPICS = [f"{PREFIX}/submit/{a}" for a in
 
 
 def junk(rng: random.Random, n: int) -> list[bytes]:
-    magics = [b"", b"\x94\xa4i24e\x01", b"\x95\xa4i24d\x01", b"\x94\xa4i24s\x01",
-              b"\x94\xa4i24r\x01", b"\x94\xa4i24g\x01", b"\x92", b"\xdc\xff\xff"]
+    magics = [b"", b"\x94\xa4i24e\x01", b"\x95\xa4i24d\x02", b"\x94\xa4i24s\x02",
+              b"\x94\xa4i24r\x02", b"\x94\xa4i24g\x02", b"\x92", b"\xdc\xff\xff"]
     return [rng.choice(magics) + rng.randbytes(rng.randrange(0, 400)) for _ in range(n)]
 
 

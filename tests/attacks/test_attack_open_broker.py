@@ -50,7 +50,7 @@ def hostile_payloads(rng: random.Random, now: int) -> list[bytes]:
         "NCB-FR", keys_for("NCB-US").signing_seed, keys_for("NCB-US").encryption_secret))
     return [
         b"", b"\x00", b"garbage" * 50, rng.randbytes(300), b"\x94\xa4i24e\x01\xc1",
-        b"\x95\xa4i24d\x01" + b"\x91" * 5000, b"\x94\xa4i24s\x01\xc6\xff\xff\xff\xff",
+        b"\x95\xa4i24d\x02" + b"\x91" * 5000, b"\x94\xa4i24s\x02\xc6\xff\xff\xff\xff",
         env[:-10],                                       # truncated envelope
         forged_env,                                      # NCB-US signing as NCB-FR
         stamp_delivery(env, "NCB-DE", 1, signer=ROGUE_ROUTER),  # a router no one lists

@@ -115,6 +115,9 @@ def test_closing_takes_the_caveat_from_everyone_and_empties_the_group() -> None:
      "directory.revoked"),
     (lambda d: d.change_operation("TRIDENT", T0, lead="NCB-US"), "directory.operation"),
     (lambda d: d.change_operation("TRIDENT", T0, level="ULTRA"), "directory.operation"),
+    (lambda d: d.change_operation("TRIDENT", T0, until_ms=T0 - 1), "directory.operation"),
+    (lambda d: d.revoke("NCB-DE", T0).change_operation("TRIDENT", T0, lead="NCB-DE"),
+     "directory.revoked"),
 ])
 def test_operation_and_agreement_changes_refuse_what_makes_no_sense(change, reason) -> None:
     d = D.create_operation(trident(), T0)
@@ -191,11 +194,40 @@ def test_covering_prefers_a_running_agreement_and_names_the_first_term_missed() 
     cancel = Agreement("OLD", "old", ("INTERPOL", "EUROPOL"), T0 - 1, (Flow(
         "INTERPOL", "EUROPOL", frozenset({"notice-cancel", "message"}), "SECRET"),))
     assert covering([cancel], scale, "INTERPOL", "EUROPOL", "notice-cancel", lab, none,
-                    T0) == ("ok", "OLD")
+                    T0, withdrawing=True) == ("ok", "OLD")
+    assert covering([cancel], scale, "INTERPOL", "EUROPOL", "notice-cancel", lab, none,
+                    T0)[0] == "agreement.expired"  # not known to withdraw what it was sent
     assert covering([cancel], *args)[0] == "agreement.expired"
     # a flow the other way does not help
     assert covering([wide], scale, "EUROPOL", "INTERPOL", "message", lab, none,
                     T0)[0] == "agreement.none"
+
+
+# -- a withdrawal outlives the agreement, for those it was sent to ---------------------------
+
+def test_a_deletion_order_after_the_agreement_ended_reaches_only_those_sent_the_message(
+        ) -> None:
+    from i24net.core.envelope import Envelope
+    from i24net.core.policy import Decision, MemoryHistory, decide
+
+    src = Envelope.parse(build("NCB-FR", ["EUROPOL", "NCB-DE"]))
+    other = Envelope.parse(build("NCB-FR", ["NCB-DE"]))
+    history = MemoryHistory()
+    history.record(src)
+    history.record(other)
+    ended = D.end_agreement(AGREEMENT_ID, T0 - 1, D.issued_ms + 1)
+
+    def order(ref: bytes) -> Decision:  # the GS may order any deletion
+        env = Envelope.parse(build("GS-LYON", ["EUROPOL"], kind="deletion-order", ref=ref,
+                                   d=ended))
+        return decide(env, ended, T0, prior=history.prior)
+
+    ok = order(src.header.id)
+    assert ok.accepted, ok
+    assert ok.agreements == {"EUROPOL": AGREEMENT_ID}
+    assert order(other.header.id).reason == "agreement.expired"  # Europol never got it
+    fresh = Envelope.parse(build("NCB-FR", ["EUROPOL"], d=ended))
+    assert decide(fresh, ended, T0).reason == "agreement.expired"
 
 
 # -- the router stamps the agreement it applied ------------------------------------------------

@@ -25,6 +25,7 @@ import pytest
 
 from i24net.broker import ROUTER_USERNAME, EmbeddedBroker, accounts_for, generate_password
 from i24net.core.envelope import ID_SIZE, NONCE_SIZE, WIRE_VERSION, Header
+from i24net.core.frames import FRAME_VERSION
 from i24net.core.keys import KEY_ID_SIZE
 from i24net.core.labels import Label, Precedence
 from i24net.core.wire import pack
@@ -122,7 +123,7 @@ def envelope(h: Header) -> bytes:
 
 
 def delivery(h: Header) -> bytes:
-    return pack(["i24d", 1, pack({"id": h.id}), bytes(64), envelope(h)])
+    return pack(["i24d", FRAME_VERSION, pack({"id": h.id}), bytes(64), envelope(h)])
 
 
 class RawClient:
@@ -544,7 +545,7 @@ def test_message_header_reads_envelopes_and_deliveries_and_nothing_else() -> Non
                label=Label("CONFIDENTIAL", frozenset({"EU"})))
     assert message_header(envelope(h)) == h
     assert message_header(delivery(h)) == h
-    report = pack(["i24s", 1, pack({"id": h.id}), bytes(64)])
+    report = pack(["i24s", FRAME_VERSION, pack({"id": h.id}), bytes(64)])
     noncanonical = envelope(h).replace(b"\xa5alert", b"\xa5ALERT")  # kinds are lower case
     for other in (report, b"online", b"", os.urandom(300), envelope(h)[:40], noncanonical):
         assert message_header(other) is None
