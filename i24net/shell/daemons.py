@@ -53,11 +53,17 @@ from i24net.core.frames import frame_priority
 from i24net.core.keys import AgencyKeys
 from i24net.core.node import NodeMachine
 from i24net.core.router import RouterMachine
+from i24net.store.sqlite import SqliteStore
 from i24net.transport.base import Delivery, Transport
 
 Clock = Callable[[], int]
 AUDIT_BUFFER_BYTES = 64 * 1024  # then the audit lines are written without waiting for idle
 MIN_TICK_GAP_S = 0.005  # between back-to-back timer runs when more work is due at once
+# Group commit: frames handled, or popped to be sent, under one store commit (one sync of
+# the WAL), at most this many, and handling stops taking more after BATCH_S so a FLASH frame
+# that arrives meanwhile waits no longer than that.
+BATCH_FRAMES = 64
+BATCH_S = 0.005
 
 
 def wall_ms() -> int:
@@ -153,7 +159,9 @@ class _Shell:
         self.transport = transport
         self.clock = clock
         self.log = logger or logging.getLogger(f"i24net.{self.name}")
-        self.window = asyncio.Semaphore(window)
+        # the publish window: at most ``window`` publishes in flight (aiomqtt's QoS 1)
+        self.free_slots = window
+        self._slot_freed = asyncio.Event()
         self.inbound: asyncio.PriorityQueue[tuple[int, int, Delivery]] = \
             asyncio.PriorityQueue()
         self._order = itertools.count()
@@ -194,45 +202,73 @@ class _Shell:
             prio = -1 if d.topic == self.directory_topic else frame_priority(d.payload)
             self.inbound.put_nowait((prio, next(self._order), d))
 
+    def _commit(self) -> contextlib.AbstractContextManager[None]:
+        """One store commit around a batch (``SqliteStore.batch``); a memory store needs
+        none. A commit that fails raises out of the loop: the daemon stops rather than
+        send what it could not make durable, and its restart resumes from the store."""
+        store = self.machine.store
+        return store.batch() if isinstance(store, SqliteStore) else contextlib.nullcontext()
+
     async def _work(self) -> None:
         while True:
-            _, _, d = await self.inbound.get()
+            first = await self.inbound.get()
             now = self.clock()
-            seen = self.observer
-            if seen is not None:
-                seen("handle", d.payload)
-            try:
-                events = self._handle(d.topic, d.payload, now)
-            except Exception:  # a bug must not stop the daemon or lose other messages
-                self.log.exception("internal error handling a frame on %s", d.topic)
-                continue
-            if seen is not None:
-                seen("handled", d.payload)
+            events: list[Any] = []
+            started = time.monotonic()
+            with self._commit():
+                d: Delivery | None = first[2]
+                handled = 0
+                while d is not None:
+                    events += self._handle_one(d, now)
+                    handled += 1
+                    d = None
+                    if handled < BATCH_FRAMES and not self.inbound.empty() \
+                            and time.monotonic() - started < BATCH_S:
+                        d = self.inbound.get_nowait()[2]
+            # committed: only now is anything it decided told (events) or sent (_wake)
             for ev in events:
                 self._record(ev, now)
             self._wake.set()
             self._after_frames()
             if self.inbound.empty():
                 self._idle()
-            # Yield after every frame: a FLASH frame that arrives during a long batch joins
-            # the precedence queue (and goes first) before the batch ends, and sends flow.
+            # Yield after every batch: a FLASH frame that arrives during a long run of
+            # batches joins the precedence queue (and goes first), and sends flow.
             await asyncio.sleep(0)
+
+    def _handle_one(self, d: Delivery, now: int) -> list[Any]:
+        seen = self.observer
+        if seen is not None:
+            seen("handle", d.payload)
+        try:
+            events = self._handle(d.topic, d.payload, now)
+        except Exception:  # a bug must not stop the daemon or lose other messages
+            self.log.exception("internal error handling a frame on %s", d.topic)
+            return []
+        if seen is not None:
+            seen("handled", d.payload)
+        return events
 
     async def _send(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while True:
-                await self.window.acquire()
-                batch = self._pop(self.clock(), 1)
-                if not batch:
-                    self.window.release()
+                while self.free_slots == 0:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                # as many as there are free slots (what is not popped stays in the machine's
+                # precedence queue, where a later FLASH frame still goes first)
+                with self._commit():  # a router stamps and logs at pop time: one commit
+                    out = self._pop(self.clock(), min(self.free_slots, BATCH_FRAMES))
+                if not out:
                     break
-                topic, payload, _ = batch[0]
-                if self.observer is not None:
-                    self.observer("popped", payload)
-                asyncio.get_running_loop().create_task(self._publish(topic, payload),
-                                                       name=f"{self.name}-publish")
+                self.free_slots -= len(out)
+                for topic, payload, _ in out:  # committed: now they may leave
+                    if self.observer is not None:
+                        self.observer("popped", payload)
+                    asyncio.get_running_loop().create_task(self._publish(topic, payload),
+                                                           name=f"{self.name}-publish")
 
     async def _publish(self, topic: str, payload: bytes) -> None:
         try:
@@ -246,7 +282,8 @@ class _Shell:
             self.log.warning("publish to %s failed (%s); end-to-end retry will repair it",
                              topic, exc.reason)
         finally:
-            self.window.release()
+            self.free_slots += 1
+            self._slot_freed.set()
 
     def _after_frames(self) -> None:
         # A frame can bring the machine's next timer forward (a gap to ask about, a report
@@ -273,7 +310,8 @@ class _Shell:
             self._timer_wake.clear()
             now = self.clock()
             try:
-                events = self.machine.handle_timer(now)
+                with self._commit():
+                    events = self.machine.handle_timer(now)
             except Exception:
                 self.log.exception("internal error in a timer")
                 await asyncio.sleep(self.tick_s)  # do not spin on a broken store

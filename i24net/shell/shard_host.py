@@ -38,6 +38,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ POLL_S = 0.25
 # A shard must be without its router this long before another takes it over: a router that
 # is being restarted (or that starts a moment after its peers) keeps its shard.
 TAKEOVER_GRACE_S = 1.0
+# How long a router started for shard k tries for its owner lock: the other routers' probes
+# of it (``FileLock.taken``) hold it for a moment, a live router holds it for good.
+OWNER_WAIT_S = 1.0
 
 
 class FileLock:
@@ -65,7 +69,7 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> bool:
+    def acquire(self, *, name_holder: bool = True) -> bool:
         if self._fd is not None:
             return True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -74,9 +78,20 @@ class FileLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if name_holder:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        return True
+
+    def acquire_within(self, seconds: float) -> bool:
+        """``acquire``, trying again for up to ``seconds``: another router's ``taken`` holds
+        the lock for the moment of its probe, which must not pass for a live holder."""
+        deadline = time.monotonic() + seconds
+        while not self.acquire():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
         return True
 
     def release(self) -> None:
@@ -89,7 +104,7 @@ class FileLock:
         """Whether some process (this one included) holds the lock right now."""
         if self._fd is not None:
             return True
-        if self.acquire():
+        if self.acquire(name_holder=False):  # a probe: the file keeps naming the holder
             self.release()
             return False
         return True
@@ -153,7 +168,7 @@ class ShardHost:
                 "count": self.own.count, "shards": shards}
 
     async def run(self) -> None:
-        if not self._owner.acquire():
+        if not self._owner.acquire_within(OWNER_WAIT_S):
             raise ConfigError(f"shard {self.own} already has a router (pid "
                               f"{self._owner.holder()}); each shard runs one",
                               reason="config.shard")

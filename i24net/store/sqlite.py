@@ -11,13 +11,19 @@ acknowledge (a node stores an inbox item, then sends the receipt; it stores an o
 then tells the user the message was sent). Reads run in autocommit mode and fetch every row,
 so no read snapshot outlives the call (a held snapshot would stop WAL checkpoints).
 
-Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL`` (the default) makes a commit
-durable across a *process* crash, SIGKILL included: the WAL frames are written to the file
-(the kernel's page cache) before ``COMMIT`` returns, and the kernel keeps them when the
-process dies. That is the failure the delivery guarantee is tested against. Only a power
-loss or kernel crash can roll back the last few commits (the file stays consistent).
-``synchronous="FULL"`` adds an fsync of the WAL per commit to survive that too, at the cost
-of one disk flush per message.
+Group commit (``batch``): a daemon handles the frames waiting for it, or pops the frames it
+may send, inside one ``batch``: each mutating method then runs as a savepoint of one
+transaction (a failing one rolls back alone) and the batch commits once, with one sync of
+the WAL, before the daemon publishes anything the batch decided. What it acknowledges (a
+receipt, a report, a stamped delivery) therefore leaves only after it is durable.
+
+Durability (the fsync policy): ``journal_mode=WAL`` with ``synchronous=FULL`` (the default)
+syncs the WAL to the disk at every commit, so a commit survives a power loss or a kernel
+crash, not only a process crash: nothing a node or a router acknowledged is lost when the
+machine stops mid-write (``tests/shell/test_power_loss.py`` drops every write not yet synced
+and restarts the network). Group commit pays that sync once per batch. ``synchronous=
+"NORMAL"`` skips the per-commit sync (WAL frames reach the kernel's page cache, which a
+process crash keeps and a power loss may not), for stores nothing depends on.
 
 Concurrency: the daemon owns the file; WAL lets a CLI read it at the same time
 (``readonly=True`` opens ``file:...?mode=ro``), and a second writer (``i24net publish``
@@ -101,7 +107,7 @@ class SqliteStore:
     MIGRATIONS: ClassVar[dict[int, tuple[str, ...]]] = {}
 
     def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False,
-                 synchronous: str = "NORMAL",
+                 synchronous: str = "FULL",
                  busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS_MODES:
@@ -111,6 +117,7 @@ class SqliteStore:
         self.readonly = readonly
         self.synchronous = sync
         self._closed = False
+        self._batching = False  # inside ``batch``: transactions are its savepoints
         self._conn = self._connect(busy_timeout_ms)
         try:
             self._setup()
@@ -246,12 +253,41 @@ class SqliteStore:
         return StoreError(f"{self.path}: {doing} failed: {exc}", reason="store")
 
     @contextmanager
+    def batch(self, doing: str = "committing a batch") -> Iterator[None]:
+        """Group commit: every ``transaction`` inside is a savepoint of one transaction,
+        committed on exit (one sync of the WAL); a body that raises rolls the whole batch
+        back. Nested batches join the outer one."""
+        if self._batching:
+            yield
+            return
+        with self.transaction(doing):
+            self._batching = True
+            try:
+                yield
+            finally:
+                self._batching = False
+
+    @contextmanager
     def transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed on exit (rolled back if the body raises)."""
+        """One write transaction, committed on exit (rolled back if the body raises);
+        inside a ``batch``, a savepoint of it."""
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only; {doing} needs the daemon's "
                              "writable store", reason="store.readonly")
         conn = self._conn
+        if self._batching:
+            try:
+                conn.execute("SAVEPOINT step")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK TO step")
+                    raise
+                finally:
+                    conn.execute("RELEASE step")
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from exc
+            return
         try:
             # IMMEDIATE takes the write lock up front, so a busy file waits here (under
             # busy_timeout) instead of failing half-way through the transaction.
@@ -268,8 +304,12 @@ class SqliteStore:
 
     @contextmanager
     def snapshot(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One consistent read snapshot for several SELECTs, ended on exit."""
+        """One consistent read snapshot for several SELECTs, ended on exit (inside a
+        ``batch``, the batch's own transaction is that snapshot)."""
         conn = self._conn
+        if self._batching:
+            yield conn
+            return
         try:
             conn.execute("BEGIN")
             try:

@@ -560,15 +560,15 @@ def test_opening_errors(tmp_path: Path) -> None:
 
 
 def test_pragmas_and_close(tmp_path: Path) -> None:
-    store = SqliteRouterStore(tmp_path / "router.sqlite", synchronous="full")
+    store = SqliteRouterStore(tmp_path / "router.sqlite")
     assert store.rows("PRAGMA journal_mode")[0][0] == "wal"
-    assert store.rows("PRAGMA synchronous")[0][0] == 2  # FULL
+    assert store.rows("PRAGMA synchronous")[0][0] == 2  # FULL, the default
     store.close()
     store.close()  # idempotent
     with pytest.raises(StoreError) as info:
         store.next_seq("FR")
     assert info.value.reason == "store.closed"
-    with SqliteRouterStore(tmp_path / "router.sqlite") as again:
+    with SqliteRouterStore(tmp_path / "router.sqlite", synchronous="normal") as again:
         assert again.rows("PRAGMA synchronous")[0][0] == 1  # NORMAL
 
 
@@ -609,3 +609,36 @@ def test_outbox_list_and_counts(tmp_path: Path) -> None:
         assert counts["outbox.delivered"] == 2 and counts["outbox.queued"] == 1
         assert counts["inbox.total"] == 2 and counts["inbox.new"] == 1
         assert counts["inbox.read"] == 1
+
+
+# -- group commit --------------------------------------------------------------------------------
+
+def test_a_batch_commits_once_and_a_failing_step_rolls_back_alone(tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite"
+    with SqliteNodeStore(path) as store:
+        with store.batch():
+            store.inbox_put(inbox_item(1))
+            with pytest.raises(StoreError):
+                with store.transaction("a step that fails") as conn:
+                    conn.execute("INSERT INTO inbox (msg_id) VALUES (?)", (mid(2),))  # NOT NULL
+            store.inbox_put(inbox_item(3))
+            with store.batch():  # nested: joins the outer one
+                store.outbox_put(outbox_entry(4))
+            # the batch sees its own writes; another connection does not, yet
+            assert store.inbox_has(mid(1)) and store.outbox_get(mid(4)) is not None
+            with SqliteNodeStore(path, readonly=True) as reader:
+                assert not reader.inbox_has(mid(1))
+        with SqliteNodeStore(path, readonly=True) as reader:
+            assert reader.inbox_has(mid(1)) and reader.inbox_has(mid(3))
+            assert not reader.inbox_has(mid(2))
+            assert reader.outbox_get(mid(4)) is not None
+
+
+def test_a_batch_whose_body_raises_keeps_nothing(tmp_path: Path) -> None:
+    with SqliteNodeStore(tmp_path / "node.sqlite") as store:
+        with pytest.raises(RuntimeError), store.batch():
+            store.inbox_put(inbox_item(1))
+            raise RuntimeError("the daemon fails half-way")
+        assert not store.inbox_has(mid(1))
+        store.inbox_put(inbox_item(2))  # and the store works on
+        assert store.inbox_has(mid(2))
