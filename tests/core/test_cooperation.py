@@ -17,13 +17,16 @@ from netfixtures import (
     build,
     demo_directory,
     keys_for,
+    record,
     submit_topic,
+    with_agency,
 )
 
 from i24net.config.presets import AGREEMENT_ID, preset_toml, synthetic_toml
 from i24net.core import directory as dirmod
 from i24net.core import frames as fr
 from i24net.core.cooperation import Agreement, Flow, Operation, covering
+from i24net.core.directory import Directory
 from i24net.core.errors import ConfigError, DirectoryError
 from i24net.core.labels import HandlingCodes, Label
 from i24net.core.netspec import build_directory, parse_spec, parse_until
@@ -258,6 +261,32 @@ def test_the_recipient_keeps_the_agreement_its_message_crossed_under() -> None:
     net.settle()
     assert net.store("EUROPOL").inbox[msg].agreement == AGREEMENT_ID
     assert net.store("NCB-DE").inbox[msg].agreement == ""
+
+
+def _police(*agreements: Agreement) -> Directory:
+    """The demo network with FR-OFAST, a French police unit: an organisation of its own."""
+    d = with_agency(D, record("FR-OFAST", kind="lea", clearance="CONFIDENTIAL",
+                              org="FR-POLICE"))
+    return d.next_version(d.issued_ms + 1, agreements={**d.agreements,
+                                                       **{a.id: a for a in agreements}})
+
+
+def test_an_ncb_reaches_a_national_lea_of_another_organisation_only_under_an_agreement(
+        ) -> None:
+    agreement = Agreement("INTERPOL-FR-POLICE", "NCB Paris and the French police",
+                          ("INTERPOL", "FR-POLICE"), T0 + DAY,
+                          (Flow("INTERPOL", "FR-POLICE", frozenset({"message"}), "RESTRICTED"),))
+    without = Net(directory=_police())
+    refused = without.send("NCB-FR", ["FR-OFAST"])
+    without.settle()
+    entry = without.store("NCB-FR").outbox_get(refused)
+    assert entry is not None and (entry.state, entry.reason) == ("refused", "agreement.none")
+    assert refused not in without.inbox("FR-OFAST")
+
+    within = Net(directory=_police(agreement))
+    sent = within.send("NCB-FR", ["FR-OFAST"])
+    within.settle()
+    assert within.store("FR-OFAST").inbox[sent].agreement == "INTERPOL-FR-POLICE"
 
 
 def test_a_stamp_with_an_agreement_survives_its_encoding() -> None:

@@ -618,9 +618,8 @@ def test_a_batch_commits_once_and_a_failing_step_rolls_back_alone(tmp_path: Path
     with SqliteNodeStore(path) as store:
         with store.batch():
             store.inbox_put(inbox_item(1))
-            with pytest.raises(StoreError):
-                with store.transaction("a step that fails") as conn:
-                    conn.execute("INSERT INTO inbox (msg_id) VALUES (?)", (mid(2),))  # NOT NULL
+            with pytest.raises(StoreError), store.transaction("a step that fails") as conn:
+                conn.execute("INSERT INTO inbox (msg_id) VALUES (?)", (mid(2),))  # NOT NULL
             store.inbox_put(inbox_item(3))
             with store.batch():  # nested: joins the outer one
                 store.outbox_put(outbox_entry(4))
