@@ -59,11 +59,47 @@ from i24net.transport.base import Delivery, Transport
 Clock = Callable[[], int]
 AUDIT_BUFFER_BYTES = 64 * 1024  # then the audit lines are written without waiting for idle
 MIN_TICK_GAP_S = 0.005  # between back-to-back timer runs when more work is due at once
-# Group commit: frames handled, or popped to be sent, under one store commit (one sync of
-# the WAL), at most this many, and handling stops taking more after BATCH_S so a FLASH frame
-# that arrives meanwhile waits no longer than that.
+# Group commit: frames handled, or popped to be sent, under one store commit, at most this
+# many, and handling stops taking more after BATCH_S so that a FLASH frame arriving
+# meanwhile waits no longer than that.
 BATCH_FRAMES = 64
-BATCH_S = 0.005
+BATCH_S = 0.002
+
+
+class SyncGate:
+    """Durability for a daemon's store (``SqliteStore.sync``, an fsync of its WAL, on a
+    thread): ``await durable()`` returns once every commit made before the call is on the
+    disk. Calls that arrive while a sync runs share the next one, so under load one sync
+    covers many batches; the event loop never waits on the disk. A memory store needs
+    nothing (``store`` None)."""
+
+    def __init__(self, store: SqliteStore | None) -> None:
+        self.store = store
+        self.requested = 0  # tickets handed out
+        self.done = 0  # every ticket up to this one is durable
+        self.syncs = 0
+        self._synced_changes = -1  # the store's change count the last sync started at
+        self._running: asyncio.Future[None] | None = None
+
+    async def durable(self) -> None:
+        if self.store is None:
+            return
+        if self.store.changes == self._synced_changes and (
+                self._running is None or self._running.done()):
+            return  # nothing written since the last sync, which has finished
+        self.requested += 1
+        ticket = self.requested
+        while self.done < ticket:
+            if self._running is None or self._running.done():
+                self._running = asyncio.ensure_future(self._sync(self.requested))
+            await asyncio.shield(self._running)
+
+    async def _sync(self, upto: int) -> None:
+        assert self.store is not None
+        self._synced_changes = self.store.changes
+        await asyncio.get_running_loop().run_in_executor(None, self.store.sync)
+        self.syncs += 1
+        self.done = max(self.done, upto)
 
 
 def wall_ms() -> int:
@@ -179,6 +215,7 @@ class _Shell:
         # "handled" | "popped" | "publish" | "published", frame) around each step of a frame's way
         # through the daemon. None costs one attribute check per step.
         self.observer: Callable[[str, bytes], None] | None = None
+        self._gate: SyncGate | None = None
 
     # -- machine hooks (overridden) -------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, now: int) -> list[Any]:
@@ -209,6 +246,13 @@ class _Shell:
         store = self.machine.store
         return store.batch() if isinstance(store, SqliteStore) else contextlib.nullcontext()
 
+    async def _durable(self) -> None:
+        """Every commit so far is on the disk when this returns (``SyncGate``)."""
+        if self._gate is None:
+            store = self.machine.store
+            self._gate = SyncGate(store if isinstance(store, SqliteStore) else None)
+        await self._gate.durable()
+
     async def _work(self) -> None:
         while True:
             first = await self.inbound.get()
@@ -225,7 +269,9 @@ class _Shell:
                     if handled < BATCH_FRAMES and not self.inbound.empty() \
                             and time.monotonic() - started < BATCH_S:
                         d = self.inbound.get_nowait()[2]
-            # committed: only now is anything it decided told (events) or sent (_wake)
+            # durable (committed and synced; frames keep arriving meanwhile): only now is
+            # anything the batch decided told (events) or sent (_wake)
+            await self._durable()
             for ev in events:
                 self._record(ev, now)
             self._wake.set()
@@ -264,6 +310,7 @@ class _Shell:
                 if not out:
                     break
                 self.free_slots -= len(out)
+                await self._durable()  # what they acknowledge is on the disk first
                 for topic, payload, _ in out:  # committed: now they may leave
                     if self.observer is not None:
                         self.observer("popped", payload)
@@ -316,6 +363,7 @@ class _Shell:
                 self.log.exception("internal error in a timer")
                 await asyncio.sleep(self.tick_s)  # do not spin on a broken store
                 continue
+            await self._durable()
             for ev in events:
                 self._record(ev, now)
             if self.machine.pending():

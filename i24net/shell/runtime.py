@@ -309,7 +309,8 @@ def make_node(home: Home, agency: str, *, logger: logging.Logger | None = None,
     d = home.directory()
     d.agency(agency)
     keys = home.keys(agency)
-    store = SqliteNodeStore(node_store_path(home, agency))
+    # the daemon syncs its commits itself, off its event loop (daemons.SyncGate)
+    store = SqliteNodeStore(node_store_path(home, agency), synchronous="NORMAL")
     machine = NodeMachine(agency, keys, d, store, random_bytes=os.urandom)
     machine.set_retention(home.spec().retention)  # network.toml [retention]
     from i24net.core.lifecycle import install_lifecycle
@@ -340,7 +341,7 @@ def make_router(home: Home, *, logger: logging.Logger | None = None,
                           "network.toml and run 'i24net directory issue'",
                           reason="config.shard")
     keys = home.router_keys(shard.index)
-    store = SqliteRouterStore(router_store_path(home, shard.index))
+    store = SqliteRouterStore(router_store_path(home, shard.index), synchronous="NORMAL")
     machine = RouterMachine(d, keys, store, shard=shard)
     t = transport or make_transport(home, ROUTER_ACCOUNT, logger=logger, ep=ep,
                                     client_suffix=router_client_suffix(shard))

@@ -13,17 +13,18 @@ so no read snapshot outlives the call (a held snapshot would stop WAL checkpoint
 
 Group commit (``batch``): a daemon handles the frames waiting for it, or pops the frames it
 may send, inside one ``batch``: each mutating method then runs as a savepoint of one
-transaction (a failing one rolls back alone) and the batch commits once, with one sync of
-the WAL, before the daemon publishes anything the batch decided. What it acknowledges (a
-receipt, a report, a stamped delivery) therefore leaves only after it is durable.
+transaction (a failing one rolls back alone) and the batch commits once.
 
 Durability (the fsync policy): ``journal_mode=WAL`` with ``synchronous=FULL`` (the default)
 syncs the WAL to the disk at every commit, so a commit survives a power loss or a kernel
-crash, not only a process crash: nothing a node or a router acknowledged is lost when the
-machine stops mid-write (``tests/shell/test_power_loss.py`` drops every write not yet synced
-and restarts the network). Group commit pays that sync once per batch. ``synchronous=
-"NORMAL"`` skips the per-commit sync (WAL frames reach the kernel's page cache, which a
-process crash keeps and a power loss may not), for stores nothing depends on.
+crash, not only a process crash; commands that write a store (``i24net publish`` into a
+node's outbox) use it. The daemons open their stores with ``synchronous="NORMAL"`` (a
+commit reaches the kernel's page cache: a killed process loses nothing, a power loss may)
+and make their commits durable themselves with ``sync`` (an fsync of the WAL), on a thread,
+before they publish or report anything those commits decided: one sync covers every commit
+made before it started, so under load one sync serves many batches, and the event loop
+never waits on the disk. ``tests/shell/test_power_loss.py`` drops every write not yet
+synced and restarts the network: nothing acknowledged is lost.
 
 Concurrency: the daemon owns the file; WAL lets a CLI read it at the same time
 (``readonly=True`` opens ``file:...?mode=ro``), and a second writer (``i24net publish``
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,6 +120,8 @@ class SqliteStore:
         self.synchronous = sync
         self._closed = False
         self._batching = False  # inside ``batch``: transactions are its savepoints
+        self._wal_fd: int | None = None  # for ``sync``, under ``_sync_lock`` (a thread)
+        self._sync_lock = threading.Lock()
         self._conn = self._connect(busy_timeout_ms)
         try:
             self._setup()
@@ -326,12 +330,42 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._error(exc, "reading") from exc
 
+    @property
+    def changes(self) -> int:
+        """Rows changed through this connection so far (a sync is needed only after)."""
+        return self._conn.total_changes
+
+    def sync(self) -> None:
+        """Make every commit so far durable: fsync the WAL file, where a WAL-mode commit
+        lives until a checkpoint copies it into the database (SQLite syncs the WAL before a
+        checkpoint and the database after it). Blocking: a daemon calls it on a thread.
+        Safe beside the connection's own writes; a WAL replaced since the last call (a new
+        inode) is opened again."""
+        wal = Path(f"{self.path}-wal")
+        with self._sync_lock:
+            if self._closed:
+                return  # closed: the connection's close checkpointed and synced
+            try:
+                st = os.stat(wal)
+            except FileNotFoundError:
+                return  # nothing written since the last checkpoint removed it
+            fd = self._wal_fd
+            if fd is None or os.fstat(fd).st_ino != st.st_ino:
+                if fd is not None:
+                    os.close(fd)
+                fd = self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+            os.fsync(fd)
+
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection (idempotent). Everything was already committed."""
         if not self._closed:
             self._closed = True
             self._conn.close()
+            with self._sync_lock:
+                if self._wal_fd is not None:
+                    os.close(self._wal_fd)
+                    self._wal_fd = None
 
     def __enter__(self) -> Self:
         return self
