@@ -36,7 +36,7 @@ from i24net.core.directory import Directory
 from i24net.core.envelope import Body, Envelope, Header, make_header
 from i24net.core.errors import I24Error
 from i24net.core.labels import Label, Precedence
-from i24net.core.node import MemoryNodeStore, NodeEvent, NodeMachine
+from i24net.core.node import MemoryNodeStore, NodeEvent, NodeMachine, OutboxEntry
 from i24net.core.router import CONTROL_PRIORITY, MemoryRouterStore, RouterEvent, RouterMachine
 from i24net.shell.daemons import NodeDaemon, RouterDaemon, frame_priority
 from i24net.transport import MemoryBroker, MemoryTransport
@@ -378,3 +378,35 @@ async def test_revoke_publishes_to_the_running_broker(home: Home) -> None:
 
     d = load(payload, home.anchor())
     assert d.serial == 2 and not d.agency("NCB-ZA").active
+
+
+def test_the_sync_gate_shares_one_sync_among_those_waiting_and_skips_when_nothing_changed(
+        tmp_path: Path) -> None:
+    from i24net.shell.daemons import SyncGate
+    from i24net.store import SqliteNodeStore
+
+    store = SqliteNodeStore(tmp_path / "node.sqlite", synchronous="NORMAL")
+    synced: list[int] = []
+    real = store.sync
+
+    def counted() -> None:
+        synced.append(store.changes)
+        time.sleep(0.02)  # a slow disk: the others arrive while it runs
+        real()
+
+    store.sync = counted  # type: ignore[method-assign]
+    gate = SyncGate(store)
+
+    async def scenario() -> None:
+        await gate.durable()  # nothing written yet: still one sync, of the schema
+        first = len(synced)
+        await gate.durable()
+        assert len(synced) == first  # nothing changed since: no sync
+        store.outbox_put(OutboxEntry(b"o" * 16, b"raw", "message", 3, ("NCB-DE",), 1, 9))
+        await asyncio.gather(*(gate.durable() for _ in range(10)))
+        assert len(synced) - first <= 2  # ten waiters, one or two syncs
+        assert gate.done == gate.requested
+
+    asyncio.run(scenario())
+    store.close()
+    assert SyncGate(None).store is None
