@@ -239,6 +239,79 @@ def seal_bench(home: Any, runs: int) -> dict[str, float]:
             "fanout_196_over_1": m[196] / m[1]}
 
 
+# -- header decoding: the core's strict reader against msgspec --------------------------------
+
+def decode_bench(home: Any, runs: int) -> dict[str, float]:
+    """CPU microseconds to decode a GS-LYON header to 1 and to 196 NCBs, three ways, on the
+    same bytes, interleaved, median of ``runs`` batches of 50:
+
+    - ``header_decode_us_*``: the core's ``Header.decode`` (what the router and the nodes
+      run): ``wire.unpack`` (limits, canonical encoding, no repeated key), ``Fields`` (types,
+      sizes, no unknown field) and the canonical-form check;
+    - ``header_unpack_us_196``: ``wire.unpack`` alone, the part a faster decoder replaces;
+    - ``header_decode_msgspec_us_*``: msgspec's typed msgpack decoder into a ``Struct`` of
+      the header's fields (types, no unknown field; neither sizes nor canonical form, and it
+      keeps the last of repeated keys, so ``unpack``'s checks would remain).
+    """
+    import msgspec
+
+    from i24net.core import envelope as env
+    from i24net.core import wire
+    from i24net.core.labels import Label
+
+    class MsgspecHeader(msgspec.Struct, forbid_unknown_fields=True):
+        v: int
+        id: bytes
+        kind: str
+        sender: str = msgspec.field(name="from")
+        to: list[str] = msgspec.field(default_factory=list)
+        addr: list[str] = msgspec.field(default_factory=list)
+        level: str = ""
+        caveats: list[str] = msgspec.field(default_factory=list)
+        handling: list[str] = msgspec.field(default_factory=list)
+        h3: str = ""
+        tlp: str | None = None
+        eval: str | None = None
+        prec: str = ""
+        created: int = 0
+        expires: int = 0
+        ref: bytes | None = None
+        release: bytes | None = None
+        dir: int = 0
+        kid: bytes = b""
+        nonce: bytes = b""
+
+    d = home.directory()
+    ncbs = d.expand(["@NCB"], "GS-LYON")
+    raw = {}
+    for n in (1, 196):
+        to = ["@NCB"] if n == 196 else list(ncbs[:1])
+        raw[n] = env.make_header(d, sender="GS-LYON", addressing=to, kind="notice",
+                                 label=Label("UNCLASSIFIED"), now_ms=int(time.time() * 1000),
+                                 ttl_ms=3_600_000, random_bytes=os.urandom).encode()
+    fast = msgspec.msgpack.Decoder(MsgspecHeader)
+    assert fast.decode(raw[196]).to == list(env.Header.decode(raw[196]).recipients)
+    ops: dict[str, Callable[[], object]] = {
+        "header_decode_us_1": lambda: env.Header.decode(raw[1]),
+        "header_decode_us_196": lambda: env.Header.decode(raw[196]),
+        "header_unpack_us_196": lambda: wire.unpack(raw[196], what="header",
+                                                    max_size=env.MAX_HEADER),
+        "header_decode_msgspec_us_1": lambda: fast.decode(raw[1]),
+        "header_decode_msgspec_us_196": lambda: fast.decode(raw[196]),
+    }
+    samples: dict[str, list[float]] = {k: [] for k in ops}
+    for _ in range(max(1, runs)):
+        for name, op in ops.items():
+            t0 = time.process_time_ns()
+            for _ in range(50):
+                op()
+            samples[name].append((time.process_time_ns() - t0) / 50 / 1000)
+    out = {k: median(v) for k, v in samples.items()}
+    out["header_decode_over_msgspec_196"] = (out["header_decode_us_196"]
+                                             / out["header_decode_msgspec_us_196"])
+    return out
+
+
 # -- the crypto floor ------------------------------------------------------------------------
 
 # The libsodium and BLAKE2b work one routed, receipted message to one recipient needs, with
@@ -1007,6 +1080,8 @@ def run(plan: Plan, engine: str = "mosquitto", say: Say = lambda s: None,
         home.init(preset_toml("interpol"))
         say(f"fan-out: sealing to 1, 10, 196 NCBs ({plan.seal_runs} runs each)")
         results.update(seal_bench(home, plan.seal_runs))
+        say("header decoding: the core's reader against msgspec")
+        results.update(decode_bench(home, plan.seal_runs))
         say("crypto floor: the libsodium work of one routed, receipted message")
         results.update(crypto_floor(max(3, plan.seal_runs // 20)))
         results.update(asyncio.run(run_live(home, plan, engine, work, say)))
@@ -1068,6 +1143,9 @@ FIGURES: tuple[Figure, ...] = (
     Figure("seal_us_196", "seal, 196 recipients", "us"),
     Figure("fanout_196_over_1", "fan-out cost 196 / 1", "x", "<= 8",
            lambda r: r["fanout_196_over_1"] <= 8),
+    Figure("header_decode_us_196", "header decode, 196 recipients (core)", "us"),
+    Figure("header_decode_msgspec_us_196", "header decode, 196 recipients (msgspec)", "us"),
+    Figure("header_decode_over_msgspec_196", "core / msgspec header decode, 196", "x"),
     Figure("flash_p99_ms_idle", "FLASH p99, router idle", "ms"),
     Figure("flash_p99_ms_flooded", "FLASH p99, ROUTINE flood", "ms"),
     Figure("flash_p99_ratio", "FLASH p99 flooded / idle", "x", "<= 2",
