@@ -160,6 +160,8 @@ class Storyline:
             ("NCB-FR forwards it to NCB-US without release: refused", self.forward),
             ("EUROPOL sends a FLASH alert to several NCBs", self.flash),
             ("NCB-US sends CONFIDENTIAL to NCB-ZA: refused for clearance", self.clearance),
+            ("GS-LYON sends SECRET to EUROPOL: refused under the INTERPOL-Europol agreement",
+             self.agreement),
             ("a forged message is injected into the broker: dropped", self.forgery),
             ("a political notice request: refused under Article 3", self.article3),
             ("NCB-JP is killed and restarted: it catches up", self.catch_up),
@@ -252,6 +254,19 @@ class Storyline:
         if any(i.msg_id == h.id for i in self.inbox("NCB-ZA")):
             raise StepFailed("NCB-ZA received a message it is not cleared for")
         return "refused: clearance.recipient (NCB-ZA is OFFICIAL-USE)"
+
+    def agreement(self) -> str:
+        """Europol is an organisation of its own; the agreement between INTERPOL and
+        Europol lets operational data pass up to CONFIDENTIAL. GS-LYON and Europol are both
+        cleared SECRET, so only the agreement stops this one."""
+        h = client.send(self.home, "GS-LYON", ["EUROPOL"], label="SECRET",
+                        subject="Source report", text="Above what the agreement allows.")
+        e = self.wait("the router's verdict", lambda: self.settled("GS-LYON", h.id))
+        if e.state != "refused" or e.reason != "agreement.level":
+            raise StepFailed(f"expected agreement.level, got {e.state} ({e.reason})")
+        if any(i.msg_id == h.id for i in self.inbox("EUROPOL")):
+            raise StepFailed("EUROPOL received what the agreement does not cover")
+        return "refused: agreement.level (INTERPOL-EUROPOL allows up to CONFIDENTIAL)"
 
     def forgery(self) -> str:
         d = self.home.directory()

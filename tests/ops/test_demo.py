@@ -27,7 +27,8 @@ def test_headless_demo_plays_the_whole_storyline(tmp_path: Path) -> None:
     assert demo.returncode == 0, stdout[-3000:] + stderr[-3000:]
     summary = json.loads(out.read_text())
     assert summary["ok"] and all(s["state"] == "ok" for s in summary["steps"])
-    assert summary["refused"] == {"clearance.recipient": 1, "handling.h2-release": 1}
+    assert summary["refused"] == {"agreement.level": 1, "clearance.recipient": 1,
+                                  "handling.h2-release": 1}
     assert summary["notice_refused"] == {"article3.political": 1}
     assert summary["dropped"] == {"sig.unknown-key": 1}
     # notice to 7 holders + decision, diffusion to 3, FLASH to 4, Article 3 request and
