@@ -471,9 +471,12 @@ class Directory:
         f = Fields(obj, "directory")
         version = f.integer("v")
         if version != DIRECTORY_VERSION:
+            older = (" A home made by an older version: re-create it with 'i24net init "
+                     "--force' (add '--spec FILE' to keep an edited network.toml)."
+                     if version < DIRECTORY_VERSION else "")
             fail("directory", f"directory format version {version} is not supported (this "
                  f"build reads version {DIRECTORY_VERSION} only, which lists prekeys, "
-                 "organisations, agreements and operations)",
+                 f"organisations, agreements and operations).{older}",
                  reason="wire.version")
         network = f.text("network", max_len=64)
         serial = f.integer("serial", lo=1)
