@@ -33,9 +33,10 @@ def demo_home(tmp_path: Path, engine: str = "embedded") -> tuple[Path, int]:
     return home, port
 
 
-def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(home: Path, *args: str, timeout: float = 60,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "i24net", *args, "--home", str(home)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def spawn(home: Path, name: str, *args: str) -> subprocess.Popen[bytes]:

@@ -108,10 +108,7 @@ def operation_create(name: str, lead: str, members: str, until: str, level: str 
 @home_option
 def operation_add(name: str, agencies: tuple[str, ...], home: str | None) -> None:
     """Add AGENCIES to operation NAME (they receive its traffic from the new version on)."""
-    h = Home.resolve(home)
-    listed = check_agencies(h.directory(), agencies)
-    nd = h.amend(lambda d, t: d.change_operation(name, t, add=listed))
-    _issued(h, nd, f"added {', '.join(listed)} to operation {name}")
+    _change_members(home, name, agencies, joining=True)
 
 
 @operation.command("remove")
@@ -121,10 +118,17 @@ def operation_add(name: str, agencies: tuple[str, ...], home: str | None) -> Non
 def operation_remove(name: str, agencies: tuple[str, ...], home: str | None) -> None:
     """Remove AGENCIES from operation NAME: they lose its caveat and its group, so the
     router refuses to send them anything under it."""
+    _change_members(home, name, agencies, joining=False)
+
+
+def _change_members(home: str | None, name: str, agencies: tuple[str, ...], *,
+                    joining: bool) -> None:
     h = Home.resolve(home)
     listed = check_agencies(h.directory(), agencies)
-    nd = h.amend(lambda d, t: d.change_operation(name, t, remove=listed))
-    _issued(h, nd, f"removed {', '.join(listed)} from operation {name}")
+    nd = h.amend(lambda d, t: d.change_operation(name, t, add=listed if joining else (),
+                                                 remove=() if joining else listed))
+    _issued(h, nd, f"{'added' if joining else 'removed'} {', '.join(listed)} "
+            f"{'to' if joining else 'from'} operation {name}")
 
 
 @operation.command("set")

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 import tomlkit
 import tomlkit.exceptions
 
+from i24net.core.directory import DEFAULT_ORG
 from i24net.core.errors import ConfigError
 from i24net.core.labels import DEFAULT_LEVELS
+from i24net.core.netspec import DEFAULT_ORGS
 
 PRESETS: tuple[str, ...] = ("demo", "interpol")
 
@@ -424,10 +426,6 @@ def _agreement_lines() -> list[str]:
     return out
 
 
-def _org(kind: str) -> str:
-    return "EUROPOL" if kind == "europol" else "INTERPOL"
-
-
 def _render(spec: _Spec) -> str:
     agencies = [a for a in spec.agencies if isinstance(a, _Agency)]
     regions = ", ".join("@" + r for r in REGIONS)
@@ -498,7 +496,7 @@ def _render(spec: _Spec) -> str:
             f"id = {_toml_str(item.id)}",
             f"name = {_toml_str(item.name)}",
             f"kind = {_toml_str(item.kind)}",
-            f"org = {_toml_str(_org(item.kind))}",
+            f"org = {_toml_str(DEFAULT_ORGS.get(item.kind, DEFAULT_ORG))}",
             f"region = {_toml_str(item.region)}",
             f"clearance = {_toml_str(item.clearance)}",
             f"caveats = {_toml_array(item.caveats)}",

@@ -38,6 +38,7 @@ OPERATION_STATUSES = ("active", "closed")
 MAX_AGREEMENTS = 256
 MAX_OPERATIONS = 64  # each is a caveat, and a network defines at most 64 (labels.py)
 MAX_OPERATION_MEMBERS = 4096
+DEFAULT_OPERATION_MS = 30 * 86_400_000  # an exercise's operation without an end runs this long
 # What withdraws data sent under an agreement outlives it: a notice cancelled, a deletion
 # ordered, after the agreement has ended, still reach the holders it was sent to.
 WITHDRAWAL_KINDS = frozenset({"notice-cancel", "deletion-order"})

@@ -599,15 +599,22 @@ def _submit_all(m: NodeMachine, out: Sequence[tuple[Header, Body]],
     return [m.submit(header, body, now_ms)[1] for header, body in out]
 
 
+def _may_receive(m: NodeMachine, agency: str, c: Carriage, kind: str, now_ms: int, *,
+                 withdrawing: bool = False) -> bool:
+    """``agency`` is cleared for the label and, in another organisation, reached under an
+    agreement that lets ``kind`` carried as ``c`` cross (the router would refuse the whole
+    message for one that is not)."""
+    d = m.directory
+    return d.scale.dominates(d.agencies[agency].clearance, c.label) and crossing_refusal(
+        d, m.agency, agency, kind, c.label, c.handling, now_ms,
+        withdrawing=withdrawing) is None
+
+
 def _cleared_audience(m: NodeMachine, c: Carriage, now_ms: int) -> list[str]:
     """``["@ALL"]`` when everyone may receive a notice carried as ``c``, else those who may
-    (maybe []): cleared for its label, and in another organisation only where an agreement
-    lets a notice with its label and handling codes cross."""
-    d = m.directory
-    everyone = d.expand(["@ALL"], m.agency)
-    cleared = [a for a in everyone if d.scale.dominates(d.agencies[a].clearance, c.label)
-               and crossing_refusal(d, m.agency, a, "notice", c.label, c.handling,
-                                    now_ms) is None]
+    (maybe []), ``_may_receive``."""
+    everyone = m.directory.expand(["@ALL"], m.agency)
+    cleared = [a for a in everyone if _may_receive(m, a, c, "notice", now_ms)]
     return ["@ALL"] if cleared and cleared == list(everyone) else cleared
 
 
@@ -620,9 +627,7 @@ def _reachable(m: NodeMachine, agencies: Collection[str], c: Carriage, kind: str
     d = m.directory
     return sorted(a for a in agencies if a != m.agency and a in d.agencies
                   and d.agencies[a].active
-                  and d.scale.dominates(d.agencies[a].clearance, c.label)
-                  and crossing_refusal(d, m.agency, a, kind, c.label, c.handling,
-                                       now_ms, withdrawing=a in sent_to) is None)
+                  and _may_receive(m, a, c, kind, now_ms, withdrawing=a in sent_to))
 
 
 def _apply(m: NodeMachine, msg_id: bytes, change: type[ItemChanged], now_ms: int) -> None:

@@ -311,10 +311,20 @@ def crossing_refusal(directory: Directory, sender: str, recipient: str, kind: st
         return "recipient.unknown"
     if src.org == dst.org:
         return None
-    lab = Label(label.level, label.caveats - directory.operations.keys())
-    code, _ = covering(directory.agreements_between(src.org, dst.org), directory.scale,
-                       src.org, dst.org, kind, lab, handling, now_ms, withdrawing=withdrawing)
+    code, _ = _crossing(directory, src.org, dst.org, kind, label, handling, now_ms,
+                        withdrawing)
     return None if code == "ok" else code
+
+
+def _crossing(directory: Directory, source: str, target: str, kind: str, label: Label,
+              handling: HandlingCodes, now_ms: int, withdrawing: bool) -> tuple[str, str]:
+    """``covering`` between two organisations of ``directory``. The caveat of a joint
+    operation is shared among its members, whatever their organisation (the operation
+    rule and the clearance checks hold it to them), so it is not an agreement's to share."""
+    lab = Label(label.level, label.caveats - directory.operations.keys()) \
+        if directory.operations else label
+    return covering(directory.agreements_between(source, target), directory.scale, source,
+                    target, kind, lab, handling, now_ms, withdrawing=withdrawing)
 
 
 def _operation_rule(h: Header, directory: Directory, now_ms: int) -> Decision | None:
@@ -343,10 +353,6 @@ def _agreement_rule(h: Header, directory: Directory, org: str, now_ms: int,
     withdrawal names (as routed), whom it still reaches under an agreement that ended."""
     applied: dict[str, str] = {}
     verdicts: dict[tuple[str, bool], tuple[str, str]] = {}
-    # the caveat of a joint operation is shared among its members, whatever their
-    # organisation: _operation_rule and the clearance checks have already held it to them
-    lab = Label(h.label.level, h.label.caveats - directory.operations.keys()) \
-        if directory.operations else h.label
     for r in h.recipients:
         target = directory.agencies[r].org
         if target == org:
@@ -354,9 +360,8 @@ def _agreement_rule(h: Header, directory: Directory, org: str, now_ms: int,
         key = (target, r in holders)
         verdict = verdicts.get(key)
         if verdict is None:
-            verdict = verdicts[key] = covering(
-                directory.agreements_between(org, target), directory.scale, org, target,
-                h.kind, lab, h.handling, now_ms, withdrawing=key[1])
+            verdict = verdicts[key] = _crossing(directory, org, target, h.kind, h.label,
+                                                h.handling, now_ms, key[1])
         if verdict[0] == "ok":
             applied[r] = verdict[1]
     for (target, withdrawing), (code, detail) in sorted(verdicts.items()):

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from i24net.config.home import Home, now_ms
-from i24net.core.cooperation import Operation
+from i24net.core.cooperation import DEFAULT_OPERATION_MS, Operation
 from i24net.core.directory import Directory
 from i24net.core.errors import I24Error
 from i24net.core.labels import Label, Precedence
@@ -619,7 +619,8 @@ class LiveRun:
                            *(i for i in items if not i.startswith("@"))})
 
         if isinstance(inj, m.OperationCreate):
-            until = inj.until if inj.until is not None else inj.at + 30 * 86_400.0
+            until = inj.until if inj.until is not None else \
+                inj.at + DEFAULT_OPERATION_MS / 1000
             op = Operation(inj.operation, inj.title or inj.operation, inj.lead,
                            tuple(sorted({inj.lead, *members(inj.members)})),
                            self.start_ms + round(until * 1000),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from i24net.core.labels import Precedence
+from i24net.core.labels import Label, Precedence
 from i24net.core.units import percentile
 from i24net.exercise import model as m
 from i24net.exercise.expect import Outcome, judge
@@ -189,7 +189,7 @@ class Result:
             for msg in self.obs.messages:
                 sent_by = named.get(msg.name)
                 to = getattr(sent_by, "to", ()) if msg.origin != ATTACKER else ()
-                if name not in msg.label.partition("//")[2].split("/") and f"@{name}" not in to:
+                if name not in Label.parse(msg.label).caveats and f"@{name}" not in to:
                     continue
                 row = senders.setdefault(msg.sender, {"sent": 0, "refused": 0,
                                                       "deliveries": 0, "latencies": []})

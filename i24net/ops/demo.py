@@ -245,27 +245,28 @@ class Storyline:
                for a in to]
         return f"delivered to {len(to)} NCBs, slowest {max(lat)} ms"
 
+    def expect_refused(self, sender: str, to: str, label: str, reason: str, subject: str,
+                text: str) -> None:
+        """``sender`` sends to ``to``; the router must refuse it with ``reason``, and ``to``
+        must not hold it."""
+        h = client.send(self.home, sender, [to], label=label, subject=subject, text=text)
+        e = self.wait("the router's verdict", lambda: self.settled(sender, h.id))
+        if e.state != "refused" or e.reason != reason:
+            raise StepFailed(f"expected {reason}, got {e.state} ({e.reason})")
+        if any(i.msg_id == h.id for i in self.inbox(to)):
+            raise StepFailed(f"{to} received a message the router refused ({reason})")
+
     def clearance(self) -> str:
-        h = client.send(self.home, "NCB-US", ["NCB-ZA"], label="CONFIDENTIAL",
-                        subject="Case file 2231", text="Confidential case details.")
-        e = self.wait("the router's verdict", lambda: self.settled("NCB-US", h.id))
-        if e.state != "refused" or e.reason != "clearance.recipient":
-            raise StepFailed(f"expected clearance.recipient, got {e.state} ({e.reason})")
-        if any(i.msg_id == h.id for i in self.inbox("NCB-ZA")):
-            raise StepFailed("NCB-ZA received a message it is not cleared for")
+        self.expect_refused("NCB-US", "NCB-ZA", "CONFIDENTIAL", "clearance.recipient",
+                            "Case file 2231", "Confidential case details.")
         return "refused: clearance.recipient (NCB-ZA is OFFICIAL-USE)"
 
     def agreement(self) -> str:
         """Europol is an organisation of its own; the agreement between INTERPOL and
         Europol lets operational data pass up to CONFIDENTIAL. GS-LYON and Europol are both
         cleared SECRET, so only the agreement stops this one."""
-        h = client.send(self.home, "GS-LYON", ["EUROPOL"], label="SECRET",
-                        subject="Source report", text="Above what the agreement allows.")
-        e = self.wait("the router's verdict", lambda: self.settled("GS-LYON", h.id))
-        if e.state != "refused" or e.reason != "agreement.level":
-            raise StepFailed(f"expected agreement.level, got {e.state} ({e.reason})")
-        if any(i.msg_id == h.id for i in self.inbox("EUROPOL")):
-            raise StepFailed("EUROPOL received what the agreement does not cover")
+        self.expect_refused("GS-LYON", "EUROPOL", "SECRET", "agreement.level",
+                            "Source report", "Above what the agreement allows.")
         return "refused: agreement.level (INTERPOL-EUROPOL allows up to CONFIDENTIAL)"
 
     def forgery(self) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from i24net.config.presets import preset_toml, synthetic_toml
-from i24net.core.cooperation import Operation
+from i24net.core.cooperation import DEFAULT_OPERATION_MS, Operation
 from i24net.core.directory import Directory
 from i24net.core.envelope import (
     KINDS,
@@ -332,7 +332,8 @@ class Simulation(Engine):
         self._host(lead)
         self._planned_caveats.add(name)
         self._at(at, self._do_create_operation, name, lead, list(members),
-                 30 * 86_400.0 + at if until is None else until, level, title or name)
+                 at + DEFAULT_OPERATION_MS / 1000 if until is None else until, level,
+                 title or name)
 
     def change_operation(self, at: float, name: str, *, add: Iterable[str] = (),
                          remove: Iterable[str] = ()) -> None:

@@ -28,7 +28,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,12 +56,6 @@ def build_shim(tmp: Path) -> Path:
     subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(out), str(SHIM), "-ldl"],
                    check=True, capture_output=True, timeout=60)
     return out
-
-
-def run(home: Path, *args: str, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "i24net", *args, "--home", str(home)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 class Wiretap:
@@ -152,7 +145,7 @@ def power_loss(home: Path) -> dict[str, int]:
 
 
 def outbox(home: Path, agency: str) -> dict[str, str]:
-    r = run(home, "outbox", agency, "--json", "--limit", "100000")
+    r = cli(home, "outbox", agency, "--json", "--limit", "100000")
     assert r.returncode == 0, r.stdout + r.stderr
     return {e["id"]: e["state"] for e in json.loads(r.stdout)}
 
@@ -170,7 +163,7 @@ def test_nothing_acknowledged_is_lost_when_the_power_goes(tmp_path: Path) -> Non
     env = {**os.environ, "LD_PRELOAD": str(shim),
            "I24NET_SNAPSHOT_DIR": str(home / "state") + "/"}
     try:
-        up = run(home, "up", "--hosts", "1", env=env, timeout=120)
+        up = cli(home, "up", "--hosts", "1", env=env, timeout=120)
         assert up.returncode == 0, up.stdout + up.stderr
         returned: list[str] = []
         lock = threading.Lock()
@@ -179,7 +172,7 @@ def test_nothing_acknowledged_is_lost_when_the_power_goes(tmp_path: Path) -> Non
         def send(n: int) -> None:
             if cut.is_set():
                 return
-            r = run(home, "publish", "--as", "NCB-FR", "--to", "NCB-DE", "--classification",
+            r = cli(home, "publish", "--as", "NCB-FR", "--to", "NCB-DE", "--classification",
                     "RESTRICTED", "--subject", f"m{n}", "--json", env=env)
             if r.returncode == 0:
                 with lock:
@@ -198,7 +191,7 @@ def test_nothing_acknowledged_is_lost_when_the_power_goes(tmp_path: Path) -> Non
         assert rolled["rolled back"] >= 2, rolled  # the stores did sync along the way
         assert acked_peer, "no receipt was seen before the power went"
 
-        up = run(home, "up", "--hosts", "1", timeout=120)
+        up = cli(home, "up", "--hosts", "1", timeout=120)
         assert up.returncode == 0, up.stdout + up.stderr
         after = inbox_ids(home, "NCB-DE")
         assert not acked_peer - after, \
@@ -214,6 +207,6 @@ def test_nothing_acknowledged_is_lost_when_the_power_goes(tmp_path: Path) -> Non
             sent = outbox(home, "NCB-FR")
         assert set(acked_user) <= inbox_ids(home, "NCB-DE")
     finally:
-        run(home, "down", timeout=60)
+        cli(home, "down", timeout=60)
         for pid in processes_of(home):
             os.kill(pid, signal.SIGKILL)
