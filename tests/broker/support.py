@@ -68,9 +68,11 @@ def connect(
     password: str | None = None,
     identifier: str | None = None,
     clean_session: bool | None = None,
+    timeout: float = ARRIVAL_TIMEOUT,
 ) -> aiomqtt.Client:
     """An aiomqtt client for ``username`` (its network password unless ``password`` is
-    given); the client id defaults to the username, as the embedded broker requires."""
+    given); the client id defaults to the username, as the embedded broker requires.
+    ``timeout`` bounds the login and each acknowledged operation."""
     if password is None and username is not None and network is not None:
         password = network.passwords[username]
     return aiomqtt.Client(
@@ -80,7 +82,7 @@ def connect(
         password=password,
         identifier=identifier if identifier is not None else username,
         clean_session=clean_session,
-        timeout=ARRIVAL_TIMEOUT,
+        timeout=timeout,
     )
 
 

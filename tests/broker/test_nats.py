@@ -60,11 +60,11 @@ from .support import (
     PREFIX,
     Endpoint,
     Network,
-    connect,
     messages_within,
     next_message,
     requires_nats,
 )
+from .support import connect as connect_once
 
 # the live tests run NATS clusters; one worker runs them in turn (make test: --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("nats")
@@ -79,6 +79,9 @@ DIRECTORY = f"{PREFIX}/directory"
 SUBACK_FAILURE = 0x80
 # A member's death stops what it led until JetStream re-elects (4-9 s measured): enough margin.
 FAILOVER_TIMEOUT = 25.0
+# A login on NATS writes the session to a replicated stream: its JetStream request alone may
+# wait 4 s (nats-server's own timeout) on a loaded machine, so a login gets more than that.
+LOGIN_TIMEOUT = 15.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,6 +90,11 @@ def live(test: F) -> F:
     """A test against a real cluster: marked ``broker``, skipped without nats-server."""
     marked: F = pytest.mark.broker(requires_nats(pytest.mark.timeout(90)(test)))
     return marked
+
+
+def connect(endpoint: Endpoint, network: Network, username: str, **kwargs: Any) -> Client:
+    """``support.connect`` with room for a cluster's slower logins."""
+    return connect_once(endpoint, network, username, timeout=LOGIN_TIMEOUT, **kwargs)
 
 
 # --- ports and addresses --------------------------------------------------------------------
