@@ -410,3 +410,39 @@ def test_the_sync_gate_shares_one_sync_among_those_waiting_and_skips_when_nothin
     asyncio.run(scenario())
     store.close()
     assert SyncGate(None).store is None
+
+
+def test_the_sync_gate_syncs_a_fast_disk_on_the_loop_and_a_slow_one_on_a_thread(
+        tmp_path: Path) -> None:
+    import threading
+
+    from i24net.shell.daemons import INLINE_SYNC_S, SyncGate
+    from i24net.store import SqliteNodeStore
+
+    store = SqliteNodeStore(tmp_path / "node.sqlite", synchronous="NORMAL")
+    delays = iter([0.0, 0.0, 4 * INLINE_SYNC_S, 0.0, 0.0])
+    where: list[str] = []
+    real = store.sync
+
+    def timed() -> None:
+        where.append("loop" if threading.current_thread() is threading.main_thread()
+                     else "thread")
+        time.sleep(next(delays))
+        real()
+
+    store.sync = timed  # type: ignore[method-assign]
+    gate = SyncGate(store)
+
+    async def scenario() -> None:
+        for n in range(5):
+            store.outbox_put(OutboxEntry(bytes([n]) * 16, b"raw", "message", 3,
+                                         ("NCB-DE",), 1, 9))
+            await gate.durable()
+            assert gate.done == gate.requested
+
+    asyncio.run(scenario())
+    store.close()
+    # fast, fast, then slow (on the loop: nothing had shown it yet), so the next on a
+    # thread; that one was fast again, so back on the loop
+    assert where == ["loop", "loop", "loop", "thread", "loop"]
+    assert (gate.syncs, gate.inline_syncs) == (5, 4)
