@@ -83,9 +83,11 @@ class SyncGate:
     None)."""
 
     def __init__(self, store: SqliteStore | None,
-                 busy: Callable[[], bool] = lambda: False) -> None:
+                 busy: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.store = store
         self.busy = busy
+        self.clock = clock  # times each sync (seconds)
         self.requested = 0  # tickets handed out
         self.done = 0  # every ticket up to this one is durable
         self.syncs = 0
@@ -117,9 +119,9 @@ class SyncGate:
 
     def _timed_sync(self) -> float:
         assert self.store is not None
-        started = time.perf_counter()
+        started = self.clock()
         self.store.sync()
-        return time.perf_counter() - started
+        return self.clock() - started
 
     async def _sync(self, upto: int) -> None:
         self._synced_changes = self.store.changes if self.store is not None else -1

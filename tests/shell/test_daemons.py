@@ -420,18 +420,19 @@ def test_the_sync_gate_syncs_a_fast_disk_on_the_loop_and_a_slow_one_on_a_thread(
     from i24net.store import SqliteNodeStore
 
     store = SqliteNodeStore(tmp_path / "node.sqlite", synchronous="NORMAL")
-    delays = iter([0.0, 0.0, 4 * INLINE_SYNC_S, 0.0, 0.0])
+    delays = iter([0.0, 0.0, 4 * INLINE_SYNC_S, 0.0, 0.0, 0.0])
     where: list[str] = []
+    now = [0.0]  # the gate's clock: each sync takes what the script says
     real = store.sync
 
     def timed() -> None:
         where.append("loop" if threading.current_thread() is threading.main_thread()
                      else "thread")
-        time.sleep(next(delays))
         real()
+        now[0] += next(delays)
 
     store.sync = timed  # type: ignore[method-assign]
-    gate = SyncGate(store)
+    gate = SyncGate(store, clock=lambda: now[0])
 
     async def scenario() -> None:
         for n in range(5):
@@ -439,10 +440,14 @@ def test_the_sync_gate_syncs_a_fast_disk_on_the_loop_and_a_slow_one_on_a_thread(
                                          ("NCB-DE",), 1, 9))
             await gate.durable()
             assert gate.done == gate.requested
+        # a busy daemon syncs on a thread, however fast the disk
+        busy = SyncGate(store, busy=lambda: True, clock=lambda: now[0])
+        store.outbox_put(OutboxEntry(b"b" * 16, b"raw", "message", 3, ("NCB-DE",), 1, 9))
+        await busy.durable()
 
     asyncio.run(scenario())
     store.close()
     # fast, fast, then slow (on the loop: nothing had shown it yet), so the next on a
     # thread; that one was fast again, so back on the loop
-    assert where == ["loop", "loop", "loop", "thread", "loop"]
+    assert where == ["loop", "loop", "loop", "thread", "loop", "thread"]
     assert (gate.syncs, gate.inline_syncs) == (5, 4)
