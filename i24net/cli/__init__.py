@@ -221,6 +221,13 @@ def require_running(h: Any, agency: str, *, queue: bool = False,
     state, detail = node_state(h, agency, timeout=timeout)
     if state in ("up", "starting", "busy") or queue:  # busy: there, and will send
         return state
+    from i24net.config.machine import machine_of
+
+    machine = machine_of(h)
+    if machine is not None and agency not in machine.agencies:
+        raise NotRunning(f"{agency} does not run on machine {machine.name}: this home is its "
+                         f"export and holds the keys of {', '.join(machine.agencies) or 'no agency'}"
+                         " only (machine.toml)", agency=agency)
     sup = Supervisor(h)
     where = sup.where(agency)
     hint = home_hint(h)
@@ -353,7 +360,7 @@ COMMAND_MODULES: dict[str, str] = {
     "audit": "audit", "bench": "bench", "chaos": "chaos", "check": "chaos",
     "broker": "daemons", "router": "daemons", "node": "daemons", "host": "daemons",
     "publish": "daemons", "inbox": "daemons", "outbox": "daemons", "demo": "demo",
-    "envelope": "envelope", "exercise": "exercise", "init": "network",
+    "envelope": "envelope", "exercise": "exercise", "init": "network", "export": "network",
     "directory": "network", "notice": "notice", "diffusion": "notice", "up": "ops",
     "status": "ops", "stop": "ops", "start": "ops", "down": "ops",
     "operation": "cooperation", "agreement": "cooperation",

@@ -68,6 +68,57 @@ def init(preset: str, n_agencies: int | None, seed: int, spec_file: str | None, 
     console.print(f"  next: i24net directory show --home {escape(str(h.path))}")
 
 
+@cli.command("export")
+@click.option("--machine", "machine", required=True, metavar="NAME",
+              help="The machine's name (letters, digits, '-', '_'), recorded in its home.")
+@click.option("--agencies", "agency_list", default="", metavar="A,B,...",
+              help="The agencies whose nodes run on the machine: their keys and broker "
+              "passwords are exported, nobody else's.")
+@click.option("--routers", "router_list", default="", metavar="k,...|all",
+              help="The router shards the machine runs: their signing keys and the router "
+              "account's password are exported.")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@home_option
+def export_(machine: str, agency_list: str, router_list: str, out: Path,
+            home: str | None) -> None:
+    """Write OUT, the home of one machine of a network spread over several.
+
+    OUT holds what every machine needs (network.toml, the signed directory, the trust anchor,
+    the broker's CA certificate) and the secrets of that machine's agencies and router
+    shards only: no other agency's key or password and never the directory authority's key,
+    so the machine can run its agencies and nothing else, and cannot issue a directory. Copy
+    OUT to the machine and run its agencies there with 'i24net host NAME --agencies A,B
+    --home OUT' (and 'i24net router --shard k/K --home OUT'). See docs/scale-out.md.
+    """
+    from i24net.config.machine import export_machine
+
+    h = Home.resolve(home)
+    d = h.directory()
+    agencies = check_agencies(d, [a.strip() for a in agency_list.split(",") if a.strip()],
+                              "--agencies")
+    count = h.spec().router_shards
+    words = [w.strip() for w in router_list.split(",") if w.strip()]
+    if words == ["all"]:
+        shards = list(range(1, count + 1))
+    else:
+        try:
+            shards = [int(w) for w in words]
+        except ValueError:
+            raise click.BadParameter(f"{router_list!r}: give shard numbers 1..{count}, "
+                                     "comma-separated, or 'all'",
+                                     param_hint="--routers") from None
+    m = export_machine(h, out, machine, agencies, shards)
+    console.print(f"exported machine [bold]{escape(m.name)}[/] to {escape(str(out))}")
+    console.print(f"  agencies: {escape(', '.join(m.agencies)) or 'none'}")
+    console.print(f"  router shards: {', '.join(map(str, m.router_shards)) or 'none'}"
+                  f" of {count}")
+    console.print(f"  directory version {m.directory_serial}; no directory authority key, no "
+                  "other agency's key or password")
+    if m.agencies:
+        console.print(f"  next, on {escape(m.name)}: i24net host {escape(m.name)} --agencies "
+                      f"{escape(','.join(m.agencies))} --home OUT")
+
+
 @cli.group()
 def directory() -> None:
     """Show, verify and change the signed directory (rotate keys, revoke agencies)."""

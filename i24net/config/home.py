@@ -38,6 +38,7 @@ from i24net.core.shards import router_key_name
 ENV_HOME = "I24NET_HOME"
 DEFAULT_HOME = ".i24net"
 ROUTER_ACCOUNT = "i24-router"
+MACHINE_FILE = "machine.toml"  # in a machine's export (i24net.config.machine)
 
 
 def now_ms() -> int:
@@ -147,8 +148,7 @@ class Home:
             self.write_keys(AgencyKeys.generate(a.id, os.urandom, now_ms=now_ms()))
         passwords = {a.id: secrets.token_urlsafe(24) for a in spec.agencies}
         passwords[ROUTER_ACCOUNT] = secrets.token_urlsafe(24)
-        _write_private(self.keys_dir / "broker.toml",
-                       "".join(f'"{u}" = "{p}"\n' for u, p in sorted(passwords.items())))
+        self.write_broker_passwords(passwords)
         held = self.state_dir / "directory.held"
         if held.exists():
             held.unlink()
@@ -172,6 +172,11 @@ class Home:
                        f'signing_seed = "{keys.signing_seed.hex()}"\n'
                        f'encryption_secret = "{keys.encryption_secret.hex()}"\n' + prekeys)
 
+    def write_broker_passwords(self, passwords: dict[str, str]) -> None:
+        """``keys/broker.toml``: each broker account's password (private, 0600)."""
+        _write_private(self.keys_dir / "broker.toml",
+                       "".join(f'"{u}" = "{p}"\n' for u, p in sorted(passwords.items())))
+
     # -- reading --------------------------------------------------------------------------
     def spec(self) -> NetworkSpec:
         self.require()
@@ -184,6 +189,11 @@ class Home:
     def keys(self, agency: str) -> AgencyKeys:
         path = self.key_file(agency)
         if not path.exists():
+            if (self.path / MACHINE_FILE).exists():
+                raise ConfigError(f"no private keys for {agency} here: {self.path} is a "
+                                  f"machine's export ({MACHINE_FILE} lists what it runs) and "
+                                  "holds its own agencies' keys only", reason="config.keys",
+                                  agency=agency)
             raise ConfigError(f"no private keys for {agency} in {self.keys_dir} (is {agency} "
                               "an agency of this network?)", reason="config.keys",
                               agency=agency)

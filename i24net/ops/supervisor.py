@@ -206,12 +206,24 @@ class Supervisor:
         return None
 
     def control_path(self, agency: str) -> Path:
-        """The control socket of the process that runs ``agency`` (``i24net node`` started
-        by hand listens on ``state/ctl/AGENCY.sock``)."""
-        from i24net.shell.control import ctl_path
+        """The control socket of the process that runs ``agency``: the one ``up`` recorded;
+        else ``i24net node AGENCY`` started by hand (``state/ctl/AGENCY.sock``); else a host
+        started by hand (``i24net host NAME --agencies ...``, as on a machine's export)
+        whose status lists the agency."""
+        from i24net.shell.control import ControlError, ctl_dir, ctl_path, request
 
         p = self.where(agency)
-        return ctl_path(self.home, p.name if p is not None else agency)
+        own = ctl_path(self.home, p.name if p is not None else agency)
+        if p is not None or own.exists() or not ctl_dir(self.home).is_dir():
+            return own
+        for path in sorted(ctl_dir(self.home).glob("*.sock")):
+            try:
+                answer = request(path, {"op": "status"}, timeout=2.0)
+            except ControlError:
+                continue
+            if agency in (answer.get("agencies") or {}):
+                return path
+        return own
 
     # -- starting -------------------------------------------------------------------------
     def argv(self, name: str, engine: str | None,

@@ -1,0 +1,150 @@
+"""Per-machine homes: what one machine of a network spread over several needs, and no more.
+
+``export_machine`` writes, from the authority's home, a home for a machine that runs some of
+the agencies (their nodes) and perhaps some router shards:
+
+- the public part of the network, as every machine needs it: ``network.toml``, the signed
+  directory, the trust anchor (``authority.pub``), the serial and digest of the newest
+  directory the authority issued (``state/directory.held``, so the machine refuses an older
+  one from then on), and the broker's CA certificate if the network uses TLS;
+- the private keys of its agencies only, and of its router shards only
+  (``keys/<id>.key``);
+- the broker passwords of those accounts only (``keys/broker.toml``: the agencies', and the
+  router account's when it runs a router);
+- ``machine.toml``: the machine's name, its agencies and shards, and the directory version it
+  was exported at.
+
+Never exported: the directory authority's key (a machine cannot issue a directory), any
+other agency's key or password, the CA's private key, stores, audit logs and logs. The
+layout of a home is in docs/home.md; running a network over several machines in
+docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from i24net.config.home import MACHINE_FILE, ROUTER_ACCOUNT, Home, now_ms
+from i24net.core.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """What ``machine.toml`` says: the machine a home was exported for."""
+
+    name: str
+    agencies: tuple[str, ...]
+    router_shards: tuple[int, ...]
+    directory_serial: int
+    exported_ms: int
+
+    def to_toml(self) -> str:
+        agencies = ", ".join(f'"{a}"' for a in self.agencies)
+        shards = ", ".join(str(k) for k in self.router_shards)
+        return (f'name = "{self.name}"\n'
+                f"agencies = [{agencies}]\n"
+                f"router_shards = [{shards}]\n"
+                f"directory_serial = {self.directory_serial}\n"
+                f"exported_ms = {self.exported_ms}\n")
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Machine:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: {exc}", reason="config.toml") from exc
+        name, agencies, shards = data.get("name"), data.get("agencies"), \
+            data.get("router_shards")
+        serial, exported = data.get("directory_serial"), data.get("exported_ms")
+        if not (isinstance(name, str) and _NAME.fullmatch(name)
+                and isinstance(agencies, list) and all(isinstance(a, str) for a in agencies)
+                and isinstance(shards, list)
+                and all(isinstance(k, int) and k >= 1 for k in shards)
+                and isinstance(serial, int) and isinstance(exported, int)):
+            raise ConfigError(f"{where} is not a machine file i24net wrote: it needs name, "
+                              "agencies, router_shards, directory_serial and exported_ms",
+                              reason="config.machine")
+        return cls(name, tuple(agencies), tuple(shards), serial, exported)
+
+
+def machine_of(home: Home) -> Machine | None:
+    """The machine ``home`` was exported for, or ``None`` for a network's own home."""
+    path = home.path / MACHINE_FILE
+    if not path.exists():
+        return None
+    return Machine.parse(path.read_text(), str(path))
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"machine name {name!r}: use letters, digits, '-' and '_' (at most "
+                          "63, starting with a letter or digit)", reason="config.machine")
+    return name
+
+
+def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
+                   router_shards: Sequence[int] = ()) -> Machine:
+    """Write the home of machine ``name`` (its ``agencies`` and ``router_shards``) at
+    ``out``, which must not exist or be empty; return what ``machine.toml`` says."""
+    _check_name(name)
+    if machine_of(home) is not None:
+        raise ConfigError(f"{home.path} is itself a machine's export: export from the home "
+                          "that holds the directory authority's key", reason="config.machine")
+    home.authority_seed()  # only the authority's home holds every key
+    d = home.directory()
+    if not agencies and not router_shards:
+        raise ConfigError("a machine needs agencies (--agencies) or router shards "
+                          "(--routers), or both", reason="config.machine")
+    for agency in agencies:
+        record = d.agency(agency)
+        if not record.active:
+            raise ConfigError(f"{agency} is revoked in directory version {d.serial}: a "
+                              "machine cannot run it", reason="config.machine", agency=agency)
+    if len(set(agencies)) != len(agencies):
+        raise ConfigError("--agencies names an agency twice", reason="config.machine")
+    count = home.spec().router_shards
+    for k in router_shards:
+        if not 1 <= k <= count:
+            raise ConfigError(f"router shard {k}: this network has {count} ([router] shards "
+                              "in network.toml)", reason="config.shard")
+    out = out.expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists and is not empty: export into a new "
+                          "folder", reason="config.home")
+    target = Home(out)
+    passwords = home.broker_passwords()
+    machine = Machine(name, tuple(agencies), tuple(sorted(set(router_shards))), d.serial,
+                      now_ms())
+    for sub in ("keys", "state", "broker", "logs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(target.keys_dir, 0o700)
+    shutil.copyfile(home.spec_file, target.spec_file)
+    shutil.copyfile(home.anchor_file, target.anchor_file)
+    shutil.copyfile(home.directory_file, target.directory_file)
+    shutil.copyfile(home.state_dir / "directory.held", target.state_dir / "directory.held")
+    ca = home.broker_dir / "tls" / "ca.crt"
+    if ca.exists():
+        (target.broker_dir / "tls").mkdir()
+        shutil.copyfile(ca, target.broker_dir / "tls" / "ca.crt")
+    accounts = list(agencies) + ([ROUTER_ACCOUNT] if machine.router_shards else [])
+    for agency in agencies:
+        target.write_keys(home.keys(agency))
+    for k in machine.router_shards:
+        target.write_keys(home.router_keys(k))
+    missing = [a for a in accounts if a not in passwords]
+    if missing:
+        raise ConfigError(f"keys/broker.toml has no password for {', '.join(missing)}",
+                          reason="config.keys")
+    target.write_broker_passwords({a: passwords[a] for a in accounts})
+    (out / MACHINE_FILE).write_text(machine.to_toml())
+    target.directory()  # what was written verifies against the anchor, as the machine will
+    return machine
+

@@ -1,0 +1,132 @@
+"""``i24net export``: a machine's home holds the secrets of its own agencies and router
+shards, the public part of the network, and nothing else."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from i24net.config.home import Home
+from i24net.config.machine import Machine, machine_of
+from i24net.core.errors import ConfigError
+
+Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)
+
+
+@pytest.fixture
+def sharded(tmp_path: Path, run: Run) -> Path:
+    path = tmp_path / "authority"
+    result = run("init", "--preset", "demo", "--routers", "2", "--home", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_machine_gets_its_agencies_and_shards_and_nothing_else(
+        run: Run, sharded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "machine-b"
+    result = run("export", "--machine", "b", "--agencies", "NCB-DE,NCB-US", "--routers", "2",
+                 "--home", sharded, out)
+    assert result.exit_code == 0, result.output
+    assert "exported machine b" in result.output
+    assert files(out) == {
+        "network.toml", "directory.signed", "authority.pub", "machine.toml",
+        "state/directory.held", "keys/NCB-DE.key", "keys/NCB-US.key",
+        "keys/i24-router-2.key", "keys/broker.toml"}
+    authority = Home(sharded)
+    for name in ("network.toml", "directory.signed", "authority.pub", "state/directory.held"):
+        assert (out / name).read_bytes() == (authority.path / name).read_bytes()
+    for name in ("NCB-DE.key", "NCB-US.key", "i24-router-2.key"):
+        assert (out / "keys" / name).read_bytes() == (authority.keys_dir / name).read_bytes()
+        assert stat.S_IMODE((out / "keys" / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "keys").stat().st_mode) == 0o700
+    passwords = tomllib.loads((out / "keys" / "broker.toml").read_text())
+    everyone = authority.broker_passwords()
+    assert passwords == {a: everyone[a] for a in ("NCB-DE", "NCB-US", "i24-router")}
+
+    machine = Home(out)
+    assert machine.directory().digest == authority.directory().digest
+    assert machine.keys("NCB-DE").public() == authority.keys("NCB-DE").public()
+    assert machine.router_keys(2).verify_key == authority.router_keys(2).verify_key
+    m = machine_of(machine)
+    assert m == Machine("b", ("NCB-DE", "NCB-US"), (2,), authority.directory().serial,
+                        m.exported_ms if m else 0)
+    assert machine_of(authority) is None
+    with pytest.raises(ConfigError, match="machine's export"):
+        machine.keys("NCB-FR")
+    with pytest.raises(ConfigError, match="machine's export"):
+        machine.router_keys(1)
+    with pytest.raises(ConfigError, match="authority key"):
+        machine.authority_seed()
+
+
+def test_a_machine_cannot_issue_a_directory(run: Run, sharded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    assert run("export", "--machine", "m", "--agencies", "NCB-FR", "--home", sharded,
+               out).exit_code == 0
+    result = run("directory", "issue", "--home", out)
+    assert result.exit_code != 0
+    assert "authority key" in result.output
+
+
+def test_a_router_only_machine(run: Run, sharded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    result = run("export", "--machine", "r", "--routers", "all", "--home", sharded, out)
+    assert result.exit_code == 0, result.output
+    assert files(out) >= {"keys/i24-router.key", "keys/i24-router-2.key"}
+    assert not [f for f in files(out) if f.startswith("keys/NCB")]
+    assert set(tomllib.loads((out / "keys" / "broker.toml").read_text())) == {"i24-router"}
+
+
+def test_tls_networks_export_the_ca_certificate_not_its_key(
+        run: Run, sharded: Path, tmp_path: Path) -> None:
+    tls = sharded / "broker" / "tls"
+    tls.mkdir(parents=True)
+    (tls / "ca.crt").write_text("CERTIFICATE")
+    (tls / "ca.key").write_text("PRIVATE KEY")
+    out = tmp_path / "t"
+    assert run("export", "--machine", "t", "--agencies", "NCB-FR", "--home", sharded,
+               out).exit_code == 0
+    assert (out / "broker" / "tls" / "ca.crt").read_text() == "CERTIFICATE"
+    assert not (out / "broker" / "tls" / "ca.key").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--agencies", "NCB-XX"), "NCB-XX"),
+    (("--agencies", "NCB-FR,NCB-FR"), "twice"),
+    (("--routers", "3"), "has 2"),
+    (("--routers", "one"), "shard numbers"),
+    ((), "agencies (--agencies) or router shards"),
+])
+def test_bad_exports_say_what_is_wrong(run: Run, sharded: Path, tmp_path: Path,
+                                       args: tuple[str, ...], message: str) -> None:
+    result = run("export", "--machine", "m", *args, "--home", sharded, tmp_path / "x")
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_export_refuses_a_used_folder_a_bad_name_and_an_export(
+        run: Run, sharded: Path, tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "file").write_text("x")
+    result = run("export", "--machine", "m", "--agencies", "NCB-FR", "--home", sharded, used)
+    assert result.exit_code != 0 and "not empty" in result.output
+    result = run("export", "--machine", "../m", "--agencies", "NCB-FR", "--home", sharded,
+                 tmp_path / "n")
+    assert result.exit_code != 0 and "machine name" in result.output
+    first = tmp_path / "first"
+    assert run("export", "--machine", "m", "--agencies", "NCB-FR", "--home", sharded,
+               first).exit_code == 0
+    result = run("export", "--machine", "m2", "--agencies", "NCB-FR", "--home", first,
+                 tmp_path / "second")
+    assert result.exit_code != 0 and "itself a machine's export" in result.output
