@@ -184,12 +184,14 @@ broker_list_option = click.option(
               "hashes to k, and takes over the shard of any router of the K that dies, "
               "until it is back. K must match [router] shards in network.toml. Default: "
               "1/K (the only router when K is 1).")
-@click.option("--takeover/--no-takeover", default=True, show_default=True,
-              help="Take over the shards of routers that died.")
+@click.option("--takeover/--no-takeover", default=None,
+              help="Take over the shards of routers that died (default: yes, unless the "
+              "network's router shards run on several machines, whose local shard leases "
+              "cannot see each other).")
 @broker_list_option
 @home_option
 @log_option
-def router(shard_text: str | None, takeover: bool, brokers: tuple[str, ...],
+def router(shard_text: str | None, takeover: bool | None, brokers: tuple[str, ...],
            home: str | None, log_level: str) -> None:
     """Run a router: check, stamp and forward every submitted message of its shard."""
     from i24net.core.errors import ConfigError
@@ -206,6 +208,18 @@ def router(shard_text: str | None, takeover: bool, brokers: tuple[str, ...],
     if shard_text is None and count > 1:
         raise ConfigError(f"this network has {count} router shards: start one router per "
                           "shard with --shard k/K", reason="config.shard")
+    from i24net.config.machine import share_of
+
+    share = share_of(h)
+    if shard.index not in share.router_shards:
+        raise ConfigError(f"router shard {shard.index} does not run from this home: it was "
+                          "exported to another machine, or this machine's export does not "
+                          "hold its key (machine.toml)", reason="config.shard")
+    if takeover and share.split:
+        raise ConfigError("--takeover: this network's router shards run on several machines, "
+                          "and a router cannot tell whether another machine's router of a "
+                          "shard still runs; give --no-takeover", reason="config.shard")
+    takeover = not share.split if takeover is None else takeover
     log = _logging(log_level, "router" if count == 1 else f"router-{shard.index}")
     ep = endpoint(h).with_addresses(_brokers(brokers))
 

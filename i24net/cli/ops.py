@@ -22,6 +22,7 @@ from i24net.cli import (
     plain_text,
 )
 from i24net.config.home import Home
+from i24net.config.machine import exported, share_of
 from i24net.core.errors import ConfigError
 from i24net.ops.supervisor import StartError, Supervisor, agency_status
 
@@ -65,7 +66,8 @@ def up(engine: str | None, isolate_text: str | None, process_per_agency: bool,
     sup = Supervisor(h)
     isolate = _agency_list(isolate_text, "--isolate")
     running = sup.running()
-    if running and any(n in running for n in sup.brokers(engine)):
+    brokers_here = sup.brokers_here(engine)
+    if running and (any(n in running for n in brokers_here) or not brokers_here):
         started = sup.up(engine, isolate=isolate, per_process=process_per_agency,
                          hosts=hosts, timeout=timeout)
         if not started:
@@ -74,7 +76,7 @@ def up(engine: str | None, isolate_text: str | None, process_per_agency: bool,
             return
         console.print(f"restarted {', '.join(started)}")
         return
-    total = sum(1 for a in h.directory().agencies.values() if a.active)
+    total = len(share_of(h).agencies)
     count = {"agencies": 0}
     t0 = time.monotonic()
 
@@ -113,7 +115,7 @@ def up(engine: str | None, isolate_text: str | None, process_per_agency: bool,
     procs = sup.load()
     hosts_up = [n for n in started if sup.is_host(n)]
     own = [n for n in started if n in procs and not sup.is_infra(n) and not sup.is_host(n)]
-    brokers, routers = len(sup.brokers(engine)), len(sup.routers())
+    brokers, routers = len(brokers_here), len(sup.routers())
     console.print(f"[green]up[/] in {time.monotonic() - t0:.1f} s: {total} agencies on "
                   f"{len(hosts_up)} node host(s)"
                   f"{f' and {len(own)} own process(es)' if own else ''}, "
@@ -134,7 +136,9 @@ def status(as_json: bool, counts: bool, home: str | None) -> None:
     procs = sup.load()
     d = h.directory()
     states = sup.agency_states()
-    infra = [n for n in procs if sup.is_infra(n)] or ["broker", "router"]
+    infra = [n for n in procs if sup.is_infra(n)] or [*sup.brokers_here(), *sup.routers()]
+    here = set(share_of(h).agencies)
+    away = {a: m.name for m in exported(h).values() for a in m.agencies}
     routers = sup.router_states()  # a router is up only while connected and subscribed
     rows: list[dict[str, object]] = []
     for name in sorted(infra):
@@ -154,17 +158,21 @@ def status(as_json: bool, counts: bool, home: str | None) -> None:
                           "agencies": len(p.agencies)})
     agencies: list[dict[str, object]] = []
     for a in sorted(d.agencies):
-        state, where, detail = states.get(a, ("down", "", "not placed (run 'i24net up')"))
+        if a in here:
+            state, where, detail = states.get(a, ("down", "", "not placed (run 'i24net up')"))
+        else:  # exported to a machine, or (on a machine's export) another machine's
+            state, where = "elsewhere", ""
+            detail = f"runs on machine {away[a]}" if a in away else "runs on another machine"
         p = procs.get(where)
         row: dict[str, object] = {"name": a, "up": state == "up", "state": state,
                                   "host": where or None, "pid": p.pid if p else None,
                                   "status": d.agencies[a].status}
         if detail:
             row["detail"] = detail
-        if counts:
+        if counts and a in here:
             row.update(agency_status(h, a))
         agencies.append(row)
-    active = [r for r in agencies if r["status"] == "active"]
+    active = [r for r in agencies if r["status"] == "active" and r["state"] != "elsewhere"]
     all_up = all(r["up"] for r in rows) and all(r["up"] for r in active)
     if as_json:
         click.echo(json.dumps({"home": str(h.path), "up": all_up,
@@ -177,7 +185,8 @@ def status(as_json: bool, counts: bool, home: str | None) -> None:
             t.add_column(col, justify="right" if col not in ("process", "state", "host")
                          else "left")
         for r in [*rows, *agencies]:
-            state = "[green]up[/]" if r["up"] else f"[red]{r.get('state', 'down')}[/]"
+            state = "[green]up[/]" if r["up"] else "[dim]elsewhere[/]" \
+                if r.get("state") == "elsewhere" else f"[red]{r.get('state', 'down')}[/]"
             if r.get("detail"):
                 state += f" ({r['detail']})"
             t.add_row(str(r["name"]), state, str(r.get("host") or ""), str(r["pid"] or "-"),

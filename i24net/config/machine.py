@@ -75,6 +75,48 @@ class Machine:
         return cls(name, tuple(agencies), tuple(shards), serial, exported)
 
 
+MACHINES_DIR = "machines"  # in the authority's home: one MACHINE.toml per export
+
+
+def exported(home: Home) -> dict[str, Machine]:
+    """The machines the authority's ``home`` exported (``machines/NAME.toml``), by name."""
+    folder = home.path / MACHINES_DIR
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for path in sorted(folder.glob("*.toml")):
+        m = Machine.parse(path.read_text(), str(path))
+        out[m.name] = m
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What runs from one home: its agencies' nodes and its router shards. ``split`` is
+    true when the network's router shards are spread over several machines: the local
+    shard leases (``shard_host``) cannot see another machine's routers, so no router takes
+    over another's shard."""
+
+    agencies: tuple[str, ...]
+    router_shards: tuple[int, ...]
+    split: bool
+
+
+def share_of(home: Home) -> Share:
+    """A machine's export runs what it was exported with; the authority's home runs every
+    active agency and shard that no export took."""
+    d = home.directory()
+    count = home.spec().router_shards
+    machine = machine_of(home)
+    if machine is not None:
+        return Share(machine.agencies, machine.router_shards, True)
+    away = exported(home).values()
+    gone = {a for m in away for a in m.agencies}
+    shards = {k for m in away for k in m.router_shards}
+    return Share(tuple(sorted(a.id for a in d.agencies.values() if a.active and a.id not in gone)),
+                 tuple(k for k in range(1, count + 1) if k not in shards), bool(shards))
+
+
 def machine_of(home: Home) -> Machine | None:
     """The machine ``home`` was exported for, or ``None`` for a network's own home."""
     path = home.path / MACHINE_FILE
@@ -115,6 +157,17 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
         if not 1 <= k <= count:
             raise ConfigError(f"router shard {k}: this network has {count} ([router] shards "
                               "in network.toml)", reason="config.shard")
+    for other in exported(home).values():
+        if other.name == name:
+            continue  # exported again: this export replaces that one
+        taken = sorted(set(agencies) & set(other.agencies))
+        shards_taken = sorted(set(router_shards) & set(other.router_shards))
+        if taken or shards_taken:
+            what = ", ".join([*taken, *(f"router shard {k}" for k in shards_taken)])
+            raise ConfigError(f"{what} already run(s) on machine {other.name} "
+                              f"({MACHINES_DIR}/{other.name}.toml): one agency or shard runs "
+                              "on one machine; export that machine again without it first",
+                              reason="config.machine")
     out = out.expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not empty: export into a new "
@@ -146,5 +199,8 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
     target.write_broker_passwords({a: passwords[a] for a in accounts})
     (out / MACHINE_FILE).write_text(machine.to_toml())
     target.directory()  # what was written verifies against the anchor, as the machine will
+    records = home.path / MACHINES_DIR
+    records.mkdir(exist_ok=True)
+    (records / f"{name}.toml").write_text(machine.to_toml())
     return machine
 

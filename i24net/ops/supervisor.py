@@ -162,9 +162,20 @@ class Supervisor:
         return [f"broker-{k}" for k in range(1, b.members + 1)]
 
     def routers(self) -> list[str]:
-        """``router``, or ``router-1..K`` with ``[router] shards = K``."""
+        """``router``, or ``router-1..K`` with ``[router] shards = K``: the shards this home
+        runs (``machine.share_of``: not those exported to another machine)."""
+        from i24net.config.machine import share_of
+
         count = self.home.spec().router_shards
-        return ["router"] if count == 1 else [f"router-{k}" for k in range(1, count + 1)]
+        here = share_of(self.home).router_shards
+        return [("router" if count == 1 else f"router-{k}") for k in here]
+
+    def brokers_here(self, engine: str | None = None) -> list[str]:
+        """The broker processes this home starts: none on a machine's export (it connects
+        to the network's broker, ``[broker]`` in network.toml)."""
+        from i24net.config.machine import machine_of
+
+        return [] if machine_of(self.home) is not None else self.brokers(engine)
 
     @staticmethod
     def is_infra(name: str) -> bool:
@@ -332,12 +343,12 @@ class Supervisor:
         were up). All or nothing: if anything fails, or the caller is interrupted
         (KeyboardInterrupt, SystemExit), every process this call started is stopped
         before the error goes on."""
+        from i24net.config.machine import share_of
+
         self.home.require()
-        d = self.home.directory()
         running = self.running()
-        brokers, routers = self.brokers(engine), self.routers()
-        wanted = sorted(a.id for a in d.agencies.values() if a.active) \
-            if agencies is None else list(agencies)
+        brokers, routers = self.brokers_here(engine), self.routers()
+        wanted = list(share_of(self.home).agencies) if agencies is None else list(agencies)
         recorded = {n: p.agencies for n, p in self.load().items() if not self.is_infra(n)}
         if recorded and not per_process and not tuple(isolate) and hosts is None \
                 and agencies is None:
@@ -352,7 +363,7 @@ class Supervisor:
         missing = [n for n in [*brokers, *routers, *layout] if n not in running]
         if not missing:
             return []
-        if not any(n in running for n in brokers):
+        if brokers and not any(n in running for n in brokers):
             self.check_ports(engine)
         started: list[Proc] = []
         try:

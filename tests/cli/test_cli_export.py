@@ -130,3 +130,48 @@ def test_export_refuses_a_used_folder_a_bad_name_and_an_export(
     result = run("export", "--machine", "m2", "--agencies", "NCB-FR", "--home", first,
                  tmp_path / "second")
     assert result.exit_code != 0 and "itself a machine's export" in result.output
+
+
+def test_the_authority_runs_what_no_machine_took(run: Run, sharded: Path,
+                                                  tmp_path: Path) -> None:
+    from i24net.config.machine import exported, share_of
+    from i24net.ops.supervisor import Supervisor
+
+    authority = Home(sharded)
+    whole = share_of(authority)
+    assert "NCB-DE" in whole.agencies and whole.router_shards == (1, 2) and not whole.split
+    assert run("export", "--machine", "b", "--agencies", "NCB-DE", "--routers", "2",
+               "--home", sharded, tmp_path / "b").exit_code == 0
+    assert set(exported(authority)) == {"b"}
+    left = share_of(authority)
+    assert left.agencies == tuple(a for a in whole.agencies if a != "NCB-DE")
+    assert left.router_shards == (1,) and left.split
+    assert Supervisor(authority).routers() == ["router-1"]
+    b = Home(tmp_path / "b")
+    assert share_of(b).agencies == ("NCB-DE",) and share_of(b).router_shards == (2,)
+    assert Supervisor(b).routers() == ["router-2"] and Supervisor(b).brokers_here() == []
+
+    # one agency, one shard, one machine
+    result = run("export", "--machine", "c", "--agencies", "NCB-DE,NCB-FR", "--home",
+                 sharded, tmp_path / "c")
+    assert result.exit_code != 0 and "NCB-DE already run(s) on machine b" in result.output
+    result = run("export", "--machine", "c", "--routers", "2", "--home", sharded,
+                 tmp_path / "c2")
+    assert result.exit_code != 0 and "router shard 2" in result.output
+    # exporting b again replaces its record
+    assert run("export", "--machine", "b", "--agencies", "NCB-FR", "--home", sharded,
+               tmp_path / "b2").exit_code == 0
+    assert exported(authority)["b"].agencies == ("NCB-FR",)
+    assert "NCB-DE" in share_of(authority).agencies
+
+
+def test_a_router_runs_only_where_its_shard_is(run: Run, sharded: Path, tmp_path: Path) -> None:
+    assert run("export", "--machine", "b", "--routers", "2", "--home", sharded,
+               tmp_path / "b").exit_code == 0
+    result = run("router", "--shard", "2/2", "--home", sharded)
+    assert result.exit_code != 0 and "exported to another machine" in result.output
+    result = run("router", "--shard", "1/2", "--home", tmp_path / "b")
+    assert result.exit_code != 0 and "does not run from this home" in result.output
+    # the local shard leases cannot see another machine's router: no takeover
+    result = run("router", "--shard", "1/2", "--takeover", "--home", sharded)
+    assert result.exit_code != 0 and "--no-takeover" in result.output

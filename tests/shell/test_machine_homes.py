@@ -1,33 +1,41 @@
 """A network over two "machines" on one: the authority's home runs the broker, the router and
 some agencies; a machine's export (``i24net export``), a separate folder sharing no file,
-runs two other agencies in one host process. Messages cross both ways, and the export can
-act only as its own agencies."""
+runs two other agencies. ``up`` on each starts what that home runs and nothing else;
+messages cross both ways, and the export can act only as its own agencies."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-from livekit import cli, demo_home, running_network, spawn, wait_ready
+from livekit import cli, demo_home, network_up, processes_of
 
 pytestmark = pytest.mark.broker
 
 
-def test_a_machine_home_runs_its_agencies_against_the_network(tmp_path: Path) -> None:
+def test_each_machine_runs_its_own_agencies_with_up(tmp_path: Path) -> None:
     home, _ = demo_home(tmp_path)
     machine = tmp_path / "machine-b"
     exported = cli(home, "export", "--machine", "b", "--agencies", "NCB-DE,NCB-US",
                    str(machine))
     assert exported.returncode == 0, exported.stdout + exported.stderr
-    with running_network(home, ("GS-LYON", "NCB-FR"), "--engine", "embedded"):
-        host: subprocess.Popen[bytes] = spawn(machine, "host-b", "host", "b",
-                                              "--agencies", "NCB-DE,NCB-US")
-        try:
-            wait_ready(machine, "host-b", host, "ready b 2 agencies")
+    with network_up(home):
+        status = cli(home, "status", "--json")
+        assert status.returncode == 0, status.stdout  # every agency that runs here is up
+        rows = {r["name"]: r for r in json.loads(status.stdout)["processes"]}
+        assert (rows["NCB-DE"]["state"], rows["NCB-DE"]["detail"]) == \
+            ("elsewhere", "runs on machine b")
+        assert rows["NCB-FR"]["up"] and rows["router"]["up"]
+        with network_up(machine):
+            names = {p for p in json.loads((machine / "state" / "processes.json")
+                                           .read_text())}
+            assert names == {"host-1"}  # no broker, no router: they run on the authority's
+            status = cli(machine, "status", "--json")
+            assert status.returncode == 0, status.stdout
+            rows = {r["name"]: r for r in json.loads(status.stdout)["processes"]}
+            assert rows["NCB-DE"]["up"] and rows["NCB-FR"]["state"] == "elsewhere"
+            assert "router" not in rows and "broker" not in rows
             sent = cli(home, "publish", "--as", "NCB-FR", "--to", "NCB-DE,NCB-US",
                        "--classification", "RESTRICTED", "--subject", "to machine b",
                        "--text", "x", "--wait", "30")
@@ -49,10 +57,7 @@ def test_a_machine_home_runs_its_agencies_against_the_network(tmp_path: Path) ->
                          "--text", "x", "--wait", "5")
             assert forged.returncode != 0
             assert "does not run on machine b" in forged.stdout + forged.stderr
-        finally:
-            if host.poll() is None:
-                os.killpg(host.pid, signal.SIGTERM)
-            host.wait(timeout=15)
+        assert processes_of(machine) == []
     # the two homes share no file: b's stores and logs are its own
     assert (machine / "state" / "node-NCB-DE.sqlite").exists()
     assert not (home / "state" / "node-NCB-DE.sqlite").exists()
