@@ -171,11 +171,15 @@ class Supervisor:
         return [("router" if count == 1 else f"router-{k}") for k in here]
 
     def brokers_here(self, engine: str | None = None) -> list[str]:
-        """The broker processes this home starts: none on a machine's export (it connects
-        to the network's broker, ``[broker]`` in network.toml)."""
+        """The broker processes this home starts: none when ``[broker] addresses`` names
+        brokers run elsewhere, and none on a machine's export (it connects to the network's
+        broker, ``[broker]`` in network.toml)."""
         from i24net.config.machine import machine_of
 
-        return [] if machine_of(self.home) is not None else self.brokers(engine)
+        external = bool(self.home.spec().broker.for_engine(engine).addresses)
+        if external or machine_of(self.home) is not None:
+            return []
+        return self.brokers(engine)
 
     @staticmethod
     def is_infra(name: str) -> bool:

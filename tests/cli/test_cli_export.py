@@ -175,3 +175,15 @@ def test_a_router_runs_only_where_its_shard_is(run: Run, sharded: Path, tmp_path
     # the local shard leases cannot see another machine's router: no takeover
     result = run("router", "--shard", "1/2", "--takeover", "--home", sharded)
     assert result.exit_code != 0 and "--no-takeover" in result.output
+
+
+def test_up_starts_no_broker_that_runs_elsewhere(sharded: Path) -> None:
+    from i24net.ops.supervisor import Supervisor
+
+    home = Home(sharded)
+    assert Supervisor(home).brokers_here() == ["broker"]
+    spec = home.spec_file.read_text()
+    assert "[broker]\n" in spec
+    home.spec_file.write_text(spec.replace(
+        "[broker]\n", '[broker]\naddresses = ["10.0.0.1:1883", "10.0.0.2:1883"]\n', 1))
+    assert Supervisor(Home(sharded)).brokers_here() == []
