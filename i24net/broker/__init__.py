@@ -142,7 +142,8 @@ def start_broker(
 
     The broker starts when entered (``async with start_broker(...) as broker``) and stops on
     exit; ``broker.host`` and ``broker.port`` say where clients connect. Port 0 picks a free
-    port. A TLS listener (``tls``) is offered by the ``mosquitto`` engine only.
+    port. ``tls``: Mosquitto adds a TLS listener on ``tls_port``; every NATS member speaks
+    TLS only (MQTT on its own port, routes mutually); the embedded engines have none.
 
     ``nats`` runs ``members`` members from the base port ``port`` (member k's MQTT port is
     ``port + 10*(k-1)``, see ``nats_ports``): the whole cluster (a ``NatsCluster``) when
@@ -154,13 +155,10 @@ def start_broker(
             f"unknown broker engine {engine!r}: choose one of {', '.join(ENGINES)}"
         )
     if engine == "nats":
-        if tls is not None:
-            raise BrokerConfigError(
-                "the nats engine has no TLS listener; use --engine mosquitto for TLS"
-            )
         if member is None:
             return NatsCluster(
-                directory, accounts, members=members, host=host, port=port, logger=logger
+                directory, accounts, members=members, host=host, port=port, logger=logger,
+                tls=tls,
             )
         if not port:
             raise BrokerConfigError(
@@ -169,7 +167,7 @@ def start_broker(
             )
         return NatsMember(
             directory, accounts, member=member, members=members, host=host, port=port,
-            logger=logger,
+            logger=logger, tls=tls,
         )
     if member is not None:
         raise BrokerConfigError(f"the {engine} engine has no members; member= is for nats")

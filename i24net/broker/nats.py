@@ -60,6 +60,7 @@ and checked by ``tests/broker/test_nats.py``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -95,6 +97,7 @@ from i24net.broker.process import (
     validate_host,
     validate_port,
 )
+from i24net.broker.tls import TlsFiles
 from i24net.core.netspec import MEMBER_PORT_STEP
 
 __all__ = [
@@ -146,7 +149,7 @@ NATS_CONF_TEMPLATE = Template("""\
 server_name: $server_name
 listen: $client_listen
 http: $monitor_listen
-
+$client_tls
 # Largest message: the router's signed directory plus 64 KiB (i24net.broker.limits). nats-server
 # 2.9.10 applies it to NATS-protocol messages only, not to MQTT PUBLISH: it reads and buffers
 # an MQTT packet of any size (up to MQTT's 256 MiB) whatever this says. Later versions apply
@@ -163,7 +166,7 @@ jetstream {
 $cluster_block
 mqtt {
   listen: $mqtt_listen
-  # Sessions, QoS 1 messages and retained messages live in JetStream streams; with one
+$mqtt_tls  # Sessions, QoS 1 messages and retained messages live in JetStream streams; with one
   # replica per member (up to 3) they survive the loss of any one member.
   stream_replicas: $stream_replicas
   consumer_memory_storage: false
@@ -195,7 +198,7 @@ cluster {
     password: $route_password
   }
   routes: $routes
-}
+$route_tls}
 """)
 
 
@@ -430,14 +433,30 @@ def _render_user(account: BrokerAccount) -> str:
     )
 
 
+def _tls_block(tls: TlsFiles, *, mutual: bool, indent: str) -> str:
+    """A ``tls { }`` block: this member's certificate; ``mutual``: the peer must present one
+    the CA signed (routes: every member presents the same member certificate)."""
+    lines = [f"cert_file: {_quote(str(tls.server_cert))}",
+             f"key_file: {_quote(str(tls.server_key))}",
+             "timeout: 5"]
+    if mutual:
+        lines += [f"ca_file: {_quote(str(tls.ca_cert))}", "verify: true"]
+    inner = "".join(f"{indent}  {line}\n" for line in lines)
+    return f"{indent}tls {{\n{inner}{indent}}}\n"
+
+
 def render_nats_conf(
     config: NatsConfig,
     accounts: Sequence[BrokerAccount],
     *,
     route_secret: str,
     limits: NatsLimits = NatsLimits(),
+    tls: TlsFiles | None = None,
 ) -> str:
-    """``nats.conf`` text for one member of the cluster described by ``config``."""
+    """``nats.conf`` text for one member of the cluster described by ``config``. With
+    ``tls`` every listener but the local monitor speaks TLS only: MQTT and the (refused)
+    NATS-protocol logins with this member's certificate, routes mutually (each member
+    verifies the other's certificate against the CA)."""
     check_unique(accounts)
     host = config.host
     cluster_block = ""
@@ -456,6 +475,7 @@ def render_nats_conf(
             route_user=_quote(_ROUTE_USER),
             route_password=_quote(route_secret),
             routes=json.dumps(routes),
+            route_tls=_tls_block(tls, mutual=True, indent="  ") if tls else "",
         )
     return NATS_CONF_TEMPLATE.substitute(
         member=config.member,
@@ -475,6 +495,8 @@ def render_nats_conf(
         ack_wait=f"{limits.ack_wait_seconds}s",
         max_ack_pending=limits.max_ack_pending,
         users=",\n".join(_render_user(account) for account in accounts),
+        client_tls=_tls_block(tls, mutual=False, indent="") if tls else "",
+        mqtt_tls=_tls_block(tls, mutual=False, indent="  ") if tls else "",
     )
 
 
@@ -512,6 +534,7 @@ def write_nats_config(
     host: str = "127.0.0.1",
     port: int,
     limits: NatsLimits = NatsLimits(),
+    tls: TlsFiles | None = None,
 ) -> NatsConfig:
     """Write member ``member``'s ``nats.conf`` (mode 0600) under ``directory/member-<k>/``."""
     validate_host(host)
@@ -533,7 +556,7 @@ def write_nats_config(
         ports=ports,
     )
     secret = _route_secret(root) if members > 1 else ""
-    text = render_nats_conf(config, accounts, route_secret=secret, limits=limits)
+    text = render_nats_conf(config, accounts, route_secret=secret, limits=limits, tls=tls)
     write_file(config.conf, text, private=True)
     return config
 
@@ -567,8 +590,10 @@ def _remaining_length(length: int) -> bytes:
 
 
 def mqtt_login_works(host: str, port: int, account: BrokerAccount, client_id: str,
-                     timeout: float = _MQTT_CONNECT_TIMEOUT) -> bool:
-    """True if ``account`` can open a clean MQTT 3.1.1 session on ``host:port`` now.
+                     timeout: float = _MQTT_CONNECT_TIMEOUT, *,
+                     ca: Path | None = None) -> bool:
+    """True if ``account`` can open a clean MQTT 3.1.1 session on ``host:port`` now (over
+    TLS, verifying the broker against ``ca``, when given).
 
     On NATS the first MQTT login creates the account's JetStream streams, so this is the
     test that MQTT really works, not just that the port is open.
@@ -580,7 +605,11 @@ def mqtt_login_works(host: str, port: int, account: BrokerAccount, client_id: st
     body = variable + payload
     packet = bytes([0x10]) + _remaining_length(len(body)) + body
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+            if ca is not None:
+                context = ssl.create_default_context(cafile=str(ca))
+                sock = stack.enter_context(context.wrap_socket(sock, server_hostname=host))
             sock.settimeout(timeout)
             sock.sendall(packet)
             connack = b""
@@ -620,8 +649,10 @@ class NatsMember(ProcessControl):
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         logger: logging.Logger | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         _check_member(member, members)
+        self.tls = tls
         self._host = validate_host(host)
         validate_port(port, "base port")
         nats_ports(port, members)
@@ -689,6 +720,7 @@ class NatsMember(ProcessControl):
             host=self._host,
             port=self._base,
             limits=self._limits,
+            tls=self.tls,
         )
         return self._config
 
@@ -825,8 +857,10 @@ class NatsCluster(BlockingStartStop):
         executable: str | None = None,
         start_timeout: float = 60.0,
         logger: logging.Logger | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         _check_member(1, members)
+        self.tls = tls
         self._host = validate_host(host)
         self._requested_port = validate_port(port, "base port")
         if port:
@@ -883,6 +917,7 @@ class NatsCluster(BlockingStartStop):
                     limits=self._limits,
                     executable=self._executable,
                     logger=self._logger,
+                    tls=self.tls,
                 )
                 for k in range(1, self._size + 1)
             ]
@@ -951,7 +986,8 @@ class NatsCluster(BlockingStartStop):
     def _wait_mqtt(self, member: NatsMember, deadline: float) -> None:
         account = _probe_account(self._accounts)
         client_id = f"{account.username}{CLIENT_ID_SEPARATOR}i24net-probe-{secrets.token_hex(4)}"
-        while not mqtt_login_works(self._host, member.port, account, client_id):
+        ca = self.tls.ca_cert if self.tls is not None else None
+        while not mqtt_login_works(self._host, member.port, account, client_id, ca=ca):
             if not member.running:
                 raise BrokerStartError(
                     f"NATS member {member.member} exited; see {member.log_path}"

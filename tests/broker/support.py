@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ def connect(
     identifier: str | None = None,
     clean_session: bool | None = None,
     timeout: float = ARRIVAL_TIMEOUT,
+    tls_context: ssl.SSLContext | None = None,
 ) -> aiomqtt.Client:
     """An aiomqtt client for ``username`` (its network password unless ``password`` is
     given); the client id defaults to the username, as the embedded broker requires.
@@ -83,6 +85,7 @@ def connect(
         identifier=identifier if identifier is not None else username,
         clean_session=clean_session,
         timeout=timeout,
+        tls_context=tls_context,
     )
 
 

@@ -246,6 +246,26 @@ def test_member_config_names_its_ports_routes_and_users(network: Network, tmp_pa
     assert str(tmp_path.resolve() / "member-2") in text  # JetStream store under member-2
 
 
+def test_with_tls_every_listener_but_the_monitor_speaks_tls(network: Network,
+                                                            tmp_path: Path) -> None:
+    tls = generate_tls_files(tmp_path / "tls")
+    config = write_nats_config(tmp_path, network.accounts, member=2, members=3, port=20000,
+                               tls=tls)
+    text = config.conf.read_text()
+    head, rest = text.split("jetstream {", 1)
+    cluster, mqtt = rest.split("cluster {", 1)[1].split("mqtt {", 1)
+    # the NATS-protocol listener (whose logins are refused anyway) and MQTT: TLS only
+    for block in (head, mqtt):
+        assert f'cert_file: "{tls.server_cert}"' in block
+        assert f'key_file: "{tls.server_key}"' in block
+        assert "verify: true" not in block
+    # routes: mutual, each member verifies the other's certificate against the CA
+    assert f'ca_file: "{tls.ca_cert}"' in cluster and "verify: true" in cluster
+    assert 'http: "127.0.0.1:20013"' in head  # the monitor stays plain, on loopback
+    assert "tls {" not in write_nats_config(tmp_path / "plain", network.accounts, member=2,
+                                            port=20000).conf.read_text()
+
+
 def test_members_share_one_route_secret(network: Network, tmp_path: Path) -> None:
     first = write_nats_config(tmp_path, network.accounts, member=1, port=20000)
     again = write_nats_config(tmp_path, network.accounts, member=1, port=20000)
@@ -308,8 +328,10 @@ def test_start_broker_builds_a_cluster_or_one_member(network: Network, tmp_path:
     assert member.addresses == cluster.addresses
     with pytest.raises(BrokerConfigError, match="base port"):
         start_broker("nats", tmp_path, network.accounts, member=2)
+    tls = generate_tls_files(tmp_path / "t")
+    assert isinstance(start_broker("nats", tmp_path, network.accounts, tls=tls), NatsCluster)
     with pytest.raises(BrokerConfigError, match="TLS"):
-        start_broker("nats", tmp_path, network.accounts, tls=generate_tls_files(tmp_path / "t"))
+        start_broker("embedded", tmp_path, network.accounts, tls=tls)
     with pytest.raises(BrokerConfigError, match="member= is for nats"):
         start_broker("mosquitto", tmp_path, network.accounts, member=1)
 
@@ -719,3 +741,36 @@ async def test_killed_member_restarts_and_serves(fresh_cluster: NatsCluster,
         live_message = await next_message(de)
     assert (retained.payload, retained.retain) == (b"before-the-crash", True)
     assert live_message.payload == b"after-the-restart"
+
+
+@live
+async def test_a_tls_cluster_refuses_plain_logins_and_routes_over_tls(
+        network: Network, tmp_path: Path) -> None:
+    import ssl
+
+    tls = generate_tls_files(tmp_path / "tls")
+    async with NatsCluster(tmp_path / "nats", network.accounts, tls=tls) as cluster:
+        fr = network.account(FR)
+        assert not mqtt_login_works(HOST, cluster.member(1).port, fr, f"{FR}:plain")
+        assert mqtt_login_works(HOST, cluster.member(1).port, fr, f"{FR}:tls", ca=tls.ca_cert)
+        # a client that trusts another CA does not log in
+        other = generate_tls_files(tmp_path / "other")
+        assert not mqtt_login_works(HOST, cluster.member(1).port, fr, f"{FR}:x",
+                                    ca=other.ca_cert)
+        # the route port demands TLS with a certificate the CA signed: a TLS client without
+        # one is turned away in the handshake (a plain one waits there until it times out)
+        context = ssl.create_default_context(cafile=str(tls.ca_cert))
+        route = (HOST, cluster.member(2).ports.cluster)
+        with socket.create_connection(route, timeout=5) as s, \
+                pytest.raises(ssl.SSLError, match="CERTIFICATE"):
+            context.wrap_socket(s, server_hostname=HOST).recv(1)
+        async with (
+            connect_once(at(cluster, 3), network, FR, timeout=LOGIN_TIMEOUT,
+                         tls_context=context) as subscriber,
+            connect_once(at(cluster, 1), network, ROUTER_USERNAME, timeout=LOGIN_TIMEOUT,
+                         tls_context=context) as router,
+        ):
+            await subscriber.subscribe(INBOX_FR, qos=1)
+            await router.publish(INBOX_FR, b"over-tls", qos=1)  # member 1 -> 3: a route
+            message = await next_message(subscriber)
+        assert message.payload == b"over-tls"

@@ -35,7 +35,8 @@ def test_files_modes_and_names(tmp_path: Path) -> None:
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
     usage = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    # server, and client on a NATS cluster's routes (mutual TLS between members)
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     assert server.not_valid_before_utc < now < server.not_valid_after_utc
     assert server.not_valid_after_utc - server.not_valid_before_utc == dt.timedelta(days=7)
     assert isinstance(server.public_key(), ec.EllipticCurvePublicKey)
