@@ -75,10 +75,11 @@ async def _until_signalled(main: Any) -> None:
               "member k's is port + 10(k-1).")
 @click.option("--tls/--no-tls", default=None,
               help="Serve MQTT over TLS with a CA generated into the home (broker/tls/ca.crt)"
-              "; clients verify the broker against it. Mosquitto only. Default: tls in "
-              "network.toml's [broker].")
+              "; clients verify the broker against it. Mosquitto adds a TLS listener; NATS "
+              "members speak TLS only, routes mutually. Default: tls in network.toml's "
+              "[broker].")
 @click.option("--tls-port", type=int, default=None,
-              help="TLS port (default: the plain port + 1; 0 picks a free one).")
+              help="Mosquitto's TLS port (default: the plain port + 1; 0 picks a free one).")
 @home_option
 @log_option
 def broker(engine: str | None, member: int | None, port: int | None, tls: bool | None,
@@ -102,7 +103,7 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
     use_tls = h.spec().broker.tls if tls is None else tls
     name = engine or h.spec().broker.engine
     if member is not None:
-        _broker_member(h, name, member, port, log)
+        _broker_member(h, name, member, port, log, use_tls)
         return
 
     async def main() -> None:
@@ -113,16 +114,19 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
                 from i24net.broker import MosquittoBroker
                 from i24net.shell.runtime import tls_dir
 
-                # make_broker refused TLS on any other engine
-                assert isinstance(b, MosquittoBroker) and b.tls_port is not None
-                ep = Endpoint(name, b.host, b.tls_port, str(tls_dir(h) / "ca.crt"))
+                ca = str(tls_dir(h) / "ca.crt")
+                if isinstance(b, MosquittoBroker):
+                    assert b.tls_port is not None
+                    ep = Endpoint(name, b.host, b.tls_port, ca)
+                else:  # NATS: TLS on the members' own ports (make_broker refused the rest)
+                    ep = Endpoint(name, b.host, b.port, ca, addresses=addresses)
             else:
                 ep = Endpoint(name, b.host, b.port, addresses=addresses)
             endpoint_file(h).write_text(ep.to_json())
             # The directory is retained on its topic so every node finds the current one.
             await publish_directory(h, ep=ep, timeout=30.0, logger=log)
-            how = f" over TLS (CA {ep.tls_ca}; plain listener {b.port} unused)" \
-                if ep.tls_ca else ""
+            how = "" if not ep.tls_ca else f" over TLS (CA {ep.tls_ca}" + (
+                f"; plain listener {b.port} unused)" if ep.port != b.port else ")")
             where = " ".join(f"{h_}:{p_}" for h_, p_ in ep.members)
             log.info("broker ready on %s (%s)%s", where, ep.engine, how)
             console.print(f"ready {where}{' TLS' if ep.tls_ca else ''}")
@@ -137,20 +141,28 @@ def broker(engine: str | None, member: int | None, port: int | None, tls: bool |
 
 
 def _broker_member(h: Home, engine: str, member: int, port: int | None,
-                   log: logging.Logger) -> None:
+                   log: logging.Logger, tls: bool) -> None:
     """One member of a clustered broker, in this process (``i24net broker --member K``)."""
     from i24net.core.errors import TransportError
-    from i24net.shell.runtime import Endpoint, follow_directory, make_broker, publish_directory
+    from i24net.shell.runtime import (
+        Endpoint,
+        follow_directory,
+        make_broker,
+        publish_directory,
+        tls_dir,
+    )
+
+    ca = str(tls_dir(h) / "ca.crt") if tls else None
 
     async def main() -> None:
-        async with make_broker(h, engine, port, logger=log, member=member) as b:
+        async with make_broker(h, engine, port, logger=log, member=member, tls=tls) as b:
             log.info("cluster member %d ready on %s:%d", member, b.host, b.port)
             console.print(f"ready {b.host}:{b.port} member {member}")
             # The retained directory lives in the cluster: publish it through this member
             # once a quorum of members is up (every member does; the copies are the same
             # bytes). The first MQTT login on a member also sets its MQTT state up, which
             # would otherwise wait for the first client after the next member death.
-            here = Endpoint(engine, b.host, b.port)
+            here = Endpoint(engine, b.host, b.port, ca)
             for _ in range(60):
                 try:
                     await publish_directory(h, timeout=5.0, logger=log, ep=here,

@@ -369,6 +369,10 @@ class Supervisor:
             return []
         if brokers and not any(n in running for n in brokers):
             self.check_ports(engine)
+        if len(brokers) > 1 and self.home.spec().broker.tls:
+            from i24net.shell.runtime import broker_tls_files
+
+            broker_tls_files(self.home)  # once, before the members: they must share one CA
         started: list[Proc] = []
         try:
             group = [self.spawn(n, engine) for n in brokers if n in missing]
@@ -408,10 +412,11 @@ class Supervisor:
     def _write_cluster_endpoint(self, engine: str | None) -> None:
         """Point every client at all the members (each member process runs alone and does
         not know it is one of several)."""
-        from i24net.shell.runtime import Endpoint, endpoint_file
+        from i24net.shell.runtime import Endpoint, endpoint_file, tls_dir
 
         b = self.home.spec().broker.for_engine(engine)
-        ep = Endpoint(b.engine, b.host, b.port, addresses=tuple(b.member_addresses()))
+        ca = str(tls_dir(self.home) / "ca.crt") if b.tls else None
+        ep = Endpoint(b.engine, b.host, b.port, ca, addresses=tuple(b.member_addresses()))
         endpoint_file(self.home).write_text(ep.to_json())
 
     # -- stopping -------------------------------------------------------------------------

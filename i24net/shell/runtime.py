@@ -118,12 +118,15 @@ def endpoint(home: Home) -> Endpoint:
         data = json.loads(path.read_text())
         return Endpoint(data["engine"], data["host"], int(data["port"]), data.get("tls_ca"),
                         tuple(parse_address(a) for a in data.get("addresses", [])))
+    ca = str(tls_dir(home) / "ca.crt") if b.tls else None
     if b.addresses or b.members > 1:
+        # Members (or brokers elsewhere) take TLS on their own ports: the CA goes with them.
         host, port = b.member_addresses()[0]
-        return Endpoint(b.engine, host, port, addresses=tuple(b.member_addresses()))
+        return Endpoint(b.engine, host, port, ca, addresses=tuple(b.member_addresses()))
+    if b.tls and b.engine in CLUSTER_ENGINES:
+        return Endpoint(b.engine, b.host, b.port, ca)
     if b.tls:
-        return Endpoint(b.engine, b.host, default_tls_port(b.port),
-                        str(tls_dir(home) / "ca.crt"))
+        return Endpoint(b.engine, b.host, default_tls_port(b.port), ca)
     return Endpoint(b.engine, b.host, b.port)
 
 
@@ -220,9 +223,10 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
                 logger: logging.Logger | None = None, *, tls: bool | None = None,
                 tls_port: int | None = None, member: int | None = None) -> Broker:
     """The network's broker (not started). ``tls`` (default: network.toml's ``broker.tls``)
-    adds a TLS listener with the home's CA (``broker_tls_files``) on ``tls_port`` (default
-    ``default_tls_port``); Mosquitto keeps its plain listener on 127.0.0.1 as well, which
-    i24net's clients do not use. Only the mosquitto engine offers TLS.
+    serves MQTT over TLS with the home's CA (``broker_tls_files``): Mosquitto adds a TLS
+    listener on ``tls_port`` (default ``default_tls_port``) and keeps its plain listener on
+    127.0.0.1, which i24net's clients do not use; a NATS member speaks TLS only, on its own
+    ports, routes included (mutual). The embedded engines offer no TLS.
 
     A clustered engine (``nats``) starts all ``broker.members`` members, or only member
     ``member`` (the supervisor runs each member as its own process, so one can die alone).
@@ -234,14 +238,15 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
     use_tls = spec.broker.tls if tls is None else tls
     files = None
     if use_tls:
-        if engine != "mosquitto":
+        if engine not in ("mosquitto", *CLUSTER_ENGINES):
             raise BrokerConfigError(f"the {engine} broker has no TLS listener: use --engine "
-                                    "mosquitto for TLS (or set tls = false in network.toml)")
+                                    "mosquitto or nats for TLS (or set tls = false in "
+                                    "network.toml)")
         files = broker_tls_files(home)
     if engine in CLUSTER_ENGINES:
         return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,
                             port=port, logger=logger, member=member,
-                            members=spec.broker.for_engine(engine).members)
+                            members=spec.broker.for_engine(engine).members, tls=files)
     if member is not None:
         raise BrokerConfigError(f"--member applies to a clustered engine, not {engine}")
     return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,

@@ -1,0 +1,49 @@
+"""``i24net up`` on a NATS cluster with ``tls = true``: every member speaks TLS only, routes
+mutually, and every client (the routers, the node hosts, the commands) verifies the
+members against the home's CA."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from livekit import cli, network_up
+
+pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("nats"),
+              pytest.mark.skipif(shutil.which("nats-server") is None
+                                 and not Path("/usr/sbin/nats-server").exists(),
+                                 reason="nats-server is not installed (make install)")]
+
+
+def test_up_runs_a_tls_cluster_that_only_tls_clients_reach(tmp_path: Path) -> None:
+    from i24net.broker.nats import mqtt_login_works, pick_base_port
+    from i24net.config.home import Home
+    from i24net.shell.runtime import broker_accounts
+
+    home = tmp_path / "home"
+    port = pick_base_port("127.0.0.1", 3)
+    made = cli(home, "init", "--preset", "demo", "--engine", "nats", "--port", str(port))
+    assert made.returncode == 0, made.stdout + made.stderr
+    spec = home / "network.toml"
+    assert "tls = false" in spec.read_text()
+    spec.write_text(spec.read_text().replace("tls = false", "tls = true", 1))
+    with network_up(home):
+        ep = json.loads((home / "broker" / "endpoint.json").read_text())
+        ca = home / "broker" / "tls" / "ca.crt"
+        assert ep["tls_ca"] == str(ca) and len(ep["addresses"]) == 3
+        for k in (1, 2, 3):
+            conf = (home / "broker" / "nats" / f"member-{k}" / "nats.conf").read_text()
+            assert conf.count("tls {") == 3 and "verify: true" in conf
+        sent = cli(home, "publish", "--as", "NCB-FR", "--to", "NCB-DE,NCB-US",
+                   "--classification", "RESTRICTED", "--subject", "over tls", "--text", "x",
+                   "--wait", "60")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "delivered to 2 recipient(s)" in sent.stdout
+        box = json.loads(cli(home, "inbox", "NCB-DE", "--json").stdout)
+        assert [i["subject"] for i in box] == ["over tls"]
+        account = next(a for a in broker_accounts(Home(home)) if a.username == "NCB-ZA")
+        for host, member_port in (tuple(a.rsplit(":", 1)) for a in ep["addresses"]):
+            assert not mqtt_login_works(host, int(member_port), account, "NCB-ZA:plain")
+            assert mqtt_login_works(host, int(member_port), account, "NCB-ZA:tls", ca=ca)
