@@ -105,16 +105,24 @@ class Share:
 def share_of(home: Home) -> Share:
     """A machine's export runs what it was exported with; the authority's home runs every
     active agency and shard that no export took."""
-    d = home.directory()
-    count = home.spec().router_shards
     machine = machine_of(home)
     if machine is not None:
         return Share(machine.agencies, machine.router_shards, True)
-    away = exported(home).values()
-    gone = {a for m in away for a in m.agencies}
-    shards = {k for m in away for k in m.router_shards}
+    d = home.directory()
+    gone = {a for m in exported(home).values() for a in m.agencies}
+    shards = shards_here(home)
     return Share(tuple(sorted(a.id for a in d.agencies.values() if a.active and a.id not in gone)),
-                 tuple(k for k in range(1, count + 1) if k not in shards), bool(shards))
+                 shards, len(shards) < home.spec().router_shards)
+
+
+def shards_here(home: Home) -> tuple[int, ...]:
+    """The router shards ``home`` runs (``share_of``); needs only the spec and the machine
+    files, so it answers for a spec that has no directory yet."""
+    machine = machine_of(home)
+    if machine is not None:
+        return machine.router_shards
+    taken = {k for m in exported(home).values() for k in m.router_shards}
+    return tuple(k for k in range(1, home.spec().router_shards + 1) if k not in taken)
 
 
 def machine_of(home: Home) -> Machine | None:

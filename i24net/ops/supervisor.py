@@ -164,11 +164,10 @@ class Supervisor:
     def routers(self) -> list[str]:
         """``router``, or ``router-1..K`` with ``[router] shards = K``: the shards this home
         runs (``machine.share_of``: not those exported to another machine)."""
-        from i24net.config.machine import share_of
+        from i24net.config.machine import shards_here
 
         count = self.home.spec().router_shards
-        here = share_of(self.home).router_shards
-        return [("router" if count == 1 else f"router-{k}") for k in here]
+        return [("router" if count == 1 else f"router-{k}") for k in shards_here(self.home)]
 
     def brokers_here(self, engine: str | None = None) -> list[str]:
         """The broker processes this home starts: none when ``[broker] addresses`` names
