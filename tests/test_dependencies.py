@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMPORT_NAMES: dict[str, set[str]] = {
     "pynacl": {"nacl"},
     "paho-mqtt": {"paho"},
+    "nats-py": {"nats"},
     "pytest-asyncio": {"pytest_asyncio"},
     "pytest-timeout": {"pytest_timeout"},
     "pytest-xdist": {"xdist"},

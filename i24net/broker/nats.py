@@ -180,7 +180,8 @@ $mqtt_tls  # Sessions, QoS 1 messages and retained messages live in JetStream st
 }
 
 # One user per broker account, MQTT logins only: a NATS-protocol login could subscribe to
-# every session's delivery subject ($$MQTT.sub.>), which MQTT clients cannot.
+# every session's delivery subject ($$MQTT.sub.>), which MQTT clients cannot. The one
+# NATS-protocol user, the routers' lease user, may touch its key-value bucket only.
 authorization {
   users: [
 $users
@@ -433,6 +434,40 @@ def _render_user(account: BrokerAccount) -> str:
     )
 
 
+# The routers' shard leases live in a JetStream key-value bucket of the cluster
+# (i24net.shell.leases), reached with a NATS-protocol login of their own: the router
+# account's password, no MQTT, and no subject but the bucket's and its replies. The MQTT
+# grants never reach "$KV" (every grant is under the network's topic prefix).
+LEASE_USER = "i24-lease"
+LEASE_BUCKET = "i24-leases"
+LEASE_INBOX = "_INBOX_i24-lease"
+
+
+def lease_permissions() -> dict[str, list[str]]:
+    """What the lease user may do: create the bucket, read and write its keys."""
+    stream = f"KV_{LEASE_BUCKET}"
+    return {
+        "publish": [f"$KV.{LEASE_BUCKET}.>", f"$JS.API.STREAM.INFO.{stream}",
+                    f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}"],
+        "subscribe": [f"{LEASE_INBOX}.>"],
+    }
+
+
+def _render_lease_user(password: str) -> str:
+    perms = lease_permissions()
+    return (
+        "    {\n"
+        f"      user: {_quote(LEASE_USER)}\n"
+        f"      password: {_quote(password)}\n"
+        '      allowed_connection_types: ["STANDARD"]\n'
+        "      permissions: {\n"
+        f"        publish: {{ allow: {json.dumps(perms['publish'])} }}\n"
+        f"        subscribe: {{ allow: {json.dumps(perms['subscribe'])} }}\n"
+        "      }\n"
+        "    }"
+    )
+
+
 def _tls_block(tls: TlsFiles, *, mutual: bool, indent: str) -> str:
     """A ``tls { }`` block: this member's certificate; ``mutual``: the peer must present one
     the CA signed (routes: every member presents the same member certificate)."""
@@ -494,7 +529,9 @@ def render_nats_conf(
         stream_replicas=limits.replicas_for(config.members),
         ack_wait=f"{limits.ack_wait_seconds}s",
         max_ack_pending=limits.max_ack_pending,
-        users=",\n".join(_render_user(account) for account in accounts),
+        users=",\n".join([*(_render_user(account) for account in accounts),
+                           *(_render_lease_user(a.password) for a in accounts
+                             if a.username == ROUTER_USERNAME)]),
         client_tls=_tls_block(tls, mutual=False, indent="") if tls else "",
         mqtt_tls=_tls_block(tls, mutual=False, indent="  ") if tls else "",
     )

@@ -236,8 +236,11 @@ def router(shard_text: str | None, takeover: bool | None, brokers: tuple[str, ..
     ep = endpoint(h).with_addresses(_brokers(brokers))
 
     async def main() -> None:
+        from i24net.shell.leases import open_leases
+
+        leases = await open_leases(h, ep, log)
         host = ShardHost(h, shard, lambda s: make_router(h, logger=log, shard=s, ep=ep),
-                         takeover=takeover, logger=log)
+                         takeover=takeover, logger=log, leases=leases)
         runner = asyncio.ensure_future(host.run())
         ready = asyncio.ensure_future(host.ready.wait())
         await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)

@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from i24net.core.errors import ConfigError
 from i24net.core.shards import Shard
 from i24net.shell.control import MAX_LINE, ctl_dir, ctl_path, request, socket_address
 from i24net.shell.daemons import RouterDaemon
+from i24net.shell.leases import FileLeases, Leases
 
 POLL_S = 0.25
 # A shard must be without its router this long before another takes it over: a router that
@@ -58,69 +57,14 @@ TAKEOVER_GRACE_S = 1.0
 OWNER_WAIT_S = 1.0
 
 
-class FileLock:
-    """An exclusive, non-blocking ``flock`` on ``path``; the file names the holder's pid."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self, *, name_holder: bool = True) -> bool:
-        if self._fd is not None:
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        if name_holder:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
-
-    def acquire_within(self, seconds: float) -> bool:
-        """``acquire``, trying again for up to ``seconds``: another router's ``taken`` holds
-        the lock for the moment of its probe, which must not pass for a live holder."""
-        deadline = time.monotonic() + seconds
-        while not self.acquire():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def taken(self) -> bool:
-        """Whether some process (this one included) holds the lock right now."""
-        if self._fd is not None:
-            return True
-        if self.acquire(name_holder=False):  # a probe: the file keeps naming the holder
-            self.release()
-            return False
-        return True
-
-    def holder(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.path.read_text().strip()
-        return "?"
+def owner(k: int) -> str:
+    """The lease name the process started as shard k holds for its whole life."""
+    return f"owner-{k}"
 
 
-def owner_lock(home: Home, index: int) -> FileLock:
-    return FileLock(home.state_dir / f"router-{index}.owner")
-
-
-def lease_lock(home: Home, index: int) -> FileLock:
-    return FileLock(home.state_dir / f"router-{index}.lease")
+def lease(k: int) -> str:
+    """The lease name of whichever process serves shard k now."""
+    return f"lease-{k}"
 
 
 Build = Callable[[Shard], RouterDaemon]
@@ -131,7 +75,7 @@ class ShardHost:
 
     def __init__(self, home: Home, own: Shard, build: Build, *, takeover: bool = True,
                  logger: logging.Logger | None = None, poll_s: float = POLL_S,
-                 grace_s: float = TAKEOVER_GRACE_S) -> None:
+                 grace_s: float = TAKEOVER_GRACE_S, leases: Leases | None = None) -> None:
         self.home = home
         self.own = own
         self.build = build
@@ -141,14 +85,14 @@ class ShardHost:
         self.grace_s = grace_s
         self._orphaned: dict[int, float] = {}  # shard -> when it was first seen ownerless
         home.state_dir.mkdir(parents=True, exist_ok=True)
-        self._owner = owner_lock(home, own.index)
-        self._owners = {j: owner_lock(home, j) for j in range(1, own.count + 1)}
-        self._leases = {j: lease_lock(home, j) for j in range(1, own.count + 1)}
+        self.leases: Leases = leases if leases is not None else FileLeases(home)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.daemons: dict[int, RouterDaemon] = {}
         self.ready = asyncio.Event()  # set once the own shard is served
         self.takeovers = 0
         self.handbacks = 0
+        self.fenced = 0  # shards stopped because their lease was no longer valid
+        self._waiters_seen: set[str] = set()
 
     @property
     def serving(self) -> list[int]:
@@ -167,11 +111,39 @@ class ShardHost:
         return {"ok": True, "process": self.process_name, "own": self.own.index,
                 "count": self.own.count, "shards": shards}
 
+    async def _claim_own(self) -> None:
+        """Hold this shard's owner lease. A file lease held by another process is a second
+        router on this machine: refused. An engine lease held elsewhere (another machine's
+        router of this shard): wait until it expires or is released, saying so on both
+        sides (the holder logs the waiter it sees)."""
+        name = owner(self.own.index)
+        loop = asyncio.get_running_loop()
+        if isinstance(self.leases, FileLeases):
+            deadline = loop.time() + OWNER_WAIT_S  # other routers' probes hold it a moment
+            while not await self.leases.acquire(name):
+                if loop.time() >= deadline:
+                    raise ConfigError(f"shard {self.own} already has a router "
+                                      f"({await self.leases.holder(name)}); each shard "
+                                      "runs one", reason="config.shard")
+                await asyncio.sleep(0.02)
+            return
+        waited = False
+        while not await self.leases.acquire(name):
+            if not waited:
+                self.log.warning("shard %s is served by %s: waiting until its lease expires "
+                                 "or is released", self.own, await self.leases.holder(name))
+                waited = True
+            await self.leases.announce(f"wait-{self.own.index}")
+            await asyncio.sleep(self.poll_s)
+        if waited:
+            self.log.info("shard %s: its lease is free; this process serves it", self.own)
+
     async def run(self) -> None:
-        if not self._owner.acquire_within(OWNER_WAIT_S):
-            raise ConfigError(f"shard {self.own} already has a router (pid "
-                              f"{self._owner.holder()}); each shard runs one",
-                              reason="config.shard")
+        try:
+            await self._claim_own()
+        except BaseException:
+            await self.leases.close()
+            raise
         server: asyncio.Server | None = None
         path = ctl_path(self.home, self.process_name)
         try:
@@ -186,7 +158,8 @@ class ShardHost:
                     path.unlink()
             for j in list(self._tasks):
                 await self._stop(j)
-            self._owner.release()
+            await self.leases.release(owner(self.own.index))
+            await self.leases.close()
 
     async def _open_control(self, path: Path) -> asyncio.Server:
         """The control socket (mode 0600 in a 0700 folder); one left by a killed router is
@@ -230,14 +203,30 @@ class ShardHost:
             if task.done():
                 self._tasks.pop(j)
                 self.daemons.pop(j, None)
-                self._leases[j].release()
+                await self.leases.release(lease(j))
                 exc = None if task.cancelled() else task.exception()
                 if j == self.own.index and isinstance(exc, ConfigError):
                     raise exc
                 self.log.error("shard %d/%d stopped (%s); serving it again",
                                j, self.own.count, exc or "cancelled")
+        for j in list(self._tasks):
+            if not self.leases.valid(lease(j)):  # fencing: frozen, cut off, or taken over
+                self.log.error("shard %d/%d: its lease is no longer valid; stopped serving "
+                               "it before publishing again", j, self.own.count)
+                self.fenced += 1
+                await self._stop(j)
         mine = self.own.index
-        if mine not in self._tasks and self._leases[mine].acquire():
+        if not self.leases.valid(owner(mine)) and not await self.leases.acquire(owner(mine)):
+            # the owner lease ran out (this process was frozen or cut off) and another
+            # process holds it now: that one is shard k's router; wait for it to go
+            await self.leases.announce(f"wait-{mine}")
+            return
+        waiter = await self.leases.waiting(f"wait-{mine}")
+        if waiter is not None and waiter not in self._waiters_seen:
+            self._waiters_seen.add(waiter)
+            self.log.warning("another router of shard %s (%s) is waiting for this one's "
+                             "lease", self.own, waiter)
+        if mine not in self._tasks and await self.leases.acquire(lease(mine)):
             self._start(mine)
         if not self.takeover:
             return
@@ -246,15 +235,15 @@ class ShardHost:
             if j == mine:
                 continue
             if j in self._tasks:
-                if self._owners[j].taken():
+                if await self.leases.taken(owner(j)):
                     self.log.info("shard %d/%d: its router is back; handing it over",
                                   j, self.own.count)
                     await self._stop(j)
                     self.handbacks += 1
-            elif self._owners[j].taken():
+            elif await self.leases.taken(owner(j)):
                 self._orphaned.pop(j, None)
             elif now - self._orphaned.setdefault(j, now) >= self.grace_s \
-                    and self._leases[j].acquire():
+                    and await self.leases.acquire(lease(j)):
                 self._orphaned.pop(j, None)
                 self.log.warning("shard %d/%d has no router: taking it over",
                                  j, self.own.count)
@@ -265,9 +254,11 @@ class ShardHost:
         try:
             daemon = self.build(Shard(j, self.own.count))
         except Exception:
-            self._leases[j].release()
+            asyncio.get_running_loop().create_task(self.leases.release(lease(j)))
             raise
         self.daemons[j] = daemon
+        # fencing: each publish first checks that this process still holds the shard
+        daemon.transport.guard = lambda: self.leases.valid(lease(j))  # type: ignore[attr-defined]
 
         async def serve() -> None:
             async with daemon.transport, daemon:
@@ -288,7 +279,7 @@ class ShardHost:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._leases[j].release()
+        await self.leases.release(lease(j))
 
 
 def router_status(home: Home, process: str, timeout: float = 5.0) -> dict[str, Any]:

@@ -249,6 +249,9 @@ class MqttTransport:
         self._password = password
         self._clean_session = clean_session
         self._tls_ca = tls_ca
+        # Fencing: when set, every publish (each resend included) first asks it, and is
+        # refused (``transport.fenced``) once it says no: a router whose shard lease is gone.
+        self.guard: Callable[[], bool] | None = None
         self._will = will if will is None or isinstance(will, Will) else Will(*will)
         if self._will is not None:
             validate_topic(self._will.topic)
@@ -773,6 +776,11 @@ class MqttTransport:
     async def _publish_until_acked(self, topic: str, payload: bytes, retain: bool) -> None:
         while True:
             link = await self._wait_link()
+            guard = self.guard
+            if guard is not None and not guard():
+                raise TransportError(
+                    f"{self.name}: publish to {topic!r} refused: this client may no longer "
+                    "act (its lease is gone)", reason="transport.fenced")
             try:
                 await self._until_lost(
                     link,

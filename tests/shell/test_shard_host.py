@@ -25,8 +25,9 @@ from i24net.core.labels import Label
 from i24net.core.node import MemoryNodeStore, NodeMachine
 from i24net.core.shards import Shard, shard_of
 from i24net.shell.daemons import NodeDaemon
+from i24net.shell.leases import FileLock
 from i24net.shell.runtime import make_router, router_client_suffix
-from i24net.shell.shard_host import FileLock, ShardHost
+from i24net.shell.shard_host import ShardHost
 from i24net.transport import MemoryBroker, MemoryTransport
 
 # each test runs a NATS cluster; one worker runs them in turn (make test: --dist loadgroup)
