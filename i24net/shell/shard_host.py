@@ -2,14 +2,18 @@
 of a router that died, until that router is back.
 
 Theory of operation: a shard (``i24net.core.shards``) is state - a signing key, a store, an
-audit log and a broker session - and exactly one process may serve it at a time. Two
-advisory locks (``flock``) per shard, in the home's ``state/``, say who:
+audit log and a broker session - and exactly one process may serve it at a time. Two leases
+per shard (``i24net.shell.leases``) say who:
 
-- ``router-<k>.owner`` is held, for its whole life, by the process started as ``--shard k/K``;
-- ``router-<k>.lease`` is held by whichever process serves shard k right now.
+- ``owner-<k>`` is held, for its whole life, by the process started as ``--shard k/K``;
+- ``lease-<k>`` is held by whichever process serves shard k right now.
 
-The kernel drops a process's locks the instant it dies, SIGKILL included, so liveness needs
-no heartbeat, no clock and no broker. Every ``poll_s`` a ``ShardHost``:
+On a single broker they are ``flock`` files in the home's ``state/``: the kernel drops a
+process's locks the instant it dies, SIGKILL included, so liveness needs no heartbeat. On
+the NATS cluster they are keys of its key-value bucket, which every machine sees: renewed
+while their holder lives, gone 3 s after it stops; a holder whose lease may have run out
+stops its shard and refuses its publishes first (fencing). Every ``poll_s`` a
+``ShardHost``:
 
 1. serves its own shard as soon as that lease is free;
 2. takes over shard j when j has had no owner for ``TAKEOVER_GRACE_S`` and j's lease is
@@ -20,8 +24,9 @@ no heartbeat, no clock and no broker. Every ``poll_s`` a ``ShardHost``:
 
 What a router had taken from the broker but not yet acted on when it died is repaired end to
 end: senders retry until receipts arrive, and the shard's store says what was accepted. The
-locks need the state folder on one machine, or on a shared file system with working POSIX
-locks, for routers on several machines.
+file leases need the state folder on one machine; the cluster's leases do not, but a
+shard's store (its sequence counters and the ids it has seen) still lives on the machine
+that served it.
 
 Each router process answers ``{"op": "status"}`` on its control socket,
 ``state/ctl/router.sock`` (``router-<k>.sock`` with shards), with every shard it serves and
