@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import stat
@@ -244,6 +245,25 @@ def test_member_config_names_its_ports_routes_and_users(network: Network, tmp_pa
     assert text.count('allowed_connection_types: ["MQTT"]') == len(network.accounts)
     assert '"i24.v1.inbox.NCB-FR", "i24.v1.directory", "i24.v1.presence.*", "$MQTT.sub.>"' in text
     assert str(tmp_path.resolve() / "member-2") in text  # JetStream store under member-2
+    # the passwords themselves are not in the file: bcrypt hashes ("$2a$") are
+    import bcrypt
+
+    for account in network.accounts:
+        assert account.password not in text
+        block = text.split(f'user: "{account.username}"', 1)[1]
+        stored = block.split('password: "', 1)[1].split('"', 1)[0]
+        assert stored.startswith("$2a$04$")
+        assert bcrypt.checkpw(account.password.encode(), stored.encode())
+    hashes = tmp_path / "password-hashes.json"
+    assert stat.S_IMODE(hashes.stat().st_mode) == 0o600
+    # written again, a password unchanged keeps its hash; a changed one gets a new hash
+    again = write_nats_config(tmp_path, network.accounts, member=2, members=3, port=20000)
+    assert again.conf.read_text() == text
+    first, *rest = network.accounts
+    changed = [dataclasses.replace(first, password="another-password"), *rest]
+    redone = write_nats_config(tmp_path, changed, member=2, members=3, port=20000)
+    lines = set(redone.conf.read_text().splitlines()) ^ set(text.splitlines())
+    assert len(lines) == 2 and all("password:" in line for line in lines)
 
 
 def test_with_tls_every_listener_but_the_monitor_speaks_tls(network: Network,
