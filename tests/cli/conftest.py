@@ -36,3 +36,12 @@ def home(tmp_path: Path, run: Run) -> Path:
     result = run("init", "--preset", "demo", "--home", path)
     assert result.exit_code == 0, result.output
     return path
+
+
+@pytest.fixture
+def sharded(tmp_path: Path, run: Run) -> Path:
+    """A demo home with two router shards, so both router key names exist."""
+    path = tmp_path / "sharded"
+    result = run("init", "--preset", "demo", "--routers", "2", "--home", path)
+    assert result.exit_code == 0, result.output
+    return path

@@ -18,14 +18,6 @@ from i24net.core.errors import ConfigError
 Run = Callable[..., Result]  # the ``run`` fixture (tests/cli/conftest.py)
 
 
-@pytest.fixture
-def sharded(tmp_path: Path, run: Run) -> Path:
-    path = tmp_path / "authority"
-    result = run("init", "--preset", "demo", "--routers", "2", "--home", path)
-    assert result.exit_code == 0, result.output
-    return path
-
-
 def files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 

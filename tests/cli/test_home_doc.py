@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nacl.bindings as sodium
-import pytest
 from click.testing import Result
 
 from i24net.config.home import Home
@@ -66,15 +65,6 @@ def generalise(rel: str, agencies: set[str]) -> str:
     if m and re.fullmatch(r"i24-router-\d+", m.group(1)):
         return "keys/i24-router-<k>.key"
     return rel
-
-
-@pytest.fixture
-def sharded(tmp_path: Path, run: Run) -> Path:
-    """A demo home with two router shards, so both router key names exist."""
-    path = tmp_path / "sharded"
-    result = run("init", "--preset", "demo", "--routers", "2", "--home", path)
-    assert result.exit_code == 0, result.output
-    return path
 
 
 def test_every_file_init_creates_is_documented_with_its_mode(sharded: Path) -> None:
