@@ -263,7 +263,7 @@ class ShardHost:
             raise
         self.daemons[j] = daemon
         # fencing: each publish first checks that this process still holds the shard
-        daemon.transport.guard = lambda: self.leases.valid(lease(j))  # type: ignore[attr-defined]
+        daemon.transport.guard = lambda: self.leases.valid(lease(j))
 
         async def serve() -> None:
             async with daemon.transport, daemon:

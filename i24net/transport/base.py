@@ -16,7 +16,7 @@ without a network.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -65,7 +65,13 @@ class Transport(Protocol):
 
     Entering connects and starts whatever background work the transport needs; leaving
     disconnects cleanly (so no last will is published). Every operation is QoS 1.
+
+    ``guard`` fences a client that may lose the right to act (a router whose shard lease
+    ran out): when set, every publish, each resend included, first calls it and is refused
+    with ``TransportError(reason="transport.fenced")`` once it returns false.
     """
+
+    guard: Callable[[], bool] | None
 
     @property
     def is_connected(self) -> bool:

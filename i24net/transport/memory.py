@@ -343,6 +343,7 @@ class MemoryTransport:
         self._ever_connected = False
         #: publishes the broker accepted from this transport.
         self.published = 0
+        self.guard: Callable[[], bool] | None = None  # fencing (transport.base.Transport)
         #: messages put on the delivery queue.
         self.received = 0
         #: successful connections after the first.
@@ -414,6 +415,10 @@ class MemoryTransport:
                 await asyncio.sleep(0)
                 if self._connected.is_set():
                     break
+        if self.guard is not None and not self.guard():
+            raise TransportError(f"{self.client_id}: publish to {topic!r} refused: this client "
+                                 "may no longer act (its lease is gone)",
+                                 reason="transport.fenced")
         self.broker.publish(self.client_id, topic, payload, retain=retain)
         self.published += 1
 

@@ -208,6 +208,22 @@ def test_memory_transport_satisfies_the_protocol() -> None:
     assert isinstance(MemoryTransport(MemoryBroker(), "a"), Transport)
 
 
+async def test_a_fenced_transport_publishes_nothing() -> None:
+    broker = MemoryBroker()
+    allowed = [True]
+    async with MemoryTransport(broker, "sub") as sub, MemoryTransport(broker, "pub") as pub:
+        pub.guard = lambda: allowed[0]
+        await sub.subscribe("i24/v1/inbox/FR")
+        await pub.publish("i24/v1/inbox/FR", b"while-leased")
+        allowed[0] = False
+        with pytest.raises(TransportError) as info:
+            await pub.publish("i24/v1/inbox/FR", b"after-the-lease")
+        assert info.value.reason == "transport.fenced"
+        first = await asyncio.wait_for(anext(aiter(sub.deliveries())), 2)
+        assert first.payload == b"while-leased"
+        assert pub.published == 1
+
+
 async def test_publish_subscribe_round_trip() -> None:
     broker = MemoryBroker()
     async with MemoryTransport(broker, "sub") as sub, MemoryTransport(broker, "pub") as pub:
