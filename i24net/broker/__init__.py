@@ -136,6 +136,7 @@ def start_broker(
     logger: logging.Logger | None = None,
     member: int | None = None,
     members: int = 3,
+    member_hosts: Sequence[str] = (),
 ) -> Broker:
     """A broker of the chosen ``engine`` for ``accounts``, files under ``directory``: one of
     the engine classes, each implementing the ``Broker`` protocol (``broker.base``).
@@ -158,7 +159,7 @@ def start_broker(
         if member is None:
             return NatsCluster(
                 directory, accounts, members=members, host=host, port=port, logger=logger,
-                tls=tls,
+                tls=tls, hosts=member_hosts,
             )
         if not port:
             raise BrokerConfigError(
@@ -167,7 +168,7 @@ def start_broker(
             )
         return NatsMember(
             directory, accounts, member=member, members=members, host=host, port=port,
-            logger=logger, tls=tls,
+            logger=logger, tls=tls, hosts=member_hosts,
         )
     if member is not None:
         raise BrokerConfigError(f"the {engine} engine has no members; member= is for nats")

@@ -237,10 +237,22 @@ def nats_ports(base: int, member: int) -> NatsPorts:
     return NatsPorts(mqtt=mqtt, client=mqtt + 1, cluster=mqtt + 2, monitor=mqtt + 3)
 
 
-def member_addresses(host: str, base: int, members: int) -> list[tuple[str, int]]:
-    """The MQTT address of every member, member 1 first: where clients connect."""
+def member_addresses(host: str, base: int, members: int,
+                     hosts: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """The MQTT address of every member, member 1 first: where clients connect. Member k
+    listens on ``hosts[k-1]`` when ``hosts`` is given (one address per member), else all on
+    ``host``."""
     _check_member(1, members)
-    return [(host, nats_ports(base, k).mqtt) for k in range(1, members + 1)]
+    return [(_member_host(host, hosts, k), nats_ports(base, k).mqtt)
+            for k in range(1, members + 1)]
+
+
+def _member_host(host: str, hosts: Sequence[str], k: int) -> str:
+    if not hosts:
+        return host
+    if len(hosts) < k:
+        raise BrokerConfigError(f"member {k} has no host: {len(hosts)} host(s) given")
+    return hosts[k - 1]
 
 
 def pick_base_port(host: str = "127.0.0.1", members: int = 3, attempts: int = 50) -> int:
@@ -348,6 +360,7 @@ class NatsConfig:
     member: int
     members: int
     ports: NatsPorts
+    hosts: tuple[str, ...] = ()  # every member's address, when they differ (member_addresses)
 
 
 def find_nats_server(executable: str | None = None) -> str:
@@ -545,7 +558,8 @@ def render_nats_conf(
             raise BrokerConfigError("the NATS route secret must be a non-empty alphanumeric string")
         routes = [
             f"nats-route://{_ROUTE_USER}:{route_secret}@"
-            + _hostport(host, nats_ports(config.base_port, k).cluster)
+            + _hostport(_member_host(host, config.hosts, k),
+                        nats_ports(config.base_port, k).cluster)
             for k in range(1, config.members + 1)
             if k != config.member
         ]
@@ -617,8 +631,14 @@ def write_nats_config(
     port: int,
     limits: NatsLimits = NatsLimits(),
     tls: TlsFiles | None = None,
+    hosts: Sequence[str] = (),
 ) -> NatsConfig:
-    """Write member ``member``'s ``nats.conf`` (mode 0600) under ``directory/member-<k>/``."""
+    """Write member ``member``'s ``nats.conf`` (mode 0600) under ``directory/member-<k>/``.
+    With ``hosts`` (one address per member) member k binds ``hosts[k-1]`` and its routes
+    go to the others' addresses; ``host`` is then this member's own."""
+    for h in hosts:
+        validate_host(h)
+    host = _member_host(host, hosts, member)
     validate_host(host)
     _check_member(member, members)
     ports = nats_ports(port, member)
@@ -636,6 +656,7 @@ def write_nats_config(
         member=member,
         members=members,
         ports=ports,
+        hosts=tuple(hosts),
     )
     secret = _route_secret(root) if members > 1 else ""
     text = render_nats_conf(config, accounts, route_secret=secret, limits=limits, tls=tls,
@@ -733,10 +754,12 @@ class NatsMember(ProcessControl):
         stop_timeout: float = 10.0,
         logger: logging.Logger | None = None,
         tls: TlsFiles | None = None,
+        hosts: Sequence[str] = (),
     ) -> None:
         _check_member(member, members)
         self.tls = tls
-        self._host = validate_host(host)
+        self._hosts = tuple(validate_host(h) for h in hosts)
+        self._host = validate_host(_member_host(host, self._hosts, member))
         validate_port(port, "base port")
         nats_ports(port, members)
         self._directory = Path(directory)
@@ -779,7 +802,7 @@ class NatsMember(ProcessControl):
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Every member's MQTT address, member 1 first."""
-        return member_addresses(self._host, self._base, self._size)
+        return member_addresses(self._host, self._base, self._size, self._hosts)
 
     @property
     def directory(self) -> Path:
@@ -804,6 +827,7 @@ class NatsMember(ProcessControl):
             port=self._base,
             limits=self._limits,
             tls=self.tls,
+            hosts=self._hosts,
         )
         return self._config
 
@@ -941,10 +965,14 @@ class NatsCluster(BlockingStartStop):
         start_timeout: float = 60.0,
         logger: logging.Logger | None = None,
         tls: TlsFiles | None = None,
+        hosts: Sequence[str] = (),
     ) -> None:
         _check_member(1, members)
         self.tls = tls
-        self._host = validate_host(host)
+        self._hosts = tuple(validate_host(h) for h in hosts)
+        if self._hosts and len(self._hosts) != members:
+            raise BrokerConfigError(f"{len(self._hosts)} member hosts for {members} members")
+        self._host = validate_host(_member_host(host, self._hosts, 1))
         self._requested_port = validate_port(port, "base port")
         if port:
             nats_ports(port, members)
@@ -981,7 +1009,7 @@ class NatsCluster(BlockingStartStop):
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Every member's MQTT address, member 1 first."""
-        return member_addresses(self._host, self.port, self._size)
+        return member_addresses(self._host, self.port, self._size, self._hosts)
 
     @property
     def members(self) -> list[NatsMember]:
@@ -1001,6 +1029,7 @@ class NatsCluster(BlockingStartStop):
                     executable=self._executable,
                     logger=self._logger,
                     tls=self.tls,
+                    hosts=self._hosts,
                 )
                 for k in range(1, self._size + 1)
             ]
@@ -1070,7 +1099,7 @@ class NatsCluster(BlockingStartStop):
         account = _probe_account(self._accounts)
         client_id = f"{account.username}{CLIENT_ID_SEPARATOR}i24net-probe-{secrets.token_hex(4)}"
         ca = self.tls.ca_cert if self.tls is not None else None
-        while not mqtt_login_works(self._host, member.port, account, client_id, ca=ca):
+        while not mqtt_login_works(member.host, member.port, account, client_id, ca=ca):
             if not member.running:
                 raise BrokerStartError(
                     f"NATS member {member.member} exited; see {member.log_path}"

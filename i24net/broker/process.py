@@ -17,6 +17,7 @@ broker never outlives the program holding its ports.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
@@ -42,9 +43,17 @@ _LOWEST_PICKED = 10_000  # below: ports services commonly own
 PORT_MARGIN = 100  # a picked port leaves this many below the ephemeral range free
 
 
+def _is_ipv4_loopback(host: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def validate_host(host: str) -> str:
-    """Brokers here serve one machine: refuse anything but a loopback address."""
-    if host not in (_LOCALHOST, "localhost", "::1"):
+    """Brokers here bind loopback only (any of 127.0.0.0/8, where each address can stand in
+    for a machine): refuse anything else."""
+    if host not in ("localhost", "::1") and not _is_ipv4_loopback(host):
         raise BrokerConfigError(
             f"broker host {host!r} refused: i24net brokers bind loopback only (127.0.0.1); "
             "for several machines use an existing clustered broker"

@@ -10,6 +10,7 @@ ready for the authority to sign.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,9 @@ class BrokerSettings:
     A clustered engine (``nats``) runs ``members`` members; member k takes MQTT on
     ``port + 10 * (k - 1)`` (the next ports hold its cluster links). ``addresses`` lists
     brokers run elsewhere (``"host:port"``): nodes and routers connect to those instead and
-    fail over from one to the next.
+    fail over from one to the next. ``member_hosts`` gives each member of a clustered
+    engine an address of its own (member k binds ``member_hosts[k-1]``, on its usual ports):
+    loopback addresses, each standing in for a machine.
     """
 
     engine: str = "embedded"
@@ -52,6 +55,7 @@ class BrokerSettings:
     tls: bool = False
     members: int = 1
     addresses: tuple[tuple[str, int], ...] = ()
+    member_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.engine not in BROKER_ENGINES:
@@ -68,6 +72,16 @@ class BrokerSettings:
             raise ConfigError(f"broker.members applies to a clustered engine "
                               f"({', '.join(CLUSTER_ENGINES)}), not {self.engine}",
                               reason="config.broker")
+        if self.member_hosts:
+            if self.engine not in CLUSTER_ENGINES or len(self.member_hosts) != self.members:
+                raise ConfigError("broker.member_hosts lists one address per member of a "
+                                  f"clustered engine ({self.members} here)",
+                                  reason="config.broker")
+            bad = [h for h in self.member_hosts if not _is_loopback(h)]
+            if bad:
+                raise ConfigError(f"broker.member_hosts: {', '.join(bad)} is not a loopback "
+                                  "address (127.0.0.0/8): the members i24net starts serve one "
+                                  "machine", reason="config.broker")
 
     def for_engine(self, engine: str | None) -> BrokerSettings:
         """These settings run on ``engine`` (``i24net up --engine ...``): the spec's own when
@@ -75,13 +89,27 @@ class BrokerSettings:
         if engine is None or engine == self.engine:
             return self
         return replace(self, engine=engine, members=3 if engine in CLUSTER_ENGINES else 1,
-                       addresses=())
+                       addresses=(), member_hosts=())
 
     def member_addresses(self) -> list[tuple[str, int]]:
         """Where clients connect, in order: the explicit list, else the local members."""
         if self.addresses:
             return list(self.addresses)
-        return [(self.host, self.port + MEMBER_PORT_STEP * i) for i in range(self.members)]
+        return [(self.host_of(i + 1), self.port + MEMBER_PORT_STEP * i)
+                for i in range(self.members)]
+
+    def host_of(self, member: int) -> str:
+        """The address member ``member`` (1-based) binds."""
+        return self.member_hosts[member - 1] if self.member_hosts else self.host
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", "::1"):
+        return True
+    try:
+        return ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_address(text: str, where: str = "broker address") -> tuple[str, int]:
@@ -203,6 +231,7 @@ def parse_spec(doc: Mapping[str, Any]) -> NetworkSpec:
                          3 if engine in CLUSTER_ENGINES else 1),
             addresses=tuple(parse_address(a, "broker.addresses")
                             for a in _str_list(b, "addresses", "broker.")),
+            member_hosts=tuple(_str_list(b, "member_hosts", "broker.")),
         )
     except ConfigError as exc:
         raise _field("broker", str(exc)) from exc

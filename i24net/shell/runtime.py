@@ -23,6 +23,7 @@ from i24net.broker import (
     start_broker,
     unguessable_client_id,
 )
+from i24net.broker.tls import DEFAULT_HOSTS
 from i24net.config.home import ROUTER_ACCOUNT, Home
 from i24net.core.errors import ConfigError, I24Error
 from i24net.core.netspec import CLUSTER_ENGINES, parse_address
@@ -150,15 +151,20 @@ def broker_tls_files(home: Home, *, min_days_left: int = 1) -> TlsFiles:
 
     d = tls_dir(home)
     files = TlsFiles(d / "ca.crt", d / "ca.key", d / "server.crt", d / "server.key")
+    # the certificate names every address a member binds (broker.member_hosts)
+    hosts = list(dict.fromkeys([*DEFAULT_HOSTS, *home.spec().broker.member_hosts]))
     try:
         if all(p.exists() for p in (files.ca_cert, files.ca_key, files.server_key)):
             cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
             left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
-            if left > dt.timedelta(days=min_days_left):
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            named = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} | \
+                set(names.get_values_for_type(x509.DNSName))
+            if left > dt.timedelta(days=min_days_left) and set(hosts) <= named:
                 return files
-    except (OSError, ValueError):
-        pass  # missing or unreadable: make new ones
-    return generate_tls_files(d)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        pass  # missing, unreadable or naming too few addresses: make new ones
+    return generate_tls_files(d, hosts=hosts)
 
 
 def broker_accounts(home: Home) -> list[BrokerAccount]:
@@ -244,9 +250,10 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
                                     "network.toml)")
         files = broker_tls_files(home)
     if engine in CLUSTER_ENGINES:
-        return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,
-                            port=port, logger=logger, member=member,
-                            members=spec.broker.for_engine(engine).members, tls=files)
+        b = spec.broker.for_engine(engine)
+        return start_broker(engine, home.broker_dir / engine, accounts, host=b.host,
+                            port=port, logger=logger, member=member, members=b.members,
+                            tls=files, member_hosts=b.member_hosts)
     if member is not None:
         raise BrokerConfigError(f"--member applies to a clustered engine, not {engine}")
     return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,

@@ -286,6 +286,23 @@ def test_with_tls_every_listener_but_the_monitor_speaks_tls(network: Network,
                                             port=20000).conf.read_text()
 
 
+def test_members_on_addresses_of_their_own_bind_them_and_route_to_each_other(
+        network: Network, tmp_path: Path) -> None:
+    hosts = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    config = write_nats_config(tmp_path, network.accounts, member=2, members=3, port=20000,
+                               hosts=hosts)
+    text = config.conf.read_text()
+    assert config.host == "127.0.0.2"
+    assert 'listen: "127.0.0.2:20010"' in text and 'listen: "127.0.0.2:20012"' in text
+    routes = text.split("routes: ")[1].split("\n")[0]
+    assert "@127.0.0.1:20002" in routes and "@127.0.0.3:20022" in routes
+    assert member_addresses("127.0.0.1", 20000, 3, hosts) == [
+        ("127.0.0.1", 20000), ("127.0.0.2", 20010), ("127.0.0.3", 20020)]
+    with pytest.raises(BrokerConfigError, match="loopback"):
+        write_nats_config(tmp_path, network.accounts, member=1, port=20000,
+                          hosts=("10.0.0.1", "127.0.0.2", "127.0.0.3"))
+
+
 def test_members_share_one_route_secret(network: Network, tmp_path: Path) -> None:
     first = write_nats_config(tmp_path, network.accounts, member=1, port=20000)
     again = write_nats_config(tmp_path, network.accounts, member=1, port=20000)

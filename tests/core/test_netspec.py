@@ -188,3 +188,19 @@ def test_accepted_specs_issue_loadable_directories(name: str, agency_name: str, 
         pytest.fail(f"spec accepted but directory refused: {exc!r}")
     signed = d.sign(secret("sign-AUTH"))
     assert load(signed, agency_keys("AUTH").verify_key).encode() == d.encode()
+
+
+def test_each_member_may_bind_a_loopback_address_of_its_own() -> None:
+    hosts = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    b = BrokerSettings("nats", "127.0.0.1", 30_000, members=3, member_hosts=hosts)
+    assert b.member_addresses() == [("127.0.0.1", 30_000), ("127.0.0.2", 30_010),
+                                    ("127.0.0.3", 30_020)]
+    assert b.host_of(2) == "127.0.0.2"
+    assert b.for_engine("mosquitto").member_hosts == ()
+    with pytest.raises(ConfigError, match="one address per member"):
+        BrokerSettings("nats", "127.0.0.1", 30_000, members=3, member_hosts=hosts[:2])
+    with pytest.raises(ConfigError, match="one address per member"):
+        BrokerSettings("mosquitto", "127.0.0.1", 30_000, member_hosts=hosts[:1])
+    with pytest.raises(ConfigError, match=r"10\.0\.0\.2 is not a loopback address"):
+        BrokerSettings("nats", "127.0.0.1", 30_000, members=3,
+                       member_hosts=("127.0.0.1", "10.0.0.2", "127.0.0.3"))

@@ -1,6 +1,7 @@
-"""``i24net up`` on a NATS cluster with ``tls = true``: every member speaks TLS only, routes
-mutually, and every client (the routers, the node hosts, the commands) verifies the
-members against the home's CA."""
+"""``i24net up`` on a NATS cluster with ``tls = true`` and each member on a loopback address
+of its own (``member_hosts``, standing in for three machines): every member speaks TLS only
+on its own address, routes mutually between the addresses, and every client (the routers,
+the node hosts, the commands) verifies the members against the home's CA."""
 
 from __future__ import annotations
 
@@ -28,14 +29,20 @@ def test_up_runs_a_tls_cluster_that_only_tls_clients_reach(tmp_path: Path) -> No
     assert made.returncode == 0, made.stdout + made.stderr
     spec = home / "network.toml"
     assert "tls = false" in spec.read_text()
-    spec.write_text(spec.read_text().replace("tls = false", "tls = true", 1))
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    spec.write_text(spec.read_text().replace("tls = false", "tls = true\nmember_hosts = "
+                                             + json.dumps(hosts), 1))
     with network_up(home):
         ep = json.loads((home / "broker" / "endpoint.json").read_text())
         ca = home / "broker" / "tls" / "ca.crt"
-        assert ep["tls_ca"] == str(ca) and len(ep["addresses"]) == 3
-        for k in (1, 2, 3):
+        assert ep["tls_ca"] == str(ca)
+        assert [a.rsplit(":", 1)[0] for a in ep["addresses"]] == hosts
+        for k, host in enumerate(hosts, 1):
             conf = (home / "broker" / "nats" / f"member-{k}" / "nats.conf").read_text()
             assert conf.count("tls {") == 3 and "verify: true" in conf
+            assert f'listen: "{host}:' in conf  # this member binds its own address
+            others = [h for h in hosts if h != host]
+            assert all(f"@{h}:" in conf for h in others)  # routes to the others' addresses
         sent = cli(home, "publish", "--as", "NCB-FR", "--to", "NCB-DE,NCB-US",
                    "--classification", "RESTRICTED", "--subject", "over tls", "--text", "x",
                    "--wait", "60")
