@@ -491,17 +491,20 @@ def _render_user(account: BrokerAccount, password_hash: str) -> str:
 # grants never reach "$KV" (every grant is under the network's topic prefix).
 LEASE_USER = "i24-lease"
 LEASE_BUCKET = "i24-leases"
+# The shards' delivery counters, so that a router taking a shard over on any machine
+# numbers each recipient's deliveries on (i24net.shell.leases.EngineCounters).
+COUNTER_BUCKET = "i24-router-seqs"
 LEASE_INBOX = "_INBOX_i24-lease"
 
 
 def lease_permissions() -> dict[str, list[str]]:
-    """What the lease user may do: create the bucket, read and write its keys."""
-    stream = f"KV_{LEASE_BUCKET}"
-    return {
-        "publish": [f"$KV.{LEASE_BUCKET}.>", f"$JS.API.STREAM.INFO.{stream}",
-                    f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}"],
-        "subscribe": [f"{LEASE_INBOX}.>"],
-    }
+    """What the lease user may do: create the two buckets, read and write their keys."""
+    publish = []
+    for bucket in (LEASE_BUCKET, COUNTER_BUCKET):
+        stream = f"KV_{bucket}"
+        publish += [f"$KV.{bucket}.>", f"$JS.API.STREAM.INFO.{stream}",
+                    f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}"]
+    return {"publish": publish, "subscribe": [f"{LEASE_INBOX}.>"]}
 
 
 def _render_lease_user(password_hash: str) -> str:

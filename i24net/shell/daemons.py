@@ -26,7 +26,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -246,6 +246,10 @@ class _Shell:
         self.observer: Callable[[str, bytes], None] | None = None
         self._gate: SyncGate | None = None
         self._last_batch = 0  # frames in the last batch handled (_busy)
+        # Set by whoever keeps a copy of the store's state elsewhere (a router shard's
+        # delivery counters on the cluster): awaited after each sync, before anything the
+        # batch decided is told or sent. Raising stops the daemon, which sends nothing.
+        self.replicate: Callable[[], Awaitable[None]] | None = None
 
     # -- machine hooks (overridden) -------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, now: int) -> list[Any]:
@@ -283,6 +287,8 @@ class _Shell:
             self._gate = SyncGate(store if isinstance(store, SqliteStore) else None,
                                   busy=self._busy)
         await self._gate.durable()
+        if self.replicate is not None:
+            await self.replicate()
 
     def _busy(self) -> bool:
         """More than one frame in the last batch, or more waiting: the daemon is under load."""

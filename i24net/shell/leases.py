@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from i24net.broker.nats import LEASE_BUCKET, LEASE_INBOX, LEASE_USER
+from i24net.broker.nats import COUNTER_BUCKET, LEASE_BUCKET, LEASE_INBOX, LEASE_USER
 from i24net.config.home import Home
 
 LEASE_TTL_S = 3.0
@@ -193,6 +193,7 @@ class EngineLeases:
         self._held: dict[str, _Held] = {}
         self._nc: Any = None
         self._kv: Any = None
+        self.counters_kv: Any = None  # the shards' delivery counters (EngineCounters)
         self._renewer: asyncio.Task[None] | None = None
 
     async def open(self) -> EngineLeases:
@@ -215,6 +216,12 @@ class EngineLeases:
         except (BucketNotFoundError, NotFoundError):
             self._kv = await js.create_key_value(
                 bucket=LEASE_BUCKET, ttl=self.ttl_s, history=1, replicas=self.replicas,
+                storage=StorageType.FILE)
+        try:
+            self.counters_kv = await js.key_value(COUNTER_BUCKET)
+        except (BucketNotFoundError, NotFoundError):
+            self.counters_kv = await js.create_key_value(
+                bucket=COUNTER_BUCKET, history=1, replicas=self.replicas,
                 storage=StorageType.FILE)
         self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
         return self
@@ -331,6 +338,43 @@ class EngineLeases:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
+
+
+class EngineCounters:
+    """Each shard's delivery counters (the last number given to each recipient) in the
+    cluster's key-value bucket ``COUNTER_BUCKET``, beside the leases: key
+    ``s<k>.<recipient>``. The holder of shard k's lease writes them before anything it
+    numbered is published (``push``, called from the daemon's durability gate); a router
+    that starts serving shard k raises its own counters to them first (``load``), so a
+    recipient's numbering goes on from the last router's, on whatever machine it ran, and
+    the recipient's node still sees every gap."""
+
+    def __init__(self, leases: EngineLeases) -> None:
+        self.leases = leases
+
+    async def load(self, shard: int, recipients: list[str]) -> dict[str, int]:
+        """The counters of ``recipients`` in shard ``shard`` (those never written: absent)."""
+        from nats.js.errors import KeyNotFoundError
+
+        kv = self.leases.counters_kv
+
+        async def one(recipient: str) -> tuple[str, int] | None:
+            try:
+                entry = await asyncio.wait_for(kv.get(f"s{shard}.{recipient}"),
+                                               REQUEST_TIMEOUT_S * 5)
+            except KeyNotFoundError:
+                return None
+            return recipient, int(entry.value)
+
+        found = await asyncio.gather(*(one(r) for r in recipients))
+        return dict(item for item in found if item is not None)
+
+    async def push(self, shard: int, lasts: dict[str, int]) -> None:
+        """Write ``lasts`` (raises on any failure: the caller publishes nothing meanwhile)."""
+        kv = self.leases.counters_kv
+        await asyncio.gather(*(asyncio.wait_for(kv.put(f"s{shard}.{r}", str(n).encode()),
+                                                REQUEST_TIMEOUT_S * 5)
+                               for r, n in sorted(lasts.items())))
 
 
 def lease_identity(home: Home) -> str:

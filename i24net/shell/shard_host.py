@@ -47,11 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from i24net.config.home import Home
-from i24net.core.errors import ConfigError
+from i24net.core.errors import ConfigError, TransportError
 from i24net.core.shards import Shard
 from i24net.shell.control import MAX_LINE, ctl_dir, ctl_path, request, socket_address
 from i24net.shell.daemons import RouterDaemon
-from i24net.shell.leases import FileLeases, Leases
+from i24net.shell.leases import EngineCounters, EngineLeases, FileLeases, Leases
+from i24net.store import SqliteRouterStore
 
 POLL_S = 0.25
 # A shard must be without its router this long before another takes it over: a router that
@@ -266,6 +267,8 @@ class ShardHost:
         daemon.transport.guard = lambda: self.leases.valid(lease(j))
 
         async def serve() -> None:
+            if isinstance(self.leases, EngineLeases):
+                await self._carry_counters(j, daemon)
             async with daemon.transport, daemon:
                 self.log.info("serving shard %d/%d (directory v%d, %d agencies)", j,
                               self.own.count, daemon.machine.directory.serial,
@@ -276,6 +279,36 @@ class ShardHost:
 
         self._tasks[j] = asyncio.get_running_loop().create_task(
             serve(), name=f"router-shard-{j}")
+
+    async def _carry_counters(self, j: int, daemon: RouterDaemon) -> None:
+        """Shard j's delivery counters live on the cluster too (``EngineCounters``): raise
+        this store's to them before serving, and write them back after every sync, before
+        anything numbered is published."""
+        assert isinstance(self.leases, EngineLeases)
+        store = daemon.machine.store
+        if not isinstance(store, SqliteRouterStore):
+            return
+        counters = EngineCounters(self.leases)
+        recipients = sorted(daemon.machine.directory.agencies)
+        store.raise_seqs(await counters.load(j, recipients))
+
+        async def replicate() -> None:
+            lasts = store.take_numbered()
+            while lasts:
+                if not self.leases.valid(lease(j)):
+                    raise TransportError(f"shard {j}: its lease is gone before its delivery "
+                                         "counters reached the cluster",
+                                         reason="transport.fenced")
+                try:
+                    await counters.push(j, lasts)
+                    return
+                except Exception as exc:  # no quorum, cut off: publish nothing meanwhile
+                    self.log.warning("shard %d/%d: its delivery counters did not reach the "
+                                     "cluster (%s); trying again before publishing", j,
+                                     self.own.count, exc or type(exc).__name__)
+                    await asyncio.sleep(0.2)
+
+        daemon.replicate = replicate
 
     async def _stop(self, j: int) -> None:
         task = self._tasks.pop(j, None)

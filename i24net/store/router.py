@@ -4,11 +4,13 @@ check and the durability argument are ``i24net.store.sqlite``'s."""
 
 from __future__ import annotations
 
+import os
+
 from i24net.core.labels import TLP, Handling, HandlingCodes, Label
 from i24net.core.policy import PriorMessage
 from i24net.core.wire import pack
 
-from .sqlite import SqliteStore, unpack_own, upsert_sql
+from .sqlite import DEFAULT_BUSY_TIMEOUT_MS, SqliteStore, unpack_own, upsert_sql
 
 __all__ = ["SqliteRouterStore"]
 
@@ -59,6 +61,14 @@ class SqliteRouterStore(SqliteStore):
             recipient TEXT NOT NULL,
             PRIMARY KEY (msg_id, recipient)) WITHOUT ROWID""",
     )
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False,
+                 synchronous: str = "FULL",
+                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        super().__init__(path, readonly=readonly, synchronous=synchronous,
+                         busy_timeout_ms=busy_timeout_ms)
+        # the counters next_seq moved since take_numbered last took them
+        self._numbered: dict[str, int] = {}
+
     _RECORD = upsert_sql("messages", _MESSAGE_COLUMNS, "id")
     _SELECT = f"SELECT {', '.join(_MESSAGE_COLUMNS[:-1])} FROM messages WHERE id = ?"
 
@@ -90,7 +100,30 @@ class SqliteRouterStore(SqliteStore):
             row = conn.execute(
                 "INSERT INTO seqs (recipient, last) VALUES (?, 1) ON CONFLICT (recipient) "
                 "DO UPDATE SET last = last + 1 RETURNING last", (recipient,)).fetchone()
-        return int(row[0])
+        n = int(row[0])
+        self._numbered[recipient] = n
+        return n
+
+    def take_numbered(self) -> dict[str, int]:
+        """Each recipient whose counter moved since the last call, with its last number
+        (a number of a batch that rolled back included: a copy elsewhere must never be
+        behind, and being ahead only skips numbers)."""
+        out = dict(self._numbered)
+        self._numbered.clear()
+        return out
+
+    def raise_seqs(self, lasts: dict[str, int]) -> None:
+        """Raise each recipient's counter to at least ``lasts[recipient]`` (a copy of the
+        counters kept elsewhere, taken when this store starts serving a shard)."""
+        with self.transaction("raising sequence counters") as conn:
+            conn.executemany(
+                "INSERT INTO seqs (recipient, last) VALUES (?, ?) ON CONFLICT (recipient) "
+                "DO UPDATE SET last = MAX(last, excluded.last)", sorted(lasts.items()))
+
+    def seq(self, recipient: str) -> int:
+        """The last number given to ``recipient``'s deliveries (0: none yet)."""
+        rows = self.rows("SELECT last FROM seqs WHERE recipient = ?", (recipient,))
+        return int(rows[0][0]) if rows else 0
 
     def log_delivery(self, recipient: str, seq: int, msg_id: bytes, frame: bytes) -> None:
         with self.transaction("logging a delivery") as conn:

@@ -93,3 +93,24 @@ async def test_the_lease_user_reaches_its_bucket_only(cluster: tuple[NatsCluster
                for d in denied), denied
     assert any("permissions violation for publish to" in d and "inbox.ncb-fr" in d
                for d in denied), denied
+
+
+async def test_delivery_counters_outlive_the_router_that_wrote_them(
+        cluster: tuple[NatsCluster, str]) -> None:
+    from i24net.shell.leases import EngineCounters
+
+    running, password = cluster
+    a = await leases(running, password, "machine-a").open()
+    try:
+        await EngineCounters(a).push(2, {"NCB-DE": 15, "NCB-FR": 3})
+        await EngineCounters(a).push(2, {"NCB-DE": 16})
+    finally:
+        await a.close()
+    b = await leases(running, password, "machine-b").open()
+    try:
+        counters = EngineCounters(b)
+        assert await counters.load(2, ["NCB-DE", "NCB-FR", "NCB-US"]) == \
+            {"NCB-DE": 16, "NCB-FR": 3}
+        assert await counters.load(1, ["NCB-DE"]) == {}  # each shard its own
+    finally:
+        await b.close()

@@ -38,6 +38,19 @@ def text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def delivery_numbers(home: Path, agency: str) -> tuple[int, list[int]]:
+    """The last delivery number ``agency``'s node saw from router shard 2, and the numbers
+    it still misses (its store, read-only)."""
+    from i24net.config.home import Home
+    from i24net.core.keys import key_id
+    from i24net.store import SqliteNodeStore
+
+    kid = key_id(Home(home).directory().router_keys[1])
+    with SqliteNodeStore(home / "state" / f"node-{agency}.sqlite", readonly=True) as store:
+        last, missing = store.seq_get(kid)
+    return last, sorted(missing)
+
+
 def test_one_router_per_shard_across_homes(tmp_path: Path) -> None:
     from i24net.broker.nats import pick_base_port
 
@@ -77,6 +90,13 @@ def test_one_router_per_shard_across_homes(tmp_path: Path) -> None:
                      lambda: "ready router 2/2" in text(log_b), timeout=30)
             takeover_s = time.monotonic() - killed
             print(f"shard 2 served from machine b {takeover_s:.1f} s after the SIGKILL")
+            # b's router numbers NCB-DE's deliveries on from where a's stopped: the
+            # counters live on the cluster, not in a's store
+            sent = cli(a, "publish", "--as", "NCB-FR", "--to", "NCB-DE", "--classification",
+                       "RESTRICTED", "--subject", "after the takeover", "--text", "x",
+                       "--wait", "60")
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert delivery_numbers(a, "NCB-DE") == (2, [])  # seq 2, nothing missing
 
             # freeze b's router past its lease: machine a's router-1 takes shard 2 over,
             # and b's router, woken, stops serving it before publishing again

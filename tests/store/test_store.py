@@ -219,6 +219,23 @@ def test_router_next_seq_counts_per_recipient(router_store: RouterStore) -> None
     assert router_store.next_seq("FR") == 4
 
 
+def test_the_sqlite_router_store_says_which_counters_moved_and_raises_them(
+        tmp_path: Path) -> None:
+    from i24net.store import SqliteRouterStore
+
+    with SqliteRouterStore(tmp_path / "router.sqlite") as store:
+        store.next_seq("FR")
+        store.next_seq("FR")
+        store.next_seq("DE")
+        assert store.take_numbered() == {"FR": 2, "DE": 1}
+        assert store.take_numbered() == {}
+        # a copy from elsewhere raises a counter, never lowers one
+        store.raise_seqs({"FR": 1, "DE": 7, "US": 3})
+        assert (store.seq("FR"), store.seq("DE"), store.seq("US"), store.seq("JP")) == \
+            (2, 7, 3, 0)
+        assert store.next_seq("DE") == 8 and store.take_numbered() == {"DE": 8}
+
+
 def test_router_logged_in_seq_order(router_store: RouterStore) -> None:
     for seq in (4, 1, 2):
         router_store.log_delivery("FR", seq, mid(seq), b"frame-%d" % seq)
