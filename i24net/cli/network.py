@@ -87,8 +87,9 @@ def export_(machine: str, agency_list: str, router_list: str, out: Path,
     the broker's CA certificate) and the secrets of that machine's agencies and router
     shards only: no other agency's key or password and never the directory authority's key,
     so the machine can run its agencies and nothing else, and cannot issue a directory. Copy
-    OUT to the machine and run its agencies there with 'i24net host NAME --agencies A,B
-    --home OUT' (and 'i24net router --shard k/K --home OUT'). See docs/scale-out.md.
+    OUT to the machine and run 'i24net up --home OUT' there: it starts that machine's
+    agencies and router shards, and no broker. This home records the export (machines/) and
+    from then on runs only what no machine took. See docs/scale-out.md.
     """
     from i24net.config.machine import export_machine
 
@@ -114,9 +115,8 @@ def export_(machine: str, agency_list: str, router_list: str, out: Path,
                   f" of {count}")
     console.print(f"  directory version {m.directory_serial}; no directory authority key, no "
                   "other agency's key or password")
-    if m.agencies:
-        console.print(f"  next, on {escape(m.name)}: i24net host {escape(m.name)} --agencies "
-                      f"{escape(','.join(m.agencies))} --home OUT")
+    console.print(f"  next: copy it to {escape(m.name)} (it holds private keys: keep the "
+                  f"modes) and run 'i24net up --home {escape(str(out))}' there")
 
 
 @cli.group()
