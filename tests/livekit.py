@@ -33,6 +33,18 @@ def demo_home(tmp_path: Path, engine: str = "embedded") -> tuple[Path, int]:
     return home, port
 
 
+def nats_home(home: Path, *init_args: str) -> Path:
+    """``i24net init --preset demo --engine nats`` at ``home`` on a free base port (the 3
+    members' ports included), with ``init_args`` (``--routers 2``...)."""
+    from i24net.broker.nats import pick_base_port
+
+    port = pick_base_port("127.0.0.1", 3)
+    made = cli(home, "init", "--preset", "demo", "--engine", "nats", "--port", str(port),
+               *init_args)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return home
+
+
 def cli(home: Path, *args: str, timeout: float = 60,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "i24net", *args, "--home", str(home)],

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from livekit import cli, network_up, processes_of
+from livekit import cli, nats_home, network_up, processes_of
 
 pytestmark = [pytest.mark.broker, pytest.mark.cluster, pytest.mark.xdist_group("nats"),
               pytest.mark.timeout(300),
@@ -39,13 +39,7 @@ def send(home: Path, sender: str, recipient: str, n: int, tag: str) -> list[str]
 
 
 def test_a_machine_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
-    from i24net.broker.nats import pick_base_port
-
-    a = tmp_path / "authority"
-    port = pick_base_port("127.0.0.1", 3)
-    made = cli(a, "init", "--preset", "demo", "--engine", "nats", "--port", str(port),
-               "--routers", "2")
-    assert made.returncode == 0, made.stdout + made.stderr
+    a = nats_home(tmp_path / "authority", "--routers", "2")
     b = tmp_path / "machine-b"
     exported = cli(a, "export", "--machine", "b", "--agencies", "NCB-DE,NCB-US",
                    "--routers", "2", str(b))

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from livekit import cli, network_up
+from livekit import cli, nats_home, network_up
 
 pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("nats"),
               pytest.mark.skipif(shutil.which("nats-server") is None
@@ -19,14 +19,11 @@ pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("nats"),
 
 
 def test_up_runs_a_tls_cluster_that_only_tls_clients_reach(tmp_path: Path) -> None:
-    from i24net.broker.nats import mqtt_login_works, pick_base_port
+    from i24net.broker.nats import mqtt_login_works
     from i24net.config.home import Home
     from i24net.shell.runtime import broker_accounts
 
-    home = tmp_path / "home"
-    port = pick_base_port("127.0.0.1", 3)
-    made = cli(home, "init", "--preset", "demo", "--engine", "nats", "--port", str(port))
-    assert made.returncode == 0, made.stdout + made.stderr
+    home = nats_home(tmp_path / "home")
     spec = home / "network.toml"
     assert "tls = false" in spec.read_text()
     hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]

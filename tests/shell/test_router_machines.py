@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from livekit import cli, network_up, spawn
+from livekit import cli, nats_home, network_up, spawn
 
 pytestmark = [pytest.mark.broker, pytest.mark.cluster, pytest.mark.xdist_group("nats"),
               pytest.mark.timeout(240),
@@ -52,13 +52,7 @@ def delivery_numbers(home: Path, agency: str) -> tuple[int, list[int]]:
 
 
 def test_one_router_per_shard_across_homes(tmp_path: Path) -> None:
-    from i24net.broker.nats import pick_base_port
-
-    a = tmp_path / "machine-a"
-    port = pick_base_port("127.0.0.1", 3)
-    made = cli(a, "init", "--preset", "demo", "--engine", "nats", "--port", str(port),
-               "--routers", "2")
-    assert made.returncode == 0, made.stdout + made.stderr
+    a = nats_home(tmp_path / "machine-a", "--routers", "2")
     b = tmp_path / "machine-b"
     b.mkdir()
     for name in ("network.toml", "directory.signed", "authority.pub"):
