@@ -137,6 +137,7 @@ def start_broker(
     member: int | None = None,
     members: int = 3,
     member_hosts: Sequence[str] = (),
+    hashes: dict[str, str] | None = None,
 ) -> Broker:
     """A broker of the chosen ``engine`` for ``accounts``, files under ``directory``: one of
     the engine classes, each implementing the ``Broker`` protocol (``broker.base``).
@@ -168,7 +169,7 @@ def start_broker(
             )
         return NatsMember(
             directory, accounts, member=member, members=members, host=host, port=port,
-            logger=logger, tls=tls, hosts=member_hosts,
+            logger=logger, tls=tls, hosts=member_hosts, hashes=hashes,
         )
     if member is not None:
         raise BrokerConfigError(f"the {engine} engine has no members; member= is for nats")

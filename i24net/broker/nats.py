@@ -440,6 +440,8 @@ def _quote(value: str) -> str:
 # thousands of accounts quick to write. nats-server 2.9 reads only the "$2a$" form.
 BCRYPT_ROUNDS = 4
 _HASHES_FILE = "password-hashes.json"
+# On a machine's export that runs members: every account's hash, no password (export --members)
+EXPORTED_HASHES = "exported-hashes.json"
 
 
 def password_hashes(directory: Path, accounts: Sequence[BrokerAccount]) -> dict[str, str]:
@@ -599,7 +601,7 @@ def render_nats_conf(
     )
 
 
-def _route_secret(directory: Path) -> str:
+def route_secret(directory: Path) -> str:
     """The cluster's route secret, shared by every member: created once, 0600, then kept."""
     path = directory / _ROUTE_SECRET_FILE
     try:
@@ -635,8 +637,11 @@ def write_nats_config(
     limits: NatsLimits = NatsLimits(),
     tls: TlsFiles | None = None,
     hosts: Sequence[str] = (),
+    hashes: dict[str, str] | None = None,
 ) -> NatsConfig:
     """Write member ``member``'s ``nats.conf`` (mode 0600) under ``directory/member-<k>/``.
+    ``hashes`` (username -> bcrypt hash) stand for passwords this machine does not hold (a
+    machine's export that runs a member); by default they are made from the accounts'.
     With ``hosts`` (one address per member) member k binds ``hosts[k-1]`` and its routes
     go to the others' addresses; ``host`` is then this member's own."""
     for h in hosts:
@@ -661,9 +666,15 @@ def write_nats_config(
         ports=ports,
         hosts=tuple(hosts),
     )
-    secret = _route_secret(root) if members > 1 else ""
+    secret = route_secret(root) if members > 1 else ""
+    if hashes is None:
+        hashes = password_hashes(root, accounts)
+    missing = sorted(a.username for a in accounts if a.username not in hashes)
+    if missing:
+        raise BrokerConfigError(f"no password hash for {', '.join(missing)}: this machine's "
+                                "export predates them; export it again")
     text = render_nats_conf(config, accounts, route_secret=secret, limits=limits, tls=tls,
-                            hashes=password_hashes(root, accounts))
+                            hashes=hashes)
     write_file(config.conf, text, private=True)
     return config
 
@@ -758,9 +769,11 @@ class NatsMember(ProcessControl):
         logger: logging.Logger | None = None,
         tls: TlsFiles | None = None,
         hosts: Sequence[str] = (),
+        hashes: dict[str, str] | None = None,
     ) -> None:
         _check_member(member, members)
         self.tls = tls
+        self.hashes = hashes
         self._hosts = tuple(validate_host(h) for h in hosts)
         self._host = validate_host(_member_host(host, self._hosts, member))
         validate_port(port, "base port")
@@ -831,6 +844,7 @@ class NatsMember(ProcessControl):
             limits=self._limits,
             tls=self.tls,
             hosts=self._hosts,
+            hashes=self.hashes,
         )
         return self._config
 

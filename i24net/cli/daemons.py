@@ -163,6 +163,15 @@ def _broker_member(h: Home, engine: str, member: int, port: int | None,
             # bytes). The first MQTT login on a member also sets its MQTT state up, which
             # would otherwise wait for the first client after the next member death.
             here = Endpoint(engine, b.host, b.port, ca)
+            from i24net.config.home import ROUTER_ACCOUNT
+
+            if ROUTER_ACCOUNT not in h.broker_passwords():
+                # a machine's export running a member: the members of the homes that hold
+                # the router account publish it; this one serves it once it is retained
+                log.info("member %d: this home holds no router account; the directory is "
+                         "published through the other members", member)
+                await follow_directory(h, b, logger=log)
+                return
             for _ in range(60):
                 try:
                     await publish_directory(h, timeout=5.0, logger=log, ep=here,

@@ -77,9 +77,13 @@ def init(preset: str, n_agencies: int | None, seed: int, spec_file: str | None, 
 @click.option("--routers", "router_list", default="", metavar="k,...|all",
               help="The router shards the machine runs: their signing keys and the router "
               "account's password are exported.")
+@click.option("--members", "member_list", default="", metavar="k,...",
+              help="The NATS cluster members the machine runs: the members' route secret, "
+              "the cluster's TLS certificate and key, and a bcrypt hash of every account's "
+              "password (no password) are exported.")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @home_option
-def export_(machine: str, agency_list: str, router_list: str, out: Path,
+def export_(machine: str, agency_list: str, router_list: str, member_list: str, out: Path,
             home: str | None) -> None:
     """Write OUT, the home of one machine of a network spread over several.
 
@@ -108,11 +112,23 @@ def export_(machine: str, agency_list: str, router_list: str, out: Path,
             raise click.BadParameter(f"{router_list!r}: give shard numbers 1..{count}, "
                                      "comma-separated, or 'all'",
                                      param_hint="--routers") from None
-    m = export_machine(h, out, machine, agencies, shards)
+    try:
+        members = [int(w) for w in member_list.split(",") if w.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{member_list!r}: give member numbers, comma-separated",
+                                 param_hint="--members") from None
+    if members and h.spec().broker.tls:
+        from i24net.shell.runtime import broker_tls_files
+
+        broker_tls_files(h)  # the members' certificate, made now if the broker never ran
+    m = export_machine(h, out, machine, agencies, shards, members)
     console.print(f"exported machine [bold]{escape(m.name)}[/] to {escape(str(out))}")
     console.print(f"  agencies: {escape(', '.join(m.agencies)) or 'none'}")
     console.print(f"  router shards: {', '.join(map(str, m.router_shards)) or 'none'}"
                   f" of {count}")
+    if m.broker_members:
+        console.print(f"  broker members: {', '.join(map(str, m.broker_members))} (with "
+                      "the password hashes, not the passwords)")
     console.print(f"  directory version {m.directory_serial}; no directory authority key, no "
                   "other agency's key or password")
     console.print(f"  next: copy it to {escape(m.name)} (it holds private keys: keep the "

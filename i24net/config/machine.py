@@ -22,6 +22,7 @@ docs/scale-out.md.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from i24net.config.home import MACHINE_FILE, ROUTER_ACCOUNT, Home, now_ms
 from i24net.core.errors import ConfigError
+from i24net.core.netspec import CLUSTER_ENGINES
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
@@ -45,13 +47,16 @@ class Machine:
     router_shards: tuple[int, ...]
     directory_serial: int
     exported_ms: int
+    broker_members: tuple[int, ...] = ()  # the NATS cluster members this machine runs
 
     def to_toml(self) -> str:
         agencies = ", ".join(f'"{a}"' for a in self.agencies)
         shards = ", ".join(str(k) for k in self.router_shards)
+        members = ", ".join(str(k) for k in self.broker_members)
         return (f'name = "{self.name}"\n'
                 f"agencies = [{agencies}]\n"
                 f"router_shards = [{shards}]\n"
+                f"broker_members = [{members}]\n"
                 f"directory_serial = {self.directory_serial}\n"
                 f"exported_ms = {self.exported_ms}\n")
 
@@ -64,15 +69,16 @@ class Machine:
         name, agencies, shards = data.get("name"), data.get("agencies"), \
             data.get("router_shards")
         serial, exported = data.get("directory_serial"), data.get("exported_ms")
+        members = data.get("broker_members", [])
         if not (isinstance(name, str) and _NAME.fullmatch(name)
                 and isinstance(agencies, list) and all(isinstance(a, str) for a in agencies)
-                and isinstance(shards, list)
-                and all(isinstance(k, int) and k >= 1 for k in shards)
+                and isinstance(shards, list) and isinstance(members, list)
+                and all(isinstance(k, int) and k >= 1 for k in [*shards, *members])
                 and isinstance(serial, int) and isinstance(exported, int)):
             raise ConfigError(f"{where} is not a machine file i24net wrote: it needs name, "
                               "agencies, router_shards, directory_serial and exported_ms",
                               reason="config.machine")
-        return cls(name, tuple(agencies), tuple(shards), serial, exported)
+        return cls(name, tuple(agencies), tuple(shards), serial, exported, tuple(members))
 
 
 MACHINES_DIR = "machines"  # in the authority's home: one MACHINE.toml per export
@@ -100,6 +106,7 @@ class Share:
     agencies: tuple[str, ...]
     router_shards: tuple[int, ...]
     split: bool
+    broker_members: tuple[int, ...] = ()  # the cluster members run from this home
 
 
 def share_of(home: Home) -> Share:
@@ -107,12 +114,22 @@ def share_of(home: Home) -> Share:
     active agency and shard that no export took."""
     machine = machine_of(home)
     if machine is not None:
-        return Share(machine.agencies, machine.router_shards, True)
+        return Share(machine.agencies, machine.router_shards, True, machine.broker_members)
     d = home.directory()
     gone = {a for m in exported(home).values() for a in m.agencies}
     shards = shards_here(home)
     return Share(tuple(sorted(a.id for a in d.agencies.values() if a.active and a.id not in gone)),
-                 shards, len(shards) < home.spec().router_shards)
+                 shards, len(shards) < home.spec().router_shards, members_here(home))
+
+
+def members_here(home: Home) -> tuple[int, ...]:
+    """The NATS cluster members ``home`` runs: an export's own, or, on the authority's home,
+    those no export took (every member on a single-machine network)."""
+    machine = machine_of(home)
+    if machine is not None:
+        return machine.broker_members
+    taken = {k for m in exported(home).values() for k in m.broker_members}
+    return tuple(k for k in range(1, home.spec().broker.members + 1) if k not in taken)
 
 
 def shards_here(home: Home) -> tuple[int, ...]:
@@ -141,7 +158,8 @@ def _check_name(name: str) -> str:
 
 
 def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
-                   router_shards: Sequence[int] = ()) -> Machine:
+                   router_shards: Sequence[int] = (),
+                   broker_members: Sequence[int] = ()) -> Machine:
     """Write the home of machine ``name`` (its ``agencies`` and ``router_shards``) at
     ``out``, which must not exist or be empty; return what ``machine.toml`` says."""
     _check_name(name)
@@ -150,9 +168,16 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
                           "that holds the directory authority's key", reason="config.machine")
     home.authority_seed()  # only the authority's home holds every key
     d = home.directory()
-    if not agencies and not router_shards:
-        raise ConfigError("a machine needs agencies (--agencies) or router shards "
-                          "(--routers), or both", reason="config.machine")
+    if not agencies and not router_shards and not broker_members:
+        raise ConfigError("a machine needs agencies (--agencies), router shards (--routers) "
+                          "or broker members (--members)", reason="config.machine")
+    broker = home.spec().broker
+    for k in broker_members:
+        if broker.engine not in CLUSTER_ENGINES or not 1 <= k <= broker.members:
+            raise ConfigError(f"broker member {k}: this network's broker has "
+                              f"{broker.members if broker.engine in CLUSTER_ENGINES else 'no'}"
+                              " cluster members ([broker] in network.toml)",
+                              reason="config.machine")
     for agency in agencies:
         record = d.agency(agency)
         if not record.active:
@@ -170,8 +195,10 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
             continue  # exported again: this export replaces that one
         taken = sorted(set(agencies) & set(other.agencies))
         shards_taken = sorted(set(router_shards) & set(other.router_shards))
-        if taken or shards_taken:
-            what = ", ".join([*taken, *(f"router shard {k}" for k in shards_taken)])
+        members_taken = sorted(set(broker_members) & set(other.broker_members))
+        if taken or shards_taken or members_taken:
+            what = ", ".join([*taken, *(f"router shard {k}" for k in shards_taken),
+                              *(f"broker member {k}" for k in members_taken)])
             raise ConfigError(f"{what} already run(s) on machine {other.name} "
                               f"({MACHINES_DIR}/{other.name}.toml): one agency or shard runs "
                               "on one machine; export that machine again without it first",
@@ -183,7 +210,7 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
     target = Home(out)
     passwords = home.broker_passwords()
     machine = Machine(name, tuple(agencies), tuple(sorted(set(router_shards))), d.serial,
-                      now_ms())
+                      now_ms(), tuple(sorted(set(broker_members))))
     for sub in ("keys", "state", "broker", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(target.keys_dir, 0o700)
@@ -191,10 +218,14 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
     shutil.copyfile(home.anchor_file, target.anchor_file)
     shutil.copyfile(home.directory_file, target.directory_file)
     shutil.copyfile(home.state_dir / "directory.held", target.state_dir / "directory.held")
-    ca = home.broker_dir / "tls" / "ca.crt"
-    if ca.exists():
-        (target.broker_dir / "tls").mkdir()
-        shutil.copyfile(ca, target.broker_dir / "tls" / "ca.crt")
+    tls = home.broker_dir / "tls"
+    member_files = ("server.crt", "server.key") if machine.broker_members else ()
+    for file in ("ca.crt", *member_files):  # a member serves TLS; never the CA's key
+        if (tls / file).exists():
+            (target.broker_dir / "tls").mkdir(exist_ok=True)
+            shutil.copy2(tls / file, target.broker_dir / "tls" / file)
+    if machine.broker_members:
+        _export_member_files(home, target)
     accounts = list(agencies) + ([ROUTER_ACCOUNT] if machine.router_shards else [])
     for agency in agencies:
         target.write_keys(home.keys(agency))
@@ -212,3 +243,26 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
     (records / f"{name}.toml").write_text(machine.to_toml())
     return machine
 
+
+
+def _export_member_files(home: Home, target: Home) -> None:
+    """What a machine running cluster members needs beyond the public files: the members'
+    route secret and the bcrypt hashes of every account's password (its members' configs
+    name every account), never the passwords."""
+    from i24net.broker import accounts_for
+    from i24net.broker.nats import EXPORTED_HASHES, password_hashes, route_secret
+
+    source = home.broker_dir / "nats"
+    source.mkdir(parents=True, exist_ok=True)
+    secret = route_secret(source)
+    d = home.directory()
+    active = sorted(a.id for a in d.agencies.values() if a.active)
+    hashes = password_hashes(source, accounts_for(active, home.broker_passwords(),
+                                                  prefix=d.prefix))
+    out = target.broker_dir / "nats"
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    (out / "route-secret").write_text(secret + "\n")
+    os.chmod(out / "route-secret", 0o600)
+    (out / EXPORTED_HASHES).write_text(json.dumps(hashes, indent=1, sort_keys=True))
+    os.chmod(out / EXPORTED_HASHES, 0o600)

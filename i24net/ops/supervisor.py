@@ -173,12 +173,21 @@ class Supervisor:
         """The broker processes this home starts: none when ``[broker] addresses`` names
         brokers run elsewhere, and none on a machine's export (it connects to the network's
         broker, ``[broker]`` in network.toml)."""
+        from i24net.config.machine import members_here
+
+        b = self.home.spec().broker.for_engine(engine)
+        if b.addresses:
+            return []
+        names = self.brokers(engine)
+        if b.engine not in CLUSTER_ENGINES:
+            return [] if self._is_export() else names
+        here = set(members_here(self.home))
+        return [n for k, n in enumerate(names, 1) if k in here]
+
+    def _is_export(self) -> bool:
         from i24net.config.machine import machine_of
 
-        external = bool(self.home.spec().broker.for_engine(engine).addresses)
-        if external or machine_of(self.home) is not None:
-            return []
-        return self.brokers(engine)
+        return machine_of(self.home) is not None
 
     @staticmethod
     def is_infra(name: str) -> bool:
@@ -395,7 +404,10 @@ class Supervisor:
         b = self.home.spec().broker.for_engine(engine)
         if b.addresses:
             return  # brokers run elsewhere
-        for host, port in b.member_addresses():
+        mine = {f"broker-{k}" for k in range(1, b.members + 1)} & set(self.brokers_here(engine))
+        for k, (host, port) in enumerate(b.member_addresses(), 1):
+            if b.engine in CLUSTER_ENGINES and f"broker-{k}" not in mine:
+                continue  # another machine's member
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:

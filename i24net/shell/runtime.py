@@ -23,6 +23,7 @@ from i24net.broker import (
     start_broker,
     unguessable_client_id,
 )
+from i24net.broker.nats import EXPORTED_HASHES
 from i24net.broker.tls import DEFAULT_HOSTS
 from i24net.config.home import ROUTER_ACCOUNT, Home
 from i24net.core.errors import ConfigError, I24Error
@@ -151,6 +152,13 @@ def broker_tls_files(home: Home, *, min_days_left: int = 1) -> TlsFiles:
 
     d = tls_dir(home)
     files = TlsFiles(d / "ca.crt", d / "ca.key", d / "server.crt", d / "server.key")
+    if exported_hashes(home) is not None:
+        # a machine running members of another home's cluster: that home's certificate
+        # (exported), never one of its own, which the other members would not trust
+        if not all(p.exists() for p in (files.ca_cert, files.server_cert, files.server_key)):
+            raise ConfigError(f"{d} lacks the cluster's certificate: export this machine "
+                              "again from a home whose network uses TLS", reason="config.broker")
+        return files
     # the certificate names every address a member binds (broker.member_hosts)
     hosts = list(dict.fromkeys([*DEFAULT_HOSTS, *home.spec().broker.member_hosts]))
     try:
@@ -173,6 +181,37 @@ def broker_accounts(home: Home) -> list[BrokerAccount]:
     d = home.directory()
     active = sorted(a.id for a in d.agencies.values() if a.active)
     return accounts_for(active, home.broker_passwords(), prefix=d.prefix)
+
+
+def exported_hashes(home: Home) -> dict[str, str] | None:
+    """On a machine's export that runs cluster members: the bcrypt hash of every account's
+    password, which its members' configs hold in place of the passwords it does not have
+    (``i24net export --members``); ``None`` elsewhere."""
+    path = home.broker_dir / "nats" / EXPORTED_HASHES
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError(f"{path} is not what i24net export writes", reason="config.broker")
+    return {str(k): v for k, v in data.items()}
+
+
+def member_accounts(home: Home) -> tuple[list[BrokerAccount], dict[str, str] | None]:
+    """The accounts a broker member of this home serves, and the hashes that stand for
+    passwords it does not hold (``exported_hashes``; ``None``: it holds every password)."""
+    hashes = exported_hashes(home)
+    if hashes is None:
+        return broker_accounts(home), None
+    d = home.directory()
+    active = sorted(a.id for a in d.agencies.values() if a.active)
+    missing = [a for a in [*active, ROUTER_ACCOUNT] if a not in hashes]
+    if missing:
+        raise ConfigError(f"no password hash for {', '.join(missing)} in "
+                          f"{home.broker_dir / 'nats' / EXPORTED_HASHES}: the directory "
+                          "names accounts this machine's export predates; export it again",
+                          reason="config.broker")
+    # the hash stands in the password's place: only the member's config reads it
+    return accounts_for(active, hashes, prefix=d.prefix), hashes
 
 
 FOLLOW_POLL_S = 0.5
@@ -209,7 +248,7 @@ async def follow_directory(home: Home, broker: Broker, *, logger: logging.Logger
         try:
             fresh = Home(home.path)  # verified against the anchor, no rollback, no fork
             version = fresh.directory().serial
-            accounts = broker_accounts(fresh)
+            accounts = member_accounts(fresh)[0]
         except I24Error as exc:
             log.error("the directory changed but cannot be used for the broker accounts "
                       "(%s: %s); the accounts in use stay", exc.reason, exc.message)
@@ -238,7 +277,7 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
     ``member`` (the supervisor runs each member as its own process, so one can die alone).
     """
     spec = home.spec()
-    accounts = broker_accounts(home)
+    accounts, hashes = member_accounts(home)
     engine = engine or spec.broker.engine
     port = spec.broker.port if port is None else port
     use_tls = spec.broker.tls if tls is None else tls
@@ -253,7 +292,7 @@ def make_broker(home: Home, engine: str | None = None, port: int | None = None,
         b = spec.broker.for_engine(engine)
         return start_broker(engine, home.broker_dir / engine, accounts, host=b.host,
                             port=port, logger=logger, member=member, members=b.members,
-                            tls=files, member_hosts=b.member_hosts)
+                            tls=files, member_hosts=b.member_hosts, hashes=hashes)
     if member is not None:
         raise BrokerConfigError(f"--member applies to a clustered engine, not {engine}")
     return start_broker(engine, home.broker_dir / engine, accounts, host=spec.broker.host,

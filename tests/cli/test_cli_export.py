@@ -96,7 +96,8 @@ def test_tls_networks_export_the_ca_certificate_not_its_key(
     (("--agencies", "NCB-FR,NCB-FR"), "twice"),
     (("--routers", "3"), "has 2"),
     (("--routers", "one"), "shard numbers"),
-    ((), "agencies (--agencies) or router shards"),
+    (("--members", "2"), "no cluster members"),  # the demo spec's broker is embedded
+    ((), "agencies (--agencies), router shards (--routers) or broker members"),
 ])
 def test_bad_exports_say_what_is_wrong(run: Run, sharded: Path, tmp_path: Path,
                                        args: tuple[str, ...], message: str) -> None:
