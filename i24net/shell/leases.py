@@ -326,9 +326,18 @@ class EngineLeases:
 
     async def release(self, name: str) -> None:
         held = self._held.pop(name, None)
-        if held is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._kv.delete(name, last=held.revision),
+        if held is None:
+            return
+        try:
+            await asyncio.wait_for(self._kv.delete(name, last=held.revision),
+                                   REQUEST_TIMEOUT_S)
+            return
+        except Exception:  # a renewal in flight moved the revision, or a timeout
+            pass
+        with contextlib.suppress(Exception):  # still ours: delete what is there now
+            entry = await asyncio.wait_for(self._kv.get(name), REQUEST_TIMEOUT_S)
+            if entry.value == self._value():
+                await asyncio.wait_for(self._kv.delete(name, last=entry.revision),
                                        REQUEST_TIMEOUT_S)
 
     async def close(self) -> None:
