@@ -122,6 +122,10 @@ def export_(machine: str, agency_list: str, router_list: str, member_list: str, 
 
         broker_tls_files(h)  # the members' certificate, made now if the broker never ran
     m = export_machine(h, out, machine, agencies, shards, members)
+    if m.broker_members:
+        from i24net.shell.runtime import export_member_files
+
+        export_member_files(h, Home(out))
     console.print(f"exported machine [bold]{escape(m.name)}[/] to {escape(str(out))}")
     console.print(f"  agencies: {escape(', '.join(m.agencies)) or 'none'}")
     console.print(f"  router shards: {', '.join(map(str, m.router_shards)) or 'none'}"

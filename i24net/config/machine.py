@@ -22,7 +22,6 @@ docs/scale-out.md.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -160,8 +159,10 @@ def _check_name(name: str) -> str:
 def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
                    router_shards: Sequence[int] = (),
                    broker_members: Sequence[int] = ()) -> Machine:
-    """Write the home of machine ``name`` (its ``agencies`` and ``router_shards``) at
-    ``out``, which must not exist or be empty; return what ``machine.toml`` says."""
+    """Write the home of machine ``name`` (its ``agencies``, ``router_shards`` and
+    ``broker_members``) at ``out``, which must not exist or be empty; return what
+    ``machine.toml`` says. A machine that runs members also needs the members' files
+    (``runtime.export_member_files``, which the broker's layer writes)."""
     _check_name(name)
     if machine_of(home) is not None:
         raise ConfigError(f"{home.path} is itself a machine's export: export from the home "
@@ -224,8 +225,6 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
         if (tls / file).exists():
             (target.broker_dir / "tls").mkdir(exist_ok=True)
             shutil.copy2(tls / file, target.broker_dir / "tls" / file)
-    if machine.broker_members:
-        _export_member_files(home, target)
     accounts = list(agencies) + ([ROUTER_ACCOUNT] if machine.router_shards else [])
     for agency in agencies:
         target.write_keys(home.keys(agency))
@@ -244,25 +243,3 @@ def export_machine(home: Home, out: Path, name: str, agencies: Sequence[str],
     return machine
 
 
-
-def _export_member_files(home: Home, target: Home) -> None:
-    """What a machine running cluster members needs beyond the public files: the members'
-    route secret and the bcrypt hashes of every account's password (its members' configs
-    name every account), never the passwords."""
-    from i24net.broker import accounts_for
-    from i24net.broker.nats import EXPORTED_HASHES, password_hashes, route_secret
-
-    source = home.broker_dir / "nats"
-    source.mkdir(parents=True, exist_ok=True)
-    secret = route_secret(source)
-    d = home.directory()
-    active = sorted(a.id for a in d.agencies.values() if a.active)
-    hashes = password_hashes(source, accounts_for(active, home.broker_passwords(),
-                                                  prefix=d.prefix))
-    out = target.broker_dir / "nats"
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
-    (out / "route-secret").write_text(secret + "\n")
-    os.chmod(out / "route-secret", 0o600)
-    (out / EXPORTED_HASHES).write_text(json.dumps(hashes, indent=1, sort_keys=True))
-    os.chmod(out / EXPORTED_HASHES, 0o600)

@@ -196,6 +196,25 @@ def exported_hashes(home: Home) -> dict[str, str] | None:
     return {str(k): v for k, v in data.items()}
 
 
+def export_member_files(home: Home, target: Home) -> None:
+    """What a machine's export that runs cluster members needs beyond its other files
+    (``config.machine.export_machine``): the members' route secret and a bcrypt hash of every
+    account's password (its members' configs name every account), never the passwords."""
+    from i24net.broker.nats import password_hashes, route_secret
+
+    source = home.broker_dir / "nats"
+    source.mkdir(parents=True, exist_ok=True)
+    secret = route_secret(source)
+    hashes = password_hashes(source, broker_accounts(home))
+    out = target.broker_dir / "nats"
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    for name, text in (("route-secret", secret + "\n"),
+                       (EXPORTED_HASHES, json.dumps(hashes, indent=1, sort_keys=True))):
+        (out / name).write_text(text)
+        os.chmod(out / name, 0o600)
+
+
 def member_accounts(home: Home) -> tuple[list[BrokerAccount], dict[str, str] | None]:
     """The accounts a broker member of this home serves, and the hashes that stand for
     passwords it does not hold (``exported_hashes``; ``None``: it holds every password)."""
