@@ -346,11 +346,35 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
         start = int(client_suffix[6:].split("of", 1)[0]) - 1
     else:
         start = start_index(account, len(members), order)
+    local = _local_members(home, len(members))
+    if local and (start % len(members)) + 1 not in local:
+        # a machine that runs some of the members: its clients start at one of its own,
+        # which lives and dies with them
+        start = local[start % len(local)] - 1
     return MqttTransport(addresses=members, start=start,
                          client_id=client_id, username=account,
                          password=password, clean_session=False,
                          tls_ca=ep.tls_ca, logger=logger, will=will,
                          connect_timeout=connect_timeout, name=name)
+
+
+def _local_members(home: Home, count: int) -> tuple[int, ...]:
+    """The cluster members (1-based) this home runs, when it runs some but not all of the
+    ``count`` its clients know (a network spread over machines); else ``()``."""
+    from i24net.config.machine import exported, machine_of
+
+    if count <= 1:
+        return ()
+    machine = machine_of(home)  # small files only: this runs for every agency a host starts
+    if machine is not None:
+        here = machine.broker_members
+    else:
+        taken = {k for m in exported(home).values() for k in m.broker_members}
+        if not taken:
+            return ()
+        here = tuple(k for k in range(1, count + 1) if k not in taken)
+    here = tuple(k for k in here if k <= count)
+    return here if 0 < len(here) < count else ()
 
 
 def node_store_path(home: Home, agency: str) -> Path:

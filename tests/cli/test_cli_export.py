@@ -3,6 +3,7 @@ shards, the public part of the network, and nothing else."""
 
 from __future__ import annotations
 
+import json
 import stat
 import tomllib
 from collections.abc import Callable
@@ -180,3 +181,29 @@ def test_up_starts_no_broker_that_runs_elsewhere(sharded: Path) -> None:
     home.spec_file.write_text(spec.replace(
         "[broker]\n", '[broker]\naddresses = ["10.0.0.1:1883", "10.0.0.2:1883"]\n', 1))
     assert Supervisor(Home(sharded)).brokers_here() == []
+
+
+def test_a_machine_running_a_member_connects_its_clients_to_it_first(
+        run: Run, tmp_path: Path) -> None:
+    from i24net.shell.runtime import Endpoint, make_transport
+
+    authority = tmp_path / "nats"
+    assert run("init", "--preset", "demo", "--engine", "nats", "--port", "30000",
+               "--home", authority).exit_code == 0
+    b = tmp_path / "b"
+    result = run("export", "--machine", "b", "--members", "2", "--agencies",
+                 "NCB-DE,NCB-US,NCB-JP", "--home", authority, b)
+    assert result.exit_code == 0, result.output
+    assert (b / "broker" / "nats" / "route-secret").exists()
+    hashes = json.loads((b / "broker" / "nats" / "exported-hashes.json").read_text())
+    assert set(hashes) >= {"NCB-FR", "NCB-DE", "i24-router"}
+    members = (("127.0.0.1", 30_000), ("127.0.0.1", 30_010), ("127.0.0.1", 30_020))
+    ep = Endpoint("nats", "127.0.0.1", 30_000, addresses=members)
+    machine_b = Home(b)
+    for agency in ("NCB-DE", "NCB-US", "NCB-JP"):  # all on b's own member, 2
+        assert make_transport(machine_b, agency, ep=ep).port == 30_010
+    # the authority's home: its agencies start on its own members, 1 and 3, never 2
+    home = Home(authority)
+    ports = {make_transport(home, a, ep=ep).port
+             for a in ("GS-LYON", "EUROPOL", "NCB-FR", "NCB-BR", "NCB-ZA")}
+    assert ports <= {30_000, 30_020} and len(ports) == 2
