@@ -110,8 +110,11 @@ def network_up(home: Path, *args: str) -> Iterator[Path]:
         assert processes_of(home) == []
 
 
-def processes_of(home: Path) -> list[int]:
-    """Every live i24net process whose command line names this home (an outside view)."""
+def processes_of(home: Path, *, every: bool = False) -> list[int]:
+    """Every live i24net process whose command line names this home (an outside view);
+    ``every``: also any other process naming a file inside it (the nats-server members
+    i24net started: a machine's every process)."""
+    h = str(home).encode()
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid():
@@ -121,6 +124,11 @@ def processes_of(home: Path) -> list[int]:
             state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and str(home).encode() in argv and b"i24net" in b" ".join(argv):
+        if state == "Z":
+            continue
+        if every:
+            if any(part == h or part.startswith(h + b"/") for part in argv):
+                out.append(int(d.name))
+        elif h in argv and b"i24net" in b" ".join(argv):
             out.append(int(d.name))
     return out

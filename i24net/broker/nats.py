@@ -474,14 +474,22 @@ def password_hashes(directory: Path, accounts: Sequence[BrokerAccount]) -> dict[
 
 def _render_user(account: BrokerAccount, password_hash: str) -> str:
     perms = nats_permissions(account)
+    return _render_nats_user(account.username, password_hash, "MQTT",
+                             perms["publish"]["allow"], perms["subscribe"]["allow"])
+
+
+def _render_nats_user(username: str, password_hash: str, connection: str,
+                      publish: list[str], subscribe: list[str]) -> str:
+    """One entry of ``authorization.users``: who, from which kind of connection, and the
+    subjects it may publish to and subscribe to (anything else is denied)."""
     return (
         "    {\n"
-        f"      user: {_quote(account.username)}\n"
+        f"      user: {_quote(username)}\n"
         f"      password: {_quote(password_hash)}\n"
-        '      allowed_connection_types: ["MQTT"]\n'
+        f'      allowed_connection_types: ["{connection}"]\n'
         "      permissions: {\n"
-        f"        publish: {{ allow: {json.dumps(perms['publish']['allow'])} }}\n"
-        f"        subscribe: {{ allow: {json.dumps(perms['subscribe']['allow'])} }}\n"
+        f"        publish: {{ allow: {json.dumps(publish)} }}\n"
+        f"        subscribe: {{ allow: {json.dumps(subscribe)} }}\n"
         "      }\n"
         "    }"
     )
@@ -511,17 +519,8 @@ def lease_permissions() -> dict[str, list[str]]:
 
 def _render_lease_user(password_hash: str) -> str:
     perms = lease_permissions()
-    return (
-        "    {\n"
-        f"      user: {_quote(LEASE_USER)}\n"
-        f"      password: {_quote(password_hash)}\n"
-        '      allowed_connection_types: ["STANDARD"]\n'
-        "      permissions: {\n"
-        f"        publish: {{ allow: {json.dumps(perms['publish'])} }}\n"
-        f"        subscribe: {{ allow: {json.dumps(perms['subscribe'])} }}\n"
-        "      }\n"
-        "    }"
-    )
+    return _render_nats_user(LEASE_USER, password_hash, "STANDARD", perms["publish"],
+                             perms["subscribe"])
 
 
 def _secret(account: BrokerAccount, hashes: dict[str, str] | None) -> str:

@@ -28,7 +28,7 @@ from i24net.cli import (
     require_running,
 )
 from i24net.cli.envelope import compose, message_options
-from i24net.config.home import Home
+from i24net.config.home import ROUTER_ACCOUNT, Home
 from i24net.config.logsetup import CHATTY, configure_logging
 from i24net.core.errors import WaitTimeout
 from i24net.core.labels import Label, Precedence
@@ -163,8 +163,6 @@ def _broker_member(h: Home, engine: str, member: int, port: int | None,
             # bytes). The first MQTT login on a member also sets its MQTT state up, which
             # would otherwise wait for the first client after the next member death.
             here = Endpoint(engine, b.host, b.port, ca)
-            from i24net.config.home import ROUTER_ACCOUNT
-
             if ROUTER_ACCOUNT not in h.broker_passwords():
                 # a machine's export running a member: the members of the homes that hold
                 # the router account publish it; this one serves it once it is retained

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,24 +121,28 @@ def share_of(home: Home) -> Share:
                  shards, len(shards) < home.spec().router_shards, members_here(home))
 
 
-def members_here(home: Home) -> tuple[int, ...]:
+def members_here(home: Home, count: int | None = None) -> tuple[int, ...]:
     """The NATS cluster members ``home`` runs: an export's own, or, on the authority's home,
-    those no export took (every member on a single-machine network)."""
-    machine = machine_of(home)
-    if machine is not None:
-        return machine.broker_members
-    taken = {k for m in exported(home).values() for k in m.broker_members}
-    return tuple(k for k in range(1, home.spec().broker.members + 1) if k not in taken)
+    those of the ``count`` (default: ``[broker] members``) no export took (every member on
+    a single-machine network). Given ``count``, it reads only the small machine files."""
+    return _numbers_here(home, "broker_members",
+                         lambda: home.spec().broker.members if count is None else count)
 
 
 def shards_here(home: Home) -> tuple[int, ...]:
     """The router shards ``home`` runs (``share_of``); needs only the spec and the machine
     files, so it answers for a spec that has no directory yet."""
+    return _numbers_here(home, "router_shards", lambda: home.spec().router_shards)
+
+
+def _numbers_here(home: Home, field: str, count: Callable[[], int]) -> tuple[int, ...]:
+    """An export's own ``field`` (shards or members), or those of ``1..count()`` that no
+    export of the authority's ``home`` took."""
     machine = machine_of(home)
     if machine is not None:
-        return machine.router_shards
-    taken = {k for m in exported(home).values() for k in m.router_shards}
-    return tuple(k for k in range(1, home.spec().router_shards + 1) if k not in taken)
+        return tuple(getattr(machine, field))
+    taken = {k for m in exported(home).values() for k in getattr(m, field)}
+    return tuple(k for k in range(1, count() + 1) if k not in taken)
 
 
 def machine_of(home: Home) -> Machine | None:

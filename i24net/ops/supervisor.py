@@ -404,9 +404,9 @@ class Supervisor:
         b = self.home.spec().broker.for_engine(engine)
         if b.addresses:
             return  # brokers run elsewhere
-        mine = {f"broker-{k}" for k in range(1, b.members + 1)} & set(self.brokers_here(engine))
+        here = set(self.brokers_here(engine))
         for k, (host, port) in enumerate(b.member_addresses(), 1):
-            if b.engine in CLUSTER_ENGINES and f"broker-{k}" not in mine:
+            if b.engine in CLUSTER_ENGINES and f"broker-{k}" not in here:
                 continue  # another machine's member
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -211,18 +211,18 @@ class EngineLeases:
             name=self.identity, connect_timeout=2, max_reconnect_attempts=-1,
             reconnect_time_wait=0.2, error_cb=self._nats_error), CONNECT_TIMEOUT_S)
         js = self._nc.jetstream(timeout=REQUEST_TIMEOUT_S * 5)
-        try:
-            self._kv = await js.key_value(LEASE_BUCKET)
-        except (BucketNotFoundError, NotFoundError):
-            self._kv = await js.create_key_value(
-                bucket=LEASE_BUCKET, ttl=self.ttl_s, history=1, replicas=self.replicas,
-                storage=StorageType.FILE)
-        try:
-            self.counters_kv = await js.key_value(COUNTER_BUCKET)
-        except (BucketNotFoundError, NotFoundError):
-            self.counters_kv = await js.create_key_value(
-                bucket=COUNTER_BUCKET, history=1, replicas=self.replicas,
-                storage=StorageType.FILE)
+
+        async def bucket(name: str, ttl: float | None) -> Any:
+            """The bucket ``name``, made on first use (the first router of the cluster)."""
+            try:
+                return await js.key_value(name)
+            except (BucketNotFoundError, NotFoundError):
+                return await js.create_key_value(bucket=name, ttl=ttl, history=1,
+                                                 replicas=self.replicas,
+                                                 storage=StorageType.FILE)
+
+        self._kv = await bucket(LEASE_BUCKET, self.ttl_s)
+        self.counters_kv = await bucket(COUNTER_BUCKET, None)
         self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
         return self
 

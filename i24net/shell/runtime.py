@@ -361,19 +361,13 @@ def make_transport(home: Home, account: str, *, client_suffix: str = "",
 def _local_members(home: Home, count: int) -> tuple[int, ...]:
     """The cluster members (1-based) this home runs, when it runs some but not all of the
     ``count`` its clients know (a network spread over machines); else ``()``."""
-    from i24net.config.machine import exported, machine_of
+    from i24net.config.machine import members_here
 
     if count <= 1:
         return ()
-    machine = machine_of(home)  # small files only: this runs for every agency a host starts
-    if machine is not None:
-        here = machine.broker_members
-    else:
-        taken = {k for m in exported(home).values() for k in m.broker_members}
-        if not taken:
-            return ()
-        here = tuple(k for k in range(1, count + 1) if k not in taken)
-    here = tuple(k for k in here if k <= count)
+    # with the count given, only the small machine files are read: this runs for every
+    # agency a host starts
+    here = tuple(k for k in members_here(home, count) if k <= count)
     return here if 0 < len(here) < count else ()
 
 

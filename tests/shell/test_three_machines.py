@@ -46,25 +46,6 @@ def send(home: Path, sender: str, recipient: str, tag: str, *wait: str) -> str:
     return sent.stdout.strip()
 
 
-def machine_processes(home: Path) -> list[int]:
-    """Every live process whose command line names ``home``: the i24net processes and the
-    nats-server members they started (a machine's every process)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            argv = (d / "cmdline").read_bytes()
-            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        h = str(home).encode()
-        if state != "Z" and any(part == h or part.startswith(h + b"/")
-                                for part in argv.split(b"\0")):
-            out.append(int(d.name))
-    return out
-
-
 def inbox_ids(home: Path, agency: str) -> list[str]:
     return [i["id"] for i in json.loads(cli(home, "inbox", agency, "--json").stdout)]
 
@@ -96,7 +77,7 @@ def test_a_machine_with_its_member_router_and_agencies_killed_loses_nothing(
         expected = {"NCB-JP": [send(a, "NCB-FR", "NCB-JP", "before", "--wait", "60")],
                     "NCB-BR": [], "NCB-DE": [send(a, "GS-LYON", "NCB-DE", "before",
                                                   "--wait", "60")]}
-        victims = machine_processes(c)
+        victims = processes_of(c, every=True)
         assert len(victims) >= 4  # its member (i24net and nats-server), router, node host
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
@@ -120,4 +101,4 @@ def test_a_machine_with_its_member_router_and_agencies_killed_loses_nothing(
         for home in (c, b, a):
             cli(home, "down", timeout=60)
     for home in (a, b, c):
-        assert processes_of(home) == [] and machine_processes(home) == []
+        assert processes_of(home) == [] and processes_of(home, every=True) == []
